@@ -1,0 +1,1 @@
+//! The Compose loader. Owned by the compose work.

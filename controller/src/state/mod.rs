@@ -1,0 +1,12 @@
+//! The replicated state machine: desired state (stacks, services, tasks and their
+//! placement) plus the observed task states agents report, changed only by [`Command`]s
+//! committed through Raft.
+//!
+//! `apply` is deterministic: it reads no clock (times come inside commands) and does no
+//! I/O, so every controller that applies the same log holds the same state.
+
+mod apply;
+mod model;
+
+pub use apply::CommandResult;
+pub use model::*;

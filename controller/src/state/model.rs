@@ -1,0 +1,173 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_proto::spec::{ServiceSpec, StackSpec};
+use shoal_proto::task::{Desired, TaskState};
+
+/// `STACK/SERVICE`.
+pub type ServiceKey = String;
+pub type TaskId = String;
+/// A node's id is its name (the agent's `--name`).
+pub type NodeId = String;
+
+pub fn service_key(stack: &str, service: &str) -> ServiceKey {
+    format!("{stack}/{service}")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub stacks: BTreeMap<String, Stack>,
+    pub services: BTreeMap<ServiceKey, Service>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Source of task ids: monotonically increasing, so ids are never reused.
+    pub next_task: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    pub name: String,
+    /// The stack as last deployed (services included), for `shoal config`-like views.
+    pub spec: StackSpec,
+    /// Set by `shoal rm`: tasks are being shut down; the stack goes when they are.
+    pub removing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub stack: String,
+    pub name: String,
+    pub spec: ServiceSpec,
+    /// Bumped whenever a deploy changes the spec.
+    pub generation: u64,
+    /// Desired replicas (from the spec, then `shoal scale`).
+    pub replicas: u64,
+    pub removing: bool,
+}
+
+impl Service {
+    pub fn key(&self) -> ServiceKey {
+        service_key(&self.stack, &self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub stack: String,
+    pub service: String,
+    pub slot: u64,
+    /// The spec generation this task runs.
+    pub generation: u64,
+    pub node: Option<NodeId>,
+    pub desired: Desired,
+    pub state: TaskState,
+    /// Why the task is pending or failed, for a person to act on.
+    pub error: String,
+    pub container_id: String,
+    pub exit_code: Option<i64>,
+    pub created_at_ms: u64,
+    /// When `state` last changed.
+    pub updated_at_ms: u64,
+}
+
+impl Task {
+    pub fn service_key(&self) -> ServiceKey {
+        service_key(&self.stack, &self.service)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Ready,
+    Down,
+    Unknown,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+            NodeStatus::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub address: String,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub labels: BTreeMap<String, String>,
+    pub status: NodeStatus,
+    pub availability: Availability,
+}
+
+/// A change to the cluster state. Every change goes through Raft as one of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or update a stack: new services get generation 1, changed ones a bump.
+    DeployStack { spec: StackSpec, now_ms: u64 },
+    /// Shut down all of a stack's tasks; the stack is dropped once they are gone.
+    RemoveStack { stack: String },
+    Scale { service: ServiceKey, replicas: u64 },
+    /// An agent connected: record or refresh its node.
+    RegisterNode { node: Node },
+    SetNodeStatus { node: NodeId, status: NodeStatus, now_ms: u64 },
+    /// The reconciler's decisions, applied together.
+    Reconcile { decisions: Vec<Decision>, now_ms: u64 },
+    /// Observed task states reported by an agent.
+    TaskStatus { node: NodeId, updates: Vec<TaskUpdate>, now_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskUpdate {
+    pub task: TaskId,
+    pub state: TaskState,
+    pub container_id: String,
+    pub exit_code: Option<i64>,
+    pub error: String,
+}
+
+/// One decision of the reconciler or scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Decision {
+    /// A new task for `service`'s `slot` (its id is allocated at apply time).
+    CreateTask {
+        service: ServiceKey,
+        slot: u64,
+        generation: u64,
+    },
+    /// Place a pending task on a node.
+    Assign { task: TaskId, node: NodeId },
+    /// Keep a task pending, saying why.
+    Pending { task: TaskId, reason: String },
+    /// Ask for a task to be stopped.
+    Shutdown { task: TaskId },
+    /// The task's node is lost.
+    Orphan { task: TaskId },
+    /// Forget a finished task.
+    Forget { task: TaskId },
+    /// Forget a service (or stack) that has no tasks left and is being removed.
+    DropService { service: ServiceKey },
+    DropStack { stack: String },
+}

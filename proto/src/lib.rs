@@ -1,0 +1,32 @@
+//! shoal's wire contract and its shared domain model.
+//!
+//! - [`pb`]: the tonic/prost code generated from `proto/shoal.proto`. Only this crate and
+//!   the thin conversion modules of the other crates name these types.
+//! - [`spec`]: the normalized Compose model, shared by the CLI, controller and agent.
+//! - [`task`]: task states as the controller and the agent both speak of them.
+//!
+//! This crate does no I/O.
+#![forbid(unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+pub mod spec;
+pub mod task;
+
+/// Generated protobuf and gRPC code.
+#[allow(clippy::all, rust_2018_idioms)]
+pub mod pb {
+    tonic::include_proto!("shoal.v1");
+}
+
+/// Default port for every controller gRPC service.
+pub const DEFAULT_PORT: u16 = 7370;
+
+/// Container labels that every container shoal starts carries.
+pub mod labels {
+    pub const TASK: &str = "io.shoal.task";
+    pub const STACK: &str = "io.shoal.stack";
+    pub const SERVICE: &str = "io.shoal.service";
+    pub const SLOT: &str = "io.shoal.slot";
+    pub const NODE: &str = "io.shoal.node";
+    pub const GENERATION: &str = "io.shoal.generation";
+}

@@ -1,0 +1,402 @@
+//! The normalized Compose model: what a stack asks to run.
+//!
+//! The Compose loader (`shoal_controller::compose`) produces these types, the controller
+//! stores them in the Raft state, and the agent turns a [`ServiceSpec`] into a Docker
+//! container. They are plain serde types: they travel as JSON inside protobuf `bytes`
+//! fields, so every crate shares one definition.
+//!
+//! Durations are milliseconds, CPUs are in nano-CPUs (1e9 = one CPU), memory in bytes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole stack (a Compose project).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StackSpec {
+    pub name: String,
+    /// By service name.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Top-level named volumes, by their Compose name.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, VolumeSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// `external: true`: the volume is used by its own name, never created or prefixed.
+    #[serde(default)]
+    pub external: bool,
+    /// Docker volume name when `name:` was given (else `STACK_VOLUME`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    /// `None`: the image's default. Shell-form strings are split like Compose does.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Final environment: `env_file`s first, then `environment`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub volumes: Vec<MountSpec>,
+    #[serde(default)]
+    pub healthcheck: Option<HealthcheckSpec>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub stop_grace_period_ms: Option<u64>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    #[serde(default)]
+    pub init: Option<bool>,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `tmpfs:` entries, `PATH[:OPTIONS]`.
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// `HOST:IP` entries.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// Desired replicas for replicated modes (`deploy.replicas`, default 1).
+    #[serde(default = "one")]
+    pub replicas: u64,
+    #[serde(default)]
+    pub resources: Resources,
+    /// By dependency service name.
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, Dependency>,
+    #[serde(default)]
+    pub placement: Placement,
+    /// GPU requests from `gpus:` and `deploy.resources.reservations.devices`.
+    #[serde(default)]
+    pub gpus: Vec<GpuRequest>,
+    /// Network aliases this service answers to besides its name.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl ServiceSpec {
+    /// The grace period Docker gives between the stop signal and SIGKILL (Compose: 10 s).
+    pub fn stop_grace_ms(&self) -> u64 {
+        self.stop_grace_period_ms.unwrap_or(10_000)
+    }
+
+    /// Whether the service has an active healthcheck (its replicas report `healthy`).
+    pub fn has_healthcheck(&self) -> bool {
+        self.healthcheck.as_ref().is_some_and(|h| !h.disable)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceMode {
+    #[default]
+    Replicated,
+    Global,
+    ReplicatedJob,
+    GlobalJob,
+}
+
+impl ServiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
+
+    pub fn is_job(self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob | ServiceMode::GlobalJob)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMode {
+    /// Answered by the node's agent and forwarded to a healthy replica.
+    #[default]
+    Ingress,
+    /// Bound by Docker on the node that runs the replica.
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub target: u16,
+    /// `None`: not published (exposed on the stack network only).
+    #[serde(default)]
+    pub published: Option<u16>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub host_ip: Option<String>,
+    #[serde(default)]
+    pub mode: PortMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A named volume (`source` is the Compose volume name) or anonymous (`source` None).
+    #[default]
+    Volume,
+    /// A host path (`source` is absolute, resolved against the Compose file's directory).
+    Bind,
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub kind: MountKind,
+    #[serde(default)]
+    pub source: Option<String>,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthcheckSpec {
+    /// Docker's form: `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    #[serde(default)]
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: Option<u64>,
+    #[serde(default)]
+    pub start_period_ms: Option<u64>,
+    #[serde(default)]
+    pub start_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Never replace a replica that ended.
+    None,
+    /// Replace only replicas that exited non-zero or failed to start.
+    OnFailure,
+    /// Replace a replica whenever it ends (Swarm's default and shoal's).
+    #[default]
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    /// Wait between a replica ending and its replacement starting.
+    #[serde(default = "default_restart_delay")]
+    pub delay_ms: u64,
+    /// `None`: unlimited.
+    #[serde(default)]
+    pub max_attempts: Option<u64>,
+    /// Window in which `max_attempts` is counted; `None`: the whole life of the spec.
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+}
+
+fn default_restart_delay() -> u64 {
+    1_000
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: default_restart_delay(),
+            max_attempts: None,
+            window_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default)]
+    pub nano_cpus: Option<i64>,
+    #[serde(default)]
+    pub memory_bytes: Option<i64>,
+    #[serde(default)]
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// Enforced by Docker on the container.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Counted by the scheduler against the node's capacity.
+    #[serde(default)]
+    pub reservations: Limits,
+}
+
+impl Resources {
+    /// What the scheduler counts for one replica: the reservation, else the limit.
+    pub fn requested_nano_cpus(&self) -> i64 {
+        self.reservations
+            .nano_cpus
+            .or(self.limits.nano_cpus)
+            .unwrap_or(0)
+    }
+
+    pub fn requested_memory(&self) -> i64 {
+        self.reservations
+            .memory_bytes
+            .or(self.limits.memory_bytes)
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    #[default]
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+impl DependencyCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyCondition::ServiceStarted => "service_started",
+            DependencyCondition::ServiceHealthy => "service_healthy",
+            DependencyCondition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub condition: DependencyCondition,
+    /// `required: false`: a missing dependency does not block the service.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Dependency {
+    fn default() -> Self {
+        Dependency {
+            condition: DependencyCondition::ServiceStarted,
+            required: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
+    /// Label keys to spread over (`preferences: - spread: node.labels.zone` gives "zone").
+    #[serde(default)]
+    pub spread: Vec<String>,
+    #[serde(default)]
+    pub max_replicas_per_node: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstraintField {
+    /// `node.hostname` (the agent's `--name`).
+    Hostname,
+    /// `node.id` (the node's id, which is its name).
+    Id,
+    /// `node.labels.KEY`.
+    Label(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub field: ConstraintField,
+    /// `true` for `==`, `false` for `!=`.
+    pub equal: bool,
+    pub value: String,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let field = match &self.field {
+            ConstraintField::Hostname => "node.hostname".to_string(),
+            ConstraintField::Id => "node.id".to_string(),
+            ConstraintField::Label(k) => format!("node.labels.{k}"),
+        };
+        let op = if self.equal { "==" } else { "!=" };
+        write!(f, "{field}{op}{}", self.value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuRequest {
+    /// `None` with empty `device_ids`: all GPUs of the node (`count: all`).
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub device_ids: Vec<String>,
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// `x-shoal-gpu: {min_memory}`.
+    #[serde(default)]
+    pub min_memory_bytes: Option<u64>,
+    /// `x-shoal-gpu: {model}`, a glob.
+    #[serde(default)]
+    pub model: Option<String>,
+}

@@ -1,8 +1,33 @@
 //! The shoal controller: the Raft group that holds the cluster state, the Compose loader,
 //! the scheduler and reconciler, and the gRPC services for the CLI and the agents.
+//!
+//! Map:
+//! - [`compose`]: Compose files -> [`shoal_proto::spec::StackSpec`] (runs in the CLI).
+//! - [`state`]: the replicated state machine (desired and observed task state) and the
+//!   [`state::Command`]s that change it. Deterministic; no I/O.
+//! - [`raft`]: openraft on sled: log, vote, snapshots, the Raft RPCs.
+//! - [`scheduler`] / [`reconciler`]: pure functions from a state snapshot (and `now`) to
+//!   decisions. No I/O, no clock.
+//! - [`assignments`]: the pure per-node view sent to each agent.
+//! - [`liveness`]: heartbeats in the leader's memory; only transitions are written.
+//! - [`leader`]: the loop that runs the reconciler and liveness on the leader.
+//! - [`api`]: the gRPC services (`Control`, `AgentSession`) and prost conversions.
+//! - [`server`]: wiring: open the node, serve one port, run the leader loop.
+//!
+//! This crate must not talk to Docker: agents do.
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+pub mod api;
+pub mod assignments;
 pub mod compose;
+pub mod leader;
+pub mod liveness;
+pub mod logs;
 pub mod raft;
+pub mod reconciler;
+pub mod scheduler;
+pub mod server;
 pub mod state;
+
+pub use server::{run, serve, Bootstrap, ControllerConfig};

@@ -1,4 +1,6 @@
 use serde::{Deserialize, Serialize};
+use shoal_proto::spec::ServiceMode;
+use shoal_proto::task::{Desired, TaskState};
 
 use super::model::*;
 
@@ -11,14 +13,299 @@ pub struct CommandResult {
     /// A command that was valid when proposed but not when applied (e.g. unknown service).
     #[serde(default)]
     pub error: Option<String>,
+    /// How many things the command touched (tasks shut down, services removed...).
     #[serde(default)]
     pub count: u64,
+}
+
+impl CommandResult {
+    fn error(msg: impl Into<String>) -> Self {
+        CommandResult {
+            error: Some(msg.into()),
+            ..Default::default()
+        }
+    }
 }
 
 impl ClusterState {
     /// Applies one committed command. Deterministic: no clock, no I/O.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
-        let _ = cmd;
-        CommandResult::default()
+        match cmd {
+            Command::DeployStack { spec, .. } => self.deploy_stack(spec),
+            Command::RemoveStack { stack } => self.remove_stack(stack),
+            Command::Scale { service, replicas } => self.scale(service, *replicas),
+            Command::RegisterNode { node } => {
+                let entry = self.nodes.entry(node.id.clone()).or_insert_with(|| node.clone());
+                let availability = entry.availability;
+                *entry = node.clone();
+                entry.availability = availability;
+                entry.status = NodeStatus::Ready;
+                CommandResult::default()
+            }
+            Command::SetNodeStatus { node, status, .. } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.status = *status;
+                    CommandResult::default()
+                }
+                None => CommandResult::error(format!("unknown node {node}")),
+            },
+            Command::Reconcile { decisions, now_ms } => {
+                let mut count = 0;
+                for d in decisions {
+                    if self.decide(d, *now_ms) {
+                        count += 1;
+                    }
+                }
+                CommandResult {
+                    count,
+                    ..Default::default()
+                }
+            }
+            Command::TaskStatus {
+                node,
+                updates,
+                now_ms,
+            } => {
+                let mut count = 0;
+                for u in updates {
+                    if self.task_update(node, u, *now_ms) {
+                        count += 1;
+                    }
+                }
+                CommandResult {
+                    count,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    fn deploy_stack(&mut self, spec: &shoal_proto::spec::StackSpec) -> CommandResult {
+        let mut generations = Vec::new();
+        for (name, svc) in &spec.services {
+            let key = service_key(&spec.name, name);
+            match self.services.get_mut(&key) {
+                Some(existing) => {
+                    let changed = existing.spec != *svc || existing.removing;
+                    if changed {
+                        existing.generation += 1;
+                        existing.spec = svc.clone();
+                    }
+                    existing.replicas = svc.replicas;
+                    existing.removing = false;
+                    generations.push((name.clone(), existing.generation, changed));
+                }
+                None => {
+                    self.services.insert(
+                        key,
+                        Service {
+                            stack: spec.name.clone(),
+                            name: name.clone(),
+                            spec: svc.clone(),
+                            generation: 1,
+                            replicas: svc.replicas,
+                            removing: false,
+                        },
+                    );
+                    generations.push((name.clone(), 1, true));
+                }
+            }
+        }
+        // Services the new file no longer has are removed with their tasks.
+        let mut pruned = 0;
+        for svc in self.services.values_mut() {
+            if svc.stack == spec.name && !spec.services.contains_key(&svc.name) && !svc.removing
+            {
+                svc.removing = true;
+                pruned += 1;
+            }
+        }
+        self.stacks.insert(
+            spec.name.clone(),
+            Stack {
+                name: spec.name.clone(),
+                spec: spec.clone(),
+                removing: false,
+            },
+        );
+        CommandResult {
+            generations,
+            error: None,
+            count: pruned,
+        }
+    }
+
+    fn remove_stack(&mut self, stack: &str) -> CommandResult {
+        let Some(s) = self.stacks.get_mut(stack) else {
+            return CommandResult::error(format!("no stack named {stack}"));
+        };
+        s.removing = true;
+        let mut count = 0;
+        for svc in self.services.values_mut().filter(|s| s.stack == stack) {
+            svc.removing = true;
+            count += 1;
+        }
+        CommandResult {
+            count,
+            ..Default::default()
+        }
+    }
+
+    fn scale(&mut self, service: &str, replicas: u64) -> CommandResult {
+        let Some(svc) = self.services.get_mut(service) else {
+            return CommandResult::error(format!("no service named {service}"));
+        };
+        if svc.removing {
+            return CommandResult::error(format!("service {service} is being removed"));
+        }
+        match svc.spec.mode {
+            ServiceMode::Replicated | ServiceMode::ReplicatedJob => {
+                svc.replicas = replicas;
+                CommandResult::default()
+            }
+            mode => CommandResult::error(format!(
+                "service {service} runs in {} mode: one replica per node, it cannot be scaled",
+                mode.as_str()
+            )),
+        }
+    }
+
+    /// Applies one reconciler decision; false when it no longer applies.
+    fn decide(&mut self, d: &Decision, now_ms: u64) -> bool {
+        match d {
+            Decision::CreateTask {
+                service,
+                slot,
+                generation,
+                node,
+            } => {
+                let Some(svc) = self.services.get(service) else {
+                    return false;
+                };
+                if svc.removing || svc.generation != *generation {
+                    return false;
+                }
+                self.next_task += 1;
+                let id = format!("{:010x}", self.next_task);
+                let task = Task {
+                    id: id.clone(),
+                    stack: svc.stack.clone(),
+                    service: svc.name.clone(),
+                    slot: *slot,
+                    generation: *generation,
+                    node: None,
+                    desired: Desired::Running,
+                    state: TaskState::Pending,
+                    error: String::new(),
+                    container_id: String::new(),
+                    exit_code: None,
+                    created_at_ms: now_ms,
+                    updated_at_ms: now_ms,
+                    pinned: node.clone(),
+                };
+                self.tasks.insert(id, task);
+                true
+            }
+            Decision::Assign { task, node } => {
+                let Some(t) = self.tasks.get_mut(task) else {
+                    return false;
+                };
+                if t.state != TaskState::Pending || t.desired != Desired::Running {
+                    return false;
+                }
+                if !self.nodes.contains_key(node) {
+                    return false;
+                }
+                t.node = Some(node.clone());
+                t.state = TaskState::Assigned;
+                t.error.clear();
+                t.updated_at_ms = now_ms;
+                true
+            }
+            Decision::Pending { task, reason } => {
+                let Some(t) = self.tasks.get_mut(task) else {
+                    return false;
+                };
+                if t.state != TaskState::Pending {
+                    return false;
+                }
+                t.error = reason.clone();
+                true
+            }
+            Decision::Shutdown { task } => {
+                let Some(t) = self.tasks.get_mut(task) else {
+                    return false;
+                };
+                t.desired = Desired::Shutdown;
+                if t.node.is_none() && !t.state.is_terminal() {
+                    t.state = TaskState::Shutdown;
+                    t.updated_at_ms = now_ms;
+                }
+                true
+            }
+            Decision::Orphan { task } => {
+                let Some(t) = self.tasks.get_mut(task) else {
+                    return false;
+                };
+                if t.state.is_terminal() {
+                    return false;
+                }
+                t.state = TaskState::Orphaned;
+                t.error = format!(
+                    "node {} was lost",
+                    t.node.as_deref().unwrap_or("(none)")
+                );
+                t.updated_at_ms = now_ms;
+                true
+            }
+            Decision::Forget { task } => self.tasks.remove(task).is_some(),
+            Decision::DropService { service } => {
+                let gone = self.services.remove(service).is_some();
+                self.tasks.retain(|_, t| &t.service_key() != service);
+                gone
+            }
+            Decision::DropStack { stack } => {
+                let gone = self.stacks.remove(stack).is_some();
+                self.services.retain(|_, s| &s.stack != stack);
+                self.tasks.retain(|_, t| &t.stack != stack);
+                gone
+            }
+        }
+    }
+
+    /// An agent's report about one of its tasks. Agents speak only for their own node.
+    fn task_update(&mut self, node: &str, u: &TaskUpdate, now_ms: u64) -> bool {
+        let Some(t) = self.tasks.get_mut(&u.task) else {
+            return false;
+        };
+        if t.node.as_deref() != Some(node) {
+            return false;
+        }
+        if u.state == TaskState::Shutdown {
+            // The container is gone. A task that had already ended keeps the state it
+            // ended in (failed, complete...), so `ps` still says why.
+            t.container_id.clear();
+            if !t.state.is_terminal() {
+                t.state = TaskState::Shutdown;
+                t.updated_at_ms = now_ms;
+            }
+            return true;
+        }
+        if t.state.is_terminal() && !u.state.is_terminal() {
+            // A late report about a task that ended (or was orphaned) does not revive it.
+            return false;
+        }
+        if t.state != u.state {
+            t.updated_at_ms = now_ms;
+        }
+        t.state = u.state;
+        if !u.container_id.is_empty() {
+            t.container_id = u.container_id.clone();
+        }
+        if u.exit_code.is_some() {
+            t.exit_code = u.exit_code;
+        }
+        t.error = u.error.clone();
+        true
     }
 }

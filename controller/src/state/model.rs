@@ -69,6 +69,9 @@ pub struct Task {
     pub created_at_ms: u64,
     /// When `state` last changed.
     pub updated_at_ms: u64,
+    /// Global services pin each task to its node; the scheduler only checks it fits.
+    #[serde(default)]
+    pub pinned: Option<NodeId>,
 }
 
 impl Task {
@@ -156,6 +159,8 @@ pub enum Decision {
         service: ServiceKey,
         slot: u64,
         generation: u64,
+        /// Pinned node (global services); `None`: the scheduler places it.
+        node: Option<NodeId>,
     },
     /// Place a pending task on a node.
     Assign { task: TaskId, node: NodeId },
@@ -170,4 +175,42 @@ pub enum Decision {
     /// Forget a service (or stack) that has no tasks left and is being removed.
     DropService { service: ServiceKey },
     DropStack { stack: String },
+}
+
+/// Why a service name given by a user does not name one service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no service named {0}")]
+    NotFound(String),
+    #[error("{name} is ambiguous: say which of {}", candidates.join(", "))]
+    Ambiguous {
+        name: String,
+        candidates: Vec<String>,
+    },
+}
+
+impl ClusterState {
+    /// `STACK/SERVICE`, or `SERVICE` alone where only one stack has it.
+    pub fn resolve_service(&self, name: &str) -> Result<ServiceKey, ResolveError> {
+        if name.contains('/') {
+            return match self.services.get(name) {
+                Some(s) if !s.removing => Ok(name.to_string()),
+                _ => Err(ResolveError::NotFound(name.to_string())),
+            };
+        }
+        let candidates: Vec<String> = self
+            .services
+            .values()
+            .filter(|s| s.name == name && !s.removing)
+            .map(Service::key)
+            .collect();
+        match candidates.len() {
+            0 => Err(ResolveError::NotFound(name.to_string())),
+            1 => Ok(candidates[0].clone()),
+            _ => Err(ResolveError::Ambiguous {
+                name: name.to_string(),
+                candidates,
+            }),
+        }
+    }
 }

@@ -1,0 +1,177 @@
+//! `AgentSession`: one long-lived bidirectional stream per agent, on the leader only.
+//!
+//! Up: hello (node registration and what runs), heartbeats (liveness, in memory), task
+//! status transitions (written through Raft), log chunks (routed to CLI streams).
+//! Down: the node's full assignment set, re-sent whenever it changes, and log requests.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use shoal_proto::pb::{self, agent_message::Msg, agent_session_server::AgentSession};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::control::now_ms;
+use super::{convert, SessionHandle, Shared};
+use crate::logs::Chunk;
+use crate::state::{Command, TaskUpdate};
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentSessionService {
+    ctx: Shared,
+    serial: AtomicU64,
+}
+
+impl AgentSessionService {
+    pub fn new(ctx: Shared) -> Self {
+        AgentSessionService {
+            ctx,
+            serial: AtomicU64::new(0),
+        }
+    }
+}
+
+type Down = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentSession for AgentSessionService {
+    type SessionStream = Down;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Down>, Status> {
+        // Only the leader holds sessions: a follower tells the agent where to go.
+        self.ctx.linearizable().await?;
+        let mut up = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, up.next()).await {
+            Ok(Some(Ok(pb::AgentMessage {
+                msg: Some(Msg::Hello(h)),
+            }))) => h,
+            Ok(Some(Ok(_))) => return Err(Status::invalid_argument("the first message must be a hello")),
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => return Err(Status::cancelled("the agent closed the session")),
+            Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
+        };
+        let node = convert::node_from_hello(&hello)?;
+        let name = node.id.clone();
+        let observed = hello
+            .observed
+            .iter()
+            .map(TaskUpdate::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.ctx.lock_liveness().seen(&name, Instant::now());
+        self.ctx.propose(Command::RegisterNode { node }).await?;
+        if !observed.is_empty() {
+            self.ctx
+                .propose(Command::TaskStatus {
+                    node: name.clone(),
+                    updates: observed,
+                    now_ms: now_ms(),
+                })
+                .await?;
+        }
+        tracing::info!(node = %name, address = %hello.address, "agent connected");
+
+        let (tx, rx) = mpsc::channel(256);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        self.ctx.sessions.insert(
+            &name,
+            SessionHandle {
+                serial,
+                tx: tx.clone(),
+            },
+        );
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(&ctx, &name, up, tx).await {
+                tracing::warn!(node = %name, error = %e, "agent session ended");
+            } else {
+                tracing::info!(node = %name, "agent session closed");
+            }
+            ctx.sessions.remove(&name, serial);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+async fn serve(
+    ctx: &Shared,
+    node: &str,
+    mut up: Streaming<pb::AgentMessage>,
+    tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+) -> Result<(), Status> {
+    let mut applied = ctx.node.state.subscribe();
+    let mut last_sent: Option<Vec<crate::assignments::NodeAssignment>> = None;
+    loop {
+        // Send the node its assignments whenever they change.
+        let (version, current) = {
+            let state = ctx.node.state.read();
+            let version = state.last_applied().map_or(0, |l| l.index);
+            (version, crate::assignments::for_node(&state, node))
+        };
+        if last_sent.as_ref() != Some(&current) {
+            let msg = pb::ControllerMessage {
+                msg: Some(pb::controller_message::Msg::Assignments(convert::assignments(
+                    version, &current,
+                ))),
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return Ok(());
+            }
+            last_sent = Some(current);
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Err(Status::unavailable("the controller is shutting down"));
+                }
+                if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
+                    return Err(Status::unavailable("this controller no longer leads"));
+                }
+            }
+            msg = up.next() => {
+                let Some(msg) = msg else { return Ok(()) };
+                let msg = msg?;
+                ctx.lock_liveness().seen(node, Instant::now());
+                handle(ctx, node, msg).await?;
+            }
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), Status> {
+    match msg.msg {
+        Some(Msg::Heartbeat(_)) | None => Ok(()),
+        Some(Msg::Hello(_)) => Err(Status::invalid_argument("hello sent twice")),
+        Some(Msg::Status(s)) => {
+            let update = TaskUpdate::try_from(&s)?;
+            tracing::debug!(node, task = %update.task, state = %update.state, "task status");
+            ctx.propose(Command::TaskStatus {
+                node: node.to_string(),
+                updates: vec![update],
+                now_ms: now_ms(),
+            })
+            .await?;
+            Ok(())
+        }
+        Some(Msg::Log(c)) => {
+            let chunk = Chunk {
+                task_id: c.task_id,
+                data: c.data,
+                stderr: c.stderr,
+                eof: c.eof,
+                error: c.error,
+            };
+            ctx.logs.deliver(c.request_id, chunk).await;
+            Ok(())
+        }
+    }
+}

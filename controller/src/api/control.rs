@@ -1,0 +1,303 @@
+//! `Control`: the CLI's API. Writes go through Raft on the leader; reads are answered by
+//! the leader after `ensure_linearizable`, so an acknowledged deploy is always visible.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use shoal_proto::pb::{self, control_server::Control};
+use shoal_proto::spec::StackSpec;
+use shoal_proto::task::Desired;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::{convert, Shared};
+use crate::state::{Command, ResolveError};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub struct ControlService {
+    ctx: Shared,
+}
+
+impl ControlService {
+    pub fn new(ctx: Shared) -> Self {
+        ControlService { ctx }
+    }
+}
+
+fn resolve_status(e: ResolveError) -> Status {
+    match e {
+        ResolveError::NotFound(_) => Status::not_found(e.to_string()),
+        ResolveError::Ambiguous { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn deploy(
+        &self,
+        req: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployReply>, Status> {
+        let spec: StackSpec = serde_json::from_slice(&req.get_ref().stack_json)
+            .map_err(|e| Status::invalid_argument(format!("stack spec: {e}")))?;
+        if spec.name.is_empty() {
+            return Err(Status::invalid_argument("the stack has no name"));
+        }
+        if spec.services.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "stack {} has no services",
+                spec.name
+            )));
+        }
+        let stack = spec.name.clone();
+        let result = self
+            .ctx
+            .propose(Command::DeployStack {
+                spec,
+                now_ms: now_ms(),
+            })
+            .await?;
+        if let Some(e) = result.error {
+            return Err(Status::failed_precondition(e));
+        }
+        tracing::info!(%stack, "stack deployed");
+        Ok(Response::new(pb::DeployReply {
+            stack,
+            services: result
+                .generations
+                .into_iter()
+                .map(|(service, generation, changed)| pb::ServiceGeneration {
+                    service,
+                    generation,
+                    changed,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn ps(&self, req: Request<pb::PsRequest>) -> Result<Response<pb::PsReply>, Status> {
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        let state = self.ctx.node.state.snapshot();
+        if !req.stack.is_empty() && !state.stacks.contains_key(&req.stack) {
+            return Err(Status::not_found(format!("no stack named {}", req.stack)));
+        }
+        let mut tasks: Vec<_> = state
+            .tasks
+            .values()
+            .filter(|t| req.stack.is_empty() || t.stack == req.stack)
+            .filter(|t| req.all || t.desired == Desired::Running || !t.state.is_terminal())
+            .collect();
+        tasks.sort_by(|a, b| {
+            (&a.stack, &a.service, a.slot, &a.pinned, a.created_at_ms).cmp(&(
+                &b.stack,
+                &b.service,
+                b.slot,
+                &b.pinned,
+                b.created_at_ms,
+            ))
+        });
+        let rows = tasks
+            .into_iter()
+            .map(|t| convert::task_row(t, state.services.get(&t.service_key())))
+            .collect();
+        Ok(Response::new(pb::PsReply { tasks: rows }))
+    }
+
+    async fn services(
+        &self,
+        _req: Request<pb::ServicesRequest>,
+    ) -> Result<Response<pb::ServicesReply>, Status> {
+        self.ctx.linearizable().await?;
+        let state = self.ctx.node.state.snapshot();
+        let services = state
+            .services
+            .values()
+            .map(|s| convert::service_row(&state, s))
+            .collect();
+        Ok(Response::new(pb::ServicesReply { services }))
+    }
+
+    async fn nodes(
+        &self,
+        _req: Request<pb::NodesRequest>,
+    ) -> Result<Response<pb::NodesReply>, Status> {
+        self.ctx.linearizable().await?;
+        let state = self.ctx.node.state.snapshot();
+        let nodes = state.nodes.values().map(convert::node_row).collect();
+        Ok(Response::new(pb::NodesReply { nodes }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let s = crate::raft::metrics_summary(&self.ctx.node.raft);
+        Ok(Response::new(pb::ClusterStatusReply {
+            leader: s.leader.unwrap_or(0),
+            term: s.term,
+            commit_index: s.commit_index.unwrap_or(0),
+            last_applied: s.last_applied.unwrap_or(0),
+            snapshot_index: s.snapshot_index.unwrap_or(0),
+            members: s
+                .members
+                .iter()
+                .map(|m| pb::MemberRow {
+                    id: m.id,
+                    address: m.address.clone(),
+                    role: m.role.as_str().to_string(),
+                    // This member answers; the others are reachable when the leader
+                    // has heard from them (matched a log index).
+                    reachable: m.id == s.id || m.matched_index.is_some(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn scale(&self, req: Request<pb::ScaleRequest>) -> Result<Response<pb::ScaleReply>, Status> {
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        let key = self
+            .ctx
+            .node
+            .state
+            .read()
+            .resolve_service(&req.service)
+            .map_err(resolve_status)?;
+        let result = self
+            .ctx
+            .propose(Command::Scale {
+                service: key.clone(),
+                replicas: req.replicas,
+            })
+            .await?;
+        if let Some(e) = result.error {
+            return Err(Status::failed_precondition(e));
+        }
+        tracing::info!(service = %key, replicas = req.replicas, "service scaled");
+        Ok(Response::new(pb::ScaleReply {
+            service: key,
+            replicas: req.replicas,
+        }))
+    }
+
+    async fn remove_stack(
+        &self,
+        req: Request<pb::RemoveStackRequest>,
+    ) -> Result<Response<pb::RemoveStackReply>, Status> {
+        self.ctx.linearizable().await?;
+        let stack = req.into_inner().stack;
+        if !self.ctx.node.state.read().stacks.contains_key(&stack) {
+            return Err(Status::not_found(format!("no stack named {stack}")));
+        }
+        let result = self
+            .ctx
+            .propose(Command::RemoveStack {
+                stack: stack.clone(),
+            })
+            .await?;
+        if let Some(e) = result.error {
+            return Err(Status::failed_precondition(e));
+        }
+        tracing::info!(%stack, "stack removal started");
+        Ok(Response::new(pb::RemoveStackReply {
+            tasks: result.count,
+        }))
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        let state = self.ctx.node.state.snapshot();
+        let key = state.resolve_service(&req.service).map_err(resolve_status)?;
+        // Tasks that have (or had) a container: running ones first, else the last ended.
+        let mut tasks: Vec<_> = state
+            .tasks
+            .values()
+            .filter(|t| t.service_key() == key && t.node.is_some() && !t.container_id.is_empty())
+            .collect();
+        if tasks.iter().any(|t| t.desired == Desired::Running) {
+            tasks.retain(|t| t.desired == Desired::Running);
+        }
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut meta = BTreeMap::new();
+        for t in &tasks {
+            let node = t.node.clone().unwrap_or_default();
+            by_node.entry(node.clone()).or_default().push(t.id.clone());
+            meta.insert(t.id.clone(), (t.service.clone(), t.slot, node));
+        }
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::LogLine, Status>>(256);
+        let (request_id, mut chunks) = self.ctx.logs.open();
+        let mut open_tasks = 0usize;
+        let mut reached = Vec::new();
+        for (node, ids) in by_node {
+            match self.ctx.sessions.get(&node) {
+                Some(session) => {
+                    open_tasks += ids.len();
+                    let msg = pb::ControllerMessage {
+                        msg: Some(pb::controller_message::Msg::LogRequest(pb::LogRequest {
+                            request_id,
+                            task_ids: ids,
+                            follow: req.follow,
+                            tail: req.tail,
+                        })),
+                    };
+                    if session.tx.send(Ok(msg)).await.is_ok() {
+                        reached.push(session);
+                    }
+                }
+                None => {
+                    let line = pb::LogLine {
+                        node: node.clone(),
+                        service: req.service.clone(),
+                        data: format!("shoal: node {node} is not connected; its logs are unavailable\n")
+                            .into_bytes(),
+                        stderr: true,
+                        ..Default::default()
+                    };
+                    let _ = out_tx.send(Ok(line)).await;
+                }
+            }
+        }
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            while open_tasks > 0 {
+                tokio::select! {
+                    chunk = chunks.recv() => {
+                        let Some(chunk) = chunk else { break };
+                        let (service, slot, node) = meta.get(&chunk.task_id).cloned().unwrap_or_default();
+                        if !chunk.data.is_empty() || !chunk.error.is_empty() {
+                            let data = if chunk.error.is_empty() { chunk.data } else {
+                                format!("shoal: {}\n", chunk.error).into_bytes()
+                            };
+                            let line = pb::LogLine { task_id: chunk.task_id.clone(), service, slot, node, data, stderr: chunk.stderr || !chunk.error.is_empty() };
+                            if out_tx.send(Ok(line)).await.is_err() { break; }
+                        }
+                        if chunk.eof { open_tasks -= 1; }
+                    }
+                    _ = out_tx.closed() => break,
+                }
+            }
+            ctx.logs.close(request_id);
+            for session in reached {
+                let cancel = pb::ControllerMessage {
+                    msg: Some(pb::controller_message::Msg::LogCancel(pb::LogCancel { request_id })),
+                };
+                let _ = session.tx.send(Ok(cancel)).await;
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,144 @@
+//! Conversions between prost messages and the controller's domain types. The only place
+//! in the controller that builds or reads wire structs field by field.
+
+use shoal_proto::pb;
+use shoal_proto::task::TaskState;
+
+use crate::assignments::NodeAssignment;
+use crate::state::{Availability, ClusterState, Node, NodeStatus, Service, Task, TaskUpdate};
+
+/// A wire message that does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {what}: {why}")]
+pub struct Invalid {
+    pub what: &'static str,
+    pub why: String,
+}
+
+impl From<Invalid> for tonic::Status {
+    fn from(e: Invalid) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+impl TryFrom<&pb::TaskStatus> for TaskUpdate {
+    type Error = Invalid;
+
+    fn try_from(s: &pb::TaskStatus) -> Result<Self, Invalid> {
+        let state = TaskState::parse(&s.state).ok_or_else(|| Invalid {
+            what: "task status",
+            why: format!("unknown state {:?} for task {}", s.state, s.task_id),
+        })?;
+        Ok(TaskUpdate {
+            task: s.task_id.clone(),
+            state,
+            container_id: s.container_id.clone(),
+            exit_code: s.has_exit_code.then_some(s.exit_code),
+            error: s.error.clone(),
+        })
+    }
+}
+
+/// The node an agent describes in its hello.
+pub fn node_from_hello(h: &pb::Hello) -> Result<Node, Invalid> {
+    if h.name.is_empty() {
+        return Err(Invalid {
+            what: "hello",
+            why: "the agent sent no node name".into(),
+        });
+    }
+    Ok(Node {
+        id: h.name.clone(),
+        address: h.address.clone(),
+        nano_cpus: (h.cpus * 1e9) as i64,
+        memory_bytes: h.memory_bytes,
+        labels: h.labels.clone().into_iter().collect(),
+        status: NodeStatus::Ready,
+        availability: Availability::Active,
+    })
+}
+
+pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
+    pb::Assignments {
+        version,
+        tasks: list
+            .iter()
+            .map(|a| pb::Assignment {
+                task_id: a.task_id.clone(),
+                stack: a.stack.clone(),
+                service: a.service.clone(),
+                slot: a.slot,
+                desired: a.desired.as_str().to_string(),
+                generation: a.generation,
+                spec_json: serde_json::to_vec(&a.spec).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+pub fn task_row(t: &Task, svc: Option<&Service>) -> pb::TaskRow {
+    pb::TaskRow {
+        id: t.id.clone(),
+        stack: t.stack.clone(),
+        service: t.service.clone(),
+        slot: t.slot,
+        node: t.node.clone().unwrap_or_default(),
+        desired: t.desired.as_str().to_string(),
+        state: t.state.as_str().to_string(),
+        container: t.container_id.clone(),
+        image: svc.map(|s| s.spec.image.clone()).unwrap_or_default(),
+        error: t.error.clone(),
+        generation: t.generation,
+        has_exit_code: t.exit_code.is_some(),
+        exit_code: t.exit_code.unwrap_or_default(),
+        has_healthcheck: svc.is_some_and(|s| s.spec.has_healthcheck()),
+        updated_at_ms: t.updated_at_ms as i64,
+    }
+}
+
+pub fn service_row(state: &ClusterState, svc: &Service) -> pb::ServiceRow {
+    let current = state
+        .tasks
+        .values()
+        .filter(|t| t.stack == svc.stack && t.service == svc.name)
+        .filter(|t| t.desired == shoal_proto::task::Desired::Running);
+    let (mut running, mut healthy) = (0, 0);
+    for t in current {
+        if t.state.is_up() {
+            running += 1;
+        }
+        // Without a healthcheck, a running replica is as healthy as it can be.
+        if t.state == TaskState::Healthy || (!svc.spec.has_healthcheck() && t.state.is_up()) {
+            healthy += 1;
+        }
+    }
+    pb::ServiceRow {
+        stack: svc.stack.clone(),
+        name: svc.name.clone(),
+        image: svc.spec.image.clone(),
+        mode: svc.spec.mode.as_str().to_string(),
+        desired: if svc.removing {
+            0
+        } else {
+            crate::reconciler::desired_replicas(state, svc)
+        },
+        running,
+        healthy,
+        generation: svc.generation,
+        has_healthcheck: svc.spec.has_healthcheck(),
+    }
+}
+
+pub fn node_row(n: &Node) -> pb::NodeRow {
+    pb::NodeRow {
+        id: n.id.clone(),
+        name: n.id.clone(),
+        address: n.address.clone(),
+        status: n.status.as_str().to_string(),
+        availability: n.availability.as_str().to_string(),
+        labels: n.labels.clone().into_iter().collect(),
+        cpus: n.nano_cpus as f64 / 1e9,
+        memory_bytes: n.memory_bytes,
+        gpus: Vec::new(),
+    }
+}

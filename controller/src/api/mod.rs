@@ -1,0 +1,109 @@
+//! The controller's gRPC services: `Control` for the CLI ([`control`]) and
+//! `AgentSession` for agents ([`agent_session`]). Prost types are converted at this edge
+//! ([`convert`]); everything behind it speaks the domain types of [`crate::state`].
+
+pub mod agent_session;
+pub mod control;
+pub mod convert;
+
+use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::liveness::Liveness;
+use crate::logs::LogRouter;
+use crate::raft::{ProposeError, RaftNode};
+use crate::state::{Command, CommandResult};
+use shoal_proto::pb;
+
+/// Metadata key carrying the leader's address when a follower refuses a request.
+pub const LEADER_HINT: &str = "x-shoal-leader";
+
+/// What the services share.
+pub struct Context {
+    pub node: RaftNode,
+    pub logs: LogRouter,
+    pub sessions: Sessions,
+    pub liveness: Mutex<Liveness>,
+}
+
+pub type Shared = Arc<Context>;
+
+impl Context {
+    /// Proposes `cmd` and maps "not the leader" to a status that carries the leader hint.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Status> {
+        crate::raft::propose(&self.node.raft, cmd)
+            .await
+            .map_err(propose_status)
+    }
+
+    /// Fails unless this controller leads, so reads it answers are linearizable.
+    pub async fn linearizable(&self) -> Result<(), Status> {
+        match self.node.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+            )) => Err(propose_status(ProposeError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            })),
+            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    pub fn lock_liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn propose_status(e: ProposeError) -> Status {
+    match &e {
+        ProposeError::NotLeader { leader_addr, .. } => {
+            let mut status = Status::failed_precondition(e.to_string());
+            if let Some(addr) = leader_addr {
+                if let Ok(v) = addr.parse() {
+                    status.metadata_mut().insert(LEADER_HINT, v);
+                }
+            }
+            status
+        }
+        ProposeError::Stopped(_) => Status::unavailable(e.to_string()),
+        ProposeError::Rejected(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// The open agent sessions, by node: how the controller reaches an agent.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<HashMap<String, SessionHandle>>,
+}
+
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Distinguishes a node's successive sessions, so an old one cannot unregister a new one.
+    pub serial: u64,
+    pub tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+}
+
+impl Sessions {
+    pub fn insert(&self, node: &str, h: SessionHandle) {
+        self.lock().insert(node.to_string(), h);
+    }
+
+    pub fn remove(&self, node: &str, serial: u64) {
+        let mut m = self.lock();
+        if m.get(node).is_some_and(|h| h.serial == serial) {
+            m.remove(node);
+        }
+    }
+
+    pub fn get(&self, node: &str) -> Option<SessionHandle> {
+        self.lock().get(node).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,45 @@
+//! What each agent is told to run: a pure view of the state for one node.
+
+use shoal_proto::spec::ServiceSpec;
+use shoal_proto::task::{Desired, TaskState};
+
+use crate::state::ClusterState;
+
+/// A task as its node's agent must know it. Observed fields (state, exit code) are left
+/// out on purpose: the set changes, and is re-sent, only when the agent must act.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAssignment {
+    pub task_id: String,
+    pub stack: String,
+    pub service: String,
+    pub slot: u64,
+    pub desired: Desired,
+    pub generation: u64,
+    pub spec: ServiceSpec,
+}
+
+/// The full set of tasks `node` must hold. A shoal container on the node whose task is
+/// not in this set is removed by the agent (fencing).
+pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
+    state
+        .tasks
+        .values()
+        .filter(|t| t.node.as_deref() == Some(node))
+        .filter(|t| t.state != TaskState::Orphaned)
+        // A task that ended and whose container is gone needs nothing more from the agent
+        // (and must never be started again: its replacement is a new task).
+        .filter(|t| !(t.state.is_terminal() && t.container_id.is_empty()))
+        .filter_map(|t| {
+            let svc = state.services.get(&t.service_key())?;
+            Some(NodeAssignment {
+                task_id: t.id.clone(),
+                stack: t.stack.clone(),
+                service: t.service.clone(),
+                slot: t.slot,
+                desired: t.desired,
+                generation: t.generation,
+                spec: svc.spec.clone(),
+            })
+        })
+        .collect()
+}

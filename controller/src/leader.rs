@@ -1,0 +1,70 @@
+//! The work only the leader does: run the reconciler and declare lost nodes down.
+//!
+//! Each pass takes a snapshot of the applied state, asks the pure
+//! [`crate::reconciler::reconcile`] what to change, and proposes the decisions as one
+//! `Reconcile` command. A pass runs after every applied change and at least every
+//! `TICK`, since restart delays and liveness depend on time passing.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::control::now_ms;
+use crate::api::Shared;
+use crate::liveness::Liveness;
+use crate::state::Command;
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// Runs until `shutdown`; does nothing while this controller is not the leader.
+pub async fn run(ctx: Shared, grace: Duration, shutdown: CancellationToken) {
+    let mut applied = ctx.node.state.subscribe();
+    let mut metrics = ctx.node.raft.metrics();
+    let mut leading = false;
+    loop {
+        let is_leader = metrics.borrow().current_leader == Some(ctx.node.id);
+        if is_leader && !leading {
+            tracing::info!(id = ctx.node.id, "became leader: reconciling");
+            // Every node gets a full grace period to reach the new leader.
+            *ctx.lock_liveness() = Liveness::new(grace, Instant::now());
+        }
+        leading = is_leader;
+        if leading {
+            if let Err(e) = pass(&ctx).await {
+                tracing::warn!(error = %e, "reconcile pass failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = applied.changed() => {}
+            _ = metrics.changed() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+async fn pass(ctx: &Shared) -> anyhow::Result<()> {
+    let state = ctx.node.state.snapshot();
+    let transitions = ctx.lock_liveness().transitions(&state, Instant::now());
+    for (node, status) in transitions {
+        tracing::info!(%node, status = status.as_str(), "node status changed");
+        ctx.propose(Command::SetNodeStatus {
+            node,
+            status,
+            now_ms: now_ms(),
+        })
+        .await?;
+    }
+    let now = now_ms();
+    let decisions = crate::reconciler::reconcile(&ctx.node.state.snapshot(), now);
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    tracing::debug!(count = decisions.len(), ?decisions, "reconcile decisions");
+    ctx.propose(Command::Reconcile {
+        decisions,
+        now_ms: now,
+    })
+    .await?;
+    Ok(())
+}

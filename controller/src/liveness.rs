@@ -1,0 +1,106 @@
+//! Node liveness, kept in the leader's memory only: heartbeats never go through Raft.
+//! Only transitions (ready -> down, down -> ready) are written, by the leader loop.
+//!
+//! A new leader starts every node's clock at its own start, so each node gets one full
+//! grace period to reach it before being declared down.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::state::{ClusterState, NodeId, NodeStatus};
+
+#[derive(Debug)]
+pub struct Liveness {
+    grace: Duration,
+    since: Instant,
+    last_seen: HashMap<NodeId, Instant>,
+}
+
+impl Liveness {
+    pub fn new(grace: Duration, now: Instant) -> Liveness {
+        Liveness {
+            grace,
+            since: now,
+            last_seen: HashMap::new(),
+        }
+    }
+
+    /// The node's agent said something (hello, heartbeat, status).
+    pub fn seen(&mut self, node: &str, now: Instant) {
+        self.last_seen.insert(node.to_string(), now);
+    }
+
+    /// The status changes the leader should write, given what the state says now.
+    pub fn transitions(&self, state: &ClusterState, now: Instant) -> Vec<(NodeId, NodeStatus)> {
+        let mut out = Vec::new();
+        for node in state.nodes.values() {
+            let last = self.last_seen.get(&node.id).copied().unwrap_or(self.since);
+            let alive = now.saturating_duration_since(last.max(self.since)) < self.grace;
+            match (node.status, alive) {
+                (NodeStatus::Ready | NodeStatus::Unknown, false) => {
+                    out.push((node.id.clone(), NodeStatus::Down))
+                }
+                (NodeStatus::Down | NodeStatus::Unknown, true)
+                    if self.last_seen.get(&node.id).is_some_and(|t| *t >= self.since) =>
+                {
+                    out.push((node.id.clone(), NodeStatus::Ready))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Availability, Node};
+
+    fn state_with(status: NodeStatus) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.nodes.insert(
+            "a".into(),
+            Node {
+                id: "a".into(),
+                address: "10.0.0.1".into(),
+                nano_cpus: 1,
+                memory_bytes: 1,
+                labels: Default::default(),
+                status,
+                availability: Availability::Active,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn a_new_leader_gives_every_node_a_grace_period() {
+        let t0 = Instant::now();
+        let l = Liveness::new(Duration::from_secs(2), t0);
+        let s = state_with(NodeStatus::Ready);
+        assert!(l.transitions(&s, t0 + Duration::from_millis(1900)).is_empty());
+        assert_eq!(
+            l.transitions(&s, t0 + Duration::from_millis(2100)),
+            vec![("a".to_string(), NodeStatus::Down)]
+        );
+    }
+
+    #[test]
+    fn heartbeats_keep_a_node_ready_and_bring_it_back() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(2), t0);
+        l.seen("a", t0 + Duration::from_secs(3));
+        let ready = state_with(NodeStatus::Ready);
+        assert!(l.transitions(&ready, t0 + Duration::from_secs(4)).is_empty());
+        let down = state_with(NodeStatus::Down);
+        assert_eq!(
+            l.transitions(&down, t0 + Duration::from_secs(4)),
+            vec![("a".to_string(), NodeStatus::Ready)]
+        );
+        assert_eq!(
+            l.transitions(&ready, t0 + Duration::from_secs(6)),
+            vec![("a".to_string(), NodeStatus::Down)]
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The reconciler: a pure function from a state snapshot and `now` to the decisions that
+//! move the cluster toward what its services ask for. It runs on the leader, which
+//! proposes its decisions through Raft; nothing here reads a clock or does I/O.
+//!
+//! Per service it keeps one live task per slot (replicated: slots 1..=replicas; global:
+//! one slot per eligible node), replaces tasks of an older spec generation, replaces
+//! ended tasks as the restart policy says (after its delay, up to `max_attempts`),
+//! shuts down tasks of removed slots and services, forgets old history, holds tasks
+//! back until their `depends_on` conditions hold, and places the rest with
+//! [`crate::scheduler::place`].
+
+use std::collections::BTreeMap;
+
+use shoal_proto::spec::{DependencyCondition, RestartCondition, ServiceMode};
+use shoal_proto::task::{Desired, TaskState};
+
+use crate::scheduler::{self, Request};
+use crate::state::{ClusterState, Decision, NodeId, NodeStatus, Service, Task};
+
+/// Ended tasks kept per slot, so `ps --all` shows recent failures.
+pub const HISTORY_PER_SLOT: usize = 3;
+
+/// Everything that should change, given the state and the time.
+pub fn reconcile(state: &ClusterState, now_ms: u64) -> Vec<Decision> {
+    let mut out = Vec::new();
+    orphan_lost_tasks(state, &mut out);
+    for svc in state.services.values() {
+        let tasks: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.stack == svc.stack && t.service == svc.name)
+            .collect();
+        if svc.removing {
+            remove_service(svc, &tasks, &mut out);
+        } else {
+            converge_service(state, svc, &tasks, now_ms, &mut out);
+        }
+    }
+    for stack in state.stacks.values() {
+        if stack.removing && !state.services.values().any(|s| s.stack == stack.name) {
+            out.push(Decision::DropStack {
+                stack: stack.name.clone(),
+            });
+        }
+    }
+    schedule_pending(state, &mut out);
+    out
+}
+
+/// How many replicas a service should have running.
+pub fn desired_replicas(state: &ClusterState, svc: &Service) -> u64 {
+    match svc.spec.mode {
+        ServiceMode::Replicated | ServiceMode::ReplicatedJob => svc.replicas,
+        ServiceMode::Global | ServiceMode::GlobalJob => {
+            scheduler::eligible_nodes(state, &svc.spec).len() as u64
+        }
+    }
+}
+
+fn orphan_lost_tasks(state: &ClusterState, out: &mut Vec<Decision>) {
+    for t in state.tasks.values() {
+        let Some(node) = &t.node else { continue };
+        let lost = state
+            .nodes
+            .get(node)
+            .is_none_or(|n| n.status == NodeStatus::Down);
+        if lost && !t.state.is_terminal() {
+            out.push(Decision::Orphan { task: t.id.clone() });
+        }
+    }
+}
+
+fn remove_service(svc: &Service, tasks: &[&Task], out: &mut Vec<Decision>) {
+    let mut all_gone = true;
+    for t in tasks {
+        if t.desired == Desired::Running {
+            out.push(Decision::Shutdown { task: t.id.clone() });
+        }
+        if !container_gone(t) {
+            all_gone = false;
+        }
+    }
+    if all_gone {
+        out.push(Decision::DropService { service: svc.key() });
+    }
+}
+
+/// The task ended and no container of it is left on its node (or the node is lost).
+fn container_gone(t: &Task) -> bool {
+    match t.state {
+        TaskState::Orphaned => true,
+        s if s.is_terminal() => t.container_id.is_empty() || t.desired == Desired::Shutdown && t.node.is_none(),
+        TaskState::Pending => t.desired == Desired::Shutdown,
+        _ => false,
+    }
+}
+
+/// A slot: a replica index, or for global services the node the replica belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Index(u64),
+    Node(NodeId),
+}
+
+fn slot_of(t: &Task) -> Slot {
+    match &t.pinned {
+        Some(n) => Slot::Node(n.clone()),
+        None => Slot::Index(t.slot),
+    }
+}
+
+fn converge_service(
+    state: &ClusterState,
+    svc: &Service,
+    tasks: &[&Task],
+    now_ms: u64,
+    out: &mut Vec<Decision>,
+) {
+    let wanted: Vec<Slot> = match svc.spec.mode {
+        ServiceMode::Replicated | ServiceMode::ReplicatedJob => {
+            (1..=svc.replicas).map(Slot::Index).collect()
+        }
+        ServiceMode::Global | ServiceMode::GlobalJob => {
+            scheduler::eligible_nodes(state, &svc.spec)
+                .into_iter()
+                .map(Slot::Node)
+                .collect()
+        }
+    };
+    let mut by_slot: BTreeMap<Slot, Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        by_slot.entry(slot_of(t)).or_default().push(t);
+    }
+    for list in by_slot.values_mut() {
+        list.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+    }
+
+    for slot in &wanted {
+        let list = by_slot.get(slot).map(Vec::as_slice).unwrap_or(&[]);
+        converge_slot(svc, slot, list, now_ms, out);
+    }
+    for (slot, list) in &by_slot {
+        let keep = if wanted.contains(slot) {
+            HISTORY_PER_SLOT
+        } else {
+            // A slot that was scaled away: stop what runs, forget what ended.
+            for t in list {
+                if t.desired == Desired::Running {
+                    out.push(Decision::Shutdown { task: t.id.clone() });
+                }
+            }
+            0
+        };
+        forget_history(list, keep, out);
+    }
+}
+
+fn converge_slot(svc: &Service, slot: &Slot, list: &[&Task], now_ms: u64, out: &mut Vec<Decision>) {
+    let create = |out: &mut Vec<Decision>| {
+        let (index, node) = match slot {
+            Slot::Index(i) => (*i, None),
+            Slot::Node(n) => (0, Some(n.clone())),
+        };
+        out.push(Decision::CreateTask {
+            service: svc.key(),
+            slot: index,
+            generation: svc.generation,
+            node,
+        });
+    };
+
+    let live: Vec<&&Task> = list
+        .iter()
+        .filter(|t| t.desired == Desired::Running && !t.state.is_terminal())
+        .collect();
+    if let Some((newest, older)) = live.split_last() {
+        for t in older {
+            out.push(Decision::Shutdown { task: t.id.clone() });
+        }
+        if newest.generation < svc.generation {
+            out.push(Decision::Shutdown {
+                task: newest.id.clone(),
+            });
+            create(out);
+        }
+        return;
+    }
+
+    let Some(last) = list.last() else {
+        create(out);
+        return;
+    };
+    if last.generation < svc.generation || last.desired == Desired::Shutdown {
+        if last.desired == Desired::Running {
+            out.push(Decision::Shutdown {
+                task: last.id.clone(),
+            });
+        }
+        create(out);
+        return;
+    }
+    // The slot's task of the current spec ended while it should run.
+    if !should_restart(svc, last, list, now_ms) {
+        return;
+    }
+    if now_ms < last.updated_at_ms + svc.spec.restart.delay_ms && last.state != TaskState::Orphaned
+    {
+        return; // The restart delay has not passed: a later pass will do it.
+    }
+    out.push(Decision::Shutdown {
+        task: last.id.clone(),
+    });
+    create(out);
+}
+
+/// Whether an ended task of the current generation is replaced, per the restart policy.
+fn should_restart(svc: &Service, last: &Task, list: &[&Task], now_ms: u64) -> bool {
+    let policy = &svc.spec.restart;
+    let job = svc.spec.mode.is_job();
+    let wanted = match last.state {
+        // A lost node is never the replica's fault: replace it whatever the policy.
+        TaskState::Orphaned => return true,
+        TaskState::Complete => !job && policy.condition == RestartCondition::Any,
+        TaskState::Failed | TaskState::Shutdown => policy.condition != RestartCondition::None,
+        _ => false,
+    };
+    if !wanted {
+        return false;
+    }
+    let Some(max) = policy.max_attempts else {
+        return true;
+    };
+    let since = policy.window_ms.map_or(0, |w| now_ms.saturating_sub(w));
+    let restarts = list
+        .iter()
+        .filter(|t| t.generation == svc.generation)
+        .filter(|t| matches!(t.state, TaskState::Failed | TaskState::Complete | TaskState::Shutdown))
+        .filter(|t| t.updated_at_ms >= since)
+        .count() as u64;
+    // The first run is not a restart: `max_attempts: 2` allows three runs in all.
+    restarts <= max
+}
+
+fn forget_history(list: &[&Task], keep: usize, out: &mut Vec<Decision>) {
+    let ended: Vec<&&Task> = list
+        .iter()
+        .filter(|t| t.desired == Desired::Shutdown && container_gone(t))
+        .collect();
+    if ended.len() > keep {
+        for t in &ended[..ended.len() - keep] {
+            out.push(Decision::Forget { task: t.id.clone() });
+        }
+    }
+}
+
+/// Pending tasks whose dependencies hold are placed; the others say what they wait for.
+fn schedule_pending(state: &ClusterState, out: &mut Vec<Decision>) {
+    let mut requests = Vec::new();
+    for t in state.tasks.values() {
+        if t.state != TaskState::Pending || t.desired != Desired::Running {
+            continue;
+        }
+        let Some(svc) = state.services.get(&t.service_key()) else {
+            continue;
+        };
+        if svc.removing || t.generation < svc.generation {
+            continue;
+        }
+        if let Some(reason) = unmet_dependency(state, svc) {
+            if t.error != reason {
+                out.push(Decision::Pending {
+                    task: t.id.clone(),
+                    reason,
+                });
+            }
+            continue;
+        }
+        requests.push(Request {
+            task: t.id.clone(),
+            service: svc.key(),
+            spec: &svc.spec,
+            pinned: t.pinned.clone(),
+        });
+    }
+    for d in scheduler::place(state, &requests) {
+        if let Decision::Pending { task, reason } = &d {
+            if state.tasks.get(task).is_some_and(|t| &t.error == reason) {
+                continue;
+            }
+        }
+        out.push(d);
+    }
+}
+
+/// Why `svc` may not start yet, or None when every `depends_on` condition holds.
+pub fn unmet_dependency(state: &ClusterState, svc: &Service) -> Option<String> {
+    for (name, dep) in &svc.spec.depends_on {
+        let Some(d) = state.services.get(&crate::state::service_key(&svc.stack, name)) else {
+            if dep.required {
+                return Some(format!("waiting for {name}, which is not deployed"));
+            }
+            continue;
+        };
+        let want = desired_replicas(state, d);
+        let current: Vec<&Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.stack == d.stack && t.service == d.name)
+            .filter(|t| t.generation == d.generation && t.desired == Desired::Running)
+            .collect();
+        let (ok, what) = match dep.condition {
+            DependencyCondition::ServiceStarted => (
+                current.iter().filter(|t| t.state.is_up()).count() as u64,
+                "started",
+            ),
+            DependencyCondition::ServiceHealthy => {
+                let healthy = |t: &&Task| {
+                    t.state == TaskState::Healthy
+                        || (!d.spec.has_healthcheck() && t.state == TaskState::Running)
+                };
+                (current.iter().filter(|t| healthy(t)).count() as u64, "healthy")
+            }
+            DependencyCondition::ServiceCompletedSuccessfully => (
+                current
+                    .iter()
+                    .filter(|t| t.state == TaskState::Complete && t.exit_code.unwrap_or(0) == 0)
+                    .count() as u64,
+                "completed successfully",
+            ),
+        };
+        if ok < want.max(1) {
+            return Some(format!(
+                "waiting for {name} to be {what} ({ok}/{} replicas)",
+                want.max(1)
+            ));
+        }
+    }
+    None
+}

@@ -1,0 +1,91 @@
+// Shared builders for the pure scheduler and reconciler tests (included with `mod`).
+#![allow(dead_code)]
+
+use shoal_controller::state::*;
+use shoal_proto::spec::{ServiceSpec, StackSpec};
+use shoal_proto::task::{Desired, TaskState};
+
+pub fn node(id: &str, cpus: f64, mem_mib: i64) -> Node {
+    Node {
+        id: id.into(),
+        address: format!("10.0.0.{}", id.len()),
+        nano_cpus: (cpus * 1e9) as i64,
+        memory_bytes: mem_mib * 1024 * 1024,
+        labels: Default::default(),
+        status: NodeStatus::Ready,
+        availability: Availability::Active,
+    }
+}
+
+pub fn svc(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        image: "img".into(),
+        replicas,
+        ..Default::default()
+    }
+}
+
+pub fn deployed(nodes: Vec<Node>, services: Vec<ServiceSpec>) -> ClusterState {
+    let mut s = ClusterState::default();
+    for n in nodes {
+        // Inserted as given (RegisterNode would mark every node ready).
+        s.nodes.insert(n.id.clone(), n);
+    }
+    let stack = StackSpec {
+        name: "app".into(),
+        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        volumes: Default::default(),
+    };
+    s.apply(&Command::DeployStack {
+        spec: stack,
+        now_ms: 0,
+    });
+    s
+}
+
+/// Applies the reconciler's decisions until it has nothing left to say (bounded).
+pub fn settle(s: &mut ClusterState, now_ms: u64) {
+    for _ in 0..20 {
+        let d = shoal_controller::reconciler::reconcile(s, now_ms);
+        if d.is_empty() {
+            return;
+        }
+        s.apply(&Command::Reconcile {
+            decisions: d,
+            now_ms,
+        });
+    }
+    panic!("reconciler did not settle");
+}
+
+/// Reports every assigned task of `service` as `state` on its node.
+pub fn report(s: &mut ClusterState, service: &str, state: TaskState, exit: Option<i64>, now_ms: u64) {
+    let tasks: Vec<Task> = s
+        .tasks
+        .values()
+        .filter(|t| t.service == service && t.desired == Desired::Running && t.node.is_some())
+        .filter(|t| !t.state.is_terminal())
+        .cloned()
+        .collect();
+    for t in tasks {
+        s.apply(&Command::TaskStatus {
+            node: t.node.clone().unwrap(),
+            updates: vec![TaskUpdate {
+                task: t.id.clone(),
+                state,
+                container_id: format!("c-{}", t.id),
+                exit_code: exit,
+                error: String::new(),
+            }],
+            now_ms,
+        });
+    }
+}
+
+pub fn live<'a>(s: &'a ClusterState, service: &str) -> Vec<&'a Task> {
+    s.tasks
+        .values()
+        .filter(|t| t.service == service && t.desired == Desired::Running && !t.state.is_terminal())
+        .collect()
+}

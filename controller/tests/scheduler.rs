@@ -1,0 +1,150 @@
+//! The scheduler's exact decisions.
+
+mod common_fixture;
+use common_fixture::*;
+
+use shoal_controller::scheduler::{place, Request};
+use shoal_controller::state::*;
+use shoal_proto::spec::*;
+
+fn req<'a>(task: &str, spec: &'a ServiceSpec) -> Request<'a> {
+    Request {
+        task: task.into(),
+        service: format!("app/{}", spec.name),
+        spec,
+        pinned: None,
+    }
+}
+
+fn assign(task: &str, node: &str) -> Decision {
+    Decision::Assign {
+        task: task.into(),
+        node: node.into(),
+    }
+}
+
+#[test]
+fn replicas_of_a_service_spread_across_nodes() {
+    let spec = svc("web", 4);
+    let s = deployed(vec![node("a", 2.0, 1024), node("b", 2.0, 1024)], vec![spec.clone()]);
+    let reqs: Vec<_> = ["t1", "t2", "t3", "t4"].iter().map(|t| req(t, &spec)).collect();
+    assert_eq!(
+        place(&s, &reqs),
+        vec![assign("t1", "a"), assign("t2", "b"), assign("t3", "a"), assign("t4", "b")]
+    );
+}
+
+#[test]
+fn reservations_are_counted_and_a_full_cluster_says_why() {
+    let mut spec = svc("big", 3);
+    spec.resources.reservations.nano_cpus = Some(1_500_000_000);
+    let mut down = node("c", 8.0, 1024);
+    down.status = NodeStatus::Down;
+    let mut drained = node("d", 8.0, 1024);
+    drained.availability = Availability::Drain;
+    let s = deployed(
+        vec![node("a", 2.0, 1024), node("b", 2.0, 1024), down, drained],
+        vec![spec.clone()],
+    );
+    let reqs: Vec<_> = ["t1", "t2", "t3"].iter().map(|t| req(t, &spec)).collect();
+    assert_eq!(
+        place(&s, &reqs),
+        vec![
+            assign("t1", "a"),
+            assign("t2", "b"),
+            Decision::Pending {
+                task: "t3".into(),
+                reason: "no node can run it: a has 0.5 CPUs free (needs 1.5); \
+                         b has 0.5 CPUs free (needs 1.5); c is down; d is drained"
+                    .into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn memory_limits_count_when_nothing_is_reserved() {
+    let mut spec = svc("mem", 2);
+    spec.resources.limits.memory_bytes = Some(600 * 1024 * 1024);
+    let s = deployed(vec![node("a", 2.0, 1000)], vec![spec.clone()]);
+    let out = place(&s, &[req("t1", &spec), req("t2", &spec)]);
+    assert_eq!(out[0], assign("t1", "a"));
+    assert_eq!(
+        out[1],
+        Decision::Pending {
+            task: "t2".into(),
+            reason: "no node can run it: a has 400 MiB memory free (needs 600 MiB)".into()
+        }
+    );
+}
+
+#[test]
+fn constraints_and_max_replicas_per_node_filter_nodes() {
+    let mut spec = svc("db", 3);
+    spec.placement.constraints = vec![Constraint {
+        field: ConstraintField::Label("disk".into()),
+        equal: true,
+        value: "ssd".into(),
+    }];
+    spec.placement.max_replicas_per_node = Some(1);
+    let mut a = node("a", 2.0, 1024);
+    a.labels.insert("disk".into(), "ssd".into());
+    let mut b = node("b", 2.0, 1024);
+    b.labels.insert("disk".into(), "ssd".into());
+    let s = deployed(vec![a, b, node("c", 2.0, 1024)], vec![spec.clone()]);
+    let out = place(&s, &[req("t1", &spec), req("t2", &spec), req("t3", &spec)]);
+    assert_eq!(out[0], assign("t1", "a"));
+    assert_eq!(out[1], assign("t2", "b"));
+    assert_eq!(
+        out[2],
+        Decision::Pending {
+            task: "t3".into(),
+            reason: "no node can run it: a already runs 1 replicas (max_replicas_per_node: 1); \
+                     b already runs 1 replicas (max_replicas_per_node: 1); \
+                     c does not match node.labels.disk==ssd"
+                .into()
+        }
+    );
+}
+
+#[test]
+fn host_ports_conflict_but_ingress_replicas_share_theirs() {
+    let mut web = svc("web", 2);
+    web.ports = vec![PortSpec {
+        target: 80,
+        published: Some(8080),
+        ..Default::default()
+    }];
+    let mut other = svc("other", 1);
+    other.ports = vec![PortSpec {
+        target: 80,
+        published: Some(8080),
+        mode: PortMode::Host,
+        ..Default::default()
+    }];
+    let mut s = deployed(vec![node("a", 2.0, 1024)], vec![web.clone(), other.clone()]);
+    settle(&mut s, 0);
+    let web_tasks = s.tasks.values().filter(|t| t.service == "web").count();
+    let other_task = s.tasks.values().find(|t| t.service == "other").unwrap();
+    assert_eq!(web_tasks, 2);
+    // Tasks are placed in id order; "other" sorts first in the stack so its task was
+    // created, and placed, first: it holds 8080 and web's replicas cannot share it.
+    assert_eq!(other_task.state, shoal_proto::task::TaskState::Assigned);
+    for t in s.tasks.values().filter(|t| t.service == "web") {
+        assert_eq!(t.state, shoal_proto::task::TaskState::Pending);
+        assert_eq!(t.error, "no node can run it: a has port 8080/tcp taken by app/other");
+    }
+}
+
+#[test]
+fn a_cluster_without_nodes_says_to_start_an_agent() {
+    let spec = svc("web", 1);
+    let s = deployed(vec![], vec![spec.clone()]);
+    assert_eq!(
+        place(&s, &[req("t1", &spec)]),
+        vec![Decision::Pending {
+            task: "t1".into(),
+            reason: "no node has joined the cluster: start an agent".into()
+        }]
+    );
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs shoal's whole test suite on a machine with Rust and Docker, installing what it
+# needs: the busybox test image (from Debian's busybox-static) and a running engine.
+#
+#   scripts/test.sh            # everything
+#   SHOAL_TEST_ARGS=... scripts/test.sh   # extra arguments for the test binaries
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '==> %s\n' "$*"; }
+
+# A Docker engine must answer: the end-to-end tests drive real containers.
+if ! docker info >/dev/null 2>&1; then
+  if command -v dockerd >/dev/null 2>&1; then
+    log "starting dockerd"
+    (dockerd >/tmp/shoal-test-dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info)" >&2; exit 1; }
+fi
+
+log "building the test image"
+bash scripts/build-test-image.sh
+
+# The Compose conformance corpus lives beside the repository (../shared).
+if [[ -z "${SHOAL_COMPOSE_CORPUS:-}" && -d ../shared/compose-corpus ]]; then
+  SHOAL_COMPOSE_CORPUS="$(cd ../shared/compose-corpus && pwd)"
+  export SHOAL_COMPOSE_CORPUS
+fi
+
+log "building (once, for every test)"
+cargo build --workspace --all-targets
+
+log "unit and in-process tests"
+# shellcheck disable=SC2086
+cargo test --workspace --exclude shoal-tests --no-fail-fast -- ${SHOAL_TEST_ARGS:-}
+
+log "end-to-end tests on Docker (one at a time: they share the engine)"
+# shellcheck disable=SC2086
+cargo test -p shoal-tests --no-fail-fast -- --test-threads=1 ${SHOAL_TEST_ARGS:-}

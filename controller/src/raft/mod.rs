@@ -1,1 +1,75 @@
-//! Raft: openraft 0.9 with storage-v2 on sled. Owned by the raft storage work.
+//! Raft: the controllers' replicated log, on openraft 0.9 (`storage-v2`) with sled.
+//!
+//! Map of this module:
+//! - [`log_store`]: the Raft log, the vote and the committed id in sled. Every write that
+//!   openraft must be able to rely on (appended entries, the vote) is flushed to disk before
+//!   openraft is told it completed.
+//! - [`state_machine`]: applies committed [`Command`]s to the in-memory
+//!   [`ClusterState`](crate::state::ClusterState), builds and installs snapshots (persisted
+//!   in sled), and hands the rest of the controller a [`StateHandle`] to read the applied
+//!   state and wait for changes.
+//! - [`open`]: opens a node on a data dir ([`open()`]), bootstraps a one-member group
+//!   ([`initialize_single`]).
+//! - [`propose`]: writes a command through Raft, with a typed "not the leader" error.
+//! - [`network`] / [`server`]: the Raft RPCs between controllers over gRPC (`RaftPeer`),
+//!   payloads are openraft's serde types as JSON ([`codec`]).
+//! - [`summary`]: what `shoal cluster status` shows.
+//!
+//! Invariants:
+//! - openraft is never told that a log append or a vote is done before sled flushed it.
+//! - A data dir that cannot be read (corrupt entry, unreadable snapshot, another node's id)
+//!   is an error naming the dir and the problem; it is never reset silently.
+//! - This module knows nothing of what commands mean: `ClusterState::apply` is a black box.
+
+// openraft's `StorageError`/`RPCError` and tonic's `Status` are large, and the trait
+// signatures we implement fix them as our error types.
+#![allow(clippy::result_large_err)]
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod open;
+pub mod propose;
+pub mod server;
+pub mod state_machine;
+mod storage_error;
+pub mod summary;
+
+use crate::state::{Command, CommandResult};
+
+pub use log_store::LogStore;
+pub use network::Network;
+pub use open::{initialize_single, open, wait_for_leader, RaftNode, RaftTimings};
+pub use propose::{propose, ProposeError};
+pub use server::RaftPeerService;
+pub use state_machine::{StateHandle, StateMachine};
+pub use summary::{metrics_summary, ClusterSummary, MemberRole, MemberSummary};
+
+/// A Raft member's id, as configured on the command line.
+pub type RaftNodeId = u64;
+
+openraft::declare_raft_types!(
+    /// shoal's openraft type configuration: commands are [`Command`], a member is known by
+    /// its advertised `host:port` ([`openraft::BasicNode`]).
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = RaftNodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+/// A running Raft member.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Names of the sled trees under `DATA_DIR/raft`, for tools and tests that inspect a
+/// stopped node's data dir.
+pub mod trees {
+    /// Log entries, keyed by big-endian index, values JSON of `openraft::Entry`.
+    pub const LOG: &str = "log";
+    /// Vote, last purged log id, committed log id, node id (JSON).
+    pub const META: &str = "meta";
+    /// The latest snapshot: `meta` (JSON of `SnapshotMeta`) and `data` (the snapshot bytes).
+    pub const SNAPSHOTS: &str = "snapshots";
+}

@@ -1,0 +1,76 @@
+//! The receiving side of the Raft RPCs: the `RaftPeer` gRPC service, handing each request
+//! to the local [`Raft`] and answering with its result as JSON (see [`super::codec`]).
+//!
+//! `install_snapshot` receives one chunk per call (openraft 0.9's chunked protocol); the
+//! local Raft reassembles them.
+
+use shoal_proto::pb::raft_peer_server::{RaftPeer, RaftPeerServer};
+use shoal_proto::pb::RaftPayload;
+use tonic::{Request, Response, Status};
+
+use super::codec::{
+    self, AppendReply, AppendRequest, SnapshotReply, SnapshotRequest, VoteReply, VoteReq,
+};
+use super::network::MAX_MESSAGE_BYTES;
+use super::Raft;
+
+/// `RaftPeer` served by a local Raft member.
+#[derive(Clone)]
+pub struct RaftPeerService {
+    raft: Raft,
+}
+
+impl RaftPeerService {
+    pub fn new(raft: Raft) -> RaftPeerService {
+        RaftPeerService { raft }
+    }
+
+    /// The tonic service, with message limits large enough for Raft batches.
+    pub fn into_server(self) -> RaftPeerServer<RaftPeerService> {
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn invalid(e: codec::CodecError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn reply<T: serde::Serialize>(
+    what: &'static str,
+    value: &T,
+) -> Result<Response<RaftPayload>, Status> {
+    codec::encode(what, value)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for RaftPeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendRequest =
+            codec::decode("append_entries", request.get_ref()).map_err(invalid)?;
+        let result: AppendReply = self.raft.append_entries(rpc).await;
+        reply("append_entries", &result)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteReq = codec::decode("vote", request.get_ref()).map_err(invalid)?;
+        let result: VoteReply = self.raft.vote(rpc).await;
+        reply("vote", &result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: SnapshotRequest =
+            codec::decode("install_snapshot", request.get_ref()).map_err(invalid)?;
+        let result: SnapshotReply = self.raft.install_snapshot(rpc).await;
+        reply("install_snapshot", &result)
+    }
+}

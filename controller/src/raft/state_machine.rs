@@ -1,0 +1,414 @@
+//! The replicated state machine: committed entries applied to the in-memory
+//! [`ClusterState`], snapshots of it persisted in sled, and the [`StateHandle`] through
+//! which the rest of the controller reads the applied state.
+//!
+//! The state lives in memory only; what makes it durable is the log plus the latest
+//! snapshot. On open the state machine loads the persisted snapshot, and openraft replays
+//! the (committed) log after it.
+//!
+//! Snapshot bytes are the JSON of [`Applied`]: `{last_applied, membership, state}`.
+
+use std::io::Cursor;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use anyhow::Context;
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::storage_error::{storage_err, StorageResult};
+use super::{trees, RaftNodeId, TypeConfig};
+use crate::state::{ClusterState, CommandResult};
+
+const KEY_META: &str = "meta";
+const KEY_DATA: &str = "data";
+
+/// Everything the state machine holds; also the content of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId<RaftNodeId>>,
+    pub membership: StoredMembership<RaftNodeId, BasicNode>,
+    pub state: ClusterState,
+}
+
+/// What the state machine and every [`StateHandle`] share.
+struct Shared {
+    applied: RwLock<Applied>,
+    /// Last applied log index; bumped after every apply and snapshot install.
+    applied_index: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A panic while applying would poison the lock; the data is still the last
+        // consistent state openraft knows of (it stops on a failed apply), so read on.
+        self.applied.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.applied.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, last_applied: Option<LogId<RaftNodeId>>) {
+        self.applied_index
+            .send_replace(last_applied.map_or(0, |l| l.index));
+    }
+}
+
+/// A cheap, cloneable read handle on the applied cluster state.
+///
+/// Readers must not hold [`StateHandle::read`]'s guard across an `.await` (it blocks
+/// applies); take [`StateHandle::snapshot`] for longer work.
+#[derive(Clone)]
+pub struct StateHandle {
+    shared: Arc<Shared>,
+}
+
+/// Read access to the applied [`ClusterState`]; applies wait while it is held.
+pub struct StateGuard<'a> {
+    guard: RwLockReadGuard<'a, Applied>,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = ClusterState;
+
+    fn deref(&self) -> &ClusterState {
+        &self.guard.state
+    }
+}
+
+impl StateGuard<'_> {
+    /// The log id of the last entry reflected in this state.
+    pub fn last_applied(&self) -> Option<LogId<RaftNodeId>> {
+        self.guard.last_applied
+    }
+}
+
+impl StateHandle {
+    /// Borrow the applied state (short reads only, never across an `.await`).
+    pub fn read(&self) -> StateGuard<'_> {
+        StateGuard {
+            guard: self.shared.read(),
+        }
+    }
+
+    /// A copy of the applied state, for work that takes time or crosses an `.await`.
+    pub fn snapshot(&self) -> ClusterState {
+        self.shared.read().state.clone()
+    }
+
+    /// The log id of the last applied entry.
+    pub fn last_applied(&self) -> Option<LogId<RaftNodeId>> {
+        self.shared.read().last_applied
+    }
+
+    /// The last applied log index, changing after every apply: `changed().await` on it to
+    /// wait for the state to move. (0 both before anything is applied and after the
+    /// group's first entry, which is its initial membership.)
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.applied_index.subscribe()
+    }
+}
+
+/// The latest snapshot in sled (`snapshots` tree: `meta` + `data`, written in one batch).
+#[derive(Clone)]
+struct SnapshotStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    dir: Arc<PathBuf>,
+    /// Serializes "compare with the current snapshot and replace it": a snapshot built
+    /// concurrently with an install must not overwrite a newer one.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+type Meta = SnapshotMeta<RaftNodeId, BasicNode>;
+
+impl SnapshotStore {
+    fn open(db: &sled::Db, dir: Arc<PathBuf>) -> anyhow::Result<SnapshotStore> {
+        let tree = db
+            .open_tree(trees::SNAPSHOTS)
+            .with_context(|| format!("open the raft snapshots in {}", dir.display()))?;
+        Ok(SnapshotStore {
+            db: db.clone(),
+            tree,
+            dir,
+            write_lock: Arc::default(),
+        })
+    }
+
+    /// The persisted snapshot, or an error saying what is wrong with it.
+    fn load(&self) -> anyhow::Result<Option<(Meta, Vec<u8>)>> {
+        let dir = self.dir.display();
+        let meta = self
+            .tree
+            .get(KEY_META)
+            .with_context(|| format!("read the raft snapshot in {dir}"))?;
+        let data = self
+            .tree
+            .get(KEY_DATA)
+            .with_context(|| format!("read the raft snapshot in {dir}"))?;
+        match (meta, data) {
+            (None, None) => Ok(None),
+            (Some(meta), Some(data)) => {
+                let meta: Meta = serde_json::from_slice(&meta).map_err(|e| {
+                    anyhow::anyhow!(
+                        "raft snapshot in {dir} is unreadable: its metadata does not parse: {e}"
+                    )
+                })?;
+                Ok(Some((meta, data.to_vec())))
+            }
+            _ => anyhow::bail!(
+                "raft snapshot in {dir} is incomplete: one of its metadata and data is missing"
+            ),
+        }
+    }
+
+    fn current(&self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let loaded = self.load().map_err(|e| {
+            storage_err(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                &self.dir,
+                format!("{e:#}"),
+            )
+        })?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+
+    /// Persists `meta` + `data` as the current snapshot, unless the stored one is newer.
+    /// Flushed before returning.
+    async fn save(&self, meta: &Meta, data: &[u8]) -> StorageResult<bool> {
+        let _guard = self.write_lock.lock().await;
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        if let Some((current, _)) = self
+            .load()
+            .map_err(|e| storage_err(subject(), ErrorVerb::Read, &self.dir, format!("{e:#}")))?
+        {
+            if current.last_log_id > meta.last_log_id {
+                tracing::debug!(current = %current, offered = %meta, "keep the newer snapshot");
+                return Ok(false);
+            }
+        }
+        let meta_json = serde_json::to_vec(meta).map_err(|e| {
+            storage_err(
+                subject(),
+                ErrorVerb::Write,
+                &self.dir,
+                format!("encode snapshot meta: {e}"),
+            )
+        })?;
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_META, meta_json);
+        batch.insert(KEY_DATA, data);
+        self.tree.apply_batch(batch).map_err(|e| {
+            storage_err(
+                subject(),
+                ErrorVerb::Write,
+                &self.dir,
+                format!("write snapshot: {e}"),
+            )
+        })?;
+        self.db.flush_async().await.map_err(|e| {
+            storage_err(
+                subject(),
+                ErrorVerb::Write,
+                &self.dir,
+                format!("flush snapshot: {e}"),
+            )
+        })?;
+        Ok(true)
+    }
+}
+
+/// sled-backed [`RaftStateMachine`] over [`ClusterState`].
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    snapshots: SnapshotStore,
+    /// Makes snapshot ids unique within a process.
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachine {
+    /// Opens the state machine of `data_dir` (its sled database is `db`) and restores the
+    /// latest persisted snapshot, if any.
+    pub fn open(db: &sled::Db, data_dir: &Path) -> anyhow::Result<StateMachine> {
+        let dir = Arc::new(data_dir.to_path_buf());
+        let snapshots = SnapshotStore::open(db, dir.clone())?;
+        let applied = match snapshots.load()? {
+            None => Applied::default(),
+            Some((meta, data)) => {
+                let payload: Applied = serde_json::from_slice(&data).map_err(|e| {
+                    anyhow::anyhow!(
+                        "raft snapshot in {} is unreadable: its data does not parse: {e}",
+                        dir.display()
+                    )
+                })?;
+                if payload.last_applied != meta.last_log_id {
+                    anyhow::bail!(
+                        "raft snapshot in {} is inconsistent: metadata says it ends at {:?}, data at {:?}",
+                        dir.display(),
+                        meta.last_log_id,
+                        payload.last_applied
+                    );
+                }
+                tracing::info!(snapshot = %meta, "restored state from snapshot");
+                Applied {
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership,
+                    state: payload.state,
+                }
+            }
+        };
+        let (applied_index, _) = watch::channel(applied.last_applied.map_or(0, |l| l.index));
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                applied: RwLock::new(applied),
+                applied_index,
+            }),
+            snapshots,
+            snapshot_seq: Arc::default(),
+        })
+    }
+
+    /// A read handle on the applied state.
+    pub fn handle(&self) -> StateHandle {
+        StateHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Builds a snapshot of the state as it is when `build_snapshot` runs (openraft runs it
+/// beside the state machine, which may keep applying meanwhile).
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+    snapshots: SnapshotStore,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (meta, data) = {
+            let applied = self.shared.read();
+            let data = serde_json::to_vec(&*applied).map_err(|e| {
+                storage_err(
+                    ErrorSubject::StateMachine,
+                    ErrorVerb::Read,
+                    &self.snapshots.dir,
+                    format!("encode snapshot: {e}"),
+                )
+            })?;
+            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match &applied.last_applied {
+                Some(last) => format!("{}-{}-{seq}", last.leader_id, last.index),
+                None => format!("--{seq}"),
+            };
+            let meta = Meta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (meta, data)
+        };
+        self.snapshots.save(&meta, &data).await?;
+        tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(
+        Option<LogId<RaftNodeId>>,
+        StoredMembership<RaftNodeId, BasicNode>,
+    )> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResult>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let last = {
+            let mut applied = self.shared.write();
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                let reply = match entry.payload {
+                    EntryPayload::Blank => CommandResult::default(),
+                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd),
+                    EntryPayload::Membership(membership) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        CommandResult::default()
+                    }
+                };
+                replies.push(reply);
+            }
+            applied.last_applied
+        };
+        self.shared.publish(last);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+            snapshots: self.snapshots.clone(),
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let payload: Applied = serde_json::from_slice(&data).map_err(|e| {
+            storage_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                &self.snapshots.dir,
+                format!("received snapshot does not parse: {e}"),
+            )
+        })?;
+        self.snapshots.save(meta, &data).await?;
+        {
+            let mut applied = self.shared.write();
+            *applied = Applied {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+                state: payload.state,
+            };
+        }
+        self.shared.publish(meta.last_log_id);
+        tracing::info!(snapshot = %meta, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        self.snapshots.current()
+    }
+}

@@ -1,1 +1,122 @@
+//! The shoal agent: one per node. It owns this node's side of the cluster:
+//!
+//! - [`session`]: the long-lived gRPC session with the controller leader (Hello,
+//!   heartbeats, task status and logs up; assignments and log requests down).
+//! - [`supervisor`]: the local reconciler that makes the container runtime match the
+//!   assignments, fences containers not assigned here, and reports state transitions;
+//!   its decisions are the pure [`reconcile::plan`].
+//! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, its Docker implementation and
+//!   the recording fake; [`runtime::container_request`] turns a spec into a container.
+//! - [`proxy`]: ingress ports, forwarding a published port to ready local replicas.
+//! - [`logs`]: container output streamed for the controller's log requests.
+//! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
+//!   only place that knows prost types).
+//!
+//! What it must not do: decide placement or restarts (the controller does: an ended task
+//! stays ended, and the agent never restarts a container), touch containers without the
+//! `io.shoal.task` label or labelled for another node, or stop containers because the
+//! session was lost or the agent shut down (an agent restart must not restart containers).
 #![forbid(unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub mod convert;
+pub mod logs;
+pub mod model;
+pub mod proxy;
+pub mod reconcile;
+pub mod runtime;
+pub mod session;
+pub mod supervisor;
+
+use runtime::ContainerRuntime;
+
+/// How often the supervisor looks at the runtime.
+pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One agent's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Controller `host:port`s; any of them, the agent follows the leader.
+    pub controllers: Vec<String>,
+    /// The node's name, which is also its id.
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// `unix:///path` or `tcp://host:port`; `None`: `DOCKER_HOST`, else the local socket.
+    pub docker: Option<String>,
+    /// This node's IP as others reach it; `None`: the source IP toward the controller.
+    pub advertise: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            controllers: vec![format!("127.0.0.1:{}", shoal_proto::DEFAULT_PORT)],
+            name: hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "node".to_string()),
+            data_dir: PathBuf::from("shoal-agent"),
+            docker: None,
+            advertise: None,
+            labels: BTreeMap::new(),
+            heartbeat_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Run an agent on the Docker engine `cfg.docker` until `shutdown`.
+pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let docker = runtime::docker::DockerRuntime::connect(cfg.docker.as_deref()).await?;
+    run_with_runtime(cfg, Arc::new(docker), shutdown).await
+}
+
+/// Run an agent on any runtime (tests pass a [`runtime::fake::FakeRuntime`]).
+/// On `shutdown` the session closes and containers are left running.
+pub async fn run_with_runtime(
+    cfg: AgentConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!cfg.name.is_empty(), "the node needs a name (--name)");
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create agent data directory {}", cfg.data_dir.display()))?;
+    info!(node = %cfg.name, controllers = ?cfg.controllers, "agent starting");
+    let stop_supervisor = shutdown.child_token();
+    let (handle, events) = supervisor::spawn(
+        supervisor::SupervisorConfig {
+            node: cfg.name.clone(),
+            poll_interval: OBSERVE_INTERVAL,
+            ingress: runtime.supports_ingress(),
+        },
+        runtime.clone(),
+        stop_supervisor.clone(),
+    );
+    let result = session::run(
+        session::SessionConfig {
+            controllers: cfg.controllers,
+            name: cfg.name.clone(),
+            advertise: cfg.advertise,
+            labels: cfg.labels,
+            heartbeat_interval: cfg.heartbeat_interval,
+        },
+        runtime,
+        handle,
+        events,
+        shutdown,
+    )
+    .await;
+    stop_supervisor.cancel();
+    info!(node = %cfg.name, "agent stopped");
+    result
+}

@@ -1,0 +1,232 @@
+//! Wire types (prost) to and from the agent's domain types. The only module that names
+//! `shoal_proto::pb` message types besides the session's transport code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use shoal_proto::pb;
+use shoal_proto::spec::ServiceSpec;
+use shoal_proto::task::Desired;
+
+use crate::model::{Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, TaskReport};
+use crate::runtime::TaskIdentity;
+
+/// An assignment the agent cannot act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid assignment of task {task_id}: {reason}")]
+pub struct InvalidAssignment {
+    pub task_id: String,
+    pub reason: String,
+}
+
+impl TryFrom<pb::Assignment> for Assignment {
+    type Error = InvalidAssignment;
+
+    fn try_from(a: pb::Assignment) -> Result<Assignment, InvalidAssignment> {
+        let invalid = |reason: String| InvalidAssignment {
+            task_id: a.task_id.clone(),
+            reason,
+        };
+        let desired = Desired::parse(&a.desired)
+            .ok_or_else(|| invalid(format!("unknown desired state {:?}", a.desired)))?;
+        let spec: ServiceSpec = serde_json::from_slice(&a.spec_json)
+            .map_err(|e| invalid(format!("service spec: {e}")))?;
+        Ok(Assignment {
+            task: TaskIdentity {
+                task_id: a.task_id.clone(),
+                stack: a.stack.clone(),
+                service: a.service.clone(),
+                slot: a.slot,
+                generation: a.generation,
+            },
+            desired,
+            spec: Arc::new(spec),
+        })
+    }
+}
+
+/// The assignment set, plus the tasks that could not be understood (they are left out of
+/// the set, so their containers are not kept; the caller reports them failed).
+pub fn assignments_from_pb(msg: pb::Assignments) -> (AssignmentSet, Vec<InvalidAssignment>) {
+    let mut tasks = BTreeMap::new();
+    let mut invalid = Vec::new();
+    // Replicas of one service share a spec: parse each distinct spec once.
+    let mut specs: HashMap<Vec<u8>, Arc<ServiceSpec>> = HashMap::new();
+    for a in msg.tasks {
+        let cached = specs.get(&a.spec_json).cloned();
+        let json = a.spec_json.clone();
+        match Assignment::try_from(a) {
+            Ok(mut assignment) => {
+                match cached {
+                    Some(spec) => assignment.spec = spec,
+                    None => {
+                        specs.insert(json, assignment.spec.clone());
+                    }
+                }
+                tasks.insert(assignment.task.task_id.clone(), assignment);
+            }
+            Err(e) => invalid.push(e),
+        }
+    }
+    (
+        AssignmentSet {
+            version: msg.version,
+            tasks,
+        },
+        invalid,
+    )
+}
+
+impl From<pb::LogRequest> for LogRequest {
+    fn from(r: pb::LogRequest) -> LogRequest {
+        LogRequest {
+            request_id: r.request_id,
+            task_ids: r.task_ids,
+            follow: r.follow,
+            tail: u64::try_from(r.tail).ok(),
+        }
+    }
+}
+
+/// A controller message in the agent's words; `Err` lists assignments it could not use.
+pub fn controller_event(
+    msg: pb::ControllerMessage,
+) -> Option<(ControllerEvent, Vec<InvalidAssignment>)> {
+    use pb::controller_message::Msg;
+    Some(match msg.msg? {
+        Msg::Assignments(a) => {
+            let (set, invalid) = assignments_from_pb(a);
+            (ControllerEvent::Assignments(set), invalid)
+        }
+        Msg::LogRequest(r) => (ControllerEvent::Logs(r.into()), Vec::new()),
+        Msg::LogCancel(c) => (ControllerEvent::CancelLogs(c.request_id), Vec::new()),
+    })
+}
+
+impl From<&TaskReport> for pb::TaskStatus {
+    fn from(r: &TaskReport) -> pb::TaskStatus {
+        pb::TaskStatus {
+            task_id: r.task_id.clone(),
+            state: r.state.as_str().to_string(),
+            container_id: r.container_id.clone().unwrap_or_default(),
+            has_exit_code: r.exit_code.is_some(),
+            exit_code: r.exit_code.unwrap_or(0),
+            error: r.error.clone().unwrap_or_default(),
+        }
+    }
+}
+
+pub fn status_message(r: &TaskReport) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Status(r.into())),
+    }
+}
+
+pub fn log_message(c: LogChunk) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Log(pb::LogChunk {
+            request_id: c.request_id,
+            task_id: c.task_id,
+            data: c.data.to_vec(),
+            stderr: c.stderr,
+            eof: c.eof,
+            error: c.error.unwrap_or_default(),
+        })),
+    }
+}
+
+pub fn heartbeat_message(seq: u64) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { seq })),
+    }
+}
+
+/// What the agent tells a controller when its session opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelloInfo {
+    pub name: String,
+    pub address: String,
+    pub cpus: f64,
+    pub memory_bytes: i64,
+    pub labels: BTreeMap<String, String>,
+    pub observed: Vec<TaskReport>,
+}
+
+pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            cpus: h.cpus,
+            memory_bytes: h.memory_bytes,
+            labels: h.labels.clone().into_iter().collect(),
+            observed: h.observed.iter().map(Into::into).collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::task::TaskState;
+
+    fn pb_assignment(id: &str, desired: &str, spec: &[u8]) -> pb::Assignment {
+        pb::Assignment {
+            task_id: id.into(),
+            stack: "s".into(),
+            service: "web".into(),
+            slot: 1,
+            desired: desired.into(),
+            generation: 3,
+            spec_json: spec.to_vec(),
+        }
+    }
+
+    #[test]
+    fn assignments_parse_specs_and_set_aside_invalid_ones() {
+        let spec = br#"{"name":"web","image":"busybox"}"#;
+        let (set, invalid) = assignments_from_pb(pb::Assignments {
+            version: 9,
+            tasks: vec![
+                pb_assignment("a", "running", spec),
+                pb_assignment("b", "shutdown", spec),
+                pb_assignment("c", "paused", spec),
+                pb_assignment("d", "running", b"{not json"),
+            ],
+        });
+        assert_eq!(set.version, 9);
+        assert_eq!(set.tasks.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(set.tasks["a"].spec.image, "busybox");
+        assert_eq!(set.tasks["b"].desired, Desired::Shutdown);
+        assert_eq!(set.tasks["a"].task.generation, 3);
+        assert!(Arc::ptr_eq(&set.tasks["a"].spec, &set.tasks["b"].spec));
+        let ids: Vec<_> = invalid.iter().map(|i| i.task_id.as_str()).collect();
+        assert_eq!(ids, vec!["c", "d"]);
+    }
+
+    #[test]
+    fn reports_become_task_status() {
+        let r = TaskReport::new("t", TaskState::Failed)
+            .container(Some("c1"))
+            .exit_code(3)
+            .error("exited with code 3");
+        let s = pb::TaskStatus::from(&r);
+        assert_eq!(s.state, "failed");
+        assert!(s.has_exit_code);
+        assert_eq!(s.exit_code, 3);
+        assert_eq!(s.container_id, "c1");
+        assert_eq!(s.error, "exited with code 3");
+    }
+
+    #[test]
+    fn negative_tail_means_everything() {
+        let r = LogRequest::from(pb::LogRequest {
+            request_id: 1,
+            task_ids: vec!["t".into()],
+            follow: true,
+            tail: -1,
+        });
+        assert_eq!(r.tail, None);
+    }
+}

@@ -1,0 +1,587 @@
+//! [`ContainerRuntime`] on a Docker engine, through bollard.
+//!
+//! Only API 1.41 fields are sent (the oldest engine shoal supports is Docker 20.10): the
+//! client negotiates its version down at connect, and the request leaves out newer fields
+//! such as a healthcheck's `StartInterval`. Stop signals are sent with `kill` because
+//! `POST /containers/{id}/stop?signal=` needs API 1.42.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::container::{
+    Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogOutput, LogsOptions, NetworkingConfig, RemoveContainerOptions,
+    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use bollard::errors::Error as BollardError;
+use bollard::image::CreateImageOptions;
+use bollard::models::{
+    ContainerInspectResponse, ContainerSummary, EndpointSettings, HealthConfig, HealthStatusEnum,
+    HostConfig, Mount, MountTypeEnum, PortBinding as DockerPortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
+use bollard::Docker;
+use futures::{StreamExt, TryStreamExt};
+use shoal_proto::labels;
+use shoal_proto::spec::{MountKind, Protocol};
+
+use super::{
+    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
+    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult,
+};
+
+/// Seconds bollard waits for an engine's response headers.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// A Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connect to `uri` (`unix:///path`, `tcp://host:port`, `http://host:port`; `None`:
+    /// `DOCKER_HOST`, else the local socket) and negotiate the API version.
+    pub async fn connect(uri: Option<&str>) -> anyhow::Result<DockerRuntime> {
+        use anyhow::Context as _;
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match uri {
+            None => Docker::connect_with_defaults(),
+            Some(u) if u.starts_with("unix://") || u.starts_with('/') => {
+                Docker::connect_with_unix(u, REQUEST_TIMEOUT_SECS, version)
+            }
+            Some(u) if u.starts_with("tcp://") || u.starts_with("http://") => {
+                Docker::connect_with_http(u, REQUEST_TIMEOUT_SECS, version)
+            }
+            Some(u) => anyhow::bail!(
+                "unsupported Docker address {u:?}: use unix:///path or tcp://host:port"
+            ),
+        }
+        .with_context(|| format!("connect to Docker at {}", uri.unwrap_or("DOCKER_HOST")))?;
+        let docker = docker.negotiate_version().await.with_context(|| {
+            format!(
+                "negotiate the API version with Docker at {}",
+                uri.unwrap_or("DOCKER_HOST")
+            )
+        })?;
+        Ok(DockerRuntime { docker })
+    }
+
+    /// The underlying client, for callers that need more than the trait.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+fn engine(e: BollardError) -> RuntimeError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine(message),
+        BollardError::DockerStreamError { error } => RuntimeError::Engine(error),
+        other => RuntimeError::Engine(other.to_string()),
+    }
+}
+
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// `repo[:tag]` / `repo@digest` split as the pull API wants (an empty tag pulls all tags).
+fn split_reference(image: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo, digest);
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+fn port_key(target: u16, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Tcp => format!("{target}/tcp"),
+        Protocol::Udp => format!("{target}/udp"),
+    }
+}
+
+fn docker_config(req: &ContainerRequest) -> Config<String> {
+    let mut exposed: HashMap<String, HashMap<(), ()>> = HashMap::new();
+    let mut bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
+    for p in &req.ports {
+        let key = port_key(p.target, p.protocol);
+        exposed.insert(key.clone(), HashMap::new());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(DockerPortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: Some(p.host_port.to_string()),
+            });
+    }
+    let mounts = req
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: m.source.clone(),
+            typ: Some(match m.kind {
+                MountKind::Volume => MountTypeEnum::VOLUME,
+                MountKind::Bind => MountTypeEnum::BIND,
+                MountKind::Tmpfs => MountTypeEnum::TMPFS,
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    let host_config = HostConfig {
+        network_mode: Some(req.network.clone()),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        tmpfs: (!req.tmpfs.is_empty()).then(|| {
+            req.tmpfs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        init: req.init,
+        cap_add: (!req.cap_add.is_empty()).then(|| req.cap_add.clone()),
+        cap_drop: (!req.cap_drop.is_empty()).then(|| req.cap_drop.clone()),
+        ulimits: (!req.ulimits.is_empty()).then(|| {
+            req.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        extra_hosts: (!req.extra_hosts.is_empty()).then(|| req.extra_hosts.clone()),
+        nano_cpus: req.nano_cpus,
+        memory: req.memory_bytes,
+        pids_limit: req.pids_limit,
+        ..Default::default()
+    };
+    let healthcheck = req.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: h.interval_ns,
+        timeout: h.timeout_ns,
+        retries: h.retries,
+        start_period: h.start_period_ns,
+        start_interval: None,
+    });
+    let endpoint = EndpointSettings {
+        aliases: Some(req.aliases.clone()),
+        ..Default::default()
+    };
+    Config {
+        image: Some(req.image.clone()),
+        hostname: req.hostname.clone(),
+        user: req.user.clone(),
+        env: Some(req.env.clone()),
+        cmd: req.cmd.clone(),
+        entrypoint: req.entrypoint.clone(),
+        working_dir: req.working_dir.clone(),
+        labels: Some(req.labels.clone().into_iter().collect()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        stop_signal: req.stop_signal.clone(),
+        stop_timeout: Some(req.stop_timeout_secs),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: [(req.network.clone(), endpoint)].into_iter().collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn parse_state(s: &str) -> ContainerState {
+    match s {
+        "created" => ContainerState::Created,
+        "running" | "paused" | "restarting" => ContainerState::Running,
+        _ => ContainerState::Exited,
+    }
+}
+
+/// `Exited (3) 2 seconds ago` gives 3.
+fn exit_code_from_status(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest.split_once(')')?.0.parse().ok()
+}
+
+fn health_from_status(status: &str) -> Health {
+    if status.contains("(healthy)") {
+        Health::Healthy
+    } else if status.contains("(unhealthy)") {
+        Health::Unhealthy
+    } else if status.contains("(health: starting)") {
+        Health::Starting
+    } else {
+        Health::None
+    }
+}
+
+fn pick_ip(
+    labels: &BTreeMap<String, String>,
+    networks: Option<&HashMap<String, EndpointSettings>>,
+) -> Option<IpAddr> {
+    let networks = networks?;
+    let preferred = labels.get(labels::STACK).map(|s| network_name(s));
+    let parse = |e: &EndpointSettings| e.ip_address.as_deref().and_then(|ip| ip.parse().ok());
+    preferred
+        .and_then(|n| networks.get(&n).and_then(parse))
+        .or_else(|| networks.values().find_map(parse))
+}
+
+fn from_summary(c: ContainerSummary) -> ContainerInfo {
+    let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+    let status = c.status.unwrap_or_default();
+    let state = parse_state(c.state.as_deref().unwrap_or(""));
+    let ip = pick_ip(
+        &labels,
+        c.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref()),
+    );
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default(),
+        state,
+        exit_code: (state == ContainerState::Exited)
+            .then(|| exit_code_from_status(&status))
+            .flatten(),
+        oom_killed: false,
+        health: health_from_status(&status),
+        ip,
+        labels,
+        error: None,
+    }
+}
+
+fn from_inspect(c: ContainerInspectResponse) -> ContainerInfo {
+    let labels: BTreeMap<String, String> = c
+        .config
+        .as_ref()
+        .and_then(|cfg| cfg.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let st = c.state.unwrap_or_default();
+    let state = parse_state(&st.status.map(|s| s.to_string()).unwrap_or_default());
+    let health = match st.health.and_then(|h| h.status) {
+        Some(HealthStatusEnum::STARTING) => Health::Starting,
+        Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+        _ => Health::None,
+    };
+    let ip = pick_ip(
+        &labels,
+        c.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref()),
+    );
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        state,
+        exit_code: (state == ContainerState::Exited)
+            .then_some(st.exit_code)
+            .flatten(),
+        oom_killed: st.oom_killed.unwrap_or(false),
+        health,
+        ip,
+        labels,
+        error: st.error.filter(|e| !e.is_empty()),
+    }
+}
+
+impl DockerRuntime {
+    async fn is_running(&self, id: &str) -> RuntimeResult<bool> {
+        Ok(self.inspect(id).await?.state == ContainerState::Running)
+    }
+
+    /// Wait until the container is no longer running, at most `grace`.
+    async fn wait_exit(&self, id: &str, grace: Duration) -> bool {
+        let mut wait = self.docker.wait_container(
+            id,
+            Some(WaitContainerOptions {
+                condition: "not-running",
+            }),
+        );
+        // A non-zero exit shows up as an error item; either way the container stopped.
+        tokio::time::timeout(grace, wait.next()).await.is_ok()
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn ensure_image(&self, image: &str) -> RuntimeResult<()> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(engine(e)),
+        }
+        let (repo, tag) = split_reference(image);
+        let options = CreateImageOptions {
+            from_image: repo,
+            tag,
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = pull.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(err) = info.error.or(info.error_detail.and_then(|d| d.message)) {
+                        return Err(RuntimeError::Pull {
+                            image: image.to_string(),
+                            reason: err,
+                        });
+                    }
+                }
+                Err(e) => {
+                    let reason = match engine(e) {
+                        RuntimeError::NotFound(m) | RuntimeError::Engine(m) => m,
+                        other => other.to_string(),
+                    };
+                    return Err(RuntimeError::Pull {
+                        image: image.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {
+        let options = CreateContainerOptions {
+            name: req.name.clone(),
+            platform: None,
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), docker_config(req))
+            .await
+            .map_err(engine)?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> RuntimeResult<()> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+            .map_err(engine)
+    }
+
+    async fn stop(&self, id: &str, grace: Duration, signal: Option<&str>) -> RuntimeResult<()> {
+        let Some(signal) = signal else {
+            let t = i64::try_from(grace.as_secs_f64().ceil() as u64).unwrap_or(i64::MAX);
+            return match self
+                .docker
+                .stop_container(id, Some(StopContainerOptions { t }))
+                .await
+            {
+                // 304: already stopped.
+                Err(e) if status_of(&e) == Some(304) => Ok(()),
+                other => other.map_err(engine),
+            };
+        };
+        if !self.is_running(id).await? {
+            return Ok(());
+        }
+        match self
+            .docker
+            .kill_container(id, Some(KillContainerOptions { signal }))
+            .await
+        {
+            Err(e) if status_of(&e) == Some(409) => return Ok(()), // not running any more
+            other => other.map_err(engine)?,
+        }
+        if self.wait_exit(id, grace).await {
+            return Ok(());
+        }
+        match self
+            .docker
+            .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
+            .await
+        {
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            other => other.map_err(engine),
+        }?;
+        self.wait_exit(id, Duration::from_secs(10)).await;
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> RuntimeResult<()> {
+        self.docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    v: true,
+                    force: true,
+                    link: false,
+                }),
+            )
+            .await
+            .map_err(engine)
+    }
+
+    async fn list_managed(&self) -> RuntimeResult<Vec<ContainerInfo>> {
+        let filters: HashMap<String, Vec<String>> =
+            [("label".to_string(), vec![labels::TASK.to_string()])]
+                .into_iter()
+                .collect();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine)?;
+        Ok(list.into_iter().map(from_summary).collect())
+    }
+
+    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerInfo> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map(from_inspect)
+            .map_err(engine)
+    }
+
+    async fn logs(&self, id: &str, follow: bool, tail: Option<u64>) -> RuntimeResult<LogStream> {
+        // Fail early for a missing container rather than inside the stream.
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(engine)?;
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+            ..Default::default()
+        };
+        let stream = self
+            .docker
+            .logs(id, Some(options))
+            .map_err(engine)
+            .try_filter_map(|out| async move {
+                Ok(match out {
+                    LogOutput::StdErr { message } => Some(LogFrame {
+                        stderr: true,
+                        data: message,
+                    }),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        Some(LogFrame {
+                            stderr: false,
+                            data: message,
+                        })
+                    }
+                    LogOutput::StdIn { .. } => None,
+                })
+            });
+        Ok(stream.boxed())
+    }
+
+    async fn ensure_network(&self, stack: &str) -> RuntimeResult<String> {
+        let name = network_name(stack);
+        match self
+            .docker
+            .inspect_network(&name, None::<InspectNetworkOptions<String>>)
+            .await
+        {
+            Ok(_) => return Ok(name),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(engine(e)),
+        }
+        let options = CreateNetworkOptions {
+            name: name.clone(),
+            check_duplicate: true,
+            driver: "bridge".to_string(),
+            labels: [(labels::STACK.to_string(), stack.to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        match self.docker.create_network(options).await {
+            Ok(_) => Ok(name),
+            // Created concurrently by another start.
+            Err(e) if status_of(&e) == Some(409) => Ok(name),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn remove_network(&self, stack: &str) -> RuntimeResult<()> {
+        match self.docker.remove_network(&network_name(stack)).await {
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            other => other.map_err(engine),
+        }
+    }
+
+    async fn resources(&self) -> RuntimeResult<NodeResources> {
+        let info = self.docker.info().await.map_err(engine)?;
+        Ok(NodeResources {
+            nano_cpus: info.ncpu.unwrap_or(0).saturating_mul(1_000_000_000),
+            memory_bytes: info.mem_total.unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repo_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_reference("localhost:5000/a/b"),
+            ("localhost:5000/a/b", "latest")
+        );
+        assert_eq!(
+            split_reference("localhost:5000/a/b:v2"),
+            ("localhost:5000/a/b", "v2")
+        );
+        assert_eq!(split_reference("a@sha256:00"), ("a", "sha256:00"));
+    }
+
+    #[test]
+    fn summary_status_gives_exit_code_and_health() {
+        assert_eq!(exit_code_from_status("Exited (3) 2 seconds ago"), Some(3));
+        assert_eq!(exit_code_from_status("Up 2 seconds"), None);
+        assert_eq!(health_from_status("Up 5 s (healthy)"), Health::Healthy);
+        assert_eq!(health_from_status("Up 5 s (unhealthy)"), Health::Unhealthy);
+        assert_eq!(
+            health_from_status("Up 1 s (health: starting)"),
+            Health::Starting
+        );
+        assert_eq!(health_from_status("Up 1 s"), Health::None);
+    }
+}

@@ -1,0 +1,539 @@
+//! An in-memory [`ContainerRuntime`] that records calls, for tests.
+//!
+//! Cheap enough for hundreds of agents in one process: no threads or tasks per container,
+//! one mutex and one [`Notify`] per fake. Tests drive it by task id: make a task's container
+//! exit, become healthy or unhealthy, print logs; make any operation fail or hang.
+//!
+//! Mutating calls and log requests are recorded ([`Call`]); the polling calls
+//! (`list_managed`, `inspect`, `resources`) are only counted, so that a long test does not
+//! grow a list of observations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use shoal_proto::labels;
+use tokio::sync::Notify;
+
+use super::{
+    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
+    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult,
+};
+
+/// A recorded call, with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    EnsureImage(String),
+    Create(Box<ContainerRequest>),
+    Start(String),
+    Stop {
+        id: String,
+        grace: Duration,
+        signal: Option<String>,
+    },
+    Remove(String),
+    Logs {
+        id: String,
+        follow: bool,
+        tail: Option<u64>,
+    },
+    EnsureNetwork(String),
+    RemoveNetwork(String),
+}
+
+/// An operation, to make it fail or hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    EnsureImage,
+    Create,
+    Start,
+    Stop,
+    Remove,
+    ListManaged,
+    Inspect,
+    Logs,
+    EnsureNetwork,
+    RemoveNetwork,
+    Resources,
+}
+
+#[derive(Debug)]
+struct FakeContainer {
+    info: ContainerInfo,
+    has_healthcheck: bool,
+    logs: Vec<LogFrame>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    observations: u64,
+    containers: BTreeMap<String, FakeContainer>,
+    networks: BTreeSet<String>,
+    /// Op to (message, remaining count; None = until cleared).
+    failures: BTreeMap<Op, (String, Option<u32>)>,
+    /// Image to pull error.
+    pull_failures: BTreeMap<String, String>,
+    hung: BTreeSet<Op>,
+    next_id: u64,
+    auto_healthy: bool,
+    ingress: bool,
+    resources: Option<NodeResources>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    /// Woken on every change: releases hung calls and feeds followed logs.
+    changed: Notify,
+}
+
+/// The recording fake. Clones share one engine.
+#[derive(Debug, Clone)]
+pub struct FakeRuntime {
+    inner: Arc<Inner>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        FakeRuntime::new()
+    }
+}
+
+impl FakeRuntime {
+    /// An empty engine: every image pulls, healthchecks pass at once (see
+    /// [`FakeRuntime::set_auto_healthy`]), no ingress.
+    pub fn new() -> FakeRuntime {
+        let fake = FakeRuntime {
+            inner: Arc::new(Inner::default()),
+        };
+        fake.lock().auto_healthy = true;
+        fake
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide the fake from the others.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn changed(&self) {
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Every recorded call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// How many `list_managed`/`inspect`/`resources` calls were made.
+    pub fn observations(&self) -> u64 {
+        self.lock().observations
+    }
+
+    /// Every container, in id order.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        self.lock()
+            .containers
+            .values()
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
+    /// The container (the newest, if several) of a task.
+    pub fn container_of(&self, task_id: &str) -> Option<ContainerInfo> {
+        self.lock()
+            .containers
+            .values()
+            .rev()
+            .find(|c| c.info.task_id() == Some(task_id))
+            .map(|c| c.info.clone())
+    }
+
+    pub fn networks(&self) -> Vec<String> {
+        self.lock().networks.iter().cloned().collect()
+    }
+
+    /// Put a container there as if someone else (or an earlier agent) had made it.
+    pub fn insert_container(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        state: ContainerState,
+    ) -> String {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = format!("fake{:012}", st.next_id);
+        let ip = ip_for(st.next_id);
+        st.containers.insert(
+            id.clone(),
+            FakeContainer {
+                info: ContainerInfo {
+                    id: id.clone(),
+                    name: name.to_string(),
+                    state,
+                    exit_code: (state == ContainerState::Exited).then_some(0),
+                    oom_killed: false,
+                    health: Health::None,
+                    ip: (state == ContainerState::Running).then_some(ip),
+                    labels,
+                    error: None,
+                },
+                has_healthcheck: false,
+                logs: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Make `op` fail with `message` until [`FakeRuntime::clear_failure`].
+    pub fn fail(&self, op: Op, message: &str) {
+        self.lock().failures.insert(op, (message.to_string(), None));
+    }
+
+    /// Make the next `times` calls of `op` fail with `message`.
+    pub fn fail_times(&self, op: Op, times: u32, message: &str) {
+        self.lock()
+            .failures
+            .insert(op, (message.to_string(), Some(times)));
+    }
+
+    pub fn clear_failure(&self, op: Op) {
+        self.lock().failures.remove(&op);
+    }
+
+    /// Make pulling `image` fail with the registry's `reason`.
+    pub fn fail_pull(&self, image: &str, reason: &str) {
+        self.lock()
+            .pull_failures
+            .insert(image.to_string(), reason.to_string());
+    }
+
+    /// Calls of `op` wait until [`FakeRuntime::release`].
+    pub fn hang(&self, op: Op) {
+        self.lock().hung.insert(op);
+    }
+
+    pub fn release(&self, op: Op) {
+        self.lock().hung.remove(&op);
+        self.changed();
+    }
+
+    /// Whether containers with a healthcheck become healthy as soon as they start
+    /// (default) or stay `starting` until [`FakeRuntime::set_health`].
+    pub fn set_auto_healthy(&self, on: bool) {
+        self.lock().auto_healthy = on;
+    }
+
+    /// Let the agent open ingress listeners for this fake's containers (off by default).
+    pub fn set_ingress(&self, on: bool) {
+        self.lock().ingress = on;
+    }
+
+    pub fn set_resources(&self, resources: NodeResources) {
+        self.lock().resources = Some(resources);
+    }
+
+    fn with_task<R>(&self, task_id: &str, f: impl FnOnce(&mut FakeContainer) -> R) -> Option<R> {
+        let r = {
+            let mut st = self.lock();
+            st.containers
+                .values_mut()
+                .rev()
+                .find(|c| c.info.task_id() == Some(task_id))
+                .map(f)
+        };
+        self.changed();
+        r
+    }
+
+    /// The task's container exits with `code`. Returns false if it has none.
+    pub fn exit(&self, task_id: &str, code: i64) -> bool {
+        self.with_task(task_id, |c| {
+            c.info.state = ContainerState::Exited;
+            c.info.exit_code = Some(code);
+            c.info.health = Health::None;
+        })
+        .is_some()
+    }
+
+    /// The task's container is killed by the kernel's OOM killer (exit 137).
+    pub fn oom_kill(&self, task_id: &str) -> bool {
+        self.with_task(task_id, |c| {
+            c.info.state = ContainerState::Exited;
+            c.info.exit_code = Some(137);
+            c.info.oom_killed = true;
+            c.info.health = Health::None;
+        })
+        .is_some()
+    }
+
+    pub fn set_health(&self, task_id: &str, health: Health) -> bool {
+        self.with_task(task_id, |c| c.info.health = health)
+            .is_some()
+    }
+
+    pub fn set_ip(&self, task_id: &str, ip: IpAddr) -> bool {
+        self.with_task(task_id, |c| c.info.ip = Some(ip)).is_some()
+    }
+
+    /// The task's container prints `data`.
+    pub fn log(&self, task_id: &str, stderr: bool, data: &str) -> bool {
+        let frame = LogFrame {
+            stderr,
+            data: Bytes::copy_from_slice(data.as_bytes()),
+        };
+        self.with_task(task_id, |c| c.logs.push(frame)).is_some()
+    }
+
+    /// Record the call, wait while the op hangs, then fail it if told to.
+    async fn enter(&self, op: Op, call: Option<Call>) -> RuntimeResult<()> {
+        {
+            let mut st = self.lock();
+            match call {
+                Some(call) => st.calls.push(call),
+                None => st.observations += 1,
+            }
+        }
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.lock().hung.contains(&op) {
+                break;
+            }
+            notified.await;
+        }
+        let mut st = self.lock();
+        let Some((message, remaining)) = st.failures.get_mut(&op) else {
+            return Ok(());
+        };
+        let message = message.clone();
+        if let Some(n) = remaining {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.failures.remove(&op);
+            }
+        }
+        Err(RuntimeError::Engine(message))
+    }
+}
+
+fn ip_for(n: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 88, (n >> 8) as u8, (n & 0xff) as u8))
+}
+
+fn not_found(id: &str) -> RuntimeError {
+    RuntimeError::NotFound(format!("No such container: {id}"))
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn ensure_image(&self, image: &str) -> RuntimeResult<()> {
+        self.enter(Op::EnsureImage, Some(Call::EnsureImage(image.to_string())))
+            .await
+            .map_err(|e| RuntimeError::Pull {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+        match self.lock().pull_failures.get(image) {
+            Some(reason) => Err(RuntimeError::Pull {
+                image: image.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {
+        self.enter(Op::Create, Some(Call::Create(Box::new(req.clone()))))
+            .await?;
+        let mut st = self.lock();
+        if st.containers.values().any(|c| c.info.name == req.name) {
+            return Err(RuntimeError::Engine(format!(
+                "Conflict. The container name \"/{}\" is already in use",
+                req.name
+            )));
+        }
+        st.next_id += 1;
+        let id = format!("fake{:012}", st.next_id);
+        let has_healthcheck = req
+            .healthcheck
+            .as_ref()
+            .is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE"));
+        st.containers.insert(
+            id.clone(),
+            FakeContainer {
+                info: ContainerInfo {
+                    id: id.clone(),
+                    name: req.name.clone(),
+                    state: ContainerState::Created,
+                    exit_code: None,
+                    oom_killed: false,
+                    health: Health::None,
+                    ip: None,
+                    labels: req.labels.clone(),
+                    error: None,
+                },
+                has_healthcheck,
+                logs: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> RuntimeResult<()> {
+        self.enter(Op::Start, Some(Call::Start(id.to_string())))
+            .await?;
+        {
+            let mut st = self.lock();
+            let auto_healthy = st.auto_healthy;
+            let n = st.next_id + 1;
+            let c = st.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+            c.info.state = ContainerState::Running;
+            c.info.exit_code = None;
+            c.info.health = match (c.has_healthcheck, auto_healthy) {
+                (false, _) => Health::None,
+                (true, true) => Health::Healthy,
+                (true, false) => Health::Starting,
+            };
+            if c.info.ip.is_none() {
+                c.info.ip = Some(ip_for(n));
+                st.next_id = n;
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, grace: Duration, signal: Option<&str>) -> RuntimeResult<()> {
+        let call = Call::Stop {
+            id: id.to_string(),
+            grace,
+            signal: signal.map(str::to_string),
+        };
+        self.enter(Op::Stop, Some(call)).await?;
+        {
+            let mut st = self.lock();
+            let c = st.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+            if c.info.state == ContainerState::Running {
+                c.info.state = ContainerState::Exited;
+                c.info.exit_code = Some(0);
+                c.info.health = Health::None;
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> RuntimeResult<()> {
+        self.enter(Op::Remove, Some(Call::Remove(id.to_string())))
+            .await?;
+        let removed = self.lock().containers.remove(id);
+        self.changed();
+        removed.map(|_| ()).ok_or_else(|| not_found(id))
+    }
+
+    async fn list_managed(&self) -> RuntimeResult<Vec<ContainerInfo>> {
+        self.enter(Op::ListManaged, None).await?;
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.info.labels.contains_key(labels::TASK))
+            .map(|c| c.info.clone())
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerInfo> {
+        self.enter(Op::Inspect, None).await?;
+        self.lock()
+            .containers
+            .get(id)
+            .map(|c| c.info.clone())
+            .ok_or_else(|| not_found(id))
+    }
+
+    async fn logs(&self, id: &str, follow: bool, tail: Option<u64>) -> RuntimeResult<LogStream> {
+        let call = Call::Logs {
+            id: id.to_string(),
+            follow,
+            tail,
+        };
+        self.enter(Op::Logs, Some(call)).await?;
+        let start = {
+            let st = self.lock();
+            let c = st.containers.get(id).ok_or_else(|| not_found(id))?;
+            let n = c.logs.len();
+            tail.map_or(0, |t| n.saturating_sub(usize::try_from(t).unwrap_or(n)))
+        };
+        let fake = self.clone();
+        let id = id.to_string();
+        let stream = futures::stream::unfold(start, move |next| {
+            let fake = fake.clone();
+            let id = id.clone();
+            async move {
+                loop {
+                    let notified = fake.inner.changed.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    {
+                        let st = fake.lock();
+                        let c = st.containers.get(&id)?;
+                        if let Some(frame) = c.logs.get(next) {
+                            return Some((Ok(frame.clone()), next + 1));
+                        }
+                        if !follow || c.info.state != ContainerState::Running {
+                            return None;
+                        }
+                    }
+                    notified.await;
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn ensure_network(&self, stack: &str) -> RuntimeResult<String> {
+        self.enter(
+            Op::EnsureNetwork,
+            Some(Call::EnsureNetwork(stack.to_string())),
+        )
+        .await?;
+        let name = network_name(stack);
+        self.lock().networks.insert(name.clone());
+        Ok(name)
+    }
+
+    async fn remove_network(&self, stack: &str) -> RuntimeResult<()> {
+        self.enter(
+            Op::RemoveNetwork,
+            Some(Call::RemoveNetwork(stack.to_string())),
+        )
+        .await?;
+        self.lock().networks.remove(&network_name(stack));
+        Ok(())
+    }
+
+    async fn resources(&self) -> RuntimeResult<NodeResources> {
+        self.enter(Op::Resources, None).await?;
+        Ok(self.lock().resources.unwrap_or(NodeResources {
+            nano_cpus: 4_000_000_000,
+            memory_bytes: 8 << 30,
+        }))
+    }
+
+    fn supports_ingress(&self) -> bool {
+        self.lock().ingress
+    }
+}

@@ -1,0 +1,142 @@
+//! The container runtime behind a narrow trait, in shoal's own words.
+//!
+//! [`ContainerRuntime`] is everything the agent asks of a container engine: make an image
+//! present, create/start/stop/remove a container, observe shoal's containers, read their
+//! logs, and manage one network per stack. [`docker`] implements it with bollard; [`fake`]
+//! is an in-memory recording fake for tests (hundreds of agents in one process).
+//!
+//! [`request::container_request`] is the pure translation of a [`ServiceSpec`] into a
+//! [`ContainerRequest`]; nothing else in the agent knows how a spec becomes a container.
+//!
+//! [`ServiceSpec`]: shoal_proto::spec::ServiceSpec
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub mod docker;
+pub mod fake;
+pub mod request;
+
+pub use request::{
+    container_name, container_request, network_name, ContainerRequest, HealthcheckRequest,
+    MountRequest, PortBinding, TaskIdentity, UlimitRequest,
+};
+
+/// What a runtime call failed with; callers branch on [`RuntimeError::NotFound`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The container (or network) does not exist (any more).
+    #[error("no such container or network: {0}")]
+    NotFound(String),
+    /// The image is missing and could not be pulled; `reason` is the registry's words.
+    #[error("pull image {image}: {reason}")]
+    Pull { image: String, reason: String },
+    /// Anything else the engine refused, in its own words.
+    #[error("{0}")]
+    Engine(String),
+}
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+
+/// Coarse container state, as far as shoal cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContainerState {
+    /// Created, never started (or start failed).
+    Created,
+    /// Running (also paused or restarting: its process exists).
+    Running,
+    /// Its process ended (also dead or being removed).
+    Exited,
+}
+
+/// Docker's health status of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Health {
+    /// No healthcheck.
+    #[default]
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// One observed container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub state: ContainerState,
+    /// Set once the container exited.
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub health: Health,
+    /// Its address on the stack network (`shoal-STACK`), else on any network.
+    pub ip: Option<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+    /// The engine's own error for the container (e.g. why its start failed).
+    pub error: Option<String>,
+}
+
+impl ContainerInfo {
+    /// The shoal task this container runs, from its `io.shoal.task` label.
+    pub fn task_id(&self) -> Option<&str> {
+        self.labels
+            .get(shoal_proto::labels::TASK)
+            .map(String::as_str)
+    }
+}
+
+/// One piece of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFrame {
+    pub stderr: bool,
+    pub data: Bytes,
+}
+
+pub type LogStream = BoxStream<'static, RuntimeResult<LogFrame>>;
+
+/// The node's capacity as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeResources {
+    /// 1e9 per CPU.
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+}
+
+/// The container engine of one node. Object safe; every method is cancel safe in the sense
+/// that dropping the future leaves the engine in some valid state.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Make `image` present locally, pulling it if missing.
+    async fn ensure_image(&self, image: &str) -> RuntimeResult<()>;
+    /// Create (not start) a container; returns its id.
+    async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String>;
+    async fn start(&self, id: &str) -> RuntimeResult<()>;
+    /// Send `signal` (the container's stop signal when `None`), wait up to `grace`, then
+    /// kill. Stopping a container that is not running succeeds.
+    async fn stop(&self, id: &str, grace: Duration, signal: Option<&str>) -> RuntimeResult<()>;
+    /// Remove a stopped container (and its anonymous volumes). A missing container is
+    /// [`RuntimeError::NotFound`].
+    async fn remove(&self, id: &str) -> RuntimeResult<()>;
+    /// Every container labelled `io.shoal.task`, in any state.
+    async fn list_managed(&self) -> RuntimeResult<Vec<ContainerInfo>>;
+    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerInfo>;
+    /// The container's output: the last `tail` frames (`None`: all), then, with `follow`,
+    /// new output until the container stops.
+    async fn logs(&self, id: &str, follow: bool, tail: Option<u64>) -> RuntimeResult<LogStream>;
+    /// Create the stack's network [`network_name`] if missing; returns its name.
+    async fn ensure_network(&self, stack: &str) -> RuntimeResult<String>;
+    async fn remove_network(&self, stack: &str) -> RuntimeResult<()>;
+    async fn resources(&self) -> RuntimeResult<NodeResources>;
+    /// Whether containers are reachable from this process at their [`ContainerInfo::ip`],
+    /// so that the agent's ingress proxy can forward to them. The fake says no unless told
+    /// otherwise: hundreds of fake agents in one process cannot all bind the same ports.
+    fn supports_ingress(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,294 @@
+//! The long-lived bidirectional session with the controller leader.
+//!
+//! Connects to the controller addresses in turn (capped exponential backoff), follows a
+//! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
+//! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
+//! then heartbeats, task status transitions and log chunks up; assignments and log
+//! requests down. A lost session never touches containers: the agent reconnects and says
+//! Hello again with what runs now.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::pb;
+use shoal_proto::pb::agent_session_client::AgentSessionClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, instrument, warn};
+
+use crate::convert::{self, HelloInfo};
+use crate::logs::LogStreams;
+use crate::model::{ControllerEvent, LogChunk, TaskReport};
+use crate::runtime::ContainerRuntime;
+use crate::supervisor::{Event, SupervisorHandle};
+use shoal_proto::task::TaskState;
+
+/// Metadata key a follower puts the leader's `host:port` in.
+pub const LEADER_HINT: &str = "x-shoal-leader";
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub controllers: Vec<String>,
+    pub name: String,
+    pub advertise: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub heartbeat_interval: Duration,
+}
+
+enum Ended {
+    Shutdown,
+    /// Talk to this address instead.
+    Leader(String),
+    /// `established`: a Hello went through before it broke.
+    Failed {
+        error: String,
+        established: bool,
+    },
+}
+
+/// Keep a session open until `shutdown`.
+pub async fn run(
+    cfg: SessionConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    supervisor: SupervisorHandle,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !cfg.controllers.is_empty(),
+        "no controller address given: pass --addr HOST:PORT"
+    );
+    let mut backoff = BACKOFF_MIN;
+    let mut next = 0usize;
+    let mut hint: Option<String> = None;
+    let mut hops = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let addr = match hint.take() {
+            Some(h) => h,
+            None => {
+                let a = cfg.controllers[next % cfg.controllers.len()].clone();
+                next += 1;
+                a
+            }
+        };
+        match session(&cfg, &addr, &runtime, &supervisor, &mut events, &shutdown).await {
+            Ended::Shutdown => return Ok(()),
+            Ended::Leader(leader) => {
+                info!(from = %addr, to = %leader, "following leader hint");
+                hops += 1;
+                // Two confused followers must not bounce the agent in a hot loop.
+                if hops > 3 {
+                    sleep(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                hint = Some(leader);
+            }
+            Ended::Failed { error, established } => {
+                if established {
+                    warn!(controller = %addr, %error, "session lost; reconnecting");
+                    backoff = BACKOFF_MIN;
+                    hops = 0;
+                } else {
+                    debug!(controller = %addr, %error, "cannot open session");
+                }
+                sleep(backoff, &shutdown).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn sleep(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    if !matches!(
+        status.code(),
+        tonic::Code::FailedPrecondition | tonic::Code::Unavailable
+    ) {
+        return None;
+    }
+    status
+        .metadata()
+        .get(LEADER_HINT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn ended_by(status: tonic::Status, established: bool) -> Ended {
+    match leader_hint(&status) {
+        Some(l) => Ended::Leader(l),
+        None => Ended::Failed {
+            error: format!("{}: {}", status.code(), status.message()),
+            established,
+        },
+    }
+}
+
+/// The local IP this host uses to reach `addr` (no packet is sent).
+async fn source_ip(addr: &str) -> Option<IpAddr> {
+    let target: SocketAddr = tokio::net::lookup_host(addr).await.ok()?.next()?;
+    let bind = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+#[instrument(name = "session", skip_all, fields(node = %cfg.name, controller = %addr))]
+async fn session(
+    cfg: &SessionConfig,
+    addr: &str,
+    runtime: &Arc<dyn ContainerRuntime>,
+    supervisor: &SupervisorHandle,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let failed = |error: String| Ended::Failed {
+        error,
+        established: false,
+    };
+    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true),
+        Err(e) => return failed(format!("bad controller address {addr:?}: {e}")),
+    };
+    let channel = tokio::select! {
+        _ = shutdown.cancelled() => return Ended::Shutdown,
+        c = endpoint.connect() => match c {
+            Ok(c) => c,
+            Err(e) => return failed(format!("connect: {e}")),
+        },
+    };
+    let address = match &cfg.advertise {
+        Some(a) => a.clone(),
+        None => source_ip(addr)
+            .await
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+    };
+    let resources = match runtime.resources().await {
+        Ok(r) => r,
+        Err(e) => return failed(format!("read node resources: {e}")),
+    };
+
+    // Fence and snapshot; reports queued before the snapshot are superseded by it.
+    supervisor.sync();
+    let observed = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            ev = events.recv() => match ev {
+                None => return Ended::Shutdown,
+                Some(Event::Snapshot(s)) => break s,
+                Some(Event::Report(_)) => {}
+            },
+        }
+    };
+    let hello = HelloInfo {
+        name: cfg.name.clone(),
+        address,
+        cpus: resources.nano_cpus as f64 / 1e9,
+        memory_bytes: resources.memory_bytes,
+        labels: cfg.labels.clone(),
+        observed,
+    };
+    let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(1024);
+    if out.send(convert::hello_message(&hello)).await.is_err() {
+        return failed("session closed".into());
+    }
+    let mut client = AgentSessionClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let response = tokio::select! {
+        _ = shutdown.cancelled() => return Ended::Shutdown,
+        r = client.session(ReceiverStream::new(out_rx)) => r,
+    };
+    let mut inbound = match response {
+        Ok(r) => r.into_inner(),
+        Err(status) => return ended_by(status, false),
+    };
+    info!(observed = hello.observed.len(), "session open");
+
+    let (log_tx, mut log_rx) = mpsc::channel::<LogChunk>(256);
+    let mut logs = LogStreams::new(runtime.clone(), log_tx);
+    let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let lost = |error: String| Ended::Failed {
+        error,
+        established: true,
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            _ = heartbeat.tick() => {
+                seq += 1;
+                convert::heartbeat_message(seq)
+            }
+            ev = events.recv() => match ev {
+                None => return Ended::Shutdown,
+                Some(Event::Report(r)) => convert::status_message(&r),
+                Some(Event::Snapshot(_)) => continue,
+            },
+            Some(chunk) = log_rx.recv() => convert::log_message(chunk),
+            m = inbound.message() => match m {
+                Ok(Some(m)) => {
+                    handle(m, supervisor, &mut logs, &out).await;
+                    continue;
+                }
+                Ok(None) => return lost("controller closed the session".into()),
+                Err(status) => return ended_by(status, true),
+            },
+        };
+        if out.send(msg).await.is_err() {
+            return lost("session stream closed".into());
+        }
+    }
+}
+
+async fn handle(
+    msg: pb::ControllerMessage,
+    supervisor: &SupervisorHandle,
+    logs: &mut LogStreams,
+    out: &mpsc::Sender<pb::AgentMessage>,
+) {
+    let Some((event, invalid)) = convert::controller_event(msg) else {
+        return;
+    };
+    for bad in invalid {
+        warn!(task = %bad.task_id, reason = %bad.reason, "invalid assignment");
+        let r = TaskReport::new(&bad.task_id, TaskState::Failed).error(bad.to_string());
+        let _ = out.send(convert::status_message(&r)).await;
+    }
+    match event {
+        ControllerEvent::Assignments(set) => supervisor.assign(set),
+        ControllerEvent::Logs(req) => {
+            let containers = supervisor.containers().await;
+            logs.start(req, &containers);
+        }
+        ControllerEvent::CancelLogs(id) => logs.cancel(id),
+    }
+}

@@ -1,0 +1,536 @@
+//! The local reconciler: makes the container runtime match the controller's assignments
+//! and reports every task state transition.
+//!
+//! One tokio task owns all state (intent, observed containers, in-flight operations, last
+//! reports). It observes the runtime every `poll_interval`, asks [`crate::reconcile::plan`]
+//! what to do, and runs each runtime operation as its own task so that a slow pull does
+//! not hold the others up. It never restarts a container: an ended task stays ended until
+//! the controller replaces it with a new task.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::labels;
+use shoal_proto::task::TaskState;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, instrument, warn};
+
+use crate::model::{Assignment, AssignmentSet, TaskReport};
+use crate::proxy::{ingress_routes, Proxy, Route};
+use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
+use crate::runtime::{
+    container_request, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+};
+
+/// What the supervisor tells the session, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A task changed state.
+    Report(TaskReport),
+    /// Answer to [`SupervisorHandle::sync`]: every task's current state after fencing.
+    /// Reports queued before it are older than it.
+    Snapshot(Vec<TaskReport>),
+}
+
+enum Command {
+    Assign(AssignmentSet),
+    Sync,
+    Containers(oneshot::Sender<BTreeMap<String, String>>),
+}
+
+/// Talks to a running supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SupervisorHandle {
+    /// The controller's full set of tasks for this node.
+    pub fn assign(&self, set: AssignmentSet) {
+        let _ = self.commands.send(Command::Assign(set));
+    }
+
+    /// Observe, fence what is known not to be assigned, and answer with
+    /// [`Event::Snapshot`]. Called when a session opens, before its Hello.
+    pub fn sync(&self) {
+        let _ = self.commands.send(Command::Sync);
+    }
+
+    /// Container id by task id, for tasks that have a container.
+    pub async fn containers(&self) -> BTreeMap<String, String> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Containers(tx)).is_err() {
+            return BTreeMap::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Settings of one supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// This node's name: it labels the containers and selects which ones are ours.
+    pub node: String,
+    pub poll_interval: Duration,
+    /// Open ingress listeners for published ingress ports.
+    pub ingress: bool,
+}
+
+enum OpEvent {
+    Report(TaskReport),
+    /// The operation on the task ended; `container` is what it left behind, if anything.
+    Done {
+        task_id: String,
+        removed: Option<String>,
+        container: Option<ContainerInfo>,
+    },
+}
+
+struct Supervisor {
+    cfg: SupervisorConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    events: mpsc::UnboundedSender<Event>,
+    intent: Option<AssignmentSet>,
+    containers: BTreeMap<String, ContainerInfo>,
+    busy: BTreeSet<String>,
+    reported: BTreeMap<String, TaskReport>,
+    ingress_errors: BTreeMap<String, String>,
+    /// Stacks whose network this supervisor made sure of.
+    networks: BTreeSet<String>,
+    proxy: Option<Proxy>,
+    routes: BTreeMap<std::net::SocketAddr, Route>,
+    ops: JoinSet<()>,
+    op_tx: mpsc::UnboundedSender<OpEvent>,
+}
+
+/// Start a supervisor; it runs until `shutdown` and leaves containers running then.
+pub fn spawn(
+    cfg: SupervisorConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> (SupervisorHandle, mpsc::UnboundedReceiver<Event>) {
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events, event_rx) = mpsc::unbounded_channel();
+    let (op_tx, op_rx) = mpsc::unbounded_channel();
+    let proxy = cfg.ingress.then(|| Proxy::new(shutdown.child_token()));
+    let sup = Supervisor {
+        cfg,
+        runtime,
+        events,
+        intent: None,
+        containers: BTreeMap::new(),
+        busy: BTreeSet::new(),
+        reported: BTreeMap::new(),
+        ingress_errors: BTreeMap::new(),
+        networks: BTreeSet::new(),
+        proxy,
+        routes: BTreeMap::new(),
+        ops: JoinSet::new(),
+        op_tx,
+    };
+    tokio::spawn(sup.run(command_rx, op_rx, shutdown));
+    (SupervisorHandle { commands }, event_rx)
+}
+
+impl Supervisor {
+    #[instrument(name = "supervisor", skip_all, fields(node = %self.cfg.node))]
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut op_rx: mpsc::UnboundedReceiver<OpEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.cfg.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(ev) = op_rx.recv() => self.apply_op(ev),
+                cmd = commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::Assign(set)) => {
+                        debug!(version = set.version, tasks = set.tasks.len(), "assignments");
+                        self.ingress_errors.retain(|t, _| set.tasks.contains_key(t));
+                        self.intent = Some(set);
+                        self.observe().await;
+                    }
+                    Some(Command::Sync) => {
+                        self.sync().await;
+                        continue;
+                    }
+                    Some(Command::Containers(reply)) => {
+                        let _ = reply.send(self.container_ids());
+                        continue;
+                    }
+                },
+                _ = tick.tick() => self.observe().await,
+            }
+            self.step().await;
+        }
+        // Dropping the op set aborts in-flight operations; containers stay as they are.
+        self.ops.abort_all();
+        debug!("supervisor stopped");
+    }
+
+    fn container_ids(&self) -> BTreeMap<String, String> {
+        let mut ids = BTreeMap::new();
+        for c in self.containers.values() {
+            if let Some(t) = c.task_id() {
+                ids.entry(t.to_string()).or_insert_with(|| c.id.clone());
+            }
+        }
+        ids
+    }
+
+    /// Refresh the view of this node's containers. Containers that just exited are
+    /// inspected once for their exit code and OOM flag.
+    async fn observe(&mut self) {
+        let list = match self.runtime.list_managed().await {
+            Ok(list) => list,
+            Err(e) => {
+                warn!(error = %e, "cannot list containers");
+                return;
+            }
+        };
+        let mut next = BTreeMap::new();
+        for mut c in list.into_iter().filter(|c| is_ours(c, &self.cfg.node)) {
+            let was_exited = self
+                .containers
+                .get(&c.id)
+                .is_some_and(|old| old.state == ContainerState::Exited);
+            if c.state == ContainerState::Exited && !was_exited {
+                match self.runtime.inspect(&c.id).await {
+                    Ok(full) => c = full,
+                    Err(RuntimeError::NotFound(_)) => continue,
+                    Err(e) => debug!(error = %e, "cannot inspect exited container"),
+                }
+            } else if let Some(old) = self.containers.get(&c.id) {
+                if c.state == ContainerState::Exited {
+                    c.oom_killed = old.oom_killed;
+                    c.exit_code = old.exit_code.or(c.exit_code);
+                    c.error = old.error.clone();
+                }
+            }
+            next.insert(c.id.clone(), c);
+        }
+        self.containers = next;
+    }
+
+    /// At session start: observe, fence synchronously, then snapshot.
+    async fn sync(&mut self) {
+        self.observe().await;
+        let fences: Vec<Action> = self
+            .plan()
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Stop {
+                        then: AfterStop::Remove,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        for action in fences {
+            if let Action::Stop {
+                task_id,
+                container_id,
+                running,
+                grace,
+                signal,
+                ..
+            } = action
+            {
+                info!(task = %task_id, container = %container_id, "fencing unassigned container");
+                stop_container(
+                    &*self.runtime,
+                    &container_id,
+                    running,
+                    grace,
+                    signal.as_deref(),
+                )
+                .await;
+                remove_container(&*self.runtime, &container_id).await;
+            }
+        }
+        self.observe().await;
+        self.step().await;
+        let snapshot = self.reported.values().cloned().collect();
+        let _ = self.events.send(Event::Snapshot(snapshot));
+    }
+
+    fn plan(&self) -> Vec<Action> {
+        plan(Local {
+            intent: self.intent.as_ref(),
+            containers: &self.containers,
+            busy: &self.busy,
+            reported: &self.reported,
+            ingress_errors: &self.ingress_errors,
+        })
+    }
+
+    /// Plan and act until nothing changes without an operation finishing.
+    async fn step(&mut self) {
+        for _ in 0..4 {
+            let actions = self.plan();
+            let mut reported_only = true;
+            for action in actions {
+                match action {
+                    Action::Report(r) => self.report(r),
+                    other => {
+                        reported_only = false;
+                        self.launch(other);
+                    }
+                }
+            }
+            let errors_changed = self.update_ingress().await;
+            if reported_only && !errors_changed {
+                break;
+            }
+        }
+        self.prune();
+    }
+
+    fn report(&mut self, r: TaskReport) {
+        let old = self.reported.get(&r.task_id);
+        if old == Some(&r)
+            || old.is_some_and(|o| o.state.is_terminal() && r.state != TaskState::Shutdown)
+        {
+            return;
+        }
+        info!(task = %r.task_id, state = %r.state, error = r.error.as_deref().unwrap_or(""), "task state");
+        self.reported.insert(r.task_id.clone(), r.clone());
+        let _ = self.events.send(Event::Report(r));
+    }
+
+    /// Forget reports of tasks that are neither assigned nor have a container, and
+    /// networks no task of the stack needs any more.
+    fn prune(&mut self) {
+        let with_container: BTreeSet<String> = self
+            .containers
+            .values()
+            .filter_map(|c| c.task_id().map(str::to_string))
+            .collect();
+        if let Some(intent) = &self.intent {
+            self.reported.retain(|t, _| {
+                intent.tasks.contains_key(t) || with_container.contains(t) || self.busy.contains(t)
+            });
+            let needed: BTreeSet<&str> = intent
+                .tasks
+                .values()
+                .map(|a| a.task.stack.as_str())
+                .chain(
+                    self.containers
+                        .values()
+                        .filter_map(|c| c.labels.get(labels::STACK).map(String::as_str)),
+                )
+                .collect();
+            let unused: Vec<String> = self
+                .networks
+                .iter()
+                .filter(|s| !needed.contains(s.as_str()))
+                .cloned()
+                .collect();
+            for stack in unused {
+                self.networks.remove(&stack);
+                let runtime = self.runtime.clone();
+                self.ops.spawn(async move {
+                    if let Err(e) = runtime.remove_network(&stack).await {
+                        debug!(%stack, error = %e, "cannot remove stack network");
+                    }
+                });
+            }
+        }
+    }
+
+    async fn update_ingress(&mut self) -> bool {
+        let Some(proxy) = self.proxy.as_mut() else {
+            return false;
+        };
+        let routes = match &self.intent {
+            Some(intent) => ingress_routes(intent, &self.containers),
+            None => BTreeMap::new(),
+        };
+        if routes == self.routes {
+            return false;
+        }
+        let errors = proxy.update(&routes).await;
+        self.routes = routes;
+        let mut changed = false;
+        for (task, error) in errors {
+            changed |= self.ingress_errors.insert(task, error.clone()).as_ref() != Some(&error);
+        }
+        changed
+    }
+
+    fn apply_op(&mut self, ev: OpEvent) {
+        match ev {
+            OpEvent::Report(r) => self.report(r),
+            OpEvent::Done {
+                task_id,
+                removed,
+                container,
+            } => {
+                self.busy.remove(&task_id);
+                if let Some(id) = removed {
+                    self.containers.remove(&id);
+                }
+                if let Some(c) = container {
+                    self.containers.insert(c.id.clone(), c);
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, action: Action) {
+        let runtime = self.runtime.clone();
+        let tx = self.op_tx.clone();
+        match action {
+            Action::Report(_) => {}
+            Action::Start {
+                assignment,
+                existing,
+            } => {
+                let task_id = assignment.task.task_id.clone();
+                self.busy.insert(task_id.clone());
+                self.networks.insert(assignment.task.stack.clone());
+                let node = self.cfg.node.clone();
+                self.ops.spawn(async move {
+                    let container = start_task(&*runtime, &assignment, existing, &node, &tx).await;
+                    let _ = tx.send(OpEvent::Done {
+                        task_id,
+                        removed: None,
+                        container,
+                    });
+                });
+            }
+            Action::Stop {
+                task_id,
+                container_id,
+                running,
+                grace,
+                signal,
+                then,
+            } => {
+                self.busy.insert(task_id.clone());
+                self.ops.spawn(async move {
+                    stop_container(&*runtime, &container_id, running, grace, signal.as_deref())
+                        .await;
+                    let done = match then {
+                        AfterStop::Remove | AfterStop::RemoveAndReport => {
+                            let removed = remove_container(&*runtime, &container_id).await;
+                            if then == AfterStop::RemoveAndReport {
+                                let r = TaskReport::new(&task_id, TaskState::Shutdown)
+                                    .container(Some(&container_id));
+                                let _ = tx.send(OpEvent::Report(r));
+                            }
+                            OpEvent::Done {
+                                task_id,
+                                removed: removed.then_some(container_id),
+                                container: None,
+                            }
+                        }
+                        AfterStop::Fail(error) => {
+                            let r = TaskReport::new(&task_id, TaskState::Failed)
+                                .container(Some(&container_id))
+                                .error(error);
+                            let _ = tx.send(OpEvent::Report(r));
+                            OpEvent::Done {
+                                task_id,
+                                removed: None,
+                                container: runtime.inspect(&container_id).await.ok(),
+                            }
+                        }
+                    };
+                    let _ = tx.send(done);
+                });
+            }
+        }
+    }
+}
+
+/// Pull, create and start one task's container, reporting `starting`, or `failed` with
+/// the reason. Returns the container as it is afterwards.
+#[instrument(skip_all, fields(task = %a.task.task_id, service = %a.task.service))]
+async fn start_task(
+    runtime: &dyn ContainerRuntime,
+    a: &Assignment,
+    existing: Option<String>,
+    node: &str,
+    tx: &mpsc::UnboundedSender<OpEvent>,
+) -> Option<ContainerInfo> {
+    let task_id = &a.task.task_id;
+    let report = |r: TaskReport| {
+        let _ = tx.send(OpEvent::Report(r));
+    };
+    report(TaskReport::new(task_id, TaskState::Starting).container(existing.as_deref()));
+    let fail = |id: Option<&str>, error: String| {
+        warn!(%error, "task failed to start");
+        report(
+            TaskReport::new(task_id, TaskState::Failed)
+                .container(id)
+                .error(error),
+        );
+    };
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            if let Err(e) = runtime.ensure_image(&a.spec.image).await {
+                fail(None, e.to_string());
+                return None;
+            }
+            if let Err(e) = runtime.ensure_network(&a.task.stack).await {
+                fail(
+                    None,
+                    format!("create network for stack {}: {e}", a.task.stack),
+                );
+                return None;
+            }
+            let req = container_request(&a.task, &a.spec, node);
+            match runtime.create(&req).await {
+                Ok(id) => id,
+                Err(e) => {
+                    fail(None, format!("create container {}: {e}", req.name));
+                    return None;
+                }
+            }
+        }
+    };
+    if let Err(e) = runtime.start(&id).await {
+        fail(Some(&id), format!("start container: {e}"));
+        return runtime.inspect(&id).await.ok();
+    }
+    runtime.inspect(&id).await.ok()
+}
+
+async fn stop_container(
+    runtime: &dyn ContainerRuntime,
+    id: &str,
+    running: bool,
+    grace: Duration,
+    signal: Option<&str>,
+) {
+    if !running {
+        return;
+    }
+    match runtime.stop(id, grace, signal).await {
+        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+        Err(e) => warn!(container = %id, error = %e, "cannot stop container"),
+    }
+}
+
+/// Whether the container is gone afterwards.
+async fn remove_container(runtime: &dyn ContainerRuntime, id: &str) -> bool {
+    match runtime.remove(id).await {
+        Ok(()) | Err(RuntimeError::NotFound(_)) => true,
+        Err(e) => {
+            warn!(container = %id, error = %e, "cannot remove container");
+            false
+        }
+    }
+}

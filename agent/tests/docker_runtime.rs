@@ -1,0 +1,205 @@
+//! The Docker runtime against the local engine, with `shoal-test/busybox:latest`
+//! (built by `scripts/build-test-image.sh` when missing).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use shoal_agent::runtime::docker::DockerRuntime;
+use shoal_agent::runtime::{
+    container_request, ContainerRuntime, ContainerState, Health, RuntimeError, TaskIdentity,
+};
+use shoal_proto::spec::{HealthcheckSpec, ServiceSpec};
+
+const IMAGE: &str = "shoal-test/busybox:latest";
+
+fn ensure_test_image() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/build-test-image.sh"
+    );
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .status()
+        .expect("run scripts/build-test-image.sh");
+    assert!(status.success(), "building {IMAGE} failed");
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}{nanos:x}", std::process::id())
+}
+
+#[tokio::test]
+async fn container_lifecycle_on_real_docker() {
+    ensure_test_image();
+    let docker: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::connect(None).await.unwrap());
+    let stack = unique("dt");
+    let task = TaskIdentity {
+        task_id: unique("t"),
+        stack: stack.clone(),
+        service: "web".into(),
+        slot: 1,
+        generation: 1,
+    };
+    let spec = ServiceSpec {
+        name: "web".into(),
+        image: IMAGE.into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello-out; echo hello-err >&2; touch /tmp/ready; exec sleep 300".into(),
+        ]),
+        environment: [("GREETING".to_string(), "hi".to_string())]
+            .into_iter()
+            .collect(),
+        labels: [("team".to_string(), "blue".to_string())]
+            .into_iter()
+            .collect(),
+        healthcheck: Some(HealthcheckSpec {
+            test: vec!["CMD-SHELL".into(), "test -f /tmp/ready".into()],
+            interval_ms: Some(300),
+            timeout_ms: Some(1_000),
+            retries: Some(3),
+            start_period_ms: Some(0),
+            start_interval_ms: Some(100),
+            disable: false,
+        }),
+        stop_grace_period_ms: Some(1_000),
+        init: Some(true),
+        ..Default::default()
+    };
+    let req = container_request(&task, &spec, "node-test");
+
+    docker.ensure_image(IMAGE).await.expect("image present");
+    assert_eq!(
+        docker.ensure_network(&stack).await.unwrap(),
+        format!("shoal-{stack}")
+    );
+    let id = docker.create(&req).await.expect("create");
+    let created = docker.inspect(&id).await.unwrap();
+    assert_eq!(created.state, ContainerState::Created);
+    assert_eq!(created.labels["io.shoal.task"], task.task_id);
+    assert_eq!(created.labels["io.shoal.node"], "node-test");
+    assert_eq!(created.labels["team"], "blue");
+
+    docker.start(&id).await.expect("start");
+    let running = docker.inspect(&id).await.unwrap();
+    assert_eq!(running.state, ContainerState::Running);
+    assert!(running.ip.is_some(), "has an address on the stack network");
+
+    eventually("healthy", Duration::from_secs(30), || {
+        let docker = docker.clone();
+        let id = id.clone();
+        async move { docker.inspect(&id).await.unwrap().health == Health::Healthy }
+    })
+    .await;
+    let listed = docker.list_managed().await.unwrap();
+    let mine = listed
+        .iter()
+        .find(|c| c.id == id)
+        .expect("listed as managed");
+    assert_eq!(mine.state, ContainerState::Running);
+    assert_eq!(mine.health, Health::Healthy);
+    assert_eq!(mine.task_id(), Some(task.task_id.as_str()));
+
+    let mut logs = docker.logs(&id, false, None).await.unwrap();
+    let mut out = BTreeMap::new();
+    while let Some(frame) = logs.next().await {
+        let frame = frame.unwrap();
+        out.entry(frame.stderr)
+            .or_insert_with(String::new)
+            .push_str(&String::from_utf8_lossy(&frame.data));
+    }
+    assert_eq!(out.get(&false).map(String::as_str), Some("hello-out\n"));
+    assert_eq!(out.get(&true).map(String::as_str), Some("hello-err\n"));
+
+    let t0 = Instant::now();
+    docker
+        .stop(&id, Duration::from_secs(1), Some("SIGTERM"))
+        .await
+        .expect("stop");
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    let stopped = docker.inspect(&id).await.unwrap();
+    assert_eq!(stopped.state, ContainerState::Exited);
+    assert!(stopped.exit_code.is_some());
+    // Stopping again is fine.
+    docker
+        .stop(&id, Duration::from_secs(1), None)
+        .await
+        .unwrap();
+
+    docker.remove(&id).await.expect("remove");
+    assert!(matches!(
+        docker.inspect(&id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    docker.remove_network(&stack).await.expect("remove network");
+}
+
+#[tokio::test]
+async fn exit_code_is_observed() {
+    ensure_test_image();
+    let docker = DockerRuntime::connect(None).await.unwrap();
+    let stack = unique("dx");
+    let task = TaskIdentity {
+        task_id: unique("t"),
+        stack: stack.clone(),
+        service: "job".into(),
+        slot: 1,
+        generation: 1,
+    };
+    let spec = ServiceSpec {
+        name: "job".into(),
+        image: IMAGE.into(),
+        command: Some(vec!["sh".into(), "-c".into(), "exit 3".into()]),
+        ..Default::default()
+    };
+    docker.ensure_network(&stack).await.unwrap();
+    let id = docker
+        .create(&container_request(&task, &spec, "node-test"))
+        .await
+        .unwrap();
+    docker.start(&id).await.unwrap();
+    let start = Instant::now();
+    let info = loop {
+        let info = docker.inspect(&id).await.unwrap();
+        if info.state == ContainerState::Exited {
+            break info;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(info.exit_code, Some(3));
+    let listed = docker.list_managed().await.unwrap();
+    let summary = listed.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(summary.exit_code, Some(3));
+    docker.remove(&id).await.unwrap();
+    docker.remove_network(&stack).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_image_is_an_error_naming_it() {
+    let docker = DockerRuntime::connect(None).await.unwrap();
+    let image = "shoal-test/does-not-exist:nope";
+    let err = docker.ensure_image(image).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RuntimeError::Pull { .. }), "{err:?}");
+    assert!(text.contains(image), "{text}");
+}

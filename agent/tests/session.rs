@@ -1,0 +1,259 @@
+//! The agent end to end against a stand-in controller (real gRPC on 127.0.0.1) and the
+//! fake runtime: leader hint, Hello, assignments, status, logs, reconnect.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use shoal_agent::runtime::fake::FakeRuntime;
+use shoal_agent::AgentConfig;
+use shoal_proto::pb;
+use shoal_proto::pb::agent_message::Msg;
+use shoal_proto::pb::agent_session_server::{AgentSession, AgentSessionServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+type ToAgent = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+type Out = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+/// A controller: records what agents send; `to_agent` feeds the newest session.
+#[derive(Clone, Default)]
+struct Leader {
+    got: Arc<Mutex<Vec<Msg>>>,
+    to_agent: Arc<Mutex<Option<ToAgent>>>,
+}
+
+#[tonic::async_trait]
+impl AgentSession for Leader {
+    type SessionStream = Out;
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Out>, Status> {
+        let mut inbound = req.into_inner();
+        let got = self.got.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if let Some(m) = m.msg {
+                    got.lock().unwrap().push(m);
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        *self.to_agent.lock().unwrap() = Some(tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A follower that points at the leader.
+struct Follower(String);
+
+#[tonic::async_trait]
+impl AgentSession for Follower {
+    type SessionStream = Out;
+    async fn session(
+        &self,
+        _req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Out>, Status> {
+        let mut status = Status::failed_precondition("not the leader");
+        status
+            .metadata_mut()
+            .insert("x-shoal-leader", self.0.parse().unwrap());
+        Err(status)
+    }
+}
+
+async fn serve<S: AgentSession>(svc: S, stop: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentSessionServer::new(svc))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+    );
+    addr
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn statuses(got: &Arc<Mutex<Vec<Msg>>>) -> Vec<(String, String)> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Status(s) => Some((s.task_id.clone(), s.state.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn follows_the_leader_reports_and_streams_logs() {
+    let leader = Leader::default();
+    let leader_stop = CancellationToken::new();
+    let leader_addr = serve(leader.clone(), leader_stop.clone()).await;
+    let follower_addr = serve(Follower(leader_addr.clone()), CancellationToken::new()).await;
+
+    let fake = FakeRuntime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let cfg = AgentConfig {
+        controllers: vec![follower_addr],
+        name: "node-a".into(),
+        data_dir: dir.path().join("agent"),
+        docker: None,
+        advertise: None,
+        labels: [("zone".to_string(), "z1".to_string())]
+            .into_iter()
+            .collect(),
+        heartbeat_interval: Duration::from_millis(50),
+    };
+    let agent = tokio::spawn(shoal_agent::run_with_runtime(
+        cfg,
+        Arc::new(fake.clone()),
+        shutdown.clone(),
+    ));
+
+    eventually("hello at the leader", || {
+        leader
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, Msg::Hello(_)))
+    })
+    .await;
+    {
+        let got = leader.got.lock().unwrap();
+        let Msg::Hello(h) = &got[0] else {
+            panic!("first message is Hello: {:?}", got[0])
+        };
+        assert_eq!(h.name, "node-a");
+        assert_eq!(h.address, "127.0.0.1");
+        assert_eq!(h.cpus, 4.0);
+        assert_eq!(h.memory_bytes, 8 << 30);
+        assert_eq!(h.labels["zone"], "z1");
+        assert!(h.observed.is_empty());
+    }
+    eventually("heartbeats", || {
+        leader
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| matches!(m, Msg::Heartbeat(_)))
+            .count()
+            >= 2
+    })
+    .await;
+
+    let spec = br#"{"name":"web","image":"img:1"}"#.to_vec();
+    let assignments = pb::ControllerMessage {
+        msg: Some(pb::controller_message::Msg::Assignments(pb::Assignments {
+            version: 1,
+            tasks: vec![pb::Assignment {
+                task_id: "t1".into(),
+                stack: "shop".into(),
+                service: "web".into(),
+                slot: 1,
+                desired: "running".into(),
+                generation: 1,
+                spec_json: spec,
+            }],
+        })),
+    };
+    let tx = leader.to_agent.lock().unwrap().clone().unwrap();
+    tx.send(Ok(assignments)).await.unwrap();
+    eventually("t1 running", || {
+        statuses(&leader.got).contains(&("t1".into(), "running".into()))
+    })
+    .await;
+    assert_eq!(
+        statuses(&leader.got),
+        vec![
+            ("t1".into(), "starting".into()),
+            ("t1".into(), "running".into())
+        ]
+    );
+
+    fake.log("t1", false, "line one\n");
+    fake.log("t1", true, "oops\n");
+    let logs = pb::ControllerMessage {
+        msg: Some(pb::controller_message::Msg::LogRequest(pb::LogRequest {
+            request_id: 7,
+            task_ids: vec!["t1".into(), "nope".into()],
+            follow: false,
+            tail: -1,
+        })),
+    };
+    tx.send(Ok(logs)).await.unwrap();
+    let chunks = || -> Vec<pb::LogChunk> {
+        leader
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Log(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    eventually("both log streams end", || {
+        chunks().iter().filter(|c| c.eof).count() == 2
+    })
+    .await;
+    let got = chunks();
+    let t1: Vec<_> = got.iter().filter(|c| c.task_id == "t1").collect();
+    assert_eq!(t1.len(), 3);
+    assert_eq!(t1[0].data, b"line one\n");
+    assert!(!t1[0].stderr);
+    assert_eq!(t1[1].data, b"oops\n");
+    assert!(t1[1].stderr);
+    assert!(t1[2].eof && t1[2].error.is_empty());
+    let nope = got.iter().find(|c| c.task_id == "nope").unwrap();
+    assert!(nope.eof && nope.error.contains("no container"));
+    assert!(got.iter().all(|c| c.request_id == 7));
+
+    // The session drops: the container keeps running and the next Hello reports it.
+    leader.got.lock().unwrap().clear();
+    drop(tx);
+    *leader.to_agent.lock().unwrap() = None;
+    eventually("a second hello", || {
+        leader
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, Msg::Hello(_)))
+    })
+    .await;
+    {
+        let got = leader.got.lock().unwrap();
+        let Msg::Hello(h) = &got[0] else { panic!() };
+        assert_eq!(h.observed.len(), 1);
+        assert_eq!(h.observed[0].task_id, "t1");
+        assert_eq!(h.observed[0].state, "running");
+    }
+    assert_eq!(fake.containers().len(), 1);
+
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    assert_eq!(
+        fake.containers()[0].state,
+        shoal_agent::runtime::ContainerState::Running,
+        "shutdown leaves containers running"
+    );
+    leader_stop.cancel();
+}

@@ -1,0 +1,327 @@
+//! The CLI's connection to the cluster: tries each `--addr` in turn until one answers,
+//! follows a follower's leader hint (at most [`MAX_HOPS`] times), and remembers the
+//! controller that answered so later calls of the same command go straight to it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use shoal_proto::pb::control_client::ControlClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::args::Addrs;
+use crate::error::ApiError;
+use crate::leader::leader_hint;
+
+/// Redirects followed from one starting address.
+pub const MAX_HOPS: usize = 3;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Until the reply's headers arrive (a log stream may then run for as long as it likes).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    addrs: Vec<String>,
+    /// The controller that answered last, tried first.
+    current: Option<(String, Channel)>,
+}
+
+/// Why one address did not give an answer.
+enum Miss {
+    /// Nothing answered there: try the next address.
+    Unreachable(String),
+    /// A controller answered but cannot serve now (no leader yet): try the next address.
+    Unavailable(anyhow::Error),
+    /// A definite answer: stop.
+    Refused(ApiError),
+}
+
+/// The message for a cluster none of whose addresses answered.
+pub fn unreachable_message(addrs: &[String]) -> String {
+    format!(
+        "cannot reach the controller at {}: is `shoal up` running?",
+        addrs.join(", ")
+    )
+}
+
+/// `http://` unless the address already names a scheme.
+pub fn endpoint_uri(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+impl Client {
+    pub fn new(addrs: &Addrs) -> Client {
+        Client {
+            addrs: addrs.0.clone(),
+            current: None,
+        }
+    }
+
+    /// Runs one request: `f` is called with a client for each controller tried.
+    pub async fn call<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut candidates = Vec::new();
+        if let Some((addr, _)) = &self.current {
+            candidates.push(addr.clone());
+        }
+        for a in &self.addrs {
+            if !candidates.contains(a) {
+                candidates.push(a.clone());
+            }
+        }
+        let mut unreachable = Vec::new();
+        let mut unavailable = None;
+        for addr in candidates {
+            match self.call_at(addr, &mut f).await {
+                Ok(v) => return Ok(v),
+                Err(Miss::Unreachable(a)) => unreachable.push(a),
+                Err(Miss::Unavailable(e)) => unavailable = Some(e),
+                Err(Miss::Refused(e)) => return Err(e.into()),
+            }
+        }
+        match unavailable {
+            Some(e) => Err(e),
+            None => Err(anyhow::anyhow!(unreachable_message(&unreachable))),
+        }
+    }
+
+    async fn call_at<T, F, Fut>(&mut self, addr: String, f: &mut F) -> Result<T, Miss>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut target = addr;
+        let mut hops = 0;
+        loop {
+            let channel = self.channel(&target).await?;
+            let status =
+                match tokio::time::timeout(REQUEST_TIMEOUT, f(ControlClient::new(channel.clone())))
+                    .await
+                {
+                    Ok(Ok(reply)) => {
+                        self.current = Some((target, channel));
+                        return Ok(reply.into_inner());
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_) => {
+                        self.forget(&target);
+                        return Err(Miss::Unavailable(anyhow::anyhow!(
+                            "the controller at {target} did not answer within {}s",
+                            REQUEST_TIMEOUT.as_secs()
+                        )));
+                    }
+                };
+            if let Some(leader) = leader_hint(&status) {
+                if hops < MAX_HOPS && leader != target {
+                    tracing::debug!(from = %target, to = %leader, "following the leader hint");
+                    hops += 1;
+                    target = leader;
+                    continue;
+                }
+                return Err(Miss::Unavailable(anyhow::anyhow!(
+                    "no leader found: {target} points to {leader} after {hops} redirects"
+                )));
+            }
+            if status.code() == Code::Unavailable {
+                self.forget(&target);
+                // A transport failure carries its cause; a controller's own answer does not.
+                if std::error::Error::source(&status).is_some() {
+                    tracing::debug!(addr = %target, error = %status, "controller unreachable");
+                    return Err(Miss::Unreachable(target));
+                }
+                return Err(Miss::Unavailable(ApiError::from(status).into()));
+            }
+            return Err(Miss::Refused(status.into()));
+        }
+    }
+
+    async fn channel(&mut self, addr: &str) -> Result<Channel, Miss> {
+        if let Some((a, ch)) = &self.current {
+            if a == addr {
+                return Ok(ch.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(endpoint_uri(addr)).map_err(|e| {
+            Miss::Refused(ApiError {
+                code: Code::InvalidArgument,
+                message: format!("`{addr}` is not a controller address: {e}"),
+            })
+        })?;
+        endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| {
+                tracing::debug!(addr, error = %e, "connect failed");
+                Miss::Unreachable(addr.to_string())
+            })
+    }
+
+    fn forget(&mut self, addr: &str) {
+        if self.current.as_ref().is_some_and(|(a, _)| a == addr) {
+            self.current = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(endpoint_uri("127.0.0.1:7370"), "http://127.0.0.1:7370");
+        assert_eq!(endpoint_uri("https://c:7370"), "https://c:7370");
+    }
+
+    #[test]
+    fn unreachable_names_every_address() {
+        assert_eq!(
+            unreachable_message(&["a:1".into(), "b:2".into()]),
+            "cannot reach the controller at a:1, b:2: is `shoal up` running?"
+        );
+    }
+
+    use crate::fake_control::{serve, Role};
+    use tokio_util::sync::CancellationToken;
+
+    async fn service_name(client: &mut Client) -> anyhow::Result<String> {
+        let reply = client
+            .call(|mut c| async move { c.services(shoal_proto::pb::ServicesRequest {}).await })
+            .await?;
+        Ok(reply.services[0].name.clone())
+    }
+
+    fn free_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn follows_the_leader_hint() {
+        let stop = CancellationToken::new();
+        let leader = serve(
+            Role::Leader {
+                name: "leader".into(),
+            },
+            stop.clone(),
+        )
+        .await;
+        let follower = serve(
+            Role::Follower {
+                code: Code::FailedPrecondition,
+                leader: Some(leader.clone()),
+            },
+            stop.clone(),
+        )
+        .await;
+        let mut client = Client::new(&Addrs(vec![follower]));
+        assert_eq!(service_name(&mut client).await.unwrap(), "leader");
+        // The leader is remembered.
+        assert_eq!(client.current.as_ref().map(|c| c.0.clone()), Some(leader));
+        assert_eq!(service_name(&mut client).await.unwrap(), "leader");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn tries_each_address_in_turn() {
+        let stop = CancellationToken::new();
+        let up = serve(
+            Role::Leader {
+                name: "second".into(),
+            },
+            stop.clone(),
+        )
+        .await;
+        let down = free_addr();
+        let mut client = Client::new(&Addrs(vec![down, up]));
+        assert_eq!(service_name(&mut client).await.unwrap(), "second");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn redirects_are_bounded() {
+        let stop = CancellationToken::new();
+        // Four followers in a chain, each pointing at the next: more hops than allowed.
+        let mut next = serve(Role::Leader { name: "far".into() }, stop.clone()).await;
+        for _ in 0..=MAX_HOPS {
+            next = serve(
+                Role::Follower {
+                    code: Code::Unavailable,
+                    leader: Some(next),
+                },
+                stop.clone(),
+            )
+            .await;
+        }
+        let mut client = Client::new(&Addrs(vec![next]));
+        let err = service_name(&mut client).await.unwrap_err();
+        assert!(err.to_string().starts_with("no leader found"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_FAILED);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn refusals_are_final_and_keep_their_code() {
+        let stop = CancellationToken::new();
+        let leader = serve(Role::Leader { name: "l".into() }, stop.clone()).await;
+        let other = serve(
+            Role::Leader {
+                name: "other".into(),
+            },
+            stop.clone(),
+        )
+        .await;
+        let mut client = Client::new(&Addrs(vec![leader, other]));
+        let err = client
+            .call(|mut c| async move {
+                c.scale(shoal_proto::pb::ScaleRequest {
+                    service: "nope".into(),
+                    replicas: 1,
+                })
+                .await
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no service named nope");
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USAGE);
+        // A follower without a hint is not a leader: its refusal stands.
+        let lost = serve(
+            Role::Follower {
+                code: Code::FailedPrecondition,
+                leader: None,
+            },
+            stop.clone(),
+        )
+        .await;
+        let mut client = Client::new(&Addrs(vec![lost]));
+        let err = service_name(&mut client).await.unwrap_err();
+        assert_eq!(err.to_string(), "not the leader");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable() {
+        // Bind then drop to get a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut client = Client::new(&Addrs(vec![addr.clone()]));
+        let err = client
+            .call(|mut c| async move { c.services(shoal_proto::pb::ServicesRequest {}).await })
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), unreachable_message(&[addr]));
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_FAILED);
+    }
+}

@@ -1,0 +1,40 @@
+//! `shoal agent`: this node's agent, until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Addrs, AgentArgs};
+use crate::signal;
+
+pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
+    if args.token.is_some() {
+        tracing::warn!("--token is accepted but not checked yet (join tokens come with mTLS)");
+    }
+    if let Some(file) = &args.gpu_inventory {
+        tracing::warn!(file = %file.display(), "--gpu-inventory is accepted but not used yet");
+    }
+    let name = match args.name {
+        Some(n) => n,
+        None => super::hostname()?,
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create the data directory {}", args.data_dir.display()))?;
+    let cfg = shoal_agent::AgentConfig {
+        controllers: controllers.0.clone(),
+        name,
+        data_dir: args.data_dir,
+        docker: args.docker,
+        advertise: args.advertise,
+        labels: args.labels.map(|l| l.0).unwrap_or_default(),
+        // The agent's own defaults for what the command line does not set.
+        ..shoal_agent::AgentConfig::default()
+    };
+    tracing::info!(node = %cfg.name, controllers = ?cfg.controllers, "starting agent");
+    let shutdown = CancellationToken::new();
+    signal::supervise(
+        vec![("agent", shoal_agent::run(cfg, shutdown.clone()).boxed())],
+        shutdown,
+    )
+    .await
+}

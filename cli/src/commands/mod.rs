@@ -1,0 +1,67 @@
+//! One module per subcommand. Each takes its parsed arguments and returns an
+//! `anyhow::Result`; `main` turns failures into exit codes.
+
+pub mod agent;
+pub mod cluster;
+pub mod config;
+pub mod controller;
+pub mod deploy;
+pub mod logs;
+pub mod nodes;
+pub mod ps;
+pub mod rm;
+pub mod scale;
+pub mod services;
+pub mod up;
+
+use crate::args::{Cli, ClusterCommand, Command, Format, GlobalArgs};
+use crate::client::Client;
+
+/// What every client command needs: the output format and a connection to the cluster.
+pub struct Ctx {
+    pub format: Format,
+    pub client: Client,
+}
+
+impl Ctx {
+    fn new(global: &GlobalArgs) -> Ctx {
+        if let Some(dir) = &global.credentials {
+            tracing::debug!(dir = %dir.display(), "--credentials is accepted but unused until mTLS exists");
+        }
+        Ctx {
+            format: global.format,
+            client: Client::new(&global.addr),
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Controller(args) => controller::run(args).await,
+        Command::Agent(args) => agent::run(args, &global.addr).await,
+        Command::Config(args) => config::run(args, global.format),
+        Command::Deploy(args) => deploy::run(args, &mut Ctx::new(&global)).await,
+        Command::Ps(args) => ps::run(args, &mut Ctx::new(&global)).await,
+        Command::Services => services::run(&mut Ctx::new(&global)).await,
+        Command::Nodes => nodes::run(&mut Ctx::new(&global)).await,
+        Command::Cluster {
+            command: ClusterCommand::Status,
+        } => cluster::run(&mut Ctx::new(&global)).await,
+        Command::Logs(args) => logs::run(args, &mut Ctx::new(&global)).await,
+        Command::Scale(args) => scale::run(args, &mut Ctx::new(&global)).await,
+        Command::Rm(args) => rm::run(args, &mut Ctx::new(&global)).await,
+    }
+}
+
+/// The machine's hostname, the default node name.
+pub fn hostname() -> anyhow::Result<String> {
+    let name = hostname::get().map_err(|e| anyhow::anyhow!("read this machine's hostname: {e}"))?;
+    let name = name.to_string_lossy().into_owned();
+    anyhow::ensure!(
+        !name.is_empty(),
+        "this machine's hostname is empty: pass --name"
+    );
+    Ok(name)
+}

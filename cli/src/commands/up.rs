@@ -1,0 +1,126 @@
+//! `shoal up`: a one-node cluster in one process: a controller (`--init`) and an agent
+//! on the local Docker, until SIGINT/SIGTERM. Containers keep running after it stops.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use futures::FutureExt;
+use shoal_controller::{Bootstrap, ControllerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{UpArgs, DEFAULT_ADDR};
+use crate::signal;
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let name = match args.name {
+        Some(n) => n,
+        None => super::hostname()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("create the data directory {}", data_dir.display()))?;
+    let local = local_addr(args.listen);
+    let mut controller = ControllerConfig::new(data_dir.join("controller"), args.listen);
+    controller.bootstrap = Bootstrap::Init;
+    let agent = shoal_agent::AgentConfig {
+        controllers: vec![local.to_string()],
+        name: name.clone(),
+        data_dir: data_dir.join("agent"),
+        docker: args.docker,
+        advertise: None,
+        labels: BTreeMap::new(),
+        ..shoal_agent::AgentConfig::default()
+    };
+    let addr_flag = if local.to_string() == DEFAULT_ADDR {
+        String::new()
+    } else {
+        format!(" --addr {local}")
+    };
+    println!(
+        "shoal is up on {} as node {name} (data in {}); deploy with: shoal{addr_flag} deploy -c compose.yaml",
+        args.listen,
+        data_dir.display()
+    );
+    let shutdown = CancellationToken::new();
+    signal::supervise(
+        vec![
+            (
+                "controller",
+                shoal_controller::run(controller, shutdown.clone()).boxed(),
+            ),
+            ("agent", shoal_agent::run(agent, shutdown.clone()).boxed()),
+        ],
+        shutdown,
+    )
+    .await
+}
+
+/// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    data_dir_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+fn data_dir_from(
+    xdg: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(x) = xdg.filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("shoal"));
+    }
+    match home.filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/shoal")),
+        None => anyhow::bail!("neither XDG_DATA_HOME nor HOME is set: pass --data-dir"),
+    }
+}
+
+/// The address a local client reaches a listener at (`0.0.0.0` means loopback).
+fn local_addr(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), listen.port())
+        }
+        _ => listen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_defaults() {
+        assert_eq!(
+            data_dir_from(Some("/x".into()), Some("/home/u".into())).unwrap(),
+            PathBuf::from("/x/shoal")
+        );
+        assert_eq!(
+            data_dir_from(Some("".into()), Some("/home/u".into())).unwrap(),
+            PathBuf::from("/home/u/.local/share/shoal")
+        );
+        assert!(data_dir_from(None, None).is_err());
+    }
+
+    #[test]
+    fn local_addresses() {
+        assert_eq!(
+            local_addr("0.0.0.0:7370".parse().unwrap()),
+            "127.0.0.1:7370".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            local_addr("[::]:1".parse().unwrap()),
+            "[::1]:1".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            local_addr("10.0.0.1:7370".parse().unwrap()),
+            "10.0.0.1:7370".parse::<SocketAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! `shoal nodes`: one row per node, with its GPUs.
+
+use serde_json::{json, Map, Value};
+use shoal_proto::pb::NodeRow;
+
+/// `[{"id","name","address","status","availability","labels","cpus","memory_bytes",
+/// "gpus":[{"uuid","index","model","memory_bytes","assigned_to"}]}]`, labels an object.
+pub fn json(nodes: &[NodeRow]) -> Value {
+    Value::Array(
+        nodes
+            .iter()
+            .map(|n| {
+                // Sorted by key, whatever order the map came in.
+                let labels: std::collections::BTreeMap<&String, &String> =
+                    n.labels.iter().collect();
+                let labels: Map<String, Value> = labels
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                let gpus: Vec<Value> = n
+                    .gpus
+                    .iter()
+                    .map(|g| {
+                        json!({
+                            "uuid": g.uuid,
+                            "index": g.index,
+                            "model": g.model,
+                            "memory_bytes": g.memory_bytes,
+                            "assigned_to": g.assigned_to,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "id": n.id,
+                    "name": n.name,
+                    "address": n.address,
+                    "status": n.status,
+                    "availability": n.availability,
+                    "labels": labels,
+                    "cpus": n.cpus,
+                    "memory_bytes": n.memory_bytes,
+                    "gpus": gpus,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn table(nodes: &[NodeRow]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let mut labels: Vec<String> =
+                n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let gpus_used = n.gpus.iter().filter(|g| !g.assigned_to.is_empty()).count();
+            vec![
+                n.name.clone(),
+                n.address.clone(),
+                n.status.clone(),
+                n.availability.clone(),
+                format!("{}", n.cpus),
+                super::bytes(n.memory_bytes),
+                if n.gpus.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{gpus_used}/{} used", n.gpus.len())
+                },
+                labels.join(","),
+            ]
+        })
+        .collect();
+    super::table(
+        &[
+            "NAME",
+            "ADDRESS",
+            "STATUS",
+            "AVAILABILITY",
+            "CPUS",
+            "MEMORY",
+            "GPUS",
+            "LABELS",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::pb::GpuRow;
+
+    fn node() -> NodeRow {
+        NodeRow {
+            id: "node-a".into(),
+            name: "node-a".into(),
+            address: "10.0.0.5".into(),
+            status: "ready".into(),
+            availability: "active".into(),
+            labels: [
+                ("zone".to_string(), "a".to_string()),
+                ("gpu".to_string(), "h100".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            cpus: 8.0,
+            memory_bytes: 17179869184,
+            gpus: vec![
+                GpuRow {
+                    uuid: "GPU-1".into(),
+                    index: 0,
+                    model: "NVIDIA H100 80GB HBM3".into(),
+                    memory_bytes: 85899345920,
+                    assigned_to: "t-3".into(),
+                },
+                GpuRow {
+                    uuid: "GPU-2".into(),
+                    index: 1,
+                    model: "NVIDIA H100 80GB HBM3".into(),
+                    memory_bytes: 85899345920,
+                    assigned_to: String::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn json_has_exactly_the_contract_keys() {
+        assert_eq!(
+            json(&[node()]),
+            serde_json::json!([{
+                "id": "node-a",
+                "name": "node-a",
+                "address": "10.0.0.5",
+                "status": "ready",
+                "availability": "active",
+                "labels": {"gpu": "h100", "zone": "a"},
+                "cpus": 8.0,
+                "memory_bytes": 17179869184_i64,
+                "gpus": [
+                    {"uuid": "GPU-1", "index": 0, "model": "NVIDIA H100 80GB HBM3",
+                     "memory_bytes": 85899345920_i64, "assigned_to": "t-3"},
+                    {"uuid": "GPU-2", "index": 1, "model": "NVIDIA H100 80GB HBM3",
+                     "memory_bytes": 85899345920_i64, "assigned_to": ""}
+                ]
+            }])
+        );
+        let mut bare = node();
+        bare.labels.clear();
+        bare.gpus.clear();
+        let v = json(&[bare]);
+        assert_eq!(v[0]["labels"], serde_json::json!({}));
+        assert_eq!(v[0]["gpus"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn table_rows() {
+        assert_eq!(
+            table(&[node()]),
+            "NAME    ADDRESS   STATUS  AVAILABILITY  CPUS  MEMORY   GPUS      LABELS\n\
+             node-a  10.0.0.5  ready   active        8     16.0GiB  1/2 used  gpu=h100,zone=a\n"
+        );
+    }
+}

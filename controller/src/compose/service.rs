@@ -1,0 +1,789 @@
+//! One Compose service to a [`ServiceSpec`], with a report of what happened to each key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shoal_proto::spec::{
+    HealthcheckSpec, MountKind, MountSpec, PortMode, PortSpec, RestartCondition, RestartPolicy,
+    ServiceSpec, Ulimit, VolumeSpec,
+};
+
+use super::deploy;
+use super::diag::Sink;
+use super::dotenv;
+use super::units::{
+    parse_bytes, parse_duration_ms, parse_nano_cpus, parse_port_short, parse_protocol,
+    split_volume_short,
+};
+use super::value::{
+    boolean, entries, int, list_or_dict, opt_text, string_list, string_map, text, uint,
+};
+use super::yaml::{Node, Value};
+use super::{Disposition, KeyReport};
+
+/// What conversion needs besides the service's own node.
+pub(crate) struct Ctx<'a> {
+    pub sink: &'a mut Sink,
+    /// Interpolation environment: the process environment over `.env`.
+    pub env: &'a BTreeMap<String, String>,
+    /// Top-level `volumes:`, to check named volumes against.
+    pub volumes: &'a BTreeMap<String, VolumeSpec>,
+}
+
+impl Ctx<'_> {
+    fn dir_of(&self, n: &Node) -> PathBuf {
+        self.sink
+            .file(n.pos.file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+/// Why shoal accepts but does not act on a service key.
+fn ignored_reason(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "expose" => "ports are reachable by every service of the stack on its network; expose only documents them",
+        "logging" => "shoal does not configure log drivers yet; read logs with `shoal logs`",
+        "network_mode" => "every replica joins the stack network; other network modes are not supported yet",
+        "links" => "services reach each other by name on the stack network",
+        "external_links" => "containers outside the stack are not linked; reach them by address",
+        "secrets" => "secrets are not yet supported; the container runs without them",
+        "configs" => "configs are not yet supported; the container runs without them",
+        "stdin_open" | "tty" => "replicas run detached; there is no terminal to attach",
+        "privileged" => "privileged containers are not supported yet; the container runs unprivileged",
+        "pull_policy" => "agents pull the image when the node does not have it",
+        "platform" => "the node's own platform is used",
+        "develop" => "watch/develop mode is for local development, not for a cluster",
+        "devices" => "host device mappings are node-specific and not supported yet (GPUs: use gpus: or deploy.resources.reservations.devices)",
+        "profiles" => return None,
+        _ => return None,
+    })
+}
+
+const HONORED: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "working_dir",
+    "user",
+    "hostname",
+    "labels",
+    "ports",
+    "volumes",
+    "healthcheck",
+    "restart",
+    "stop_grace_period",
+    "stop_signal",
+    "init",
+    "cap_add",
+    "cap_drop",
+    "tmpfs",
+    "ulimits",
+    "extra_hosts",
+    "deploy",
+    "scale",
+    "depends_on",
+    "gpus",
+    "networks",
+    "profiles",
+    "extends",
+    "x-shoal-gpu",
+    "mem_limit",
+    "mem_reservation",
+    "cpus",
+    "pids_limit",
+];
+
+/// Convert one (merged, profile-selected) service.
+pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpec, Vec<KeyReport>) {
+    let base = format!("services.{name}");
+    let mut spec = ServiceSpec {
+        name: name.to_string(),
+        replicas: 1,
+        ..Default::default()
+    };
+    let mut keys: Vec<KeyReport> = Vec::new();
+    let report = |keys: &mut Vec<KeyReport>, key: &str, d: Disposition| {
+        keys.push(KeyReport {
+            service: name.to_string(),
+            key: key.to_string(),
+            disposition: d,
+        })
+    };
+    let Some(map) = node.as_map() else {
+        ctx.sink.error(
+            node.pos,
+            &base,
+            format!("must be a mapping, not {}", node.type_name()),
+        );
+        return (spec, keys);
+    };
+    let get = |k: &str| map.iter().find(|(key, _)| key.name == k).map(|(_, v)| v);
+
+    for (k, v) in map {
+        let key = k.name.as_str();
+        let path = format!("{base}.{key}");
+        if HONORED.contains(&key) {
+            match key {
+                "deploy" => {} // reported per sub-key by `deploy::convert`
+                "restart"
+                    if get("deploy")
+                        .and_then(|d| d.get("restart_policy"))
+                        .is_some() =>
+                {
+                    let why = "deploy.restart_policy is given and takes precedence";
+                    ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
+                    report(&mut keys, key, Disposition::Ignored(why.into()));
+                }
+                "networks" => {
+                    let why =
+                        "all services of a stack share one network for now; only aliases are used";
+                    let named: Vec<&str> = match &v.value {
+                        Value::Map(m) => m.iter().map(|(k, _)| k.name.as_str()).collect(),
+                        Value::Seq(s) => s.iter().filter_map(Node::as_scalar).collect(),
+                        _ => Vec::new(),
+                    };
+                    if named.iter().any(|n| *n != "default") {
+                        ctx.sink.warn(k.pos, &path, why);
+                    }
+                    report(&mut keys, key, Disposition::Honored);
+                }
+                _ => report(&mut keys, key, Disposition::Honored),
+            }
+            continue;
+        }
+        if key.starts_with("x-") {
+            report(
+                &mut keys,
+                key,
+                Disposition::Ignored("extension field".into()),
+            );
+            continue;
+        }
+        match key {
+            "build" => {
+                if get("image").is_some() {
+                    let why = "the nodes run the image; build it and push/load it on each node";
+                    ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
+                    report(&mut keys, key, Disposition::Ignored(why.into()));
+                } else {
+                    ctx.sink.error(k.pos, &path, "shoal runs images; add image: (build the image and push it where the nodes can pull it)");
+                }
+            }
+            "container_name" => {
+                let why = if deploy::replica_count(node) > 1 {
+                    "a container name cannot be unique with more than one replica; shoal names containers STACK_SERVICE.SLOT"
+                } else {
+                    "shoal names containers STACK_SERVICE.SLOT so that replicas can move between nodes"
+                };
+                ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
+                report(&mut keys, key, Disposition::Ignored(why.into()));
+            }
+            _ => {
+                let why = ignored_reason(key).map(str::to_string).unwrap_or_else(|| {
+                    format!("`{key}` is not supported by shoal yet; the container runs without it")
+                });
+                ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
+                report(&mut keys, key, Disposition::Ignored(why));
+            }
+        }
+    }
+
+    if get("network_mode").is_some() && get("networks").is_some() {
+        ctx.sink.error(
+            node.pos,
+            &base,
+            format!("service {name} declares mutually exclusive `network_mode` and `networks`"),
+        );
+    }
+
+    match get("image") {
+        Some(img) => spec.image = text(img, ctx.sink, &format!("{base}.image")).unwrap_or_default(),
+        None if get("build").is_none() => ctx.sink.error(
+            node.pos,
+            &base,
+            format!("service {name} has no image; shoal runs images: add image:"),
+        ),
+        None => {}
+    }
+    if let Some(c) = get("command") {
+        spec.command = command(c, ctx.sink, &format!("{base}.command"));
+    }
+    if let Some(c) = get("entrypoint") {
+        spec.entrypoint = command(c, ctx.sink, &format!("{base}.entrypoint"));
+    }
+    if let Some(f) = get("env_file") {
+        env_files(f, ctx, &format!("{base}.env_file"), &mut spec.environment);
+    }
+    if let Some(e) = get("environment") {
+        for (k, v, _) in list_or_dict(e, ctx.sink, &format!("{base}.environment")) {
+            match v.or_else(|| ctx.env.get(&k).cloned()) {
+                Some(v) => {
+                    spec.environment.insert(k, v);
+                }
+                None => {
+                    spec.environment.remove(&k);
+                }
+            }
+        }
+    }
+    let opt = |ctx: &mut Ctx<'_>, k: &str| {
+        get(k).and_then(|v| opt_text(v, ctx.sink, &format!("{base}.{k}")))
+    };
+    spec.working_dir = opt(ctx, "working_dir");
+    spec.user = opt(ctx, "user");
+    spec.hostname = opt(ctx, "hostname");
+    spec.stop_signal = opt(ctx, "stop_signal");
+    if let Some(l) = get("labels") {
+        spec.labels = string_map(l, ctx.sink, &format!("{base}.labels"));
+    }
+    if let Some(p) = get("ports") {
+        spec.ports = ports(p, ctx.sink, &format!("{base}.ports"));
+    }
+    if let Some(v) = get("volumes") {
+        spec.volumes = mounts(v, ctx, &format!("{base}.volumes"));
+    }
+    if let Some(h) = get("healthcheck") {
+        spec.healthcheck = healthcheck(h, ctx.sink, &format!("{base}.healthcheck"));
+    }
+    if let Some(r) = get("restart") {
+        if let Some(p) = restart(r, ctx.sink, &format!("{base}.restart")) {
+            spec.restart = p;
+        }
+    }
+    if let Some(g) = get("stop_grace_period") {
+        let path = format!("{base}.stop_grace_period");
+        spec.stop_grace_period_ms = duration(g, ctx.sink, &path);
+    }
+    if let Some(i) = get("init") {
+        spec.init = boolean(i, ctx.sink, &format!("{base}.init"));
+    }
+    if let Some(c) = get("cap_add") {
+        spec.cap_add = string_list(c, ctx.sink, &format!("{base}.cap_add"));
+    }
+    if let Some(c) = get("cap_drop") {
+        spec.cap_drop = string_list(c, ctx.sink, &format!("{base}.cap_drop"));
+    }
+    if let Some(t) = get("tmpfs") {
+        spec.tmpfs = string_list(t, ctx.sink, &format!("{base}.tmpfs"));
+    }
+    if let Some(u) = get("ulimits") {
+        spec.ulimits = ulimits(u, ctx.sink, &format!("{base}.ulimits"));
+    }
+    if let Some(h) = get("extra_hosts") {
+        spec.extra_hosts = extra_hosts(h, ctx.sink, &format!("{base}.extra_hosts"));
+    }
+    if let Some(n) = get("networks") {
+        spec.aliases = aliases(n, ctx.sink, &format!("{base}.networks"));
+    }
+    if let Some(d) = get("depends_on") {
+        spec.depends_on = deploy::depends_on(d, ctx.sink, &format!("{base}.depends_on"));
+    }
+    legacy_resources(&map[..], ctx.sink, &base, &mut spec);
+    deploy::convert(node, ctx.sink, &base, &mut spec, &mut keys);
+    (spec, keys)
+}
+
+fn legacy_resources(
+    map: &[(super::yaml::Key, Node)],
+    sink: &mut Sink,
+    base: &str,
+    spec: &mut ServiceSpec,
+) {
+    for (k, v) in map {
+        let path = format!("{base}.{}", k.name);
+        match k.name.as_str() {
+            "mem_limit" => {
+                spec.resources.limits.memory_bytes =
+                    text(v, sink, &path).and_then(|t| size(&t, v, sink, &path))
+            }
+            "mem_reservation" => {
+                spec.resources.reservations.memory_bytes =
+                    text(v, sink, &path).and_then(|t| size(&t, v, sink, &path))
+            }
+            "cpus" => {
+                spec.resources.limits.nano_cpus =
+                    text(v, sink, &path).and_then(|t| match parse_nano_cpus(&t) {
+                        Ok(n) => Some(n),
+                        Err(e) => {
+                            sink.error(v.pos, &path, e);
+                            None
+                        }
+                    })
+            }
+            "pids_limit" => spec.resources.limits.pids = int(v, sink, &path),
+            _ => {}
+        }
+    }
+}
+
+pub(crate) fn size(t: &str, n: &Node, sink: &mut Sink, path: &str) -> Option<i64> {
+    match parse_bytes(t) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            sink.error(n.pos, path, e);
+            None
+        }
+    }
+}
+
+pub(crate) fn duration(n: &Node, sink: &mut Sink, path: &str) -> Option<u64> {
+    let t = text(n, sink, path)?;
+    match parse_duration_ms(&t) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            sink.error(n.pos, path, e);
+            None
+        }
+    }
+}
+
+fn command(n: &Node, sink: &mut Sink, path: &str) -> Option<Vec<String>> {
+    match &n.value {
+        Value::Seq(_) => Some(string_list(n, sink, path)),
+        _ if n.is_null() => None,
+        _ => {
+            let t = text(n, sink, path)?;
+            match shell_words::split(&t) {
+                Ok(words) => Some(words),
+                Err(e) => {
+                    sink.error(
+                        n.pos,
+                        path,
+                        format!("cannot split `{t}` like a shell would: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn env_files(n: &Node, ctx: &mut Ctx<'_>, path: &str, env: &mut BTreeMap<String, String>) {
+    let items: Vec<&Node> = match &n.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![n],
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let ipath = if n.as_seq().is_some() {
+            format!("{path}[{i}]")
+        } else {
+            path.to_string()
+        };
+        let (file, required) = match &item.value {
+            Value::Map(_) => {
+                let Some(p) = item.get("path") else {
+                    ctx.sink
+                        .error(item.pos, &ipath, "missing required key `path`");
+                    continue;
+                };
+                let required = item
+                    .get("required")
+                    .and_then(|r| boolean(r, ctx.sink, &format!("{ipath}.required")))
+                    .unwrap_or(true);
+                (text(p, ctx.sink, &format!("{ipath}.path")), required)
+            }
+            _ => (text(item, ctx.sink, &ipath), true),
+        };
+        let Some(file) = file else { continue };
+        let full = ctx.dir_of(item).join(&file);
+        match std::fs::read_to_string(&full) {
+            Ok(src) => {
+                let look = |k: &str| ctx.env.get(k).cloned();
+                match dotenv::parse(&src, &look) {
+                    Ok(vars) => env.extend(vars),
+                    Err(e) => ctx.sink.error(
+                        item.pos,
+                        &ipath,
+                        format!("env_file {}:{}: {}", full.display(), e.line, e.message),
+                    ),
+                }
+            }
+            Err(e) if required => ctx.sink.error(
+                item.pos,
+                &ipath,
+                format!("env_file {} cannot be read: {e}", full.display()),
+            ),
+            Err(_) => ctx.sink.warn(
+                item.pos,
+                &ipath,
+                format!("optional env_file {} not found; skipped", full.display()),
+            ),
+        }
+    }
+}
+
+fn ports(n: &Node, sink: &mut Sink, path: &str) -> Vec<PortSpec> {
+    let Some(items) = n.as_seq() else {
+        sink.error(
+            n.pos,
+            path,
+            format!("must be a list, not {}", n.type_name()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{path}[{i}]");
+        if item.as_map().is_none() {
+            if let Some(t) = text(item, sink, &ipath) {
+                match parse_port_short(&t) {
+                    Ok(ps) => out.extend(ps),
+                    Err(e) => sink.error(item.pos, &ipath, e),
+                }
+            }
+            continue;
+        }
+        let port_of = |sink: &mut Sink, k: &str| -> Option<u16> {
+            let v = item.get(k)?;
+            let t = text(v, sink, &format!("{ipath}.{k}"))?;
+            match t.parse::<u16>() {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    sink.error(v.pos, &format!("{ipath}.{k}"), format!("invalid port `{t}`: ports are 1-65535 (ranges only in the short syntax)"));
+                    None
+                }
+            }
+        };
+        let Some(target) = port_of(sink, "target") else {
+            if item.get("target").is_none() {
+                sink.error(item.pos, &ipath, "missing required key `target`");
+            }
+            continue;
+        };
+        let mut p = PortSpec {
+            target,
+            published: port_of(sink, "published"),
+            ..Default::default()
+        };
+        if let Some(proto) = item.get("protocol") {
+            if let Some(t) = text(proto, sink, &format!("{ipath}.protocol")) {
+                match parse_protocol(&t) {
+                    Ok(pr) => p.protocol = pr,
+                    Err(e) => sink.error(proto.pos, &format!("{ipath}.protocol"), e),
+                }
+            }
+        }
+        p.host_ip = item
+            .get("host_ip")
+            .and_then(|h| opt_text(h, sink, &format!("{ipath}.host_ip")));
+        if let Some(m) = item.get("mode") {
+            match text(m, sink, &format!("{ipath}.mode")).as_deref() {
+                Some("host") => p.mode = PortMode::Host,
+                Some("ingress") => p.mode = PortMode::Ingress,
+                Some(other) => sink.error(
+                    m.pos,
+                    &format!("{ipath}.mode"),
+                    format!("unknown port mode `{other}`: use host or ingress"),
+                ),
+                None => {}
+            }
+        }
+        out.push(p);
+    }
+    out
+}
+
+fn is_path(src: &str) -> bool {
+    src.starts_with('/') || src.starts_with('.') || src.starts_with('~')
+}
+
+fn bind_source(src: &str, item: &Node, ctx: &Ctx<'_>) -> String {
+    let p = if let Some(rest) = src.strip_prefix("~/").or((src == "~").then_some("")) {
+        let home = ctx.env.get("HOME").cloned().unwrap_or_default();
+        PathBuf::from(home).join(rest)
+    } else {
+        ctx.dir_of(item).join(src)
+    };
+    normalize(&p)
+}
+
+/// `a/./b/../c` → `a/c`, without touching the disk (the path is on the nodes).
+fn normalize(p: &Path) -> String {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+fn check_named(name: &str, item: &Node, ctx: &mut Ctx<'_>, path: &str) {
+    if !ctx.volumes.contains_key(name) {
+        ctx.sink.error(
+            item.pos,
+            path,
+            format!("service uses the undeclared volume `{name}`: declare it under the top-level volumes: key"),
+        );
+    }
+}
+
+fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> {
+    let Some(items) = n.as_seq() else {
+        ctx.sink.error(
+            n.pos,
+            path,
+            format!("must be a list, not {}", n.type_name()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{path}[{i}]");
+        if item.as_map().is_none() {
+            let Some(t) = text(item, ctx.sink, &ipath) else {
+                continue;
+            };
+            let (src, target, opts) = match split_volume_short(&t) {
+                Ok(x) => x,
+                Err(e) => {
+                    ctx.sink.error(item.pos, &ipath, e);
+                    continue;
+                }
+            };
+            let read_only = opts.contains(&"ro");
+            let m = match src {
+                None => MountSpec {
+                    kind: MountKind::Volume,
+                    source: None,
+                    target: target.into(),
+                    read_only,
+                },
+                Some(s) if is_path(s) => MountSpec {
+                    kind: MountKind::Bind,
+                    source: Some(bind_source(s, item, ctx)),
+                    target: target.into(),
+                    read_only,
+                },
+                Some(s) => {
+                    check_named(s, item, ctx, &ipath);
+                    MountSpec {
+                        kind: MountKind::Volume,
+                        source: Some(s.into()),
+                        target: target.into(),
+                        read_only,
+                    }
+                }
+            };
+            out.push(m);
+            continue;
+        }
+        let kind_text = item
+            .get("type")
+            .and_then(|t| text(t, ctx.sink, &format!("{ipath}.type")));
+        let kind = match kind_text.as_deref() {
+            Some("volume") => MountKind::Volume,
+            Some("bind") => MountKind::Bind,
+            Some("tmpfs") => MountKind::Tmpfs,
+            Some(other) => {
+                ctx.sink.error(
+                    item.pos,
+                    &format!("{ipath}.type"),
+                    format!("mount type `{other}` is not supported: use volume, bind or tmpfs"),
+                );
+                continue;
+            }
+            None => {
+                ctx.sink
+                    .error(item.pos, &ipath, "missing required key `type`");
+                continue;
+            }
+        };
+        let Some(target) = item
+            .get("target")
+            .and_then(|t| text(t, ctx.sink, &format!("{ipath}.target")))
+        else {
+            ctx.sink
+                .error(item.pos, &ipath, "missing required key `target`");
+            continue;
+        };
+        let source = item
+            .get("source")
+            .and_then(|s| opt_text(s, ctx.sink, &format!("{ipath}.source")))
+            .filter(|s| !s.is_empty());
+        let read_only = item
+            .get("read_only")
+            .and_then(|r| boolean(r, ctx.sink, &format!("{ipath}.read_only")))
+            .unwrap_or(false);
+        for opt in ["bind", "volume", "tmpfs", "consistency", "image"] {
+            if let Some(o) = item.get(opt) {
+                ctx.sink.warn(
+                    o.pos,
+                    &format!("{ipath}.{opt}"),
+                    "ignored: mount options are not supported yet",
+                );
+            }
+        }
+        let source = match kind {
+            MountKind::Bind => {
+                match source {
+                    Some(s) => Some(bind_source(&s, item, ctx)),
+                    None => {
+                        ctx.sink.error(item.pos, &ipath, "invalid mount config for type \"bind\": field Source must not be empty");
+                        continue;
+                    }
+                }
+            }
+            MountKind::Volume => {
+                if let Some(s) = &source {
+                    check_named(s, item, ctx, &ipath);
+                }
+                source
+            }
+            MountKind::Tmpfs => None,
+        };
+        out.push(MountSpec {
+            kind,
+            source,
+            target,
+            read_only,
+        });
+    }
+    out
+}
+
+fn healthcheck(n: &Node, sink: &mut Sink, path: &str) -> Option<HealthcheckSpec> {
+    let mut h = HealthcheckSpec::default();
+    for (k, v) in entries(n, sink, path) {
+        let p = format!("{path}.{}", k.name);
+        match k.name.as_str() {
+            "test" => {
+                h.test = match &v.value {
+                    Value::Seq(_) => string_list(v, sink, &p),
+                    _ => match text(v, sink, &p) {
+                        Some(t) if t.is_empty() => Vec::new(),
+                        Some(t) => vec!["CMD-SHELL".to_string(), t],
+                        None => Vec::new(),
+                    },
+                };
+                if let Some(first) = h.test.first() {
+                    if !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE") {
+                        sink.error(v.pos, &p, format!("a healthcheck test list starts with CMD, CMD-SHELL or NONE, not `{first}`"));
+                    }
+                }
+            }
+            "interval" => h.interval_ms = duration(v, sink, &p),
+            "timeout" => h.timeout_ms = duration(v, sink, &p),
+            "start_period" => h.start_period_ms = duration(v, sink, &p),
+            "start_interval" => h.start_interval_ms = duration(v, sink, &p),
+            "retries" => h.retries = uint(v, sink, &p),
+            "disable" => h.disable = boolean(v, sink, &p).unwrap_or(false),
+            other if other.starts_with("x-") => {}
+            other => sink.error(k.pos, &p, format!("unknown healthcheck key `{other}`")),
+        }
+    }
+    if h.test.first().map(String::as_str) == Some("NONE") {
+        h.disable = true;
+    }
+    if h.disable {
+        h.test = vec!["NONE".to_string()];
+    }
+    Some(h)
+}
+
+fn restart(n: &Node, sink: &mut Sink, path: &str) -> Option<RestartPolicy> {
+    let t = text(n, sink, path)?;
+    let mut p = RestartPolicy::default();
+    match t.as_str() {
+        "no" | "none" => p.condition = RestartCondition::None,
+        "always" | "unless-stopped" => p.condition = RestartCondition::Any,
+        "on-failure" => p.condition = RestartCondition::OnFailure,
+        other => match other.strip_prefix("on-failure:").map(str::parse::<u64>) {
+            Some(Ok(n)) => {
+                p.condition = RestartCondition::OnFailure;
+                p.max_attempts = Some(n);
+            }
+            _ => {
+                sink.error(n.pos, path, format!("invalid restart policy `{other}`: use no, always, on-failure[:N] or unless-stopped"));
+                return None;
+            }
+        },
+    }
+    Some(p)
+}
+
+fn ulimits(n: &Node, sink: &mut Sink, path: &str) -> BTreeMap<String, Ulimit> {
+    let mut out = BTreeMap::new();
+    for (k, v) in entries(n, sink, path) {
+        let p = format!("{path}.{}", k.name);
+        let limit = if v.as_map().is_some() {
+            let soft = v
+                .get("soft")
+                .and_then(|s| int(s, sink, &format!("{p}.soft")));
+            let hard = v
+                .get("hard")
+                .and_then(|s| int(s, sink, &format!("{p}.hard")));
+            match (soft, hard) {
+                (Some(soft), Some(hard)) => Some(Ulimit { soft, hard }),
+                _ => {
+                    sink.error(v.pos, &p, "needs both soft and hard");
+                    None
+                }
+            }
+        } else {
+            int(v, sink, &p).map(|x| Ulimit { soft: x, hard: x })
+        };
+        if let Some(l) = limit {
+            out.insert(k.name.clone(), l);
+        }
+    }
+    out
+}
+
+fn extra_hosts(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match &n.value {
+        Value::Map(m) => {
+            for (k, v) in m {
+                for ip in string_list(v, sink, &format!("{path}.{}", k.name)) {
+                    out.push(format!(
+                        "{}:{}",
+                        k.name,
+                        ip.trim_start_matches('[').trim_end_matches(']')
+                    ));
+                }
+            }
+        }
+        _ => {
+            for (i, entry) in string_list(n, sink, path).into_iter().enumerate() {
+                match entry.split_once(['=', ':']) {
+                    Some((h, ip)) => out.push(format!(
+                        "{h}:{}",
+                        ip.trim_start_matches('[').trim_end_matches(']')
+                    )),
+                    None => sink.error(
+                        n.pos,
+                        &format!("{path}[{i}]"),
+                        format!("invalid extra host `{entry}`: use HOST:IP or HOST=IP"),
+                    ),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn aliases(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Value::Map(m) = &n.value {
+        for (k, v) in m {
+            if let Some(a) = v.get("aliases") {
+                for alias in string_list(a, sink, &format!("{path}.{}.aliases", k.name)) {
+                    if !out.contains(&alias) {
+                        out.push(alias);
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,513 @@
+//! Conformance of the Compose loader over the shared corpus (`shared/compose-corpus`):
+//! third-party files that upstream treats as valid must load (except where shoal refuses
+//! on purpose, listed below with the reason), and the deliberately broken files must be
+//! refused with a message that names the key and, where it has one, the line.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use shoal_controller::compose::{load, Diagnostic, LoadError, LoadOptions, Loaded};
+
+fn corpus() -> PathBuf {
+    let dir = match std::env::var_os("SHOAL_COMPOSE_CORPUS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/compose-corpus"),
+    };
+    assert!(
+        dir.join("INDEX.md").is_file(),
+        "the Compose corpus is missing at {}: put shared/ beside the repository or set SHOAL_COMPOSE_CORPUS",
+        dir.display()
+    );
+    dir
+}
+
+fn base_env() -> BTreeMap<String, String> {
+    [("HOME".to_string(), "/home/tester".to_string())].into()
+}
+
+fn load_files(files: Vec<PathBuf>, env: BTreeMap<String, String>) -> Result<Loaded, LoadError> {
+    load(&LoadOptions {
+        files,
+        env,
+        ..Default::default()
+    })
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+}
+
+fn messages(e: &LoadError) -> Vec<String> {
+    e.diagnostics.iter().map(Diagnostic::to_string).collect()
+}
+
+/// Files upstream loads but shoal refuses on purpose: each error must contain one of
+/// the substrings, and each substring must be matched by some error.
+fn intended_errors(rel: &str) -> Option<(&'static [&'static str], &'static str)> {
+    const BUILD: &[&str] = &["build: shoal runs images; add image:"];
+    let build_why = "a `build:` service without `image:`: shoal runs images the nodes can pull";
+    if rel.contains("/build--") || rel.contains("/build_extra--") {
+        return Some((BUILD, build_why));
+    }
+    Some(match rel {
+        "awesome-compose/angular.yaml"
+        | "awesome-compose/apache-php.yaml"
+        | "awesome-compose/aspnet-mssql.yaml"
+        | "awesome-compose/django.yaml"
+        | "awesome-compose/fastapi.yaml"
+        | "awesome-compose/flask-redis.yaml"
+        | "awesome-compose/flask.yaml"
+        | "awesome-compose/nginx-aspnet-mysql.yaml"
+        | "awesome-compose/nginx-flask-mongo.yaml"
+        | "awesome-compose/nginx-flask-mysql.yaml"
+        | "awesome-compose/nginx-golang-mysql.yaml"
+        | "awesome-compose/nginx-golang-postgres.yaml"
+        | "awesome-compose/nginx-golang.yaml"
+        | "awesome-compose/nginx-nodejs-redis.yaml"
+        | "awesome-compose/nginx-wsgi-flask.yaml"
+        | "awesome-compose/react-express-mongodb.yaml"
+        | "awesome-compose/react-express-mysql.yaml"
+        | "awesome-compose/react-java-mysql.yaml"
+        | "awesome-compose/react-nginx.yaml"
+        | "awesome-compose/react-rust-postgres.yaml"
+        | "awesome-compose/sparkjava-mysql.yaml"
+        | "awesome-compose/sparkjava.yaml"
+        | "awesome-compose/spring-postgres.yaml"
+        | "awesome-compose/traefik-golang.yaml"
+        | "awesome-compose/vuejs.yaml"
+        | "spec-fixtures/compose-go-extends/sibling.yaml"
+        | "spec-fixtures/compose-go-extends/nested.yaml"
+        | "spec-fixtures/compose-go-combined/compose.yaml"
+        | "spec-fixtures/compose-go-combined/dir/extended.yaml"
+        | "spec-fixtures/compose-go-combined/dir/included.yaml" => (BUILD, build_why),
+        "spec-fixtures/compose-go-extends/base.yaml" => (
+            &[
+                "26:1: error: services.nil: must be a mapping, not null",
+                "services.with-port: service with-port has no image",
+                "services.with-build.build: shoal runs images; add image:",
+            ],
+            "an extends-test fragment: an empty service (`nil:`, which the schema rejects, INDEX.md) and services without images",
+        ),
+        "spec-fixtures/compose-go-attribute-snippets/environment--TestEnvironmentWhitespace.yaml"
+        | "spec-fixtures/compose-go-attribute-snippets/provider--TestProvider.yaml" => (
+            &["has no image; shoal runs images: add image:"],
+            "a service without image (provider services and environment-only snippets): shoal runs images",
+        ),
+        "spec-fixtures/compose-go-attribute-snippets/models--TestModels.yaml" => (
+            &["has no image; shoal runs images: add image:"],
+            "model-runner services have no image",
+        ),
+        "spec-fixtures/compose-go-attribute-snippets/deploy--TestDeployPlacement.yaml" => (
+            &["invalid constraint `node=foo`"],
+            "placement constraints must be FIELD==VALUE or FIELD!=VALUE over node.hostname/id/labels",
+        ),
+        "spec-fixtures/compose-go-attribute-snippets/volumes--TestImageVolume.yaml" => (
+            &["mount type `image` is not supported"],
+            "image mounts are not supported yet",
+        ),
+        "spec-fixtures/compose-go-attribute-snippets/volumes--TestNpipeVolume.yaml" => (
+            &["mount type `npipe` is not supported"],
+            "named pipes are Windows-only",
+        ),
+        _ => return None,
+    })
+}
+
+fn check_intended(rel: &str, result: Result<Loaded, LoadError>, expected: &[&str], why: &str) {
+    let err = match result {
+        Ok(_) => panic!("{rel}: shoal should refuse it ({why}) but it loaded"),
+        Err(e) => e,
+    };
+    let msgs = messages(&err);
+    for m in &msgs {
+        assert!(
+            expected.iter().any(|x| m.contains(x)),
+            "{rel}: unexpected error (shoal refuses this file only because {why}):\n{m}"
+        );
+    }
+    for x in expected {
+        assert!(
+            msgs.iter().any(|m| m.contains(x)),
+            "{rel}: expected an error containing {x:?}, got:\n{}",
+            msgs.join("\n")
+        );
+    }
+}
+
+/// Files that need a `.env` (awesome-compose keeps it as NAME.env) or support files
+/// beside them are checked by their own tests below.
+fn special(rel: &str) -> bool {
+    matches!(
+        rel,
+        "awesome-compose/pihole-cloudflared-DoH.yaml"
+            | "awesome-compose/plex.yaml"
+            | "awesome-compose/postgresql-pgadmin.yaml"
+            | "awesome-compose/wireguard.yaml"
+            | "spec-fixtures/compose-go-full-example.yml"
+            | "spec-fixtures/docker-cli-stack-full-example.yml"
+            | "spec-fixtures/compose-go-using-variables.yaml"
+    )
+}
+
+#[test]
+fn valid_upstream_files_load() {
+    let root = corpus();
+    let mut files = Vec::new();
+    yaml_files(&root.join("awesome-compose"), &mut files);
+    yaml_files(&root.join("spec-fixtures"), &mut files);
+    assert!(
+        files.len() >= 190,
+        "expected the whole corpus, found {} files",
+        files.len()
+    );
+    let mut loaded = 0;
+    let mut refused = 0;
+    for f in files {
+        let rel = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+        if special(&rel) {
+            continue;
+        }
+        let result = load_files(vec![f.clone()], base_env());
+        match intended_errors(&rel) {
+            Some((expected, why)) => {
+                check_intended(&rel, result, expected, why);
+                refused += 1;
+            }
+            None => {
+                if let Err(e) = result {
+                    panic!("{rel} should load:\n{e}");
+                }
+                loaded += 1;
+            }
+        }
+    }
+    assert_eq!((loaded, refused), (136, 50));
+}
+
+/// Copy a sample and its `NAME.env` into a fresh directory as `compose.yaml` + `.env`.
+fn with_dotenv(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let root = corpus().join("awesome-compose");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compose = dir.path().join("compose.yaml");
+    fs::copy(root.join(format!("{name}.yaml")), &compose).expect("copy compose file");
+    fs::copy(root.join(format!("{name}.env")), dir.path().join(".env")).expect("copy .env");
+    (dir, compose)
+}
+
+#[test]
+fn samples_with_dotenv_interpolate_from_it() {
+    let (_d, f) = with_dotenv("plex");
+    let l = load_files(vec![f], base_env()).unwrap_or_else(|e| panic!("plex: {e}"));
+    let plex = &l.stack.services["plex"];
+    assert_eq!(
+        plex.volumes[0].source.as_deref(),
+        Some("/media/your/plex/path")
+    );
+    assert_eq!(plex.volumes[0].target, "/media/");
+
+    for name in ["pihole-cloudflared-DoH", "postgresql-pgadmin", "wireguard"] {
+        let (_d, f) = with_dotenv(name);
+        let l = load_files(vec![f], base_env()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !l.diagnostics
+                .iter()
+                .any(|d| d.message.contains("is not set")),
+            "{name}: every variable should come from its .env: {:?}",
+            l.diagnostics
+        );
+    }
+}
+
+#[test]
+fn sample_without_its_dotenv_fails_on_the_empty_variable() {
+    // plex.yaml mounts `${PLEX_MEDIA_PATH}:/media/`; without the variable the source is empty.
+    let f = corpus().join("awesome-compose/plex.yaml");
+    let e = load_files(vec![f], base_env()).expect_err("empty volume source");
+    let msgs = messages(&e);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].ends_with("awesome-compose/plex.yaml:10:9: error: services.plex.volumes[0]: invalid volume `:/media/`: expected [SOURCE:]TARGET[:MODE]"), "{}", msgs[0]);
+}
+
+fn full_example(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let root = corpus().join("spec-fixtures");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join(name);
+    fs::copy(root.join(name), &f).expect("copy");
+    for support in fs::read_dir(root.join("compose-go-full-example-support")).expect("support dir")
+    {
+        let p = support.expect("entry").path();
+        fs::copy(&p, dir.path().join(p.file_name().expect("name"))).expect("copy support");
+    }
+    (dir, f)
+}
+
+#[test]
+fn full_examples_fail_only_where_shoal_is_stricter() {
+    // Upstream loads these with consistency checks off; shoal always checks: `network_mode`
+    // with `networks`, depends_on services that are not defined, a volume not declared at
+    // the top level, and Swarm constraint syntax it does not match (`node=foo`). Cluster
+    // volumes are not supported.
+    let common: &[&str] = &[
+        "services.foo: service foo declares mutually exclusive `network_mode` and `networks`",
+        "services.foo.depends_on.db: service foo depends on undefined service `db`",
+        "services.foo.depends_on.redis: service foo depends on undefined service `redis`",
+        "invalid constraint `node=foo`",
+        "service uses the undeclared volume `datavolume`",
+    ];
+    let (_d, f) = full_example("compose-go-full-example.yml");
+    let mut expected = common.to_vec();
+    expected.push("services.bar.build: shoal runs images; add image:");
+    check_intended(
+        "compose-go-full-example.yml",
+        load_files(vec![f], base_env()),
+        &expected,
+        "shoal is stricter",
+    );
+
+    let (_d, f) = full_example("docker-cli-stack-full-example.yml");
+    let mut expected = common.to_vec();
+    expected.push("mount type `cluster` is not supported");
+    check_intended(
+        "docker-cli-stack-full-example.yml",
+        load_files(vec![f], base_env()),
+        &expected,
+        "shoal is stricter",
+    );
+}
+
+#[test]
+fn using_variables_passes_the_schema_stage() {
+    // Every typed field is `${VARIABLE}`: the file exists to prove the schema accepts
+    // variables before interpolation. No single value fits every field, so it cannot
+    // load; what matters is that no error is a schema error (unknown key, wrong type).
+    let f = corpus().join("spec-fixtures/compose-go-using-variables.yaml");
+    let e = load_files(vec![f], base_env()).expect_err("no value fits every field");
+    for m in messages(&e) {
+        assert!(
+            !m.contains("unknown key")
+                && !m.contains("must be a mapping")
+                && !m.contains("must be a list"),
+            "schema-stage error: {m}"
+        );
+    }
+}
+
+/// What each `invalid/` file must be refused with (a substring of one error).
+const INVALID: &[(&str, &str)] = &[
+    ("compose-go-TestBadDevelopConfig.yaml", ":11:11: error: services.frontend.develop.watch[0]: missing required key `action`"),
+    ("compose-go-TestBadServiceConfig.yaml", ":5:3: error: services.redis: service redis declares mutually exclusive `network_mode` and `networks`"),
+    ("compose-go-TestDecodeErrors-tab.yaml", ":6:12: error: invalid YAML: while scanning a plain scalar, found a tab"),
+    ("compose-go-TestDevelopMissingAction.yaml", ":10:11: error: services.web.develop.watch[0]: missing required key `action`"),
+    ("compose-go-TestEnvironmentInvalidObject.yaml", ":7:18: error: services.foo.environment: must be a mapping or a list, not a string"),
+    ("compose-go-TestEnvironmentInvalidValue.yaml", ":8:12: error: services.foo.environment.FOO: must be a string, a number, a boolean or null, not a list"),
+    ("compose-go-TestInvalidEnvironmentObject.yaml", ":7:18: error: services.dict-env.environment: must be a mapping or a list, not a string"),
+    ("compose-go-TestInvalidEnvironmentValue.yaml", ":8:12: error: services.dict-env.environment.FOO: must be a string, a number, a boolean or null, not a list"),
+    ("compose-go-TestInvalidExternalAndDirverOptsCombination.yaml", ":5:3: error: volumes.external_volume: conflicting parameters \"external\" and \"driver_opts\" specified"),
+    ("compose-go-TestInvalidExternalAndDriverCombination.yaml", ":5:3: error: volumes.external_volume: conflicting parameters \"external\" and \"driver\" specified"),
+    ("compose-go-TestInvalidExternalAndLabelsCombination.yaml", ":5:3: error: volumes.external_volume: conflicting parameters \"external\" and \"labels\" specified"),
+    ("compose-go-TestInvalidProjectNameType.yaml", ":3:7: error: name: must be a string, not an integer"),
+    ("compose-go-TestInvalidResource.yaml", ":9:9: error: services.foo.deploy.resources.impossible: unknown key `impossible`"),
+    ("compose-go-TestInvalidTopLevelObjectType-list.yaml", ":3:1: error: top-level object must be a mapping, not a list"),
+    ("compose-go-TestInvalidTopLevelObjectType-scalar.yaml", ":3:1: error: top-level object must be a mapping, not an integer"),
+    ("compose-go-TestLoadBindMountSourceMustNotBeEmpty.yaml", ":8:9: error: services.tmpfs.volumes[0]: invalid mount config for type \"bind\": field Source must not be empty"),
+    ("compose-go-TestLoadNetworkInvalidExternalNameAndNameCombination.yaml", ":5:3: error: networks.foo: name and external.name conflict; only use name"),
+    ("compose-go-TestLoadSSHWithoutValueInBuildConfig.yaml", "error: services.test.build.ssh: must be a mapping or a list, not null"),
+    ("compose-go-TestLoadSecretInvalidExternalNameAndNameCombination.yaml", ":5:3: error: secrets.external_secret: name and external.name conflict; only use name"),
+    ("compose-go-TestLoadTmpfsVolumeAdditionalPropertyNotAllowed.yaml", ":10:9: error: services.tmpfs.volumes[0].foo: unknown key `foo`"),
+    ("compose-go-TestLoadTmpfsVolumeSizeMustBeGTEQZero.yaml", ":11:17: error: services.tmpfs.volumes[0].tmpfs.size: must be at least 0"),
+    ("compose-go-TestLoadTmpfsVolumeSizeMustBeInteger.yaml", ":11:17: error: services.tmpfs.volumes[0].tmpfs.size: must be an integer or a string, not a number"),
+    ("compose-go-TestLoadVolumeInvalidExternalNameAndNameCombination.yaml", ":5:3: error: volumes.external_volume: name and external.name conflict; only use name"),
+    ("compose-go-TestNonMappingObject-2.yaml", ":5:8: error: services.foo: must be a mapping, not a string"),
+    ("compose-go-TestNonMappingObject-3.yaml", ":5:3: error: networks: must be a mapping, not a list"),
+    ("compose-go-TestNonMappingObject-4.yaml", ":5:12: error: networks.default: must be a mapping or null, not a string"),
+    ("compose-go-TestNonMappingObject-5.yaml", ":5:3: error: volumes: must be a mapping, not a list"),
+    ("compose-go-TestNonMappingObject-6.yaml", ":5:9: error: volumes.data: must be a mapping or null, not a string"),
+    ("compose-go-TestNonMappingObject.yaml", ":5:3: error: services: must be a mapping, not a list"),
+    ("compose-go-TestNonStringImage.yaml", ":6:12: error: services.foo.image: must be a string, not a list"),
+    ("compose-go-TestNonStringKeys-2.yaml", ":10:11: error: networks.default.ipam.config[0].123: non-string key in networks.default.ipam.config[0]: 123"),
+    ("compose-go-TestNonStringKeys-3.yaml", ":7:7: error: services.dict-env.environment.1: non-string key in services.dict-env.environment: 1"),
+    ("compose-go-TestNonStringKeys-toplevel.yaml", ":3:1: error: 123: non-string key in the top level: 123"),
+    ("compose-go-TestNonStringKeys.yaml", ":6:3: error: services.123: non-string key in services: 123"),
+    ("compose-go-TestServiceDeviceRequestCapabilitiesMandatory.yaml", ":11:15: error: services.hello-world.deploy.resources.reservations.devices[0]: missing required key `capabilities`"),
+    ("compose-go-TestServiceDeviceRequestCountAndDeviceIdsExclusive.yaml", ":11:15: error: services.hello-world.deploy.resources.reservations.devices[0]: \"count\" and \"device_ids\" attributes are exclusive"),
+    ("compose-go-TestServiceDeviceRequestCountInvalidStringType.yaml", ":13:22: error: services.hello-world.deploy.resources.reservations.devices[0].count: invalid value \"some_string\", the only value allowed is 'all' or a number"),
+    ("compose-go-TestV1Unsupported.yaml", ":3:1: error: foo: unknown key `foo` (not in the Compose specification"),
+    ("compose-go-TestWithSelectedServicesOption_SkipsMissingEnvFile.yaml", ":10:9: error: services.other.env_file[0]: env_file "),
+    ("compose-go-testdata-compose-depends-on-cycle.yaml", ":8:9: error: services.service1.depends_on: dependency cycle detected: service1 -> service2 -> service3 -> service1"),
+    ("compose-go-testdata-compose-depends-on-self.yaml", ":8:9: error: services.service1.depends_on: dependency cycle detected: service1 -> service1"),
+    ("compose-include-cycle.yaml", "error: include: include cycle detected: "),
+    ("docker-compose-e2e-wrong-composefile-build-error.yaml", ":5:5: error: services.simple.build: shoal runs images; add image:"),
+    ("docker-compose-e2e-wrong-composefile-unknown-field.yaml", ":6:5: error: services.simple.wrongField: unknown key `wrongField`"),
+];
+
+/// `invalid/` files that shoal's loader accepts, and why.
+const INVALID_BUT_LOADS: &[(&str, &str)] = &[
+    (
+        "compose-go-TestLoadEmptyContent_MissingProject.yaml",
+        "context-dependent (INDEX.md): the project name comes from the directory, `invalid`",
+    ),
+    (
+        "docker-compose-e2e-wrong-composefile-unknown-image.yaml",
+        "runtime-invalid (INDEX.md): the image cannot be pulled, which only deploy can find out",
+    ),
+];
+
+#[test]
+fn invalid_files_are_refused_with_file_line_and_key() {
+    let dir = corpus().join("invalid");
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    assert_eq!(
+        files.len(),
+        INVALID.len() + INVALID_BUT_LOADS.len(),
+        "every invalid/ file is listed"
+    );
+    for f in files {
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let result = load_files(vec![f.clone()], base_env());
+        if let Some((_, why)) = INVALID_BUT_LOADS.iter().find(|(n, _)| *n == name) {
+            let l = result.unwrap_or_else(|e| panic!("{name} loads in shoal ({why}):\n{e}"));
+            if name.contains("MissingProject") {
+                assert_eq!(l.stack.name, "invalid");
+            }
+            continue;
+        }
+        let (_, expected) = INVALID
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} is not listed in INVALID"));
+        let e = match result {
+            Ok(_) => panic!("{name} must be refused with {expected:?}"),
+            Err(e) => e,
+        };
+        let text = e.to_string();
+        let full = format!("{}{expected}", f.display());
+        let wanted = if expected.starts_with(':') {
+            full.as_str()
+        } else {
+            expected
+        };
+        assert!(
+            text.contains(wanted),
+            "{name}: expected {wanted:?} in:\n{text}"
+        );
+    }
+}
+
+fn snippet(name: &str) -> Loaded {
+    let f = corpus()
+        .join("spec-fixtures/compose-go-attribute-snippets")
+        .join(name);
+    load_files(vec![f], base_env()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn snippets_give_the_values_upstream_asserts() {
+    use shoal_proto::spec::*;
+    let l = snippet("ports--TestPortsShortSyntax.yaml");
+    let p = |target, published: Option<u16>, protocol| PortSpec {
+        target,
+        published,
+        protocol,
+        host_ip: None,
+        mode: PortMode::Ingress,
+    };
+    assert_eq!(
+        l.stack.services["foo"].ports,
+        vec![
+            p(8080, Some(80), Protocol::Tcp),
+            p(8090, Some(90), Protocol::Udp),
+            p(8600, None, Protocol::Tcp)
+        ]
+    );
+    let l = snippet("ports--TestPortsRange.yaml");
+    assert_eq!(
+        l.stack.services["foo"].ports,
+        vec![
+            p(8080, Some(80), Protocol::Tcp),
+            p(8081, Some(81), Protocol::Tcp),
+            p(8082, Some(82), Protocol::Tcp)
+        ]
+    );
+
+    let l = snippet("deploy--TestDeployResources.yaml");
+    assert_eq!(
+        l.stack.services["foo"].resources,
+        Resources {
+            limits: Limits {
+                nano_cpus: Some(1_000_000),
+                memory_bytes: Some(50 * 1024 * 1024),
+                pids: None
+            },
+            reservations: Limits {
+                nano_cpus: Some(100_000),
+                memory_bytes: Some(20 * 1024 * 1024),
+                pids: None
+            },
+        }
+    );
+    assert!(l
+        .diagnostics
+        .iter()
+        .any(|d| d.key.ends_with("reservations.generic_resources")));
+
+    let l = snippet("healthcheck--TestHealthcheck.yaml");
+    assert_eq!(
+        l.stack.services["foo"].healthcheck,
+        Some(HealthcheckSpec {
+            test: vec!["CMD-SHELL".into(), "echo \"hello world\"".into()],
+            interval_ms: Some(10_000),
+            timeout_ms: Some(1_000),
+            retries: Some(5),
+            start_period_ms: Some(15_000),
+            start_interval_ms: Some(5_000),
+            disable: false,
+        })
+    );
+
+    let l = snippet("devices--TestDeviceReservation.yaml");
+    assert_eq!(
+        l.stack.services["test"].gpus,
+        vec![GpuRequest {
+            count: None,
+            driver: Some("nvidia".into()),
+            capabilities: vec!["gpu".into()],
+            ..Default::default()
+        }]
+    );
+
+    let l = snippet("gpus--TestGpus.yaml");
+    assert_eq!(
+        l.stack.services["test"].gpus,
+        vec![
+            GpuRequest {
+                driver: Some("nvidia".into()),
+                capabilities: vec!["gpu".into()],
+                ..Default::default()
+            },
+            GpuRequest {
+                driver: Some("3dfx".into()),
+                device_ids: vec!["voodoo2".into()],
+                capabilities: vec!["gpu".into(), "directX".into()],
+                ..Default::default()
+            },
+        ]
+    );
+}

@@ -1,0 +1,619 @@
+//! The Compose loader on files written like real stacks (`tests/fixtures/compose/`):
+//! anchors and merge keys, `.env` interpolation, several `-c` files, profiles, env_file,
+//! and broken files whose errors must name file:line and key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shoal_controller::compose::{
+    load, render, Disposition, LoadError, LoadOptions, Loaded, Severity,
+};
+use shoal_proto::spec::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    fixtures().join(rel)
+}
+
+fn opts(files: &[&str]) -> LoadOptions {
+    LoadOptions {
+        files: files.iter().map(|f| fixture(f)).collect(),
+        env: [("HOME".to_string(), "/home/tester".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+fn ok(o: &LoadOptions) -> Loaded {
+    load(o).unwrap_or_else(|e| panic!("should load:\n{e}"))
+}
+
+fn err(o: &LoadOptions) -> LoadError {
+    match load(o) {
+        Ok(l) => panic!("should fail, loaded {:#?}", l.stack),
+        Err(e) => e,
+    }
+}
+
+/// The errors as `FILE-RELATIVE-TO-FIXTURES:LINE:COL: error: KEY: MESSAGE` lines.
+fn lines(e: &LoadError) -> Vec<String> {
+    let prefix = format!("{}/", fixtures().display());
+    e.diagnostics
+        .iter()
+        .map(|d| d.to_string().replace(&prefix, ""))
+        .collect()
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn anchors_merge_keys_and_dotenv_interpolation() {
+    let mut o = opts(&["anchors/compose.yaml"]);
+    o.env.insert("REGION".into(), "from-process".into());
+    let l = ok(&o);
+    assert_eq!(
+        l.stack.name, "anchors",
+        "the directory name, no name: given"
+    );
+    let api = &l.stack.services["api"];
+    assert_eq!(api.image, "registry.example.com/api:1.4.2");
+    assert_eq!(
+        api.command,
+        Some(vec![
+            "./api".into(),
+            "--port".into(),
+            "8080".into(),
+            "--name".into(),
+            "${HOSTNAME}".into()
+        ])
+    );
+    assert_eq!(
+        api.environment,
+        env(&[("LOG_LEVEL", "debug"), ("REGION", "from-process")]),
+        "<<: [*env, *deploy] brings both; the process env wins over .env"
+    );
+    assert_eq!(api.replicas, 3, "replicas interpolated from .env");
+    assert_eq!(api.resources.limits.nano_cpus, Some(500_000_000));
+    assert_eq!(api.resources.limits.memory_bytes, Some(256 * 1024 * 1024));
+    assert!(l.keys.iter().any(|k| k.service == "api"
+        && k.key == "x-team"
+        && k.disposition == Disposition::Ignored("extension field".into())));
+
+    let worker = &l.stack.services["worker"];
+    assert_eq!(
+        worker.replicas, 1,
+        "the service's own deploy replaces the merged one"
+    );
+    assert_eq!(
+        worker.resources.limits.memory_bytes, None,
+        "a merge key does not deep-merge"
+    );
+    assert_eq!(
+        worker.environment,
+        env(&[("QUEUE", "jobs"), ("NESTED", "deep")])
+    );
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+}
+
+#[test]
+fn a_required_variable_names_itself_its_message_and_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("compose.yaml");
+    std::fs::copy(fixture("anchors/compose.yaml"), &f).expect("copy");
+    let e = err(&LoadOptions {
+        files: vec![f.clone()],
+        env: env(&[("REPLICAS", "1")]),
+        ..Default::default()
+    });
+    assert_eq!(
+        e.to_string(),
+        format!("{}:18:12: error: services.api.image: required variable TAG is not set: set TAG to the release", f.display())
+    );
+}
+
+#[test]
+fn override_files_merge_in_order() {
+    let mut o = opts(&["override/compose.yaml", "override/compose.prod.yaml"]);
+    o.env.insert("SECRET_FROM_ENV".into(), "s3cret".into());
+    let l = ok(&o);
+    assert_eq!(l.stack.name, "shop");
+    let web = &l.stack.services["web"];
+    assert_eq!(web.image, "shop/web:2");
+    assert_eq!(
+        web.command,
+        Some(vec!["serve".into()]),
+        "command is replaced, not appended"
+    );
+    assert_eq!(
+        web.environment,
+        env(&[
+            ("MODE", "prod"),
+            ("DEBUG", "1"),
+            ("SECRET_FROM_ENV", "s3cret")
+        ])
+    );
+    assert_eq!(web.labels, env(&[("tier", "front"), ("owner", "team-a")]));
+    let port = |target, published| PortSpec {
+        target,
+        published: Some(published),
+        ..Default::default()
+    };
+    assert_eq!(
+        web.ports,
+        vec![port(80, 8080), port(9229, 9229), port(443, 8443)],
+        "8080:80 is not doubled"
+    );
+    let src = fixture("override/src").display().to_string();
+    assert_eq!(
+        web.volumes,
+        vec![
+            MountSpec {
+                kind: MountKind::Bind,
+                source: Some(src),
+                target: "/app/src".into(),
+                read_only: false
+            },
+            MountSpec {
+                kind: MountKind::Volume,
+                source: Some("cache".into()),
+                target: "/cache".into(),
+                read_only: true
+            },
+            MountSpec {
+                kind: MountKind::Volume,
+                source: Some("logs".into()),
+                target: "/logs".into(),
+                read_only: false
+            },
+        ],
+        "volumes merge by target; bind sources are absolute"
+    );
+    assert_eq!(
+        web.depends_on,
+        [
+            ("db".to_string(), Dependency::default()),
+            (
+                "cache".to_string(),
+                Dependency {
+                    condition: DependencyCondition::ServiceHealthy,
+                    required: true
+                }
+            ),
+        ]
+        .into()
+    );
+    assert_eq!(web.replicas, 4);
+    assert_eq!(
+        web.healthcheck.as_ref().map(|h| h.test.clone()),
+        Some(vec![
+            "CMD".into(),
+            "curl".into(),
+            "-f".into(),
+            "http://localhost/".into()
+        ])
+    );
+    let cache = &l.stack.services["cache"];
+    assert_eq!(
+        cache
+            .healthcheck
+            .as_ref()
+            .map(|h| (h.test.clone(), h.interval_ms)),
+        Some((
+            vec!["CMD-SHELL".into(), "redis-cli ping".into()],
+            Some(5000)
+        ))
+    );
+    assert_eq!(
+        l.stack.volumes.keys().collect::<Vec<_>>(),
+        vec!["cache", "data", "logs"]
+    );
+    assert!(l.stack.volumes["logs"].external);
+}
+
+#[test]
+fn reset_and_override_tags_across_files() {
+    let l = ok(&opts(&[
+        "override/compose.yaml",
+        "override/compose.reset.yaml",
+    ]));
+    let web = &l.stack.services["web"];
+    assert_eq!(web.ports, vec![]);
+    assert_eq!(web.environment, env(&[("ONLY", "this")]));
+}
+
+#[test]
+fn profiles_select_services() {
+    let l = ok(&opts(&["profiles/compose.yaml"]));
+    assert_eq!(l.stack.services.keys().collect::<Vec<_>>(), vec!["app"]);
+    let mut o = opts(&["profiles/compose.yaml"]);
+    o.profiles = vec!["init".into()];
+    assert_eq!(
+        ok(&o).stack.services.keys().collect::<Vec<_>>(),
+        vec!["app", "seed"]
+    );
+    o.profiles = vec!["debug".into(), "tools".into()];
+    assert_eq!(
+        ok(&o).stack.services.keys().collect::<Vec<_>>(),
+        vec!["app", "debug", "seed"]
+    );
+    let mut o = opts(&["profiles/compose.yaml"]);
+    o.env.insert("COMPOSE_PROFILES".into(), "debug".into());
+    assert_eq!(
+        ok(&o).stack.services.keys().collect::<Vec<_>>(),
+        vec!["app", "debug"]
+    );
+}
+
+#[test]
+fn depending_on_a_disabled_service_is_an_error() {
+    let e = err(&opts(&["profiles/needs-disabled.yaml"]));
+    assert_eq!(
+        lines(&e),
+        vec!["profiles/needs-disabled.yaml:6:9: error: services.app.depends_on.metrics: service app depends on `metrics`, which is disabled by its profiles; enable one with --profile"]
+    );
+    let mut o = opts(&["profiles/needs-disabled.yaml"]);
+    o.profiles = vec!["monitoring".into()];
+    assert_eq!(ok(&o).stack.services.len(), 2);
+}
+
+#[test]
+fn env_files_then_environment() {
+    let mut o = opts(&["envfile/compose.yaml"]);
+    o.env.insert("PASSED_THROUGH".into(), "from-shell".into());
+    let l = ok(&o);
+    assert_eq!(
+        l.stack.services["app"].environment,
+        env(&[
+            ("DB_HOST", "db.internal"),
+            ("SHARED", "compose-wins"),
+            ("QUOTED", "a b"),
+            ("FROM_COMPOSE", "yes"),
+            ("PASSED_THROUGH", "from-shell"),
+        ]),
+        "later env_files win, environment wins over env_file, a bare key with no value is dropped"
+    );
+    assert!(l
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Warning && d.message.contains("local.env not found")));
+}
+
+#[test]
+fn a_missing_env_file_is_an_error_naming_it() {
+    let e = err(&opts(&["envfile/missing.yaml"]));
+    let l = lines(&e);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(
+        l[0].starts_with("envfile/missing.yaml:7:9: error: services.app.env_file[1]: env_file envfile/does-not-exist.env cannot be read"),
+        "{}",
+        l[0]
+    );
+}
+
+#[test]
+fn the_project_name_follows_compose() {
+    assert_eq!(
+        ok(&opts(&["Weird.Dir_Name/compose.yaml"])).stack.name,
+        "weirddir_name"
+    );
+    let mut o = opts(&["override/compose.yaml"]);
+    o.project_name = Some("explicit".into());
+    assert_eq!(ok(&o).stack.name, "explicit");
+    o.project_name = Some("Not Valid".into());
+    let e = err(&o);
+    assert!(
+        e.to_string()
+            .contains("invalid project name `Not Valid` (--stack)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_honored_key_lands_in_the_spec() {
+    let l = ok(&opts(&["full/compose.yaml"]));
+    assert_eq!(l.stack.name, "full");
+    let app = &l.stack.services["app"];
+    let conf = fixture("full/conf").display().to_string();
+    let expected = ServiceSpec {
+        name: "app".into(),
+        image: "example/app:2.1".into(),
+        command: Some(vec!["run".into(), "--fast".into()]),
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "exec \"$0\" \"$@\"".into(),
+        ]),
+        environment: BTreeMap::new(),
+        working_dir: Some("/srv".into()),
+        user: Some("1000:1000".into()),
+        hostname: Some("app-host".into()),
+        labels: BTreeMap::new(),
+        ports: vec![
+            PortSpec {
+                target: 80,
+                published: Some(8080),
+                protocol: Protocol::Udp,
+                host_ip: Some("127.0.0.1".into()),
+                mode: PortMode::Ingress,
+            },
+            PortSpec {
+                target: 9000,
+                published: Some(19000),
+                protocol: Protocol::Tcp,
+                host_ip: None,
+                mode: PortMode::Host,
+            },
+        ],
+        volumes: vec![
+            MountSpec {
+                kind: MountKind::Volume,
+                source: Some("data".into()),
+                target: "/data".into(),
+                read_only: true,
+            },
+            MountSpec {
+                kind: MountKind::Bind,
+                source: Some(conf),
+                target: "/etc/app".into(),
+                read_only: false,
+            },
+            MountSpec {
+                kind: MountKind::Bind,
+                source: Some("/var/run/docker.sock".into()),
+                target: "/var/run/docker.sock".into(),
+                read_only: false,
+            },
+            MountSpec {
+                kind: MountKind::Volume,
+                source: None,
+                target: "/scratch".into(),
+                read_only: false,
+            },
+            MountSpec {
+                kind: MountKind::Tmpfs,
+                source: None,
+                target: "/tmp/cache".into(),
+                read_only: false,
+            },
+        ],
+        healthcheck: Some(HealthcheckSpec {
+            test: vec!["CMD".into(), "/bin/health".into()],
+            interval_ms: Some(90_000),
+            timeout_ms: Some(500),
+            retries: Some(3),
+            ..Default::default()
+        }),
+        restart: RestartPolicy {
+            condition: RestartCondition::OnFailure,
+            delay_ms: 5_000,
+            max_attempts: Some(3),
+            window_ms: Some(120_000),
+        },
+        stop_grace_period_ms: Some(60_000),
+        stop_signal: Some("SIGINT".into()),
+        init: Some(true),
+        cap_add: vec!["NET_ADMIN".into()],
+        cap_drop: vec!["ALL".into()],
+        tmpfs: vec!["/run".into()],
+        ulimits: [
+            (
+                "nofile".to_string(),
+                Ulimit {
+                    soft: 20000,
+                    hard: 40000,
+                },
+            ),
+            (
+                "nproc".to_string(),
+                Ulimit {
+                    soft: 65535,
+                    hard: 65535,
+                },
+            ),
+        ]
+        .into(),
+        extra_hosts: vec!["db.local:10.0.0.5".into(), "ip6:::1".into()],
+        mode: ServiceMode::Replicated,
+        replicas: 2,
+        resources: Resources {
+            limits: Limits {
+                nano_cpus: Some(1_500_000_000),
+                memory_bytes: Some(1 << 30),
+                pids: Some(100),
+            },
+            reservations: Limits {
+                nano_cpus: Some(250_000_000),
+                memory_bytes: Some(50 << 20),
+                pids: None,
+            },
+        },
+        depends_on: [(
+            "migrate".to_string(),
+            Dependency {
+                condition: DependencyCondition::ServiceCompletedSuccessfully,
+                required: true,
+            },
+        )]
+        .into(),
+        placement: Placement {
+            constraints: vec![
+                Constraint {
+                    field: ConstraintField::Hostname,
+                    equal: true,
+                    value: "gpu-1".into(),
+                },
+                Constraint {
+                    field: ConstraintField::Id,
+                    equal: false,
+                    value: "n2".into(),
+                },
+                Constraint {
+                    field: ConstraintField::Label("zone".into()),
+                    equal: true,
+                    value: "eu".into(),
+                },
+            ],
+            spread: vec!["rack".into()],
+            max_replicas_per_node: Some(1),
+        },
+        gpus: vec![GpuRequest {
+            capabilities: vec!["gpu".into()],
+            min_memory_bytes: Some(40 << 30),
+            model: Some("NVIDIA H100*".into()),
+            ..Default::default()
+        }],
+        aliases: vec!["api".into(), "backend".into()],
+    };
+    assert_eq!(app, &expected);
+
+    let migrate = &l.stack.services["migrate"];
+    assert_eq!(migrate.mode, ServiceMode::ReplicatedJob);
+    assert_eq!(migrate.restart.condition, RestartCondition::None);
+    assert_eq!(
+        migrate.gpus,
+        vec![GpuRequest {
+            device_ids: vec!["GPU-1".into(), "GPU-2".into()],
+            driver: Some("nvidia".into()),
+            capabilities: vec!["gpu".into()],
+            ..Default::default()
+        }]
+    );
+    assert_eq!(
+        l.stack.volumes["data"],
+        VolumeSpec {
+            external: false,
+            name: Some("full-data".into()),
+            driver: Some("local".into()),
+            driver_opts: env(&[("type", "none"), ("o", "bind")]),
+            labels: env(&[("com.example.tier", "db")]),
+        }
+    );
+
+    let warnings: Vec<String> = l
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}:{}", d.line.unwrap_or(0), d.key))
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "1:version",
+            "29:services.app.restart",
+            "45:services.app.container_name",
+            "71:services.app.logging",
+            "69:services.app.deploy.update_config",
+        ]
+    );
+    assert!(l.diagnostics[2]
+        .message
+        .contains("cannot be unique with more than one replica"));
+    let disposition = |svc: &str, key: &str| {
+        l.keys
+            .iter()
+            .find(|k| k.service == svc && k.key == key)
+            .map(|k| k.disposition.clone())
+    };
+    assert_eq!(disposition("app", "ports"), Some(Disposition::Honored));
+    assert_eq!(
+        disposition("app", "deploy.placement"),
+        Some(Disposition::Honored)
+    );
+    assert!(matches!(
+        disposition("app", "logging"),
+        Some(Disposition::Ignored(_))
+    ));
+    assert!(matches!(
+        disposition("app", "deploy.update_config"),
+        Some(Disposition::Ignored(_))
+    ));
+
+    let text = render(&l);
+    assert!(text.contains("name: full"), "{text}");
+    assert!(text.contains("# service app"), "{text}");
+    assert!(
+        text.contains("logging")
+            && text.contains("ignored: shoal does not configure log drivers yet"),
+        "{text}"
+    );
+}
+
+#[test]
+fn render_says_the_default_restart_policy() {
+    let l = ok(&opts(&["profiles/compose.yaml"]));
+    let text = render(&l);
+    assert!(
+        text.contains("default: condition any (neither restart nor deploy.restart_policy given)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn broken_types_and_typos_are_all_reported_with_place_and_key() {
+    let e = err(&opts(&["broken/typos.yaml"]));
+    assert_eq!(
+        lines(&e),
+        vec![
+            "broken/typos.yaml:2:3: error: services.web: service web has no image; shoal runs images: add image:",
+            "broken/typos.yaml:3:5: error: services.web.imagee: unknown key `imagee` (not in the Compose specification; extension keys start with `x-`); did you mean `image`?",
+            "broken/typos.yaml:5:17: error: services.web.deploy.replicas: must be a whole number, not `many`",
+            "broken/typos.yaml:8:19: error: services.web.deploy.resources.limits.memory: invalid size `lots`: use a number with an optional unit b, k, m, g, t (e.g. 512m, 1g)",
+            "broken/typos.yaml:10:7: error: services.web.ports: must be a list, not a mapping",
+            "broken/typos.yaml:14:17: error: services.worker.healthcheck.interval: invalid duration `soon`: use a number with a unit, e.g. 10s, 1m30s, 500ms",
+            "broken/typos.yaml:16:9: error: services.worker.ports[0]: invalid port `80000` in `80000:80`: ports are 1-65535",
+        ]
+    );
+}
+
+#[test]
+fn broken_meaning_is_all_reported() {
+    let e = err(&opts(&["broken/meaning.yaml"]));
+    assert_eq!(
+        lines(&e),
+        vec![
+            "broken/meaning.yaml:3:12: error: services.web.image: required variable WEB_TAG is not set: pin the web image tag",
+            "broken/meaning.yaml:4:18: error: services.web.depends_on: dependency cycle detected: web -> worker -> web",
+            "broken/meaning.yaml:4:26: error: services.web.depends_on.ghost: service web depends on undefined service `ghost`",
+            "broken/meaning.yaml:6:9: error: services.web.volumes[0]: service uses the undeclared volume `undeclared`: declare it under the top-level volumes: key",
+            "broken/meaning.yaml:14:23: error: services.worker.deploy.placement.constraints[0]: unsupported constraint `node.role==manager`: shoal matches node.hostname, node.id and node.labels.KEY",
+            "broken/meaning.yaml:18:15: error: services.worker.deploy.resources.reservations.devices[0]: \"count\" and \"device_ids\" attributes are exclusive",
+            "broken/meaning.yaml:22:5: error: services.builder.build: shoal runs images; add image: (build the image and push it where the nodes can pull it)",
+        ]
+    );
+}
+
+#[test]
+fn empty_files_and_files_without_services() {
+    assert_eq!(
+        lines(&err(&opts(&["broken/empty.yaml"]))),
+        vec![
+            "broken/empty.yaml: error: the file is empty: a Compose file needs a services: section"
+        ]
+    );
+    assert_eq!(
+        lines(&err(&opts(&["broken/no-services.yaml"]))),
+        vec!["broken/no-services.yaml: error: services: no services defined: add a services: section with at least one service"]
+    );
+    let e = err(&opts(&["broken/does-not-exist.yaml"]));
+    assert!(
+        lines(&e)[0].starts_with("broken/does-not-exist.yaml: error: cannot read the Compose file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_default_file_is_found_in_the_working_directory() {
+    // Only this test changes the working directory; it restores it before asserting.
+    let before = std::env::current_dir().expect("cwd");
+    std::env::set_current_dir(fixture("Weird.Dir_Name")).expect("chdir");
+    let result = load(&LoadOptions::default());
+    std::env::set_current_dir(before).expect("chdir back");
+    let l = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.stack.services.keys().collect::<Vec<_>>(), vec!["one"]);
+}

@@ -83,6 +83,16 @@ pub fn containers_with(label: &str, value: &str, all: bool) -> Vec<String> {
     docker(&args).lines().map(str::to_string).collect()
 }
 
+/// Container ids (any state) of one service of one stack.
+pub fn service_containers(stack: &str, service: &str) -> Vec<String> {
+    let stack = format!("label=io.shoal.stack={stack}");
+    let service = format!("label=io.shoal.service={service}");
+    docker(&["ps", "-aq", "--no-trunc", "--filter", &stack, "--filter", &service])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Makes sure the test image exists (runs the builder script once).
 pub fn ensure_test_image() {
     let ok = Command::new("docker")

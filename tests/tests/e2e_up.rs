@@ -95,10 +95,7 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
     let out = up.shoal(&["scale", &format!("{stack}/web=1")]);
     assert!(out.status.success(), "{}", text(&out));
     eventually(LONG, "web scaled down to one container", || {
-        let web = containers_with("io.shoal.service", "web", true)
-            .into_iter()
-            .filter(|c| docker(&["inspect", "-f", "{{index .Config.Labels \"io.shoal.stack\"}}", c]).trim() == stack)
-            .count();
+        let web = service_containers(stack, "web").len();
         (web == 1 && rows(&up.ps(stack), "web").len() == 1).then_some(())
     });
 

@@ -40,6 +40,9 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     docker: Docker,
+    /// Serializes network creation: Docker 20.10's duplicate check is racy, and two
+    /// replicas starting at once would otherwise create two networks of one name.
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DockerRuntime {
@@ -67,7 +70,10 @@ impl DockerRuntime {
                 uri.unwrap_or("DOCKER_HOST")
             )
         })?;
-        Ok(DockerRuntime { docker })
+        Ok(DockerRuntime {
+            docker,
+            network_lock: Default::default(),
+        })
     }
 
     /// The underlying client, for callers that need more than the trait.
@@ -511,6 +517,7 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn ensure_network(&self, stack: &str) -> RuntimeResult<String> {
         let name = network_name(stack);
+        let _one_at_a_time = self.network_lock.lock().await;
         match self
             .docker
             .inspect_network(&name, None::<InspectNetworkOptions<String>>)

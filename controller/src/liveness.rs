@@ -41,7 +41,10 @@ impl Liveness {
                     out.push((node.id.clone(), NodeStatus::Down))
                 }
                 (NodeStatus::Down | NodeStatus::Unknown, true)
-                    if self.last_seen.get(&node.id).is_some_and(|t| *t >= self.since) =>
+                    if self
+                        .last_seen
+                        .get(&node.id)
+                        .is_some_and(|t| *t >= self.since) =>
                 {
                     out.push((node.id.clone(), NodeStatus::Ready))
                 }
@@ -79,7 +82,9 @@ mod tests {
         let t0 = Instant::now();
         let l = Liveness::new(Duration::from_secs(2), t0);
         let s = state_with(NodeStatus::Ready);
-        assert!(l.transitions(&s, t0 + Duration::from_millis(1900)).is_empty());
+        assert!(l
+            .transitions(&s, t0 + Duration::from_millis(1900))
+            .is_empty());
         assert_eq!(
             l.transitions(&s, t0 + Duration::from_millis(2100)),
             vec![("a".to_string(), NodeStatus::Down)]
@@ -92,7 +97,9 @@ mod tests {
         let mut l = Liveness::new(Duration::from_secs(2), t0);
         l.seen("a", t0 + Duration::from_secs(3));
         let ready = state_with(NodeStatus::Ready);
-        assert!(l.transitions(&ready, t0 + Duration::from_secs(4)).is_empty());
+        assert!(l
+            .transitions(&ready, t0 + Duration::from_secs(4))
+            .is_empty());
         let down = state_with(NodeStatus::Down);
         assert_eq!(
             l.transitions(&down, t0 + Duration::from_secs(4)),

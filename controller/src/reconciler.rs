@@ -89,7 +89,9 @@ fn remove_service(svc: &Service, tasks: &[&Task], out: &mut Vec<Decision>) {
 fn container_gone(t: &Task) -> bool {
     match t.state {
         TaskState::Orphaned => true,
-        s if s.is_terminal() => t.container_id.is_empty() || t.desired == Desired::Shutdown && t.node.is_none(),
+        s if s.is_terminal() => {
+            t.container_id.is_empty() || t.desired == Desired::Shutdown && t.node.is_none()
+        }
         TaskState::Pending => t.desired == Desired::Shutdown,
         _ => false,
     }
@@ -120,12 +122,10 @@ fn converge_service(
         ServiceMode::Replicated | ServiceMode::ReplicatedJob => {
             (1..=svc.replicas).map(Slot::Index).collect()
         }
-        ServiceMode::Global | ServiceMode::GlobalJob => {
-            scheduler::eligible_nodes(state, &svc.spec)
-                .into_iter()
-                .map(Slot::Node)
-                .collect()
-        }
+        ServiceMode::Global | ServiceMode::GlobalJob => scheduler::eligible_nodes(state, &svc.spec)
+            .into_iter()
+            .map(Slot::Node)
+            .collect(),
     };
     let mut by_slot: BTreeMap<Slot, Vec<&Task>> = BTreeMap::new();
     for t in tasks {
@@ -234,7 +234,12 @@ fn should_restart(svc: &Service, last: &Task, list: &[&Task], now_ms: u64) -> bo
     let restarts = list
         .iter()
         .filter(|t| t.generation == svc.generation)
-        .filter(|t| matches!(t.state, TaskState::Failed | TaskState::Complete | TaskState::Shutdown))
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Failed | TaskState::Complete | TaskState::Shutdown
+            )
+        })
         .filter(|t| t.updated_at_ms >= since)
         .count() as u64;
     // The first run is not a restart: `max_attempts: 2` allows three runs in all.
@@ -295,7 +300,10 @@ fn schedule_pending(state: &ClusterState, out: &mut Vec<Decision>) {
 /// Why `svc` may not start yet, or None when every `depends_on` condition holds.
 pub fn unmet_dependency(state: &ClusterState, svc: &Service) -> Option<String> {
     for (name, dep) in &svc.spec.depends_on {
-        let Some(d) = state.services.get(&crate::state::service_key(&svc.stack, name)) else {
+        let Some(d) = state
+            .services
+            .get(&crate::state::service_key(&svc.stack, name))
+        else {
             if dep.required {
                 return Some(format!("waiting for {name}, which is not deployed"));
             }
@@ -318,7 +326,10 @@ pub fn unmet_dependency(state: &ClusterState, svc: &Service) -> Option<String> {
                     t.state == TaskState::Healthy
                         || (!d.spec.has_healthcheck() && t.state == TaskState::Running)
                 };
-                (current.iter().filter(|t| healthy(t)).count() as u64, "healthy")
+                (
+                    current.iter().filter(|t| healthy(t)).count() as u64,
+                    "healthy",
+                )
             }
             DependencyCondition::ServiceCompletedSuccessfully => (
                 current

@@ -121,7 +121,10 @@ fn no_fit_reason(req: &Request<'_>, refusals: &[String]) -> String {
 
 fn cpus(nano: i64) -> String {
     let c = nano as f64 / 1e9;
-    format!("{c:.2}").trim_end_matches('0').trim_end_matches('.').to_string()
+    format!("{c:.2}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
 }
 
 fn mib(bytes: i64) -> String {

@@ -1,7 +1,7 @@
 //! The reconciler's exact decisions, pass by pass.
 
-mod common_fixture;
-use common_fixture::*;
+mod common;
+use common::*;
 
 use shoal_controller::reconciler::reconcile;
 use shoal_controller::state::*;
@@ -34,12 +34,21 @@ fn a_new_service_gets_one_task_per_slot_then_placed() {
     assert_eq!(
         reconcile(&s, 10),
         vec![
-            Decision::Assign { task: "0000000001".into(), node: "a".into() },
-            Decision::Assign { task: "0000000002".into(), node: "a".into() },
+            Decision::Assign {
+                task: "0000000001".into(),
+                node: "a".into()
+            },
+            Decision::Assign {
+                task: "0000000002".into(),
+                node: "a".into()
+            },
         ]
     );
     settle(&mut s, 10);
-    assert!(reconcile(&s, 10).is_empty(), "a converged cluster needs no decision");
+    assert!(
+        reconcile(&s, 10).is_empty(),
+        "a converged cluster needs no decision"
+    );
 }
 
 #[test]
@@ -71,7 +80,10 @@ fn depends_on_holds_a_service_until_its_dependency_is_healthy() {
     let wid = live(&s, "worker")[0].id.clone();
     assert_eq!(
         reconcile(&s, 6),
-        vec![Decision::Assign { task: wid, node: "a".into() }]
+        vec![Decision::Assign {
+            task: wid,
+            node: "a".into()
+        }]
     );
 }
 
@@ -86,14 +98,21 @@ fn a_failed_replica_is_replaced_after_the_restart_delay() {
     assert!(reconcile(&s, 1_999).is_empty());
     assert_eq!(
         reconcile(&s, 2_000),
-        vec![Decision::Shutdown { task: old.clone() }, create("web", 1, 1)]
+        vec![
+            Decision::Shutdown { task: old.clone() },
+            create("web", 1, 1)
+        ]
     );
     settle(&mut s, 2_000);
     let now = live(&s, "web");
     assert_eq!(now.len(), 1);
     assert_ne!(now[0].id, old);
     assert_eq!(now[0].slot, 1);
-    assert_eq!(s.tasks[&old].state, TaskState::Failed, "history keeps why it ended");
+    assert_eq!(
+        s.tasks[&old].state,
+        TaskState::Failed,
+        "history keeps why it ended"
+    );
     assert_eq!(s.tasks[&old].desired, Desired::Shutdown);
 }
 
@@ -112,7 +131,11 @@ fn restart_conditions_decide_which_endings_are_replaced() {
         settle(&mut s, 0);
         report(&mut s, "web", state, Some(exit), 10);
         let decided = reconcile(&s, 20);
-        assert_eq!(!decided.is_empty(), replaced, "{condition:?} after {state}: {decided:?}");
+        assert_eq!(
+            !decided.is_empty(),
+            replaced,
+            "{condition:?} after {state}: {decided:?}"
+        );
     }
 }
 
@@ -149,9 +172,17 @@ fn scaling_down_shuts_down_the_highest_slots() {
     let mut s = deployed(vec![node("a", 2.0, 1024)], vec![svc("web", 3)]);
     settle(&mut s, 0);
     report(&mut s, "web", TaskState::Running, None, 1);
-    s.apply(&Command::Scale { service: "app/web".into(), replicas: 1 });
+    s.apply(&Command::Scale {
+        service: "app/web".into(),
+        replicas: 1,
+    });
     let by_slot = |slot: u64| {
-        s.tasks.values().find(|t| t.slot == slot).unwrap().id.clone()
+        s.tasks
+            .values()
+            .find(|t| t.slot == slot)
+            .unwrap()
+            .id
+            .clone()
     };
     assert_eq!(
         reconcile(&s, 2),
@@ -190,15 +221,22 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
     let mut s = deployed(vec![node("a", 2.0, 1024)], vec![svc("web", 2)]);
     settle(&mut s, 0);
     report(&mut s, "web", TaskState::Running, None, 1);
-    s.apply(&Command::RemoveStack { stack: "app".into() });
+    s.apply(&Command::RemoveStack {
+        stack: "app".into(),
+    });
     let all: Vec<String> = s.tasks.keys().cloned().collect();
     assert_eq!(
         reconcile(&s, 2),
-        all.iter().map(|t| Decision::Shutdown { task: t.clone() }).collect::<Vec<_>>()
+        all.iter()
+            .map(|t| Decision::Shutdown { task: t.clone() })
+            .collect::<Vec<_>>()
     );
     let d = reconcile(&s, 2);
     apply(&mut s, d, 2);
-    assert!(reconcile(&s, 3).is_empty(), "waits for the agent to stop them");
+    assert!(
+        reconcile(&s, 3).is_empty(),
+        "waits for the agent to stop them"
+    );
     for t in &all {
         s.apply(&Command::TaskStatus {
             node: "a".into(),
@@ -214,11 +252,18 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
     }
     assert_eq!(
         reconcile(&s, 5),
-        vec![Decision::DropService { service: "app/web".into() }]
+        vec![Decision::DropService {
+            service: "app/web".into()
+        }]
     );
     let d = reconcile(&s, 5);
     apply(&mut s, d, 5);
-    assert_eq!(reconcile(&s, 6), vec![Decision::DropStack { stack: "app".into() }]);
+    assert_eq!(
+        reconcile(&s, 6),
+        vec![Decision::DropStack {
+            stack: "app".into()
+        }]
+    );
     let d = reconcile(&s, 6);
     apply(&mut s, d, 6);
     assert!(s.stacks.is_empty() && s.services.is_empty() && s.tasks.is_empty());
@@ -226,24 +271,50 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
 
 #[test]
 fn tasks_of_a_lost_node_are_orphaned_and_replaced_elsewhere() {
-    let mut s = deployed(vec![node("a", 2.0, 1024), node("b", 2.0, 1024)], vec![svc("web", 2)]);
+    let mut s = deployed(
+        vec![node("a", 2.0, 1024), node("b", 2.0, 1024)],
+        vec![svc("web", 2)],
+    );
     settle(&mut s, 0);
     report(&mut s, "web", TaskState::Running, None, 1);
-    let on_a = s.tasks.values().find(|t| t.node.as_deref() == Some("a")).unwrap().id.clone();
-    s.apply(&Command::SetNodeStatus { node: "a".into(), status: NodeStatus::Down, now_ms: 2 });
-    assert_eq!(reconcile(&s, 2), vec![Decision::Orphan { task: on_a.clone() }]);
+    let on_a = s
+        .tasks
+        .values()
+        .find(|t| t.node.as_deref() == Some("a"))
+        .unwrap()
+        .id
+        .clone();
+    s.apply(&Command::SetNodeStatus {
+        node: "a".into(),
+        status: NodeStatus::Down,
+        now_ms: 2,
+    });
+    assert_eq!(
+        reconcile(&s, 2),
+        vec![Decision::Orphan { task: on_a.clone() }]
+    );
     settle(&mut s, 2);
-    let placed: Vec<_> = live(&s, "web").iter().map(|t| t.node.clone().unwrap()).collect();
+    let placed: Vec<_> = live(&s, "web")
+        .iter()
+        .map(|t| t.node.clone().unwrap())
+        .collect();
     assert_eq!(placed, vec!["b".to_string(), "b".to_string()]);
     assert_eq!(s.tasks[&on_a].state, TaskState::Orphaned);
 }
 
 #[test]
 fn agents_speak_only_for_their_own_tasks() {
-    let mut s = deployed(vec![node("a", 2.0, 1024), node("b", 2.0, 1024)], vec![svc("web", 1)]);
+    let mut s = deployed(
+        vec![node("a", 2.0, 1024), node("b", 2.0, 1024)],
+        vec![svc("web", 1)],
+    );
     settle(&mut s, 0);
     let t = live(&s, "web")[0].clone();
-    let other = if t.node.as_deref() == Some("a") { "b" } else { "a" };
+    let other = if t.node.as_deref() == Some("a") {
+        "b"
+    } else {
+        "a"
+    };
     let r = s.apply(&Command::TaskStatus {
         node: other.into(),
         updates: vec![TaskUpdate {
@@ -290,5 +361,8 @@ fn history_is_bounded_per_slot() {
         }
         settle(&mut s, 10 + i);
     }
-    assert_eq!(s.tasks.len(), 1 + shoal_controller::reconciler::HISTORY_PER_SLOT);
+    assert_eq!(
+        s.tasks.len(),
+        1 + shoal_controller::reconciler::HISTORY_PER_SLOT
+    );
 }

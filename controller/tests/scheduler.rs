@@ -1,7 +1,7 @@
 //! The scheduler's exact decisions.
 
-mod common_fixture;
-use common_fixture::*;
+mod common;
+use common::*;
 
 use shoal_controller::scheduler::{place, Request};
 use shoal_controller::state::*;
@@ -26,11 +26,22 @@ fn assign(task: &str, node: &str) -> Decision {
 #[test]
 fn replicas_of_a_service_spread_across_nodes() {
     let spec = svc("web", 4);
-    let s = deployed(vec![node("a", 2.0, 1024), node("b", 2.0, 1024)], vec![spec.clone()]);
-    let reqs: Vec<_> = ["t1", "t2", "t3", "t4"].iter().map(|t| req(t, &spec)).collect();
+    let s = deployed(
+        vec![node("a", 2.0, 1024), node("b", 2.0, 1024)],
+        vec![spec.clone()],
+    );
+    let reqs: Vec<_> = ["t1", "t2", "t3", "t4"]
+        .iter()
+        .map(|t| req(t, &spec))
+        .collect();
     assert_eq!(
         place(&s, &reqs),
-        vec![assign("t1", "a"), assign("t2", "b"), assign("t3", "a"), assign("t4", "b")]
+        vec![
+            assign("t1", "a"),
+            assign("t2", "b"),
+            assign("t3", "a"),
+            assign("t4", "b")
+        ]
     );
 }
 
@@ -132,7 +143,10 @@ fn host_ports_conflict_but_ingress_replicas_share_theirs() {
     assert_eq!(other_task.state, shoal_proto::task::TaskState::Assigned);
     for t in s.tasks.values().filter(|t| t.service == "web") {
         assert_eq!(t.state, shoal_proto::task::TaskState::Pending);
-        assert_eq!(t.error, "no node can run it: a has port 8080/tcp taken by app/other");
+        assert_eq!(
+            t.error,
+            "no node can run it: a has port 8080/tcp taken by app/other"
+        );
     }
 }
 

@@ -87,10 +87,18 @@ pub fn containers_with(label: &str, value: &str, all: bool) -> Vec<String> {
 pub fn service_containers(stack: &str, service: &str) -> Vec<String> {
     let stack = format!("label=io.shoal.stack={stack}");
     let service = format!("label=io.shoal.service={service}");
-    docker(&["ps", "-aq", "--no-trunc", "--filter", &stack, "--filter", &service])
-        .lines()
-        .map(str::to_string)
-        .collect()
+    docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &stack,
+        "--filter",
+        &service,
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 /// Makes sure the test image exists (runs the builder script once).
@@ -146,7 +154,14 @@ impl ShoalUp {
             .open(&self.log)
             .expect("open log");
         let child = Command::new(shoal_bin())
-            .args(["up", "--listen", &self.addr, "--name", &self.node, "--data-dir"])
+            .args([
+                "up",
+                "--listen",
+                &self.addr,
+                "--name",
+                &self.node,
+                "--data-dir",
+            ])
             .arg(&self.data_dir)
             .env("SHOAL_LOG", "info,shoal_controller=debug,shoal_agent=debug")
             .stdin(Stdio::null())
@@ -217,7 +232,11 @@ impl ShoalUp {
     /// `shoal ps --format json` as values.
     pub fn ps(&self, stack: &str) -> Vec<serde_json::Value> {
         let out = self.shoal(&["ps", stack, "--format", "json"]);
-        assert!(out.status.success(), "ps failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ps failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .expect("ps prints JSON")
             .as_array()

@@ -46,7 +46,10 @@ fn rows<'a>(ps: &'a [Value], service: &str) -> Vec<&'a Value> {
 }
 
 fn count_state(ps: &[Value], service: &str, state: &str) -> usize {
-    rows(ps, service).iter().filter(|r| r["state"] == state).count()
+    rows(ps, service)
+        .iter()
+        .filter(|r| r["state"] == state)
+        .count()
 }
 
 #[test]
@@ -74,17 +77,31 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
             "{{index .Config.Labels \"io.shoal.task\"}} {{index .Config.Labels \"io.shoal.service\"}} {{index .Config.Labels \"io.shoal.node\"}}",
             r["container"].as_str().unwrap(),
         ]);
-        assert_eq!(labels.trim(), format!("{} web e2e-first", r["id"].as_str().unwrap()));
+        assert_eq!(
+            labels.trim(),
+            format!("{} web e2e-first", r["id"].as_str().unwrap())
+        );
     }
-    let body = eventually(Duration::from_secs(20), "the published port to answer", || {
-        http_get(port, "/")
-    });
+    let body = eventually(
+        Duration::from_secs(20),
+        "the published port to answer",
+        || http_get(port, "/"),
+    );
     assert!(body.starts_with("hello from"), "{body}");
     // The worker reaches web by its service name on the stack network.
-    let worker = rows(&ps, "worker")[0]["container"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), "the worker to reach web by name", || {
-        docker(&["logs", &worker]).contains("hello from").then_some(())
-    });
+    let worker = rows(&ps, "worker")[0]["container"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the worker to reach web by name",
+        || {
+            docker(&["logs", &worker])
+                .contains("hello from")
+                .then_some(())
+        },
+    );
 
     // 2. scale up and down.
     let out = up.shoal(&["scale", "web=3"]);
@@ -119,30 +136,50 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
     let before: Vec<(String, String)> = up
         .ps(stack)
         .iter()
-        .map(|r| (r["id"].as_str().unwrap().into(), r["container"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["container"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let mut containers_before = containers_with("io.shoal.stack", stack, false);
     containers_before.sort();
     up.restart();
-    eventually(LONG, "the stack to report healthy again after restart", || {
-        let ps = up.ps(stack);
-        (count_state(&ps, "web", "healthy") == 1 && rows(&ps, "worker").len() == 1).then_some(())
-    });
+    eventually(
+        LONG,
+        "the stack to report healthy again after restart",
+        || {
+            let ps = up.ps(stack);
+            (count_state(&ps, "web", "healthy") == 1 && rows(&ps, "worker").len() == 1)
+                .then_some(())
+        },
+    );
     let after: Vec<(String, String)> = up
         .ps(stack)
         .iter()
-        .map(|r| (r["id"].as_str().unwrap().into(), r["container"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["container"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(before, after, "the restart changed tasks or containers");
     let mut containers_after = containers_with("io.shoal.stack", stack, false);
     containers_after.sort();
-    assert_eq!(containers_before, containers_after, "nothing may be started twice");
+    assert_eq!(
+        containers_before, containers_after,
+        "nothing may be started twice"
+    );
 
     // 5. rm leaves no container with the stack's label.
     let out = up.shoal(&["rm", stack]);
     assert!(out.status.success(), "{}", text(&out));
     eventually(LONG, "every container of the stack to be removed", || {
-        containers_with("io.shoal.stack", stack, true).is_empty().then_some(())
+        containers_with("io.shoal.stack", stack, true)
+            .is_empty()
+            .then_some(())
     });
     eventually(LONG, "the stack to be forgotten", || {
         let out = up.shoal(&["services", "--format", "json"]);
@@ -161,14 +198,23 @@ fn a_stack_whose_image_cannot_be_pulled_fails_the_deploy_with_the_pull_error() {
     )
     .unwrap();
     let up = ShoalUp::start("e2e-pull");
-    let out = up.shoal_in(dir.path(), &["deploy", "-c", "compose.yaml", "--timeout", "120"]);
+    let out = up.shoal_in(
+        dir.path(),
+        &["deploy", "-c", "compose.yaml", "--timeout", "120"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("shoal-test/does-not-exist:404"), "{}", text(&out));
+    assert!(
+        err.contains("shoal-test/does-not-exist:404"),
+        "{}",
+        text(&out)
+    );
     assert!(err.to_lowercase().contains("pull"), "{}", text(&out));
     let ps = up.ps("e2epull");
     assert!(
-        ps.iter().any(|r| r["state"] == "failed" && r["error"].as_str().unwrap().contains("does-not-exist")),
+        ps.iter()
+            .any(|r| r["state"] == "failed"
+                && r["error"].as_str().unwrap().contains("does-not-exist")),
         "{ps:#?}"
     );
 }
@@ -199,5 +245,9 @@ fn config_on_broken_files_exits_2_naming_file_line_and_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cycle"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cycle"),
+        "{}",
+        text(&out)
+    );
 }

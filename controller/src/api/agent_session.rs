@@ -52,7 +52,11 @@ impl AgentSession for AgentSessionService {
             Ok(Some(Ok(pb::AgentMessage {
                 msg: Some(Msg::Hello(h)),
             }))) => h,
-            Ok(Some(Ok(_))) => return Err(Status::invalid_argument("the first message must be a hello")),
+            Ok(Some(Ok(_))) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ))
+            }
             Ok(Some(Err(e))) => return Err(e),
             Ok(None) => return Err(Status::cancelled("the agent closed the session")),
             Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
@@ -118,9 +122,9 @@ async fn serve(
         };
         if last_sent.as_ref() != Some(&current) {
             let msg = pb::ControllerMessage {
-                msg: Some(pb::controller_message::Msg::Assignments(convert::assignments(
-                    version, &current,
-                ))),
+                msg: Some(pb::controller_message::Msg::Assignments(
+                    convert::assignments(version, &current),
+                )),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return Ok(());

@@ -163,7 +163,10 @@ impl Control for ControlService {
         }))
     }
 
-    async fn scale(&self, req: Request<pb::ScaleRequest>) -> Result<Response<pb::ScaleReply>, Status> {
+    async fn scale(
+        &self,
+        req: Request<pb::ScaleRequest>,
+    ) -> Result<Response<pb::ScaleReply>, Status> {
         self.ctx.linearizable().await?;
         let req = req.into_inner();
         let key = self
@@ -220,7 +223,9 @@ impl Control for ControlService {
         self.ctx.linearizable().await?;
         let req = req.into_inner();
         let state = self.ctx.node.state.snapshot();
-        let key = state.resolve_service(&req.service).map_err(resolve_status)?;
+        let key = state
+            .resolve_service(&req.service)
+            .map_err(resolve_status)?;
         // Tasks that have (or had) a container: running ones first, else the last ended.
         let mut tasks: Vec<_> = state
             .tasks
@@ -261,8 +266,10 @@ impl Control for ControlService {
                     let line = pb::LogLine {
                         node: node.clone(),
                         service: req.service.clone(),
-                        data: format!("shoal: node {node} is not connected; its logs are unavailable\n")
-                            .into_bytes(),
+                        data: format!(
+                            "shoal: node {node} is not connected; its logs are unavailable\n"
+                        )
+                        .into_bytes(),
                         stderr: true,
                         ..Default::default()
                     };
@@ -292,7 +299,9 @@ impl Control for ControlService {
             ctx.logs.close(request_id);
             for session in reached {
                 let cancel = pb::ControllerMessage {
-                    msg: Some(pb::controller_message::Msg::LogCancel(pb::LogCancel { request_id })),
+                    msg: Some(pb::controller_message::Msg::LogCancel(pb::LogCancel {
+                        request_id,
+                    })),
                 };
                 let _ = session.tx.send(Ok(cancel)).await;
             }

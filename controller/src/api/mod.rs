@@ -6,8 +6,8 @@ pub mod agent_session;
 pub mod control;
 pub mod convert;
 
-use std::sync::{Arc, Mutex};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tonic::Status;

@@ -35,7 +35,10 @@ impl ClusterState {
             Command::RemoveStack { stack } => self.remove_stack(stack),
             Command::Scale { service, replicas } => self.scale(service, *replicas),
             Command::RegisterNode { node } => {
-                let entry = self.nodes.entry(node.id.clone()).or_insert_with(|| node.clone());
+                let entry = self
+                    .nodes
+                    .entry(node.id.clone())
+                    .or_insert_with(|| node.clone());
                 let availability = entry.availability;
                 *entry = node.clone();
                 entry.availability = availability;
@@ -114,8 +117,7 @@ impl ClusterState {
         // Services the new file no longer has are removed with their tasks.
         let mut pruned = 0;
         for svc in self.services.values_mut() {
-            if svc.stack == spec.name && !spec.services.contains_key(&svc.name) && !svc.removing
-            {
+            if svc.stack == spec.name && !spec.services.contains_key(&svc.name) && !svc.removing {
                 svc.removing = true;
                 pruned += 1;
             }
@@ -251,10 +253,7 @@ impl ClusterState {
                     return false;
                 }
                 t.state = TaskState::Orphaned;
-                t.error = format!(
-                    "node {} was lost",
-                    t.node.as_deref().unwrap_or("(none)")
-                );
+                t.error = format!("node {} was lost", t.node.as_deref().unwrap_or("(none)"));
                 t.updated_at_ms = now_ms;
                 true
             }

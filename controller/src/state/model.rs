@@ -129,17 +129,38 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Create or update a stack: new services get generation 1, changed ones a bump.
-    DeployStack { spec: StackSpec, now_ms: u64 },
+    DeployStack {
+        spec: StackSpec,
+        now_ms: u64,
+    },
     /// Shut down all of a stack's tasks; the stack is dropped once they are gone.
-    RemoveStack { stack: String },
-    Scale { service: ServiceKey, replicas: u64 },
+    RemoveStack {
+        stack: String,
+    },
+    Scale {
+        service: ServiceKey,
+        replicas: u64,
+    },
     /// An agent connected: record or refresh its node.
-    RegisterNode { node: Node },
-    SetNodeStatus { node: NodeId, status: NodeStatus, now_ms: u64 },
+    RegisterNode {
+        node: Node,
+    },
+    SetNodeStatus {
+        node: NodeId,
+        status: NodeStatus,
+        now_ms: u64,
+    },
     /// The reconciler's decisions, applied together.
-    Reconcile { decisions: Vec<Decision>, now_ms: u64 },
+    Reconcile {
+        decisions: Vec<Decision>,
+        now_ms: u64,
+    },
     /// Observed task states reported by an agent.
-    TaskStatus { node: NodeId, updates: Vec<TaskUpdate>, now_ms: u64 },
+    TaskStatus {
+        node: NodeId,
+        updates: Vec<TaskUpdate>,
+        now_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,18 +184,34 @@ pub enum Decision {
         node: Option<NodeId>,
     },
     /// Place a pending task on a node.
-    Assign { task: TaskId, node: NodeId },
+    Assign {
+        task: TaskId,
+        node: NodeId,
+    },
     /// Keep a task pending, saying why.
-    Pending { task: TaskId, reason: String },
+    Pending {
+        task: TaskId,
+        reason: String,
+    },
     /// Ask for a task to be stopped.
-    Shutdown { task: TaskId },
+    Shutdown {
+        task: TaskId,
+    },
     /// The task's node is lost.
-    Orphan { task: TaskId },
+    Orphan {
+        task: TaskId,
+    },
     /// Forget a finished task.
-    Forget { task: TaskId },
+    Forget {
+        task: TaskId,
+    },
     /// Forget a service (or stack) that has no tasks left and is being removed.
-    DropService { service: ServiceKey },
-    DropStack { stack: String },
+    DropService {
+        service: ServiceKey,
+    },
+    DropStack {
+        stack: String,
+    },
 }
 
 /// Why a service name given by a user does not name one service.

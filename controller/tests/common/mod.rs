@@ -60,7 +60,13 @@ pub fn settle(s: &mut ClusterState, now_ms: u64) {
 }
 
 /// Reports every assigned task of `service` as `state` on its node.
-pub fn report(s: &mut ClusterState, service: &str, state: TaskState, exit: Option<i64>, now_ms: u64) {
+pub fn report(
+    s: &mut ClusterState,
+    service: &str,
+    state: TaskState,
+    exit: Option<i64>,
+    now_ms: u64,
+) {
     let tasks: Vec<Task> = s
         .tasks
         .values()

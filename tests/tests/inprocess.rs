@@ -1,0 +1,221 @@
+//! A controller and several agents in one process, on the agent's recording fake
+//! runtime, talking real gRPC on 127.0.0.1: the controller-agent protocol without Docker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_agent::runtime::fake::FakeRuntime;
+use shoal_agent::AgentConfig;
+use shoal_controller::ControllerConfig;
+use shoal_proto::pb::{self, control_client::ControlClient};
+use shoal_proto::spec::{ServiceSpec, StackSpec};
+use tokio_util::sync::CancellationToken;
+
+struct Cluster {
+    addr: String,
+    agents: BTreeMap<String, FakeRuntime>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn cluster(nodes: &[&str]) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let cfg = ControllerConfig::new(
+        dir.path().join("controller"),
+        listener.local_addr().unwrap(),
+    );
+    tokio::spawn(shoal_controller::serve(cfg, listener, shutdown.clone()));
+    let mut agents = BTreeMap::new();
+    for name in nodes {
+        let fake = FakeRuntime::new();
+        let cfg = AgentConfig {
+            controllers: vec![addr.clone()],
+            name: name.to_string(),
+            data_dir: dir.path().join(name),
+            heartbeat_interval: Duration::from_millis(100),
+            ..AgentConfig::default()
+        };
+        tokio::spawn(shoal_agent::run_with_runtime(
+            cfg,
+            Arc::new(fake.clone()),
+            shutdown.child_token(),
+        ));
+        agents.insert(name.to_string(), fake);
+    }
+    Cluster {
+        addr,
+        agents,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+async fn client(addr: &str) -> ControlClient<tonic::transport::Channel> {
+    for _ in 0..100 {
+        if let Ok(c) = ControlClient::connect(format!("http://{addr}")).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("controller at {addr} never answered");
+}
+
+async fn ps(c: &mut ControlClient<tonic::transport::Channel>) -> Vec<pb::TaskRow> {
+    match c
+        .ps(pb::PsRequest {
+            stack: String::new(),
+            all: false,
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().tasks,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Polls `ps` until `ok` holds (at most 20 s).
+async fn until(
+    c: &mut ControlClient<tonic::transport::Channel>,
+    what: &str,
+    ok: impl Fn(&[pb::TaskRow]) -> bool,
+) -> Vec<pb::TaskRow> {
+    for _ in 0..200 {
+        let rows = ps(c).await;
+        if ok(&rows) {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}: {:#?}", ps(c).await);
+}
+
+fn stack(replicas: u64) -> StackSpec {
+    let web = ServiceSpec {
+        name: "web".into(),
+        image: "img:1".into(),
+        replicas,
+        ..Default::default()
+    };
+    StackSpec {
+        name: "app".into(),
+        services: [("web".to_string(), web)].into_iter().collect(),
+        volumes: Default::default(),
+    }
+}
+
+fn running_per_node(rows: &[pb::TaskRow]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.state == "running") {
+        *m.entry(r.node.clone()).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_over_agents_and_a_failed_one_is_replaced() {
+    let cl = cluster(&["n1", "n2", "n3"]).await;
+    let mut c = client(&cl.addr).await;
+    for _ in 0..100 {
+        let nodes = c
+            .nodes(pb::NodesRequest {})
+            .await
+            .map(|r| r.into_inner().nodes);
+        if nodes.is_ok_and(|n| n.len() == 3 && n.iter().all(|n| n.status == "ready")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = c
+        .deploy(pb::DeployRequest {
+            stack_json: serde_json::to_vec(&stack(6)).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.services[0].generation, 1);
+
+    let rows = until(&mut c, "6 running replicas", |r| {
+        r.iter().filter(|t| t.state == "running").count() == 6
+    })
+    .await;
+    let spread: Vec<usize> = running_per_node(&rows).into_values().collect();
+    assert_eq!(spread, vec![2, 2, 2], "{rows:#?}");
+    // Each agent created exactly the containers of its own tasks, with shoal's labels.
+    for (node, fake) in &cl.agents {
+        let mine: Vec<&pb::TaskRow> = rows.iter().filter(|r| &r.node == node).collect();
+        let containers = fake.containers();
+        assert_eq!(containers.len(), mine.len(), "{node}");
+        for r in mine {
+            let c = fake.container_of(&r.id).expect("a container for each task");
+            assert_eq!(c.labels.get("io.shoal.node"), Some(node));
+            assert_eq!(
+                c.labels.get("io.shoal.service").map(String::as_str),
+                Some("web")
+            );
+        }
+    }
+
+    // A replica that exits non-zero is replaced in its slot by a new task.
+    let victim = rows[0].clone();
+    assert!(cl.agents[&victim.node].exit(&victim.id, 3));
+    let rows = until(&mut c, "the failed replica's replacement", |r| {
+        r.iter().filter(|t| t.state == "running").count() == 6
+            && !r.iter().any(|t| t.id == victim.id && t.state == "running")
+    })
+    .await;
+    let replacement = rows
+        .iter()
+        .find(|t| t.slot == victim.slot && t.state == "running")
+        .expect("the slot runs again");
+    assert_ne!(replacement.id, victim.id);
+
+    // Scaling to 2 leaves two containers in the whole cluster.
+    c.scale(pb::ScaleRequest {
+        service: "web".into(),
+        replicas: 2,
+    })
+    .await
+    .unwrap();
+    for _ in 0..200 {
+        let total: usize = cl.agents.values().map(|f| f.containers().len()).sum();
+        if total == 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("scale down left containers behind: {:#?}", ps(&mut c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_failure_is_reported_with_its_reason() {
+    let cl = cluster(&["n1"]).await;
+    cl.agents["n1"].fail_pull("img:1", "manifest unknown: img:1 not found");
+    let mut c = client(&cl.addr).await;
+    for _ in 0..100 {
+        if c.deploy(pb::DeployRequest {
+            stack_json: serde_json::to_vec(&stack(1)).unwrap(),
+        })
+        .await
+        .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = until(&mut c, "the task to fail", |r| {
+        r.iter().any(|t| t.state == "failed")
+    })
+    .await;
+    let failed = rows.iter().find(|t| t.state == "failed").unwrap();
+    assert!(failed.error.contains("manifest unknown"), "{failed:?}");
+}

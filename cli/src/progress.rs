@@ -189,7 +189,7 @@ fn failure(t: &TaskRow) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn svc(name: &str, desired: u64, health: bool) -> ServiceRow {
@@ -230,7 +230,7 @@ mod tests {
         }
     }
 
-    fn p(service: &str, line: &str, done: bool) -> ServiceProgress {
+    pub(crate) fn p(service: &str, line: &str, done: bool) -> ServiceProgress {
         ServiceProgress {
             service: service.into(),
             line: line.into(),

@@ -45,6 +45,16 @@ fn rows<'a>(ps: &'a [Value], service: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// (task id, container id) of every row.
+fn task_containers(ps: &[Value]) -> Vec<(String, String)> {
+    ps.iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (field("id"), field("container"))
+        })
+        .collect()
+}
+
 fn count_state(ps: &[Value], service: &str, state: &str) -> usize {
     rows(ps, service)
         .iter()
@@ -133,16 +143,7 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
     });
 
     // 4. restart `shoal up` on the same data dir: same tasks, same containers.
-    let before: Vec<(String, String)> = up
-        .ps(stack)
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().into(),
-                r["container"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let before = task_containers(&up.ps(stack));
     let mut containers_before = containers_with("io.shoal.stack", stack, false);
     containers_before.sort();
     up.restart();
@@ -155,16 +156,7 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
                 .then_some(())
         },
     );
-    let after: Vec<(String, String)> = up
-        .ps(stack)
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().into(),
-                r["container"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let after = task_containers(&up.ps(stack));
     assert_eq!(before, after, "the restart changed tasks or containers");
     let mut containers_after = containers_with("io.shoal.stack", stack, false);
     containers_after.sort();

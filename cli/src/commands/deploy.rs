@@ -177,14 +177,7 @@ fn timeout_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(service: &str, line: &str, done: bool) -> ServiceProgress {
-        ServiceProgress {
-            service: service.into(),
-            line: line.into(),
-            done,
-        }
-    }
+    use crate::progress::tests::p;
 
     #[test]
     fn only_changes_are_shown() {

@@ -40,6 +40,7 @@ impl TryFrom<pb::Assignment> for Assignment {
                 generation: a.generation,
             },
             desired,
+            ended: a.ended,
             spec: Arc::new(spec),
         })
     }
@@ -180,6 +181,7 @@ mod tests {
             desired: desired.into(),
             generation: 3,
             spec_json: spec.to_vec(),
+            ended: false,
         }
     }
 

@@ -14,6 +14,8 @@ use crate::runtime::TaskIdentity;
 pub struct Assignment {
     pub task: TaskIdentity,
     pub desired: Desired,
+    /// The task ended: never (re)start it, whatever is left of its container.
+    pub ended: bool,
     /// Shared: many replicas of one service carry the same spec.
     pub spec: Arc<ServiceSpec>,
 }

@@ -372,6 +372,7 @@ mod tests {
                 generation: 1,
             },
             desired: Desired::Running,
+            ended: false,
             spec: spec(hc),
         };
         let intent = AssignmentSet {

@@ -155,7 +155,9 @@ pub fn plan(local: Local<'_>) -> Vec<Action> {
         let container = by_task.get(task_id.as_str()).copied();
         match (a.desired, container) {
             (Desired::Running, None) => {
-                if reported.is_none() {
+                if a.ended {
+                    // Its container is gone and it must not run again: nothing to do.
+                } else if reported.is_none() {
                     actions.push(Action::Start {
                         assignment: a.clone(),
                         existing: None,
@@ -167,7 +169,7 @@ pub fn plan(local: Local<'_>) -> Vec<Action> {
                 }
             }
             (Desired::Running, Some(c)) => {
-                if c.state == ContainerState::Created && !is_terminal(reported) {
+                if c.state == ContainerState::Created && !is_terminal(reported) && !a.ended {
                     actions.push(Action::Start {
                         assignment: a.clone(),
                         existing: Some(c.id.clone()),
@@ -236,6 +238,7 @@ mod tests {
                 generation: 1,
             },
             desired,
+            ended: false,
             spec: Arc::new(ServiceSpec {
                 name: "web".into(),
                 image: "img".into(),
@@ -309,6 +312,25 @@ mod tests {
         );
         w.busy.insert("t1".into());
         assert_eq!(w.plan(), vec![]);
+    }
+
+    #[test]
+    fn an_ended_task_is_never_started_again() {
+        // After an agent restart nothing is reported yet; the controller's word that the
+        // task ended is what keeps it from being recreated or restarted.
+        let mut ended = assignment("t1", Desired::Running);
+        ended.ended = true;
+        let w = World::new(vec![ended.clone()], vec![]);
+        assert_eq!(w.plan(), vec![]);
+        let w = World::new(
+            vec![ended],
+            vec![container("c1", "t1", ContainerState::Created)],
+        );
+        assert!(
+            !w.plan().iter().any(|a| matches!(a, Action::Start { .. })),
+            "{:?}",
+            w.plan()
+        );
     }
 
     #[test]

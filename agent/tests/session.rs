@@ -170,6 +170,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
                 desired: "running".into(),
                 generation: 1,
                 spec_json: spec,
+                ended: false,
             }],
         })),
     };

@@ -57,6 +57,7 @@ fn assignment(id: &str, desired: Desired, spec: &ServiceSpec) -> Assignment {
             generation: 1,
         },
         desired,
+        ended: false,
         spec: Arc::new(spec.clone()),
     }
 }

@@ -15,6 +15,8 @@ pub struct NodeAssignment {
     pub slot: u64,
     pub desired: Desired,
     pub generation: u64,
+    /// The task ended: the agent must never start it again.
+    pub ended: bool,
     pub spec: ServiceSpec,
 }
 
@@ -38,6 +40,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
                 slot: t.slot,
                 desired: t.desired,
                 generation: t.generation,
+                ended: t.state.is_terminal(),
                 spec: svc.spec.clone(),
             })
         })

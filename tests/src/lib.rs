@@ -260,6 +260,10 @@ impl Drop for ShoalUp {
             eprintln!("---- shoal up log ----\n{}", self.log());
         }
         remove_node_containers(&self.node);
+        // Stack networks the agent had no time to remove (unused ones only).
+        let _ = Command::new("docker")
+            .args(["network", "prune", "-f", "--filter", "label=io.shoal.stack"])
+            .output();
     }
 }
 

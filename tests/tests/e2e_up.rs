@@ -113,6 +113,19 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
         },
     );
 
+    // Logs come from Docker through the agent and the controller.
+    eventually(
+        Duration::from_secs(20),
+        "shoal logs to show the worker's output",
+        || {
+            let out = up.shoal(&["logs", "--tail", "5", "worker"]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello from"))
+                .then_some(())
+        },
+    );
+    let out = up.shoal(&["logs", "nosuchservice"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
     // 2. scale up and down.
     let out = up.shoal(&["scale", "web=3"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -71,6 +71,7 @@ pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
                 desired: a.desired.as_str().to_string(),
                 generation: a.generation,
                 spec_json: serde_json::to_vec(&a.spec).unwrap_or_default(),
+                ended: a.ended,
             })
             .collect(),
     }

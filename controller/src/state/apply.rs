@@ -142,11 +142,15 @@ impl ClusterState {
             return CommandResult::error(format!("no stack named {stack}"));
         };
         s.removing = true;
-        let mut count = 0;
         for svc in self.services.values_mut().filter(|s| s.stack == stack) {
             svc.removing = true;
-            count += 1;
         }
+        // What `shoal rm` reports: the tasks that will be stopped.
+        let count = self
+            .tasks
+            .values()
+            .filter(|t| t.stack == stack && t.desired == Desired::Running && !t.state.is_terminal())
+            .count() as u64;
         CommandResult {
             count,
             ..Default::default()

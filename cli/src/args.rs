@@ -116,14 +116,21 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("bootstrap").required(true).args(["init", "join"])))]
+#[command(
+    group(clap::ArgGroup::new("bootstrap").required(true).args(["init", "join"])),
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct ControllerArgs {
+    /// Manage the controllers of a running cluster instead of running one.
+    #[command(subcommand)]
+    pub command: Option<ControllerCommand>,
     /// Directory for the Raft log, vote, snapshots and state.
-    #[arg(long, value_name = "D")]
-    pub data_dir: PathBuf,
+    #[arg(long, value_name = "D", required = true)]
+    pub data_dir: Option<PathBuf>,
     /// Address to serve gRPC on (CLI, agents and Raft peers share it).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: SocketAddr,
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub listen: Option<SocketAddr>,
     /// host:port other members, agents and clients reach this controller at.
     #[arg(long, value_name = "ADDR")]
     pub advertise: Option<String>,
@@ -136,6 +143,21 @@ pub struct ControllerArgs {
     /// Join token. Accepted but not checked yet (join tokens come with mTLS).
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
+    /// Raft leader heartbeat period.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for between MS and 2*MS starts an election.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub election_timeout_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Take a controller out of the cluster (it no longer votes or receives the log).
+    Remove {
+        /// The controller's id, as `shoal cluster status` shows it.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args)]

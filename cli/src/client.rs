@@ -96,10 +96,22 @@ impl Client {
         F: FnMut(ControlClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let origin = addr.clone();
         let mut target = addr;
         let mut hops = 0;
         loop {
-            let channel = self.channel(&target).await?;
+            let channel = match self.channel(&target).await {
+                Ok(c) => c,
+                // A follower named a leader that is gone: its view is stale while the
+                // survivors elect a new one.
+                Err(Miss::Unreachable(gone)) if hops > 0 => {
+                    return Err(Miss::Unavailable(anyhow::anyhow!(
+                        "{origin} named {gone} as the leader, which does not answer: \
+                         an election may be under way, try again in a few seconds"
+                    )))
+                }
+                Err(e) => return Err(e),
+            };
             let status =
                 match tokio::time::timeout(REQUEST_TIMEOUT, f(ControlClient::new(channel.clone())))
                     .await

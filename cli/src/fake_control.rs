@@ -89,6 +89,18 @@ impl Control for Fake {
     ) -> Result<Response<pb::RemoveStackReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn join_controller(
+        &self,
+        _: Request<pb::JoinControllerRequest>,
+    ) -> Result<Response<pb::JoinControllerReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_controller(
+        &self,
+        _: Request<pb::RemoveControllerRequest>,
+    ) -> Result<Response<pb::RemoveControllerReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     type LogsStream = LogStream;
     async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         Err(Status::unimplemented("fake"))

@@ -21,29 +21,41 @@ pub async fn run(ctx: Shared, grace: Duration, shutdown: CancellationToken) {
     let mut applied = ctx.node.state.subscribe();
     let mut metrics = ctx.node.raft.metrics();
     let mut leading = false;
+    let mut due = true;
+    // An interval, not a sleep per loop: frequent metrics changes must not starve the tick.
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let is_leader = metrics.borrow().current_leader == Some(ctx.node.id);
         if is_leader && !leading {
             tracing::info!(id = ctx.node.id, "became leader: reconciling");
             // Every node gets a full grace period to reach the new leader.
             *ctx.lock_liveness() = Liveness::new(grace, Instant::now());
+            due = true;
+        } else if !is_leader && leading {
+            tracing::info!(id = ctx.node.id, "no longer the leader: reconciler paused");
         }
         leading = is_leader;
-        if leading {
+        if leading && due {
             if let Err(e) = pass(&ctx).await {
-                tracing::warn!(error = %e, "reconcile pass failed; retrying");
+                tracing::warn!(error = %format!("{e:#}"), "reconcile pass failed; retrying");
             }
         }
-        tokio::select! {
+        // Pass again after an applied change or a tick; metrics changes (heartbeats,
+        // replication progress) only re-check leadership.
+        due = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = applied.changed() => {}
-            _ = metrics.changed() => {}
-            _ = tokio::time::sleep(TICK) => {}
-        }
+            _ = applied.changed() => true,
+            _ = metrics.changed() => false,
+            _ = tick.tick() => true,
+        };
     }
 }
 
 async fn pass(ctx: &Shared) -> anyhow::Result<()> {
+    if let Err(e) = crate::membership::promote(&ctx.node.raft).await {
+        tracing::warn!(error = %format!("{e:#}"), "promoting learners failed; retrying");
+    }
     let state = ctx.node.state.snapshot();
     let transitions = ctx.lock_liveness().transitions(&state, Instant::now());
     for (node, status) in transitions {

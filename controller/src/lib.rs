@@ -21,9 +21,11 @@
 pub mod api;
 pub mod assignments;
 pub mod compose;
+pub mod faults;
 pub mod leader;
 pub mod liveness;
 pub mod logs;
+pub mod membership;
 pub mod raft;
 pub mod reconciler;
 pub mod scheduler;

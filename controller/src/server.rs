@@ -1,5 +1,11 @@
 //! Wiring: opens the Raft node, serves every gRPC service on one port, runs the
 //! reconciler while this controller leads.
+//!
+//! Start-up: a data dir that already holds a controller (its `node-id` file) is resumed,
+//! whatever `--init`/`--join` say, so a service manager can restart a controller with its
+//! original command line. A new `--init` controller is member 1 of a new group; a new
+//! `--join ADDR` controller asks the cluster at ADDR for an id, is added as a learner and
+//! is promoted to voter by the leader once it has caught up.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,20 +13,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use shoal_proto::pb;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context};
+use crate::faults::Faults;
 use crate::liveness::Liveness;
 use crate::logs::LogRouter;
+use crate::membership;
 use crate::raft::{self, RaftTimings};
-use shoal_proto::pb;
 
 /// How a controller starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
     /// `--init`: create a cluster of one, unless the data dir already holds one.
     Init,
-    /// `--join ADDR`: join an existing cluster (a later issue).
+    /// `--join ADDR[,ADDR..]`: join the cluster any of these controllers belongs to.
     Join(String),
 }
 
@@ -33,6 +41,9 @@ pub struct ControllerConfig {
     pub bootstrap: Bootstrap,
     /// How long a node may stay silent before it is declared down.
     pub node_grace: Duration,
+    pub timings: RaftTimings,
+    /// Tests partition a controller through this; production never sets it.
+    pub faults: Arc<Faults>,
 }
 
 impl ControllerConfig {
@@ -43,6 +54,8 @@ impl ControllerConfig {
             advertise: None,
             bootstrap: Bootstrap::Init,
             node_grace: Duration::from_secs(2),
+            timings: RaftTimings::default(),
+            faults: Arc::default(),
         }
     }
 }
@@ -63,26 +76,42 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
-    if let Bootstrap::Join(addr) = &cfg.bootstrap {
-        anyhow::bail!(
-            "joining an existing cluster ({addr}) is not supported yet: start this controller with --init"
-        );
+    let (id, fresh) = match membership::stored_id(&cfg.data_dir)? {
+        Some(id) => {
+            tracing::info!(id, dir = %cfg.data_dir.display(), "resuming controller from its data dir");
+            (id, false)
+        }
+        None => {
+            let id = match &cfg.bootstrap {
+                Bootstrap::Init => 1,
+                Bootstrap::Join(addrs) => join(addrs, &advertise).await?,
+            };
+            membership::store_id(&cfg.data_dir, id)?;
+            (id, true)
+        }
+    };
+    let node = raft::open_with_faults(
+        &cfg.data_dir,
+        id,
+        advertise.clone(),
+        cfg.timings.clone(),
+        cfg.faults.clone(),
+    )
+    .await
+    .with_context(|| format!("open the controller data dir {}", cfg.data_dir.display()))?;
+    if fresh && cfg.bootstrap == Bootstrap::Init {
+        raft::initialize_single(&node).await?;
     }
-    let raft_dir = cfg.data_dir.join("raft-node");
-    let node = raft::open(&cfg.data_dir, 1, advertise.clone(), RaftTimings::default())
-        .await
-        .with_context(|| format!("open the controller data dir {}", cfg.data_dir.display()))?;
-    let _ = raft_dir;
-    raft::initialize_single(&node).await?;
-    raft::wait_for_leader(&node.raft, Duration::from_secs(10)).await?;
 
     let ctx = Arc::new(Context {
         node,
         logs: LogRouter::default(),
         sessions: api::Sessions::default(),
         liveness: Mutex::new(Liveness::new(cfg.node_grace, Instant::now())),
+        faults: cfg.faults.clone(),
+        join_lock: tokio::sync::Mutex::new(()),
     });
-    tracing::info!(listen = %local, %advertise, "controller serving");
+    tracing::info!(id, listen = %local, %advertise, "controller serving");
 
     let leader = tokio::spawn(crate::leader::run(
         ctx.clone(),
@@ -98,7 +127,10 @@ pub async fn serve(
         .add_service(pb::agent_session_server::AgentSessionServer::new(
             api::agent_session::AgentSessionService::new(ctx.clone()),
         ))
-        .add_service(raft::RaftPeerService::new(ctx.node.raft.clone()).into_server())
+        .add_service(
+            raft::RaftPeerService::with_faults(ctx.node.raft.clone(), cfg.faults.clone())
+                .into_server(),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
         .context("serve gRPC");
@@ -107,4 +139,49 @@ pub async fn serve(
         tracing::warn!(error = %e, "raft shutdown");
     }
     result
+}
+
+/// Asks the cluster (any of `addrs`, following leader hints) to add `advertise` as a
+/// member; returns the id it was given.
+async fn join(addrs: &str, advertise: &str) -> anyhow::Result<u64> {
+    let mut last_error = None;
+    let mut targets: Vec<String> = addrs.split(',').map(|s| s.trim().to_string()).collect();
+    let mut hops = 0;
+    while let Some(addr) = targets.pop() {
+        let attempt = async {
+            let mut client =
+                pb::control_client::ControlClient::connect(format!("http://{addr}")).await?;
+            let reply = client
+                .join_controller(pb::JoinControllerRequest {
+                    address: advertise.to_string(),
+                })
+                .await;
+            anyhow::Ok(reply)
+        };
+        match tokio::time::timeout(Duration::from_secs(15), attempt).await {
+            Ok(Ok(Ok(reply))) => {
+                let id = reply.into_inner().id;
+                tracing::info!(id, via = %addr, "joined the cluster");
+                return Ok(id);
+            }
+            Ok(Ok(Err(status))) => {
+                let hint = status
+                    .metadata()
+                    .get(api::LEADER_HINT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match hint {
+                    Some(leader) if hops < 3 => {
+                        hops += 1;
+                        targets.push(leader);
+                    }
+                    _ => last_error = Some(anyhow::anyhow!("{addr}: {}", status.message())),
+                }
+            }
+            Ok(Err(e)) => last_error = Some(anyhow::anyhow!("{addr}: {e}")),
+            Err(_) => last_error = Some(anyhow::anyhow!("{addr}: no answer within 15 s")),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no address given")))
+        .with_context(|| format!("join the cluster at {addrs}"))
 }

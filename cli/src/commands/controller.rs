@@ -1,27 +1,51 @@
-//! `shoal controller`: one member of the Raft group, until SIGINT/SIGTERM.
+//! `shoal controller`: one member of the Raft group, until SIGINT/SIGTERM; and
+//! `shoal controller remove ID`, a client command.
 
 use anyhow::Context;
 use futures::FutureExt;
+use shoal_controller::raft::RaftTimings;
 use shoal_controller::{Bootstrap, ControllerConfig};
+use shoal_proto::pb::RemoveControllerRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::ControllerArgs;
+use super::Ctx;
+use crate::args::{ControllerArgs, ControllerCommand};
+use crate::error::UsageError;
 use crate::signal;
 
-pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Result<()> {
+    if let Some(ControllerCommand::Remove { id }) = args.command {
+        return remove(id, &mut ctx()).await;
+    }
     if args.token.is_some() {
         tracing::warn!("--token is accepted but not checked yet (join tokens come with mTLS)");
+    }
+    let (Some(data_dir), Some(listen)) = (args.data_dir, args.listen) else {
+        return Err(UsageError("shoal controller needs --data-dir and --listen".into()).into());
+    };
+    if args.heartbeat_ms == 0 || args.election_timeout_ms <= args.heartbeat_ms {
+        return Err(UsageError(format!(
+            "--election-timeout-ms ({}) must be larger than --heartbeat-ms ({}), which must not be 0",
+            args.election_timeout_ms, args.heartbeat_ms
+        ))
+        .into());
     }
     let bootstrap = match args.join {
         Some(addr) => Bootstrap::Join(addr),
         None => Bootstrap::Init,
     };
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("create the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("create the data directory {}", data_dir.display()))?;
     // `new` fills what the command line does not set (e.g. the node grace period).
-    let mut cfg = ControllerConfig::new(args.data_dir, args.listen);
+    let mut cfg = ControllerConfig::new(data_dir, listen);
     cfg.advertise = args.advertise;
     cfg.bootstrap = bootstrap;
+    cfg.timings = RaftTimings {
+        heartbeat_ms: args.heartbeat_ms,
+        election_timeout_min_ms: args.election_timeout_ms,
+        election_timeout_max_ms: args.election_timeout_ms * 2,
+        ..RaftTimings::default()
+    };
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "starting controller");
     let shutdown = CancellationToken::new();
     signal::supervise(
@@ -32,4 +56,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         shutdown,
     )
     .await
+}
+
+async fn remove(id: u64, ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.client
+        .call(|mut c| async move { c.remove_controller(RemoveControllerRequest { id }).await })
+        .await
+        .with_context(|| format!("remove controller {id}"))?;
+    println!("controller {id} removed");
+    Ok(())
 }

@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Up(args) => up::run(args).await,
-        Command::Controller(args) => controller::run(args).await,
+        Command::Controller(args) => controller::run(args, || Ctx::new(&global)).await,
         Command::Agent(args) => agent::run(args, &global.addr).await,
         Command::Config(args) => config::run(args, global.format),
         Command::Deploy(args) => deploy::run(args, &mut Ctx::new(&global)).await,

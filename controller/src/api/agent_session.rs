@@ -45,6 +45,9 @@ impl AgentSession for AgentSessionService {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Down>, Status> {
+        if self.ctx.faults.is_isolated() {
+            return Err(Status::unavailable("this controller is partitioned"));
+        }
         // Only the leader holds sessions: a follower tells the agent where to go.
         self.ctx.linearizable().await?;
         let mut up = req.into_inner();
@@ -135,6 +138,14 @@ async fn serve(
             changed = applied.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable("the controller is shutting down"));
+                }
+                if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
+                    return Err(Status::unavailable("this controller no longer leads"));
+                }
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                if ctx.faults.is_isolated() {
+                    return Err(Status::unavailable("this controller is partitioned"));
                 }
                 if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
                     return Err(Status::unavailable("this controller no longer leads"));

@@ -142,6 +142,23 @@ impl Control for ControlService {
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusReply>, Status> {
         let s = crate::raft::metrics_summary(&self.ctx.node.raft);
+        // Only the leader hears from every member: send the client there when one is
+        // known; without a leader, answer with what this member knows.
+        if let Some(leader) = s.leader.filter(|l| *l != s.id) {
+            let addr = s
+                .members
+                .iter()
+                .find(|m| m.id == leader)
+                .map(|m| m.address.clone());
+            return Err(super::propose_status(
+                crate::raft::ProposeError::NotLeader {
+                    leader_id: Some(leader),
+                    leader_addr: addr,
+                },
+            ));
+        }
+        let recent =
+            std::time::Duration::from_millis(self.ctx.node.raft.config().election_timeout_min);
         Ok(Response::new(pb::ClusterStatusReply {
             leader: s.leader.unwrap_or(0),
             term: s.term,
@@ -155,9 +172,11 @@ impl Control for ControlService {
                     id: m.id,
                     address: m.address.clone(),
                     role: m.role.as_str().to_string(),
-                    // This member answers; the others are reachable when the leader
-                    // has heard from them (matched a log index).
-                    reachable: m.id == s.id || m.matched_index.is_some(),
+                    // This member answers; the others are reachable when they answered
+                    // its Raft RPCs within an election timeout.
+                    reachable: m.id == s.id
+                        || (!self.ctx.faults.is_isolated()
+                            && self.ctx.node.contacts.recent(m.id, recent)),
                 })
                 .collect(),
         }))
@@ -215,6 +234,44 @@ impl Control for ControlService {
         Ok(Response::new(pb::RemoveStackReply {
             tasks: result.count,
         }))
+    }
+
+    async fn join_controller(
+        &self,
+        req: Request<pb::JoinControllerRequest>,
+    ) -> Result<Response<pb::JoinControllerReply>, Status> {
+        self.ctx.linearizable().await?;
+        let addr = req.into_inner().address;
+        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(Status::invalid_argument(format!(
+                "{addr:?} is not a host:port a controller can be reached at"
+            )));
+        }
+        // One join at a time, so two joiners never get the same id.
+        let _one = self.ctx.join_lock.lock().await;
+        let id = crate::membership::add_learner(&self.ctx.node.raft, &addr)
+            .await
+            .map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        Ok(Response::new(pb::JoinControllerReply { id }))
+    }
+
+    async fn remove_controller(
+        &self,
+        req: Request<pb::RemoveControllerRequest>,
+    ) -> Result<Response<pb::RemoveControllerReply>, Status> {
+        self.ctx.linearizable().await?;
+        let id = req.into_inner().id;
+        let _one = self.ctx.join_lock.lock().await;
+        crate::membership::remove(&self.ctx.node.raft, id)
+            .await
+            .map_err(|e| match e {
+                crate::membership::RemoveError::NotAMember(_) => Status::not_found(e.to_string()),
+                crate::membership::RemoveError::LastVoter(_) => {
+                    Status::failed_precondition(e.to_string())
+                }
+                crate::membership::RemoveError::Raft(_) => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(pb::RemoveControllerReply {}))
     }
 
     type LogsStream = LogStream;

@@ -27,21 +27,41 @@ pub struct Context {
     pub logs: LogRouter,
     pub sessions: Sessions,
     pub liveness: Mutex<Liveness>,
+    pub faults: std::sync::Arc<crate::faults::Faults>,
+    /// Serializes membership changes (joins and removals).
+    pub join_lock: tokio::sync::Mutex<()>,
 }
+
+/// How long a write may wait to commit before the client is told the cluster has no
+/// quorum (a minority controller must not hang its clients).
+pub const PROPOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a read may wait for the leader to confirm it still leads.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub type Shared = Arc<Context>;
 
 impl Context {
     /// Proposes `cmd` and maps "not the leader" to a status that carries the leader hint.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Status> {
-        crate::raft::propose(&self.node.raft, cmd)
-            .await
-            .map_err(propose_status)
+        match tokio::time::timeout(PROPOSE_TIMEOUT, crate::raft::propose(&self.node.raft, cmd)).await {
+            Ok(result) => result.map_err(propose_status),
+            Err(_) => Err(Status::unavailable(format!(
+                "the change was not committed within {} s: a majority of controllers is not reachable",
+                PROPOSE_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Fails unless this controller leads, so reads it answers are linearizable.
     pub async fn linearizable(&self) -> Result<(), Status> {
-        match self.node.raft.ensure_linearizable().await {
+        let read = tokio::time::timeout(READ_TIMEOUT, self.node.raft.ensure_linearizable());
+        let Ok(result) = read.await else {
+            return Err(Status::unavailable(format!(
+                "this controller could not confirm it leads within {} s: a majority of controllers is not reachable",
+                READ_TIMEOUT.as_secs()
+            )));
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::CheckIsLeaderError::ForwardToLeader(f),

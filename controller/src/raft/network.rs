@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -27,22 +29,57 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{self, AppendRequest, SnapshotRequest, VoteReq};
 use super::{RaftNodeId, TypeConfig};
+use crate::faults::Faults;
 
 /// Largest Raft message accepted or sent (an append of many entries, a snapshot chunk).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// When each peer last answered an RPC from this member: what `cluster status` calls
+/// reachable. Only a leader talks to every peer, so only its view is complete.
+#[derive(Debug, Clone, Default)]
+pub struct Contacts(Arc<Mutex<HashMap<RaftNodeId, Instant>>>);
+
+impl Contacts {
+    fn record(&self, peer: RaftNodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, Instant::now());
+    }
+
+    /// Whether `peer` answered within `within`.
+    pub fn recent(&self, peer: RaftNodeId, within: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .is_some_and(|t| t.elapsed() < within)
+    }
+}
+
 /// Makes the per-peer clients openraft asks for; owns the reused channels.
 #[derive(Default)]
 pub struct Network {
     /// Per peer: the address its channel dials, and the channel.
     channels: HashMap<RaftNodeId, (String, Channel)>,
+    /// When isolated, every RPC fails as unreachable (tests' partitions).
+    faults: Arc<Faults>,
+    contacts: Contacts,
 }
 
 impl Network {
     pub fn new() -> Network {
         Network::default()
+    }
+
+    pub fn with_faults(faults: Arc<Faults>, contacts: Contacts) -> Network {
+        Network {
+            channels: HashMap::new(),
+            faults,
+            contacts,
+        }
     }
 
     fn channel(&mut self, target: RaftNodeId, addr: &str) -> Result<Channel, String> {
@@ -90,6 +127,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             client,
+            faults: self.faults.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -100,6 +139,8 @@ pub struct PeerClient {
     node: BasicNode,
     /// `Err` when the peer's address does not parse: every RPC reports it unreachable.
     client: Result<RaftPeerClient<Channel>, String>,
+    faults: Arc<Faults>,
+    contacts: Contacts,
 }
 
 /// A message as an error type, for openraft's `Unreachable`/`NetworkError` constructors.
@@ -124,6 +165,11 @@ impl PeerClient {
         &self,
     ) -> Result<RaftPeerClient<Channel>, RPCError<RaftNodeId, BasicNode, RaftError<RaftNodeId, E>>>
     {
+        if self.faults.is_isolated() {
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &self.error("this controller is partitioned"),
+            )));
+        }
         match &self.client {
             Ok(c) => Ok(c.clone()),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(
@@ -160,7 +206,10 @@ impl PeerClient {
         E: Error + DeserializeOwned,
     {
         let payload = match reply {
-            Ok(r) => r.into_inner(),
+            Ok(r) => {
+                self.contacts.record(self.target);
+                r.into_inner()
+            }
             Err(status) => {
                 let err = self.error(format!("{what}: {}: {}", status.code(), status.message()));
                 return Err(match status.code() {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 
+use super::network::Contacts;
 use super::{LogStore, Network, Raft, RaftNodeId, StateHandle, StateMachine};
 
 /// Raft timings and log-compaction knobs. The defaults suit a LAN.
@@ -71,18 +72,31 @@ pub struct RaftNode {
     /// membership.
     pub addr: String,
     pub data_dir: PathBuf,
+    /// When each peer last answered this member's Raft RPCs.
+    pub contacts: Contacts,
 }
 
 /// Opens (or creates) the member `node_id` on `data_dir` (sled database at
 /// `data_dir/raft`) and starts it. The applied state is restored from the latest snapshot
 /// and the committed log after it. A damaged data dir, or one that belongs to another node
 /// id, is an error saying so.
-#[tracing::instrument(skip(timings), fields(dir = %data_dir.display()))]
 pub async fn open(
     data_dir: &Path,
     node_id: RaftNodeId,
     addr: String,
     timings: RaftTimings,
+) -> anyhow::Result<RaftNode> {
+    open_with_faults(data_dir, node_id, addr, timings, Arc::default()).await
+}
+
+/// [`open`], with the fault switch tests use to partition this member.
+#[tracing::instrument(skip(timings, faults), fields(dir = %data_dir.display()))]
+pub async fn open_with_faults(
+    data_dir: &Path,
+    node_id: RaftNodeId,
+    addr: String,
+    timings: RaftTimings,
+    faults: Arc<crate::faults::Faults>,
 ) -> anyhow::Result<RaftNode> {
     let config = Arc::new(timings.config()?);
     let dir = data_dir.to_path_buf();
@@ -92,15 +106,23 @@ pub async fn open(
             .await
             .context("open the raft store: task failed")??;
     let state = state_machine.handle();
-    let raft = Raft::new(node_id, config, Network::new(), log_store, state_machine)
-        .await
-        .with_context(|| format!("start raft node {node_id} on {}", data_dir.display()))?;
+    let contacts = Contacts::default();
+    let raft = Raft::new(
+        node_id,
+        config,
+        Network::with_faults(faults, contacts.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .with_context(|| format!("start raft node {node_id} on {}", data_dir.display()))?;
     Ok(RaftNode {
         raft,
         state,
         id: node_id,
         addr,
         data_dir: data_dir.to_path_buf(),
+        contacts,
     })
 }
 

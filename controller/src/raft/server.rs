@@ -13,16 +13,31 @@ use super::codec::{
 };
 use super::network::MAX_MESSAGE_BYTES;
 use super::Raft;
+use crate::faults::Faults;
+use std::sync::Arc;
 
 /// `RaftPeer` served by a local Raft member.
 #[derive(Clone)]
 pub struct RaftPeerService {
     raft: Raft,
+    faults: Arc<Faults>,
 }
 
 impl RaftPeerService {
     pub fn new(raft: Raft) -> RaftPeerService {
-        RaftPeerService { raft }
+        RaftPeerService::with_faults(raft, Arc::default())
+    }
+
+    /// A service that refuses every RPC while `faults` isolates this controller.
+    pub fn with_faults(raft: Raft, faults: Arc<Faults>) -> RaftPeerService {
+        RaftPeerService { raft, faults }
+    }
+
+    fn check(&self) -> Result<(), Status> {
+        if self.faults.is_isolated() {
+            return Err(Status::unavailable("this controller is partitioned"));
+        }
+        Ok(())
     }
 
     /// The tonic service, with message limits large enough for Raft batches.
@@ -52,6 +67,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check()?;
         let rpc: AppendRequest =
             codec::decode("append_entries", request.get_ref()).map_err(invalid)?;
         let result: AppendReply = self.raft.append_entries(rpc).await;
@@ -59,6 +75,7 @@ impl RaftPeer for RaftPeerService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check()?;
         let rpc: VoteReq = codec::decode("vote", request.get_ref()).map_err(invalid)?;
         let result: VoteReply = self.raft.vote(rpc).await;
         reply("vote", &result)
@@ -68,6 +85,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check()?;
         let rpc: SnapshotRequest =
             codec::decode("install_snapshot", request.get_ref()).map_err(invalid)?;
         let result: SnapshotReply = self.raft.install_snapshot(rpc).await;

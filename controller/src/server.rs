@@ -23,6 +23,10 @@ use crate::logs::LogRouter;
 use crate::membership;
 use crate::raft::{self, RaftTimings};
 
+/// How long a stopping controller waits for Raft's background tasks to close its
+/// storage (a replication RPC in flight finishes or times out first).
+const STORES_CLOSE_BOUND: Duration = Duration::from_secs(10);
+
 /// How a controller starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
@@ -44,6 +48,11 @@ pub struct ControllerConfig {
     pub timings: RaftTimings,
     /// Tests partition a controller through this; production never sets it.
     pub faults: Arc<Faults>,
+    /// How long a write may wait to commit ([`api::PROPOSE_TIMEOUT`] by default; tests
+    /// with partitions use shorter ones).
+    pub propose_timeout: Duration,
+    /// How long a read may wait to confirm leadership ([`api::READ_TIMEOUT`] by default).
+    pub read_timeout: Duration,
 }
 
 impl ControllerConfig {
@@ -56,6 +65,8 @@ impl ControllerConfig {
             node_grace: Duration::from_secs(2),
             timings: RaftTimings::default(),
             faults: Arc::default(),
+            propose_timeout: api::PROPOSE_TIMEOUT,
+            read_timeout: api::READ_TIMEOUT,
         }
     }
 }
@@ -68,7 +79,8 @@ pub async fn run(cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::
     serve(cfg, listener, shutdown).await
 }
 
-/// Like [`run`], on a listener the caller bound (tests bind port 0).
+/// Like [`run`], on a listener the caller bound (tests bind port 0). Returns once the
+/// controller let go of its port and its data dir, so it can be started again at once.
 pub async fn serve(
     cfg: ControllerConfig,
     listener: tokio::net::TcpListener,
@@ -110,6 +122,9 @@ pub async fn serve(
         liveness: Mutex::new(Liveness::new(cfg.node_grace, Instant::now())),
         faults: cfg.faults.clone(),
         join_lock: tokio::sync::Mutex::new(()),
+        propose_timeout: cfg.propose_timeout,
+        read_timeout: cfg.read_timeout,
+        shutdown: shutdown.clone(),
     });
     tracing::info!(id, listen = %local, %advertise, "controller serving");
 
@@ -137,6 +152,11 @@ pub async fn serve(
     let _ = leader.await;
     if let Err(e) = ctx.node.raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
+    }
+    // Raft's detached tasks (replication, snapshot building) let go of the data dir
+    // shortly after; a controller restarted in the same process must find it unlocked.
+    if !ctx.node.wait_closed(STORES_CLOSE_BOUND).await {
+        tracing::warn!(dir = %cfg.data_dir.display(), "raft storage still open after shutdown");
     }
     result
 }

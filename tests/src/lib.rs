@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+/// The in-process HA cluster: several controllers and fake agents on 127.0.0.1.
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

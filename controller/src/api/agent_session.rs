@@ -135,6 +135,9 @@ async fn serve(
             last_sent = Some(current);
         }
         tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                return Err(Status::unavailable("the controller is shutting down"));
+            }
             changed = applied.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable("the controller is shutting down"));

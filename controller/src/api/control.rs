@@ -351,6 +351,7 @@ impl Control for ControlService {
                         if chunk.eof { open_tasks -= 1; }
                     }
                     _ = out_tx.closed() => break,
+                    _ = ctx.shutdown.cancelled() => break,
                 }
             }
             ctx.logs.close(request_id);

@@ -30,6 +30,13 @@ pub struct Context {
     pub faults: std::sync::Arc<crate::faults::Faults>,
     /// Serializes membership changes (joins and removals).
     pub join_lock: tokio::sync::Mutex<()>,
+    /// [`PROPOSE_TIMEOUT`] unless configured otherwise.
+    pub propose_timeout: std::time::Duration,
+    /// [`READ_TIMEOUT`] unless configured otherwise.
+    pub read_timeout: std::time::Duration,
+    /// Cancelled when the controller stops: long-lived streams (agent sessions, followed
+    /// logs) end on it, since the gRPC server's graceful shutdown waits for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no
@@ -43,22 +50,23 @@ pub type Shared = Arc<Context>;
 impl Context {
     /// Proposes `cmd` and maps "not the leader" to a status that carries the leader hint.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Status> {
-        match tokio::time::timeout(PROPOSE_TIMEOUT, crate::raft::propose(&self.node.raft, cmd)).await {
+        let propose = crate::raft::propose(&self.node.raft, cmd);
+        match tokio::time::timeout(self.propose_timeout, propose).await {
             Ok(result) => result.map_err(propose_status),
             Err(_) => Err(Status::unavailable(format!(
-                "the change was not committed within {} s: a majority of controllers is not reachable",
-                PROPOSE_TIMEOUT.as_secs()
+                "the change was not committed within {:?}: a majority of controllers is not reachable",
+                self.propose_timeout
             ))),
         }
     }
 
     /// Fails unless this controller leads, so reads it answers are linearizable.
     pub async fn linearizable(&self) -> Result<(), Status> {
-        let read = tokio::time::timeout(READ_TIMEOUT, self.node.raft.ensure_linearizable());
+        let read = tokio::time::timeout(self.read_timeout, self.node.raft.ensure_linearizable());
         let Ok(result) = read.await else {
             return Err(Status::unavailable(format!(
-                "this controller could not confirm it leads within {} s: a majority of controllers is not reachable",
-                READ_TIMEOUT.as_secs()
+                "this controller could not confirm it leads within {:?}: a majority of controllers is not reachable",
+                self.read_timeout
             )));
         };
         match result {

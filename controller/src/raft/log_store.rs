@@ -40,6 +40,9 @@ pub struct LogStore {
     meta: sled::Tree,
     /// The node's data dir, named in every error.
     dir: Arc<PathBuf>,
+    /// Shared by every clone (openraft's log readers live in replication tasks that it
+    /// does not join on shutdown): when its count is zero, this store let go of sled.
+    open: Arc<()>,
 }
 
 impl Debug for LogStore {
@@ -59,6 +62,12 @@ fn key_index(key: &[u8]) -> Option<u64> {
 }
 
 impl LogStore {
+    /// A handle that tells whether this store or a clone of it is still alive (and
+    /// holds the sled database open).
+    pub fn open_handle(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.open)
+    }
+
     /// Opens the log store in `db` (the sled database of `data_dir`) and checks that every
     /// stored record parses and that the log is contiguous. A damaged store is an error
     /// naming `data_dir`, the record and what is wrong.
@@ -75,6 +84,7 @@ impl LogStore {
             log,
             meta,
             dir,
+            open: Arc::default(),
         };
         store.verify()?;
         Ok(store)

@@ -74,6 +74,28 @@ pub struct RaftNode {
     pub data_dir: PathBuf,
     /// When each peer last answered this member's Raft RPCs.
     pub contacts: Contacts,
+    /// The log store's and the state machine's liveness: after `Raft::shutdown`,
+    /// openraft's replication and state machine tasks may still hold them (and the sled
+    /// lock on the data dir) for a moment; see [`RaftNode::wait_closed`].
+    stores: [std::sync::Weak<()>; 2],
+}
+
+impl RaftNode {
+    /// After `raft.shutdown()`: waits (at most `bound`) until every task openraft spawned
+    /// has dropped the stores, so the data dir can be opened again in this process.
+    /// Returns whether they were released.
+    pub async fn wait_closed(&self, bound: Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if self.stores.iter().all(|w| w.strong_count() == 0) {
+                return true;
+            }
+            if start.elapsed() > bound {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Opens (or creates) the member `node_id` on `data_dir` (sled database at
@@ -106,6 +128,7 @@ pub async fn open_with_faults(
             .await
             .context("open the raft store: task failed")??;
     let state = state_machine.handle();
+    let stores = [log_store.open_handle(), state_machine.open_handle()];
     let contacts = Contacts::default();
     let raft = Raft::new(
         node_id,
@@ -123,6 +146,7 @@ pub async fn open_with_faults(
         addr,
         data_dir: data_dir.to_path_buf(),
         contacts,
+        stores,
     })
 }
 

@@ -126,6 +126,9 @@ struct SnapshotStore {
     /// Serializes "compare with the current snapshot and replace it": a snapshot built
     /// concurrently with an install must not overwrite a newer one.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Shared by every clone (snapshot builders run in tasks openraft does not join):
+    /// when its count is zero, the state machine let go of sled.
+    open: Arc<()>,
 }
 
 type Meta = SnapshotMeta<RaftNodeId, BasicNode>;
@@ -140,6 +143,7 @@ impl SnapshotStore {
             tree,
             dir,
             write_lock: Arc::default(),
+            open: Arc::default(),
         })
     }
 
@@ -278,6 +282,12 @@ impl StateMachine {
             snapshots,
             snapshot_seq: Arc::default(),
         })
+    }
+
+    /// A handle that tells whether the state machine or a snapshot builder is still
+    /// alive (and holds the sled database open).
+    pub fn open_handle(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.snapshots.open)
     }
 
     /// A read handle on the applied state.

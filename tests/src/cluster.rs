@@ -1,0 +1,674 @@
+//! An in-process shoal cluster for high-availability tests: N controllers (each a real
+//! Raft member serving real gRPC on its own 127.0.0.1 port) and M agents on the recording
+//! [`FakeRuntime`], all in the test's own tokio runtime.
+//!
+//! What a test can do to it:
+//! - [`Cluster::kill`] a controller (cancel it and wait, bounded, until it has let go of
+//!   its port and its data dir) and [`Cluster::restart`] it with the same data dir, port
+//!   and bootstrap ("the same command line");
+//! - [`Cluster::isolate`] / [`Cluster::heal`] a controller: its Raft RPCs are dropped both
+//!   ways and agent sessions refused, while its `Control` API still answers;
+//! - find the [`Cluster::leader`], talk to the cluster through a [`Client`] that follows
+//!   leader hints, or to one controller through [`Cluster::direct`].
+//!
+//! Waiting is always bounded polling ([`eventually`]); nothing relies on a fixed sleep.
+//! Dropping the cluster cancels every controller and agent, also when the test panics.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_agent::runtime::fake::FakeRuntime;
+use shoal_agent::AgentConfig;
+use shoal_controller::faults::Faults;
+use shoal_controller::raft::RaftTimings;
+use shoal_controller::{Bootstrap, ControllerConfig};
+use shoal_proto::pb::{self, control_client::ControlClient};
+use shoal_proto::spec::{ServiceSpec, StackSpec};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// The leader hint a follower answers with (`x-shoal-leader`).
+pub const LEADER_HINT: &str = shoal_controller::api::LEADER_HINT;
+
+/// How long a controller may take to stop after its token is cancelled (it waits up to
+/// 10 s itself for Raft's background tasks to close its storage).
+const STOP_BOUND: Duration = Duration::from_secs(15);
+/// How long one client call may keep retrying (following hints, waiting for a leader).
+const CALL_BOUND: Duration = Duration::from_secs(20);
+/// Poll period of [`eventually`] and of the client's retries.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Knobs of the cluster under test. The defaults are fast LAN timings that still hold
+/// on a loaded two-core machine.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub timings: RaftTimings,
+    /// How long a write may wait to commit before the controller answers UNAVAILABLE.
+    pub propose_timeout: Duration,
+    /// How long a read may wait for the leader to confirm it leads.
+    pub read_timeout: Duration,
+    /// How long a node may stay silent before the leader declares it down.
+    pub node_grace: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timings: RaftTimings {
+                heartbeat_ms: 50,
+                election_timeout_min_ms: 300,
+                election_timeout_max_ms: 600,
+                ..RaftTimings::default()
+            },
+            propose_timeout: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(2),
+            node_grace: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One controller slot: what survives a kill (address, data dir, command line, fault
+/// switch) and the running instance, if any.
+struct Controller {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    bootstrap: Bootstrap,
+    faults: Arc<Faults>,
+    running: Option<Running>,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// One fake agent.
+pub struct Agent {
+    pub name: String,
+    /// The agent's container engine: what runs on the node.
+    pub fake: FakeRuntime,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct Cluster {
+    controllers: Vec<Controller>,
+    /// Raft id of each controller slot, learnt when it first started.
+    ids: Vec<u64>,
+    pub agents: BTreeMap<String, Agent>,
+    opts: Options,
+    /// Parent of every controller's and agent's token: cancelled on drop.
+    root: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+/// Sets up `tracing` once for the test binary (`RUST_LOG`, default `warn`), written to
+/// the test's captured output so a failing test shows what the controllers said.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+impl Cluster {
+    /// Starts `n` controllers (the first with `--init`, the others joining it, one at a
+    /// time, so controller `i` gets Raft id `i + 1`) and one fake agent per name, and
+    /// waits until every controller votes and every node is ready.
+    pub async fn start(n: usize, agents: &[&str]) -> Cluster {
+        Cluster::start_with(n, agents, Options::default()).await
+    }
+
+    pub async fn start_with(n: usize, agents: &[&str], opts: Options) -> Cluster {
+        init_tracing();
+        assert!(n >= 1, "a cluster needs a controller");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind a controller port");
+            listeners.push(l);
+        }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local addr"))
+            .collect();
+        let first = addrs[0].to_string();
+        let controllers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| Controller {
+                addr: *addr,
+                data_dir: dir.path().join(format!("controller-{}", i + 1)),
+                bootstrap: if i == 0 {
+                    Bootstrap::Init
+                } else {
+                    Bootstrap::Join(first.clone())
+                },
+                faults: Arc::default(),
+                running: None,
+            })
+            .collect();
+        let mut cl = Cluster {
+            controllers,
+            ids: Vec::new(),
+            agents: BTreeMap::new(),
+            opts,
+            root: CancellationToken::new(),
+            _dir: dir,
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            cl.spawn_controller(i, listener);
+            let id = eventually(Duration::from_secs(20), "the controller's id", || async {
+                shoal_controller::membership::stored_id(&cl.controllers[i].data_dir)
+                    .ok()
+                    .flatten()
+            })
+            .await;
+            cl.ids.push(id);
+            let voters = i + 1;
+            eventually(
+                Duration::from_secs(30),
+                &format!("{voters} voting controllers"),
+                || async {
+                    let s = cl.status_of_leader().await?;
+                    let followers = s
+                        .members
+                        .iter()
+                        .filter(|m| m.role == "leader" || m.role == "follower")
+                        .count();
+                    (followers == voters).then_some(())
+                },
+            )
+            .await;
+        }
+        for name in agents {
+            cl.spawn_agent(name);
+        }
+        cl.wait_nodes_ready().await;
+        cl
+    }
+
+    fn spawn_controller(&mut self, i: usize, listener: tokio::net::TcpListener) {
+        let c = &mut self.controllers[i];
+        assert!(c.running.is_none(), "controller {i} is already running");
+        let mut cfg = ControllerConfig::new(c.data_dir.clone(), c.addr);
+        cfg.advertise = Some(c.addr.to_string());
+        cfg.bootstrap = c.bootstrap.clone();
+        cfg.timings = self.opts.timings.clone();
+        cfg.faults = c.faults.clone();
+        cfg.node_grace = self.opts.node_grace;
+        cfg.propose_timeout = self.opts.propose_timeout;
+        cfg.read_timeout = self.opts.read_timeout;
+        let stop = self.root.child_token();
+        let task = tokio::spawn(shoal_controller::serve(cfg, listener, stop.clone()));
+        c.running = Some(Running { stop, task });
+    }
+
+    fn spawn_agent(&mut self, name: &str) {
+        let fake = FakeRuntime::new();
+        let cfg = AgentConfig {
+            controllers: self.addrs(),
+            name: name.to_string(),
+            data_dir: self._dir.path().join(format!("agent-{name}")),
+            heartbeat_interval: self.opts.heartbeat_interval,
+            ..AgentConfig::default()
+        };
+        let stop = self.root.child_token();
+        let task = tokio::spawn(shoal_agent::run_with_runtime(
+            cfg,
+            Arc::new(fake.clone()),
+            stop.clone(),
+        ));
+        self.agents.insert(
+            name.to_string(),
+            Agent {
+                name: name.to_string(),
+                fake,
+                stop,
+                task,
+            },
+        );
+    }
+
+    /// Waits until every agent's node is `ready`.
+    pub async fn wait_nodes_ready(&self) {
+        let want: Vec<&String> = self.agents.keys().collect();
+        if want.is_empty() {
+            return;
+        }
+        eventually(Duration::from_secs(30), "every node ready", || async {
+            let nodes = self.client().nodes().await.ok()?;
+            want.iter()
+                .all(|n| nodes.iter().any(|r| &&r.name == n && r.status == "ready"))
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Every controller's `host:port`, running or not.
+    pub fn addrs(&self) -> Vec<String> {
+        self.controllers
+            .iter()
+            .map(|c| c.addr.to_string())
+            .collect()
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        self.controllers[i].addr.to_string()
+    }
+
+    pub fn len(&self) -> usize {
+        self.controllers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.controllers.is_empty()
+    }
+
+    /// Raft id of controller slot `i`.
+    pub fn id(&self, i: usize) -> u64 {
+        self.ids[i]
+    }
+
+    /// The slot of Raft member `id`.
+    pub fn slot(&self, id: u64) -> Option<usize> {
+        self.ids.iter().position(|x| *x == id)
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.controllers[i].running.is_some()
+    }
+
+    pub fn is_isolated(&self, i: usize) -> bool {
+        self.controllers[i].faults.is_isolated()
+    }
+
+    /// Running controllers that are not isolated.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|i| self.is_running(*i) && !self.is_isolated(*i))
+            .collect()
+    }
+
+    /// Stops controller `i` (cancels it and waits until `serve` returned, at most
+    /// [`STOP_BOUND`]); panics if it does not stop or stopped with an error.
+    pub async fn kill(&mut self, i: usize) {
+        let Some(running) = self.controllers[i].running.take() else {
+            panic!("controller {i} is not running");
+        };
+        running.stop.cancel();
+        let mut task = running.task;
+        match tokio::time::timeout(STOP_BOUND, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("controller {i} stopped with an error: {e:#}"),
+            Ok(Err(e)) => panic!("controller {i} panicked: {e}"),
+            Err(_) => {
+                task.abort();
+                panic!("controller {i} did not stop within {STOP_BOUND:?} of being cancelled");
+            }
+        }
+    }
+
+    /// Starts controller `i` again with its data dir, port and bootstrap.
+    pub async fn restart(&mut self, i: usize) {
+        let addr = self.controllers[i].addr;
+        // The old listener is closed once `serve` returned; the port is ours again (the
+        // listener sets SO_REUSEADDR, so connections in TIME_WAIT do not block it).
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("rebind controller {i} on {addr}: {e}"));
+        self.spawn_controller(i, listener);
+    }
+
+    /// Whether controller `i`'s `serve` has ended (e.g. failed to open its data dir).
+    pub fn has_exited(&self, i: usize) -> bool {
+        self.controllers[i]
+            .running
+            .as_ref()
+            .is_some_and(|r| r.task.is_finished())
+    }
+
+    /// Drops controller `i`'s Raft traffic both ways and refuses its agent sessions.
+    pub fn isolate(&self, i: usize) {
+        self.controllers[i].faults.isolate();
+    }
+
+    pub fn heal(&self, i: usize) {
+        self.controllers[i].faults.heal();
+    }
+
+    pub fn heal_all(&self) {
+        for c in &self.controllers {
+            c.faults.heal();
+        }
+    }
+
+    /// `cluster_status` as controller `i` answers it (a follower refuses with a hint).
+    pub async fn status_of(&self, i: usize) -> Result<pb::ClusterStatusReply, Status> {
+        let mut c = self.direct(i).await?;
+        c.cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The status of the leader of the majority: among running, non-isolated
+    /// controllers, the one that says it leads in the highest term.
+    async fn status_of_leader(&self) -> Option<pb::ClusterStatusReply> {
+        let mut best: Option<pb::ClusterStatusReply> = None;
+        for i in self.live() {
+            if let Ok(s) = self.status_of(i).await {
+                if s.leader == self.ids.get(i).copied().unwrap_or(0)
+                    && best.as_ref().is_none_or(|b| s.term > b.term)
+                {
+                    best = Some(s);
+                }
+            }
+        }
+        best
+    }
+
+    /// The slot of the leader of the live (running, not isolated) controllers, polling
+    /// for at most 10 s; `None` if there is none by then.
+    pub async fn leader(&self) -> Option<usize> {
+        self.leader_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn leader_within(&self, bound: Duration) -> Option<usize> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status_of_leader().await {
+                if let Some(i) = self.slot(s.leader) {
+                    return Some(i);
+                }
+            }
+            if start.elapsed() > bound {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Like [`Cluster::leader`], but panics when there is none.
+    pub async fn wait_leader(&self) -> usize {
+        match self.leader_within(Duration::from_secs(20)).await {
+            Some(i) => i,
+            None => panic!("no leader among the live controllers {:?}", self.live()),
+        }
+    }
+
+    /// A client of the whole cluster: tries every controller, follows leader hints.
+    pub fn client(&self) -> Client {
+        Client::new(self.addrs())
+    }
+
+    /// A client of the controllers in `slots` only (e.g. the side of a partition).
+    pub fn client_of(&self, slots: &[usize]) -> Client {
+        Client::new(slots.iter().map(|i| self.addr(*i)).collect())
+    }
+
+    /// A raw `Control` client of controller `i`, following nothing.
+    pub async fn direct(&self, i: usize) -> Result<ControlClient<Channel>, Status> {
+        connect(&self.addr(i)).await
+    }
+
+    /// Cancels every controller and agent (also done on drop).
+    pub fn shutdown(&self) {
+        self.root.cancel();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.root.cancel();
+        // Nothing can be awaited here; the tasks see their tokens and end, and aborting
+        // them makes sure no controller outlives the test even if one is stuck.
+        for c in &mut self.controllers {
+            if let Some(r) = c.running.take() {
+                r.stop.cancel();
+                r.task.abort();
+            }
+        }
+        for a in self.agents.values() {
+            a.stop.cancel();
+            a.task.abort();
+        }
+    }
+}
+
+async fn connect(addr: &str) -> Result<ControlClient<Channel>, Status> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("connect to {addr}: {e}")))?;
+    Ok(ControlClient::new(channel))
+}
+
+/// The leader a refusal points at, if any.
+pub fn leader_hint(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get(LEADER_HINT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Whether `status` is a follower's "not the leader" refusal: the request was not acted
+/// on, so it is safe to send it elsewhere.
+pub fn is_not_leader(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition && status.message().contains("not the raft leader")
+}
+
+/// A `Control` client of a set of controllers, following leader hints like the CLI.
+///
+/// Writes are resent elsewhere only when they were certainly not acted on (the
+/// controller was not reachable, or it refused as a follower); any other error is
+/// returned, since a write that timed out may still commit.
+#[derive(Debug, Clone)]
+pub struct Client {
+    addrs: Vec<String>,
+    /// How long one call keeps looking for a leader.
+    bound: Duration,
+    /// Where the next call starts: the controller that answered last, moved on after a
+    /// failure (so a client does not keep sending to an isolated old leader).
+    first: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Client {
+    pub fn new(addrs: Vec<String>) -> Client {
+        Client {
+            addrs,
+            bound: CALL_BOUND,
+            first: Arc::default(),
+        }
+    }
+
+    /// The same client, giving up looking for a leader after `bound` (for calls that
+    /// are expected to fail).
+    pub fn with_bound(mut self, bound: Duration) -> Client {
+        self.bound = bound;
+        self
+    }
+
+    /// Runs `f` against the cluster: through leader hints and over every address, until
+    /// it answers with anything but "not reachable" / "not the leader", or its bound.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Status>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        use std::sync::atomic::Ordering;
+        let start = Instant::now();
+        let first = self.first.load(Ordering::Relaxed);
+        let mut next = first;
+        let mut round = 0usize;
+        let mut hint: Option<String> = None;
+        let mut last = Status::unavailable("no controller address");
+        while start.elapsed() < self.bound {
+            let addr = match hint.take() {
+                Some(h) => h,
+                None => {
+                    let a = self.addrs[next % self.addrs.len()].clone();
+                    next += 1;
+                    // A whole round without an answer: give the election time.
+                    round += 1;
+                    if round == self.addrs.len() {
+                        round = 0;
+                        tokio::time::sleep(POLL).await;
+                    }
+                    a
+                }
+            };
+            let slot = self.addrs.iter().position(|a| *a == addr).unwrap_or(0);
+            let client = match connect(&addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match f(client).await {
+                Ok(r) => {
+                    self.first.store(slot, Ordering::Relaxed);
+                    return Ok(r.into_inner());
+                }
+                Err(status) if is_not_leader(&status) => {
+                    hint = leader_hint(&status).filter(|h| self.addrs.contains(h));
+                    last = status;
+                }
+                Err(status) => {
+                    self.first.store(slot + 1, Ordering::Relaxed);
+                    return Err(status);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Like [`Client::call`], retrying every error until the bound (for reads).
+    pub async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, Status>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let start = Instant::now();
+        loop {
+            match self.call(&mut f).await {
+                Ok(v) => return Ok(v),
+                Err(e) if start.elapsed() > self.bound => return Err(e),
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    pub async fn deploy(&self, stack: &StackSpec) -> Result<pb::DeployReply, Status> {
+        let json = serde_json::to_vec(stack).expect("a stack spec serializes");
+        self.call(|mut c| {
+            let stack_json = json.clone();
+            async move { c.deploy(pb::DeployRequest { stack_json }).await }
+        })
+        .await
+    }
+
+    pub async fn scale(&self, service: &str, replicas: u64) -> Result<pb::ScaleReply, Status> {
+        self.call(|mut c| {
+            let service = service.to_string();
+            async move { c.scale(pb::ScaleRequest { service, replicas }).await }
+        })
+        .await
+    }
+
+    pub async fn services(&self) -> Result<Vec<pb::ServiceRow>, Status> {
+        self.call(|mut c| async move { c.services(pb::ServicesRequest {}).await })
+            .await
+            .map(|r| r.services)
+    }
+
+    /// Every service as `STACK/SERVICE -> (image, desired replicas)`, read linearizably.
+    pub async fn service_table(&self) -> Result<BTreeMap<String, (String, u64)>, Status> {
+        Ok(self
+            .services()
+            .await?
+            .into_iter()
+            .map(|s| (format!("{}/{}", s.stack, s.name), (s.image, s.desired)))
+            .collect())
+    }
+
+    pub async fn ps(&self, stack: &str) -> Result<Vec<pb::TaskRow>, Status> {
+        self.call(|mut c| {
+            let stack = stack.to_string();
+            async move { c.ps(pb::PsRequest { stack, all: false }).await }
+        })
+        .await
+        .map(|r| r.tasks)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<pb::NodeRow>, Status> {
+        self.call(|mut c| async move { c.nodes(pb::NodesRequest {}).await })
+            .await
+            .map(|r| r.nodes)
+    }
+
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusReply, Status> {
+        self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await })
+            .await
+    }
+
+    pub async fn remove_controller(&self, id: u64) -> Result<(), Status> {
+        self.call(|mut c| async move {
+            c.remove_controller(pb::RemoveControllerRequest { id })
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, at most `timeout` (each attempt is
+/// also cut off at the deadline); panics naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(v)) = tokio::time::timeout_at(deadline, f()).await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A one-service stack `name` running `replicas` of `image`.
+pub fn stack(name: &str, image: &str, replicas: u64) -> StackSpec {
+    let web = ServiceSpec {
+        name: "web".into(),
+        image: image.into(),
+        replicas,
+        ..Default::default()
+    };
+    StackSpec {
+        name: name.into(),
+        services: [("web".to_string(), web)].into_iter().collect(),
+        volumes: Default::default(),
+    }
+}

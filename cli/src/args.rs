@@ -146,7 +146,9 @@ pub struct ControllerArgs {
     /// Raft leader heartbeat period.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for between MS and 2*MS starts an election.
+    /// Election timeout. A follower that stops hearing its leader waits out the leader's
+    /// lease (1.25*MS) and then a random MS to 1.25*MS before it starts an election, so a
+    /// lost leader is replaced after about 2.25-2.5*MS.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub election_timeout_ms: u64,
 }

@@ -11,10 +11,13 @@ use tonic::{Code, Status};
 
 use crate::args::Addrs;
 use crate::error::ApiError;
-use crate::leader::leader_hint;
+use crate::leader::{leader_hint, no_leader};
 
 /// Redirects followed from one starting address.
 pub const MAX_HOPS: usize = 3;
+/// How long a command waits for the controllers to elect a leader before giving up.
+pub const ELECTION_WAIT: Duration = Duration::from_secs(15);
+const ELECTION_POLL: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Until the reply's headers arrive (a log stream may then run for as long as it likes).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,8 +32,11 @@ pub struct Client {
 enum Miss {
     /// Nothing answered there: try the next address.
     Unreachable(String),
-    /// A controller answered but cannot serve now (no leader yet): try the next address.
+    /// A controller answered but cannot serve now: try the next address.
     Unavailable(anyhow::Error),
+    /// No leader right now (an election is under way); the request was not acted on, so
+    /// the whole call is retried for a while.
+    NoLeader(anyhow::Error),
     /// A definite answer: stop.
     Refused(ApiError),
 }
@@ -66,6 +72,32 @@ impl Client {
         F: FnMut(ControlClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        let mut said = false;
+        loop {
+            match self.call_once(&mut f).await {
+                Err(Miss::NoLeader(e)) if tokio::time::Instant::now() < deadline => {
+                    if !said {
+                        eprintln!("shoal: no controller leads right now; waiting for an election");
+                        said = true;
+                    }
+                    tracing::debug!(error = %e, "no leader; retrying");
+                    tokio::time::sleep(ELECTION_POLL).await;
+                }
+                Err(Miss::NoLeader(e)) | Err(Miss::Unavailable(e)) => return Err(e),
+                Err(Miss::Unreachable(list)) => return Err(anyhow::anyhow!(list)),
+                Err(Miss::Refused(e)) => return Err(e.into()),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// One pass over the addresses. `Unreachable` carries the message naming them all.
+    async fn call_once<T, F, Fut>(&mut self, f: &mut F) -> Result<T, Miss>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let mut candidates = Vec::new();
         if let Some((addr, _)) = &self.current {
             candidates.push(addr.clone());
@@ -77,17 +109,20 @@ impl Client {
         }
         let mut unreachable = Vec::new();
         let mut unavailable = None;
+        let mut no_leader = None;
         for addr in candidates {
-            match self.call_at(addr, &mut f).await {
+            match self.call_at(addr, f).await {
                 Ok(v) => return Ok(v),
                 Err(Miss::Unreachable(a)) => unreachable.push(a),
                 Err(Miss::Unavailable(e)) => unavailable = Some(e),
-                Err(Miss::Refused(e)) => return Err(e.into()),
+                Err(Miss::NoLeader(e)) => no_leader = Some(e),
+                Err(Miss::Refused(e)) => return Err(Miss::Refused(e)),
             }
         }
-        match unavailable {
-            Some(e) => Err(e),
-            None => Err(anyhow::anyhow!(unreachable_message(&unreachable))),
+        match (no_leader, unavailable) {
+            (Some(e), _) => Err(Miss::NoLeader(e)),
+            (None, Some(e)) => Err(Miss::Unavailable(e)),
+            (None, None) => Err(Miss::Unreachable(unreachable_message(&unreachable))),
         }
     }
 
@@ -105,7 +140,7 @@ impl Client {
                 // A follower named a leader that is gone: its view is stale while the
                 // survivors elect a new one.
                 Err(Miss::Unreachable(gone)) if hops > 0 => {
-                    return Err(Miss::Unavailable(anyhow::anyhow!(
+                    return Err(Miss::NoLeader(anyhow::anyhow!(
                         "{origin} named {gone} as the leader, which does not answer: \
                          an election may be under way, try again in a few seconds"
                     )))
@@ -139,6 +174,9 @@ impl Client {
                 return Err(Miss::Unavailable(anyhow::anyhow!(
                     "no leader found: {target} points to {leader} after {hops} redirects"
                 )));
+            }
+            if no_leader(&status) {
+                return Err(Miss::NoLeader(ApiError::from(status).into()));
             }
             if status.code() == Code::Unavailable {
                 self.forget(&target);
@@ -239,6 +277,24 @@ mod tests {
         // The leader is remembered.
         assert_eq!(client.current.as_ref().map(|c| c.0.clone()), Some(leader));
         assert_eq!(service_name(&mut client).await.unwrap(), "leader");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn waits_out_an_election_instead_of_failing() {
+        let stop = CancellationToken::new();
+        let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+        let electing = serve(
+            Role::Electing {
+                name: "elected".into(),
+                refusals: refusals.clone(),
+            },
+            stop.clone(),
+        )
+        .await;
+        let mut client = Client::new(&Addrs(vec![electing]));
+        assert_eq!(service_name(&mut client).await.unwrap(), "elected");
+        assert_eq!(refusals.load(std::sync::atomic::Ordering::SeqCst), 0);
         stop.cancel();
     }
 

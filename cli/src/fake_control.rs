@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
-use crate::leader::LEADER_HEADER;
+use crate::leader::{LEADER_HEADER, NO_LEADER_HEADER};
 
 #[derive(Clone)]
 pub enum Role {
@@ -20,6 +20,11 @@ pub enum Role {
     Leader { name: String },
     /// Refuses with `code` and, if given, the leader hint.
     Follower { code: Code, leader: Option<String> },
+    /// Knows no leader for its first `refusals` calls (an election), then answers.
+    Electing {
+        name: String,
+        refusals: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    },
 }
 
 struct Fake(Role);
@@ -36,6 +41,21 @@ impl Fake {
                     md.insert(LEADER_HEADER, l.parse().expect("ascii hint"));
                 }
                 Err(Status::with_metadata(*code, "not the leader", md))
+            }
+            Role::Electing { name, refusals } => {
+                use std::sync::atomic::Ordering;
+                let left = refusals.load(Ordering::SeqCst);
+                if left == 0 {
+                    return Ok(Response::new(ok(name)));
+                }
+                refusals.store(left - 1, Ordering::SeqCst);
+                let mut md = MetadataMap::new();
+                md.insert(NO_LEADER_HEADER, "1".parse().expect("ascii"));
+                Err(Status::with_metadata(
+                    Code::Unavailable,
+                    "no leader is known yet",
+                    md,
+                ))
             }
         }
     }

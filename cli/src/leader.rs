@@ -8,6 +8,14 @@ use tonic::{Code, Status};
 /// Metadata key of the leader hint.
 pub const LEADER_HEADER: &str = "x-shoal-leader";
 
+/// Metadata key a controller sets when it knows no leader (an election is under way).
+pub const NO_LEADER_HEADER: &str = "x-shoal-no-leader";
+
+/// Whether `status` says no leader is known right now: the request was not acted on.
+pub fn no_leader(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.metadata().get(NO_LEADER_HEADER).is_some()
+}
+
 /// The leader's `host:port` if `status` is a follower's redirect, else `None`.
 pub fn leader_hint(status: &Status) -> Option<String> {
     if !matches!(status.code(), Code::FailedPrecondition | Code::Unavailable) {

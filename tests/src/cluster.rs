@@ -471,7 +471,15 @@ pub fn leader_hint(status: &Status) -> Option<String> {
 /// Whether `status` is a follower's "not the leader" refusal: the request was not acted
 /// on, so it is safe to send it elsewhere.
 pub fn is_not_leader(status: &Status) -> bool {
-    status.code() == Code::FailedPrecondition && status.message().contains("not the raft leader")
+    let follower = status.code() == Code::FailedPrecondition
+        && status.message().contains("not the raft leader");
+    // No leader known at all (an election is under way): also refused before acting.
+    let electing = status.code() == Code::Unavailable
+        && status
+            .metadata()
+            .get(shoal_controller::api::NO_LEADER)
+            .is_some();
+    follower || electing
 }
 
 /// A `Control` client of a set of controllers, following leader hints like the CLI.

@@ -43,7 +43,7 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     cfg.timings = RaftTimings {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_min_ms: args.election_timeout_ms,
-        election_timeout_max_ms: args.election_timeout_ms * 2,
+        election_timeout_max_ms: args.election_timeout_ms + args.election_timeout_ms / 4,
         ..RaftTimings::default()
     };
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "starting controller");

@@ -20,6 +20,9 @@ use shoal_proto::pb;
 
 /// Metadata key carrying the leader's address when a follower refuses a request.
 pub const LEADER_HINT: &str = "x-shoal-leader";
+/// Metadata key set when no leader is known (an election is under way): the request was
+/// not acted on, and the client may retry shortly.
+pub const NO_LEADER: &str = "x-shoal-no-leader";
 
 /// What the services share.
 pub struct Context {
@@ -88,13 +91,21 @@ impl Context {
 
 pub fn propose_status(e: ProposeError) -> Status {
     match &e {
-        ProposeError::NotLeader { leader_addr, .. } => {
+        ProposeError::NotLeader {
+            leader_addr: Some(addr),
+            ..
+        } => {
             let mut status = Status::failed_precondition(e.to_string());
-            if let Some(addr) = leader_addr {
-                if let Ok(v) = addr.parse() {
-                    status.metadata_mut().insert(LEADER_HINT, v);
-                }
+            if let Ok(v) = addr.parse() {
+                status.metadata_mut().insert(LEADER_HINT, v);
             }
+            status
+        }
+        ProposeError::NotLeader { .. } => {
+            let mut status = Status::unavailable(e.to_string());
+            status
+                .metadata_mut()
+                .insert(NO_LEADER, tonic::metadata::MetadataValue::from_static("1"));
             status
         }
         ProposeError::Stopped(_) => Status::unavailable(e.to_string()),

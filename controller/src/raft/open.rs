@@ -17,7 +17,9 @@ use super::{LogStore, Network, Raft, RaftNodeId, StateHandle, StateMachine};
 pub struct RaftTimings {
     /// Leader heartbeat period.
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for a random time in this range starts an election.
+    /// A follower that stops hearing its leader first waits out the leader's lease, which
+    /// openraft 0.9 sets to `election_timeout_max_ms`, then a random time in this range,
+    /// and then starts an election: a lost leader is replaced after max + [min, max].
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot every this many applied entries.
@@ -34,7 +36,8 @@ impl Default for RaftTimings {
         RaftTimings {
             heartbeat_ms: 100,
             election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            // Kept close to the minimum: it is also the lease every election waits out.
+            election_timeout_max_ms: 1250,
             snapshot_logs_since_last: 500,
             max_in_snapshot_log_to_keep: 100,
             purge_batch_size: 32,

@@ -367,3 +367,39 @@ async fn a_leader_with_agents_stops_promptly_and_restarts_at_once() {
         deploy_ok(&client, &format!("r{round}"), "img:1", 1).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_controllers_survive_the_loss_of_two_including_the_leader() {
+    let mut cl = Cluster::start(5, &[]).await;
+    let client = cl.client();
+    deploy_ok(&client, "five", "img:1", 1).await;
+    let leader = cl.wait_leader().await;
+    let other = (0..5).find(|i| *i != leader).expect("a follower");
+    cl.kill(leader).await;
+    cl.kill(other).await;
+    let survivors: Vec<usize> = (0..5).filter(|i| *i != leader && *i != other).collect();
+    let three = cl.client_of(&survivors);
+    deploy_ok(&three, "two-lost", "img:2", 1).await;
+    let want = BTreeMap::from([entry("five", "img:1", 1), entry("two-lost", "img:2", 1)]);
+    wait_services(&three, &want, "both deploys on the three survivors").await;
+
+    // A third loss leaves no majority: nothing is acknowledged.
+    cl.kill(survivors[0]).await;
+    let two = cl.client_of(&survivors[1..]);
+    let refused = two.deploy(&stack("no-quorum", "img:3", 1)).await;
+    assert!(
+        refused.is_err(),
+        "two of five acknowledged a write: {refused:?}"
+    );
+
+    // The lost ones come back and catch up.
+    for i in [leader, other, survivors[0]] {
+        cl.restart(i).await;
+    }
+    wait_services(
+        &cl.client(),
+        &want,
+        "the restarted controllers see both deploys",
+    )
+    .await;
+}

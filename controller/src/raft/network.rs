@@ -232,7 +232,17 @@ impl PeerClient {
     }
 }
 
+/// Waits before the i-th retry to an unreachable peer: 50 ms doubling, capped at 1 s, so
+/// a restarted member is found again quickly and a dead one is not hammered.
+pub fn backoff_delays() -> impl Iterator<Item = Duration> + Send + 'static {
+    (0u32..).map(|i| Duration::from_millis((50u64 << i.min(5)).min(1_000)))
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(backoff_delays())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendRequest,
@@ -277,6 +287,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_second() {
+        let d: Vec<u64> = backoff_delays()
+            .take(8)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(d, vec![50, 100, 200, 400, 800, 1000, 1000, 1000]);
+    }
 
     #[test]
     fn endpoints_from_advertised_addresses() {

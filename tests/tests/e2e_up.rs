@@ -224,16 +224,21 @@ fn a_stack_whose_image_cannot_be_pulled_fails_the_deploy_with_the_pull_error() {
     );
 }
 
+/// `shoal config -c FILE`, no cluster needed.
+fn shoal_config(file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(shoal_bin())
+        .args(["config", "-c"])
+        .arg(file)
+        .output()
+        .expect("run shoal config")
+}
+
 #[test]
 fn config_on_broken_files_exits_2_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yaml");
     std::fs::write(&file, "services:\n  web:\n    imagee: nginx\n").unwrap();
-    let out = std::process::Command::new(shoal_bin())
-        .args(["config", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = shoal_config(&file);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("compose.yaml:3"), "{}", text(&out));
@@ -244,11 +249,7 @@ fn config_on_broken_files_exits_2_naming_file_line_and_key() {
         "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(shoal_bin())
-        .args(["config", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = shoal_config(&file);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cycle"),

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use shoal_proto::spec::{DependencyCondition, RestartCondition, ServiceMode};
+use shoal_proto::spec::{
+    DependencyCondition, FailureAction, RestartCondition, ServiceMode, UpdateOrder,
+};
 use shoal_proto::task::{Desired, TaskState};
 
 use crate::scheduler::{self, Request};
@@ -135,10 +137,17 @@ fn converge_service(
         list.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
     }
 
+    let mut outdated = Vec::new();
+    let mut in_flight = 0u64;
     for slot in &wanted {
         let list = by_slot.get(slot).map(Vec::as_slice).unwrap_or(&[]);
-        converge_slot(svc, slot, list, now_ms, out);
+        match converge_slot(svc, slot, list, now_ms, out) {
+            SlotStatus::Outdated(old) => outdated.push((slot.clone(), old)),
+            SlotStatus::Updating => in_flight += 1,
+            SlotStatus::Current => {}
+        }
     }
+    roll_out(svc, tasks, &outdated, in_flight, now_ms, out);
     for (slot, list) in &by_slot {
         let keep = if wanted.contains(slot) {
             HISTORY_PER_SLOT
@@ -155,40 +164,80 @@ fn converge_service(
     }
 }
 
-fn converge_slot(svc: &Service, slot: &Slot, list: &[&Task], now_ms: u64, out: &mut Vec<Decision>) {
-    let create = |out: &mut Vec<Decision>| {
-        let (index, node) = match slot {
-            Slot::Index(i) => (*i, None),
-            Slot::Node(n) => (0, Some(n.clone())),
-        };
-        out.push(Decision::CreateTask {
-            service: svc.key(),
-            slot: index,
-            generation: svc.generation,
-            node,
-        });
-    };
+/// Where a slot stands with respect to the service's current spec.
+enum SlotStatus {
+    /// Runs an older generation: the rollout replaces it when its turn comes.
+    Outdated(String),
+    /// Its replacement of the current generation runs but is not ready yet.
+    Updating,
+    /// Nothing to roll out here.
+    Current,
+}
 
-    let live: Vec<&&Task> = list
+/// Whether a replica of the current spec counts as updated: healthy when the service has
+/// a healthcheck, else running for the update's monitor period.
+pub fn is_ready(svc: &Service, t: &Task, now_ms: u64) -> bool {
+    if svc.spec.has_healthcheck() {
+        t.state == TaskState::Healthy
+    } else {
+        t.state.is_up() && now_ms >= t.updated_at_ms + svc.spec.update.monitor_ms
+    }
+}
+
+fn create_in(svc: &Service, slot: &Slot, out: &mut Vec<Decision>) {
+    let (index, node) = match slot {
+        Slot::Index(i) => (*i, None),
+        Slot::Node(n) => (0, Some(n.clone())),
+    };
+    out.push(Decision::CreateTask {
+        service: svc.key(),
+        slot: index,
+        generation: svc.generation,
+        node,
+    });
+}
+
+fn converge_slot(
+    svc: &Service,
+    slot: &Slot,
+    list: &[&Task],
+    now_ms: u64,
+    out: &mut Vec<Decision>,
+) -> SlotStatus {
+    let live: Vec<&Task> = list
         .iter()
+        .copied()
         .filter(|t| t.desired == Desired::Running && !t.state.is_terminal())
         .collect();
-    if let Some((newest, older)) = live.split_last() {
+    let (current, old): (Vec<&Task>, Vec<&Task>) =
+        live.iter().partition(|t| t.generation >= svc.generation);
+    if let Some((newest, dupes)) = current.split_last() {
+        for t in dupes {
+            out.push(Decision::Shutdown { task: t.id.clone() });
+        }
+        // Start-first: the old replica goes once its replacement is ready.
+        let ready = is_ready(svc, newest, now_ms);
+        if ready {
+            for t in &old {
+                out.push(Decision::Shutdown { task: t.id.clone() });
+            }
+        }
+        return if ready {
+            SlotStatus::Current
+        } else {
+            SlotStatus::Updating
+        };
+    }
+    if let Some((newest, older)) = old.split_last() {
         for t in older {
             out.push(Decision::Shutdown { task: t.id.clone() });
         }
-        if newest.generation < svc.generation {
-            out.push(Decision::Shutdown {
-                task: newest.id.clone(),
-            });
-            create(out);
-        }
-        return;
+        return SlotStatus::Outdated(newest.id.clone());
     }
 
     let Some(last) = list.last() else {
-        create(out);
-        return;
+        create_in(svc, slot, out);
+        return SlotStatus::Current;
     };
     if last.generation < svc.generation || last.desired == Desired::Shutdown {
         if last.desired == Desired::Running {
@@ -196,21 +245,82 @@ fn converge_slot(svc: &Service, slot: &Slot, list: &[&Task], now_ms: u64, out: &
                 task: last.id.clone(),
             });
         }
-        create(out);
-        return;
+        create_in(svc, slot, out);
+        return SlotStatus::Current;
     }
     // The slot's task of the current spec ended while it should run.
-    if !should_restart(svc, last, list, now_ms) {
+    if should_restart(svc, last, list, now_ms)
+        && (now_ms >= last.updated_at_ms + svc.spec.restart.delay_ms
+            || last.state == TaskState::Orphaned)
+    {
+        out.push(Decision::Shutdown {
+            task: last.id.clone(),
+        });
+        create_in(svc, slot, out);
+    }
+    SlotStatus::Current
+}
+
+/// Replaces outdated replicas, `parallelism` at a time, in `order`, waiting `delay`
+/// between batches, and pausing when more replicas of the new spec failed than
+/// `max_failure_ratio` allows (unless `failure_action: continue`).
+fn roll_out(
+    svc: &Service,
+    tasks: &[&Task],
+    outdated: &[(Slot, String)],
+    in_flight: u64,
+    now_ms: u64,
+    out: &mut Vec<Decision>,
+) {
+    if outdated.is_empty() {
         return;
     }
-    if now_ms < last.updated_at_ms + svc.spec.restart.delay_ms && last.state != TaskState::Orphaned
-    {
-        return; // The restart delay has not passed: a later pass will do it.
+    let update = &svc.spec.update;
+    if rollout_paused(svc, tasks).is_some() {
+        return;
     }
-    out.push(Decision::Shutdown {
-        task: last.id.clone(),
-    });
-    create(out);
+    if in_flight == 0 && update.delay_ms > 0 {
+        let last_ready = tasks
+            .iter()
+            .filter(|t| t.generation == svc.generation && t.desired == Desired::Running)
+            .filter(|t| is_ready(svc, t, now_ms))
+            .map(|t| t.updated_at_ms)
+            .max();
+        if last_ready.is_some_and(|at| now_ms < at + update.delay_ms) {
+            return;
+        }
+    }
+    let budget = if update.parallelism == 0 {
+        outdated.len()
+    } else {
+        update.parallelism.saturating_sub(in_flight) as usize
+    };
+    for (slot, old) in outdated.iter().take(budget) {
+        if update.order == UpdateOrder::StopFirst {
+            out.push(Decision::Shutdown { task: old.clone() });
+        }
+        create_in(svc, slot, out);
+    }
+}
+
+/// Why the rollout of `svc`'s current spec is paused, if it is.
+pub fn rollout_paused(svc: &Service, tasks: &[&Task]) -> Option<String> {
+    let update = &svc.spec.update;
+    if update.failure_action == FailureAction::Continue {
+        return None;
+    }
+    let failed = tasks
+        .iter()
+        .filter(|t| t.generation == svc.generation && t.state == TaskState::Failed)
+        .count();
+    let allowed = (update.max_failure_ratio as f64 * svc.replicas.max(1) as f64).floor() as usize;
+    (failed > allowed).then(|| {
+        format!(
+            "rollout of generation {} paused: {failed} new replica(s) failed \
+             (max_failure_ratio {}); fix the service and deploy again",
+            svc.generation, update.max_failure_ratio
+        )
+    })
 }
 
 /// Whether an ended task of the current generation is replaced, per the restart policy.

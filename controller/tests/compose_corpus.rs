@@ -468,6 +468,31 @@ fn snippets_give_the_values_upstream_asserts() {
         .iter()
         .any(|d| d.key.ends_with("reservations.generic_resources")));
 
+    let l = snippet("deploy--TestDeployUpdateRollbackConfig.yaml");
+    assert_eq!(
+        l.stack.services["foo"].update,
+        UpdateConfig {
+            parallelism: 3,
+            delay_ms: 10_000,
+            order: UpdateOrder::StartFirst,
+            monitor_ms: 60_000,
+            failure_action: FailureAction::Continue,
+            max_failure_ratio: 0.3,
+        }
+    );
+    let warned: Vec<(&str, &str)> = l
+        .diagnostics
+        .iter()
+        .map(|d| (d.key.as_str(), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        warned,
+        vec![(
+            "services.foo.deploy.rollback_config",
+            "ignored: automatic rollback is not implemented yet; a failed update pauses or continues as update_config.failure_action says"
+        )]
+    );
+
     let l = snippet("healthcheck--TestHealthcheck.yaml");
     assert_eq!(
         l.stack.services["foo"].healthcheck,

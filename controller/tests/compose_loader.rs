@@ -470,6 +470,8 @@ fn every_honored_key_lands_in_the_spec() {
             ..Default::default()
         }],
         aliases: vec!["api".into(), "backend".into()],
+        // `update_config: {parallelism: 1}`: the defaults, written out.
+        update: UpdateConfig::default(),
     };
     assert_eq!(app, &expected);
 
@@ -508,7 +510,6 @@ fn every_honored_key_lands_in_the_spec() {
             "29:services.app.restart",
             "45:services.app.container_name",
             "71:services.app.logging",
-            "69:services.app.deploy.update_config",
         ]
     );
     assert!(l.diagnostics[2]
@@ -529,10 +530,10 @@ fn every_honored_key_lands_in_the_spec() {
         disposition("app", "logging"),
         Some(Disposition::Ignored(_))
     ));
-    assert!(matches!(
+    assert_eq!(
         disposition("app", "deploy.update_config"),
-        Some(Disposition::Ignored(_))
-    ));
+        Some(Disposition::Honored)
+    );
 
     let text = render(&l);
     assert!(text.contains("name: full"), "{text}");
@@ -541,6 +542,78 @@ fn every_honored_key_lands_in_the_spec() {
         text.contains("logging")
             && text.contains("ignored: shoal does not configure log drivers yet"),
         "{text}"
+    );
+}
+
+#[test]
+fn update_config_maps_every_field_and_defaults_without_it() {
+    let l = ok(&opts(&["update/compose.yaml"]));
+    let svc = |name: &str| &l.stack.services[name];
+    assert_eq!(
+        svc("web").update,
+        UpdateConfig {
+            parallelism: 2,
+            delay_ms: 10_000,
+            order: UpdateOrder::StartFirst,
+            monitor_ms: 60_000,
+            failure_action: FailureAction::Continue,
+            max_failure_ratio: 0.25,
+        }
+    );
+    assert_eq!(
+        svc("worker").update,
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            order: UpdateOrder::StopFirst,
+            monitor_ms: 5_000,
+            failure_action: FailureAction::Pause,
+            max_failure_ratio: 0.0,
+        }
+    );
+    // Rollback is kept in the spec (the rollout pauses until rollback exists).
+    assert_eq!(
+        svc("cautious").update,
+        UpdateConfig {
+            parallelism: 0,
+            failure_action: FailureAction::Rollback,
+            ..UpdateConfig::default()
+        }
+    );
+
+    let prefix = format!("{}/", fixtures().display());
+    let warnings: Vec<String> = l
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string().replace(&prefix, ""))
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "update/compose.yaml:22:25: warning: services.cautious.deploy.update_config.failure_action: automatic rollback is not implemented yet: a failed update pauses instead; deploy the previous file to roll back",
+            "update/compose.yaml:23:7: warning: services.cautious.deploy.rollback_config: ignored: automatic rollback is not implemented yet; a failed update pauses or continues as update_config.failure_action says",
+        ]
+    );
+
+    let text = render(&l);
+    for line in [
+        "#   deploy.update_config    honored",
+        "#   deploy.rollback_config  ignored: automatic rollback is not implemented yet;",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn invalid_update_config_values_name_file_line_and_key() {
+    let e = err(&opts(&["broken/update.yaml"]));
+    assert_eq!(
+        lines(&e),
+        vec![
+            "broken/update.yaml:6:22: error: services.web.deploy.update_config.parallelism: must be a whole number of replicas, 0 or more (0: all at once), not `-1`",
+            "broken/update.yaml:7:16: error: services.web.deploy.update_config.order: `sideways` is not one of: start-first, stop-first",
+            "broken/update.yaml:8:28: error: services.web.deploy.update_config.max_failure_ratio: must be a number from 0 to 1 (the fraction of replicas allowed to fail), not `2`",
+        ]
     );
 }
 

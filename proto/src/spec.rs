@@ -102,6 +102,68 @@ pub struct ServiceSpec {
     /// Network aliases this service answers to besides its name.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// How a changed spec rolls out (`deploy.update_config`).
+    #[serde(default)]
+    pub update: UpdateConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop an old replica, then start its replacement (Compose's default).
+    #[default]
+    StopFirst,
+    /// Start the replacement, and stop the old replica once the new one is ready.
+    StartFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Stop rolling out; a new deploy resumes it.
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// `deploy.update_config`. A replica counts as updated once it is ready: healthy when it
+/// has a healthcheck, else running for `monitor_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Replicas updated at once; 0: all at once.
+    #[serde(default = "one")]
+    pub parallelism: u64,
+    /// Wait between one batch becoming ready and the next starting.
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub order: UpdateOrder,
+    /// How long a new replica is watched after it starts; a failure in that time counts.
+    #[serde(default = "default_monitor")]
+    pub monitor_ms: u64,
+    #[serde(default)]
+    pub failure_action: FailureAction,
+    /// Failures tolerated during an update, as a fraction of the replicas (0 to 1).
+    #[serde(default)]
+    pub max_failure_ratio: f32,
+}
+
+fn default_monitor() -> u64 {
+    5_000
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            order: UpdateOrder::StopFirst,
+            monitor_ms: default_monitor(),
+            failure_action: FailureAction::Pause,
+            max_failure_ratio: 0.0,
+        }
+    }
 }
 
 fn one() -> u64 {

@@ -1,4 +1,5 @@
-//! `deploy:`, `scale:`, `gpus:`, `x-shoal-gpu` and `depends_on` of a service.
+//! `deploy:`, `scale:`, `gpus:`, `x-shoal-gpu` and `depends_on` of a service
+//! (`deploy.update_config` and `rollback_config` are in `update`).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use shoal_proto::spec::{
 use super::diag::Sink;
 use super::service::{duration, size};
 use super::units::parse_nano_cpus;
+use super::update;
 use super::value::{boolean, entries, int, string_list, text, uint};
 use super::yaml::{Node, Value};
 use super::{Disposition, KeyReport};
@@ -93,8 +95,12 @@ pub(crate) fn convert(
                     spec.restart = restart_policy(v, sink, &p);
                     report(&rkey, Disposition::Honored);
                 }
-                "update_config" | "rollback_config" => {
-                    let why = "update and rollback settings are not applied yet; configurable rolling updates arrive in a later version";
+                "update_config" => {
+                    spec.update = update::update_config(v, sink, &p);
+                    report(&rkey, Disposition::Honored);
+                }
+                "rollback_config" => {
+                    let why = update::ROLLBACK_IGNORED;
                     sink.warn(k.pos, &p, format!("ignored: {why}"));
                     report(&rkey, Disposition::Ignored(why.into()));
                 }

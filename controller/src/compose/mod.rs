@@ -9,7 +9,7 @@
 //!   errors with file:line (and a suggestion for typos).
 //! - `files`: `include` and `extends`; [`merge`]: several `-c` files in order.
 //! - `stack`: project name, profiles, top-level volumes, depends_on checks; `service` /
-//!   `deploy`: each service key honored, ignored with a warning, or refused.
+//!   `deploy` / `update`: each service key honored, ignored with a warning, or refused.
 //! - [`render`]: the normalized model and the per-key table for `shoal config`.
 //!
 //! It must not talk to the cluster: it only turns text into a spec or into diagnostics.
@@ -25,6 +25,7 @@ pub mod schema;
 mod service;
 mod stack;
 pub mod units;
+mod update;
 mod value;
 pub mod yaml;
 

@@ -1,0 +1,257 @@
+//! Rolling updates: the reconciler's exact decisions as a changed spec rolls out.
+
+mod common;
+use common::*;
+
+use shoal_controller::reconciler::{reconcile, rollout_paused};
+use shoal_controller::state::*;
+use shoal_proto::spec::*;
+use shoal_proto::task::TaskState;
+
+fn web(replicas: u64, image: &str, update: UpdateConfig) -> ServiceSpec {
+    let mut s = svc("web", replicas);
+    s.image = image.into();
+    s.healthcheck = Some(HealthcheckSpec {
+        test: vec!["CMD".into(), "true".into()],
+        ..Default::default()
+    });
+    s.update = update;
+    s
+}
+
+fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
+    s.apply(&Command::DeployStack {
+        spec: StackSpec {
+            name: "app".into(),
+            services: [("web".to_string(), spec)].into_iter().collect(),
+            volumes: Default::default(),
+        },
+        now_ms,
+    });
+}
+
+/// The live task of `slot` with the given generation.
+fn task_of(s: &ClusterState, slot: u64, generation: u64) -> String {
+    live(s, "web")
+        .into_iter()
+        .find(|t| t.slot == slot && t.generation == generation)
+        .unwrap_or_else(|| panic!("no live task gen {generation} in slot {slot}"))
+        .id
+        .clone()
+}
+
+fn create(slot: u64) -> Decision {
+    Decision::CreateTask {
+        service: "app/web".into(),
+        slot,
+        generation: 2,
+        node: None,
+    }
+}
+
+/// Three healthy replicas of generation 1, then generation 2 deployed.
+fn updating(update: UpdateConfig) -> ClusterState {
+    let mut s = deployed(vec![node("a", 4.0, 4096)], vec![web(3, "img:1", update)]);
+    settle(&mut s, 0);
+    report(&mut s, "web", TaskState::Healthy, None, 1);
+    redeploy(&mut s, web(3, "img:2", update), 2);
+    s
+}
+
+/// Places the pending tasks and reports the new generation's replicas as `state`.
+fn new_ones(s: &mut ClusterState, state: TaskState, now_ms: u64) {
+    let d: Vec<Decision> = reconcile(s, now_ms)
+        .into_iter()
+        .filter(|d| matches!(d, Decision::Assign { .. }))
+        .collect();
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms,
+    });
+    let ids: Vec<(String, String)> = live(s, "web")
+        .into_iter()
+        .filter(|t| t.generation == 2 && t.node.is_some())
+        .map(|t| (t.id.clone(), t.node.clone().unwrap()))
+        .collect();
+    for (id, node) in ids {
+        s.apply(&Command::TaskStatus {
+            node,
+            updates: vec![TaskUpdate {
+                task: id,
+                state,
+                container_id: "c".into(),
+                exit_code: (state == TaskState::Failed).then_some(1),
+                error: String::new(),
+            }],
+            now_ms,
+        });
+    }
+}
+
+#[test]
+fn stop_first_replaces_one_replica_at_a_time_gated_on_health() {
+    let mut s = updating(UpdateConfig::default());
+    let old1 = task_of(&s, 1, 1);
+    assert_eq!(
+        reconcile(&s, 3),
+        vec![Decision::Shutdown { task: old1 }, create(1)]
+    );
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+
+    // The new replica runs but is not healthy yet: slot 2 waits.
+    new_ones(&mut s, TaskState::Running, 4);
+    assert!(
+        !reconcile(&s, 5)
+            .iter()
+            .any(|d| matches!(d, Decision::Shutdown { .. } | Decision::CreateTask { .. })),
+        "{:?}",
+        reconcile(&s, 5)
+    );
+    // Healthy: the next slot's turn.
+    new_ones(&mut s, TaskState::Healthy, 6);
+    let old2 = task_of(&s, 2, 1);
+    assert_eq!(
+        reconcile(&s, 7),
+        vec![Decision::Shutdown { task: old2 }, create(2)]
+    );
+}
+
+#[test]
+fn start_first_keeps_the_old_replica_until_its_replacement_is_healthy() {
+    let update = UpdateConfig {
+        order: UpdateOrder::StartFirst,
+        ..Default::default()
+    };
+    let mut s = updating(update);
+    assert_eq!(reconcile(&s, 3), vec![create(1)]);
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+    new_ones(&mut s, TaskState::Running, 4);
+    assert_eq!(live(&s, "web").len(), 4, "old and new run side by side");
+
+    new_ones(&mut s, TaskState::Healthy, 5);
+    let old1 = task_of(&s, 1, 1);
+    assert_eq!(
+        reconcile(&s, 6),
+        vec![Decision::Shutdown { task: old1 }, create(2)]
+    );
+}
+
+#[test]
+fn parallelism_bounds_the_batch_and_zero_means_all_at_once() {
+    let two = UpdateConfig {
+        parallelism: 2,
+        ..Default::default()
+    };
+    let s = updating(two);
+    let d = reconcile(&s, 3);
+    assert_eq!(
+        d.iter()
+            .filter(|d| matches!(d, Decision::CreateTask { .. }))
+            .count(),
+        2
+    );
+
+    let all = UpdateConfig {
+        parallelism: 0,
+        ..Default::default()
+    };
+    let s = updating(all);
+    let d = reconcile(&s, 3);
+    assert_eq!(
+        d.iter()
+            .filter(|d| matches!(d, Decision::CreateTask { .. }))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn delay_waits_between_batches() {
+    let update = UpdateConfig {
+        delay_ms: 1_000,
+        ..Default::default()
+    };
+    let mut s = updating(update);
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+    new_ones(&mut s, TaskState::Healthy, 10);
+    assert!(
+        reconcile(&s, 1_009).is_empty(),
+        "{:?}",
+        reconcile(&s, 1_009)
+    );
+    assert_eq!(reconcile(&s, 1_010).len(), 2, "shutdown + create of slot 2");
+}
+
+#[test]
+fn a_failing_new_version_pauses_the_rollout() {
+    let mut s = updating(UpdateConfig::default());
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+    new_ones(&mut s, TaskState::Failed, 4);
+    let svc = &s.services["app/web"];
+    let tasks: Vec<&Task> = s.tasks.values().collect();
+    assert_eq!(
+        rollout_paused(svc, &tasks).as_deref(),
+        Some(
+            "rollout of generation 2 paused: 1 new replica(s) failed (max_failure_ratio 0); \
+             fix the service and deploy again"
+        )
+    );
+    // Slots 2 and 3 keep the old version: no decision touches them.
+    let old2 = task_of(&s, 2, 1);
+    let old3 = task_of(&s, 3, 1);
+    for d in reconcile(&s, 100_000) {
+        assert!(
+            !matches!(&d, Decision::Shutdown { task } if *task == old2 || *task == old3),
+            "{d:?}"
+        );
+        assert!(
+            !matches!(d, Decision::CreateTask { slot: 2 | 3, .. }),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
+fn without_a_healthcheck_a_replica_is_updated_after_the_monitor_period() {
+    let update = UpdateConfig {
+        monitor_ms: 500,
+        ..Default::default()
+    };
+    let plain = |image: &str| {
+        let mut w = web(2, image, update);
+        w.healthcheck = None;
+        w
+    };
+    let mut s = deployed(vec![node("a", 4.0, 4096)], vec![plain("img:1")]);
+    settle(&mut s, 0);
+    report(&mut s, "web", TaskState::Running, None, 1);
+    redeploy(&mut s, plain("img:2"), 2);
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+    new_ones(&mut s, TaskState::Running, 10);
+    assert!(!reconcile(&s, 509)
+        .iter()
+        .any(|d| matches!(d, Decision::CreateTask { .. })));
+    assert!(reconcile(&s, 510)
+        .iter()
+        .any(|d| matches!(d, Decision::CreateTask { slot: 2, .. })));
+}

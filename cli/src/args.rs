@@ -86,6 +86,8 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Remove a stack: its tasks are stopped and its services deleted.
     Rm(RmArgs),
+    /// Return a service to its previous spec (rolled out like an update).
+    Rollback(RollbackArgs),
 }
 
 impl Command {
@@ -267,6 +269,12 @@ pub struct ScaleTarget {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     pub stack: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// `STACK/SERVICE`, or `SERVICE` alone where unambiguous.
+    pub service: String,
 }
 
 /// `A[,B..]`: split on commas, trimmed, none empty.

@@ -121,6 +121,12 @@ impl Control for Fake {
     ) -> Result<Response<pb::RemoveControllerReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn rollback(
+        &self,
+        _: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     type LogsStream = LogStream;
     async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         Err(Status::unimplemented("fake"))

@@ -100,6 +100,22 @@ pub fn progress(services: &[ServiceRow], tasks: &[TaskRow], generations: &Genera
             });
             continue;
         };
+        // The controller paused the rollout, or rolled it back: the deploy failed.
+        let rolled_back = row.generation > generation && row.rollout.contains("roll");
+        if row.rollout.starts_with("paused") || rolled_back {
+            let culprit = current.iter().find(|t| {
+                t.generation == generation
+                    && (t.state == TaskState::Failed.as_str()
+                        || t.state == TaskState::Unhealthy.as_str())
+            });
+            let what = culprit.map_or_else(|| name.clone(), |t| failure(t));
+            let outcome = if rolled_back {
+                format!("rolled back to the previous spec ({})", row.rollout)
+            } else {
+                row.rollout.clone()
+            };
+            return Progress::Failed(format!("{what}; {name}: {outcome}"));
+        }
         let job = row.mode.ends_with("job");
         let active: Vec<&TaskRow> = current
             .iter()
@@ -180,6 +196,8 @@ fn failure(t: &TaskRow) -> String {
     };
     let why = if !t.error.is_empty() {
         t.error.clone()
+    } else if t.state == TaskState::Unhealthy.as_str() {
+        "its healthcheck fails".to_string()
     } else if t.has_exit_code {
         format!("exited with code {}", t.exit_code)
     } else {
@@ -203,7 +221,34 @@ pub(crate) mod tests {
             healthy: 0,
             generation: 2,
             has_healthcheck: health,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_paused_or_rolled_back_rollout_fails_the_deploy_naming_the_replica() {
+        let g = gens(&[("web", 2)]);
+        let mut web = svc("web", 2, true);
+        web.rollout = "paused: rollout of generation 2 paused: 1 new replica(s) failed".into();
+        let tasks = [task("web", 1, 2, "unhealthy"), task("web", 2, 1, "healthy")];
+        assert_eq!(
+            progress(&[web.clone()], &tasks, &g),
+            Progress::Failed(
+                "web slot 1 on node-a: its healthcheck fails; web: paused: rollout of \
+                 generation 2 paused: 1 new replica(s) failed"
+                    .into()
+            )
+        );
+        web.generation = 3;
+        web.rollout = "rolling back".into();
+        assert_eq!(
+            progress(&[web], &tasks, &g),
+            Progress::Failed(
+                "web slot 1 on node-a: its healthcheck fails; web: rolled back to the \
+                 previous spec (rolling back)"
+                    .into()
+            )
+        );
     }
 
     fn task(service: &str, slot: u64, generation: u64, state: &str) -> TaskRow {

@@ -147,6 +147,29 @@ fn converge_service(
             SlotStatus::Current => {}
         }
     }
+    if !svc.rollout_complete && !svc.spec.mode.is_job() {
+        let ready = tasks
+            .iter()
+            .filter(|t| t.generation == svc.generation && t.desired == Desired::Running)
+            .filter(|t| is_ready(svc, t, now_ms))
+            .count();
+        if outdated.is_empty() && in_flight == 0 && ready >= wanted.len() && !wanted.is_empty() {
+            out.push(Decision::CompleteRollout {
+                service: svc.key(),
+                generation: svc.generation,
+            });
+        } else if rollout_paused(svc, tasks).is_some()
+            && svc.spec.update.failure_action == FailureAction::Rollback
+            && !svc.rolled_back
+            && svc.previous.is_some()
+        {
+            out.push(Decision::RollBack {
+                service: svc.key(),
+                generation: svc.generation,
+            });
+            return;
+        }
+    }
     roll_out(svc, tasks, &outdated, in_flight, now_ms, out);
     for (slot, list) in &by_slot {
         let keep = if wanted.contains(slot) {
@@ -275,7 +298,7 @@ fn roll_out(
     if outdated.is_empty() {
         return;
     }
-    let update = &svc.spec.update;
+    let update = svc.update_config();
     if rollout_paused(svc, tasks).is_some() {
         return;
     }
@@ -305,13 +328,18 @@ fn roll_out(
 
 /// Why the rollout of `svc`'s current spec is paused, if it is.
 pub fn rollout_paused(svc: &Service, tasks: &[&Task]) -> Option<String> {
-    let update = &svc.spec.update;
-    if update.failure_action == FailureAction::Continue {
+    let update = svc.update_config();
+    if svc.rollout_complete || update.failure_action == FailureAction::Continue {
         return None;
     }
+    // A new replica that exited or failed to start, or whose healthcheck fails.
     let failed = tasks
         .iter()
-        .filter(|t| t.generation == svc.generation && t.state == TaskState::Failed)
+        .filter(|t| t.generation == svc.generation)
+        .filter(|t| {
+            t.state == TaskState::Failed
+                || (t.state == TaskState::Unhealthy && t.desired == Desired::Running)
+        })
         .count();
     let allowed = (update.max_failure_ratio as f64 * svc.replicas.max(1) as f64).floor() as usize;
     (failed > allowed).then(|| {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use shoal_controller::compose::{load, Diagnostic, LoadError, LoadOptions, Loaded};
+use shoal_controller::compose::{load, Diagnostic, Disposition, LoadError, LoadOptions, Loaded};
 
 fn corpus() -> PathBuf {
     let dir = match std::env::var_os("SHOAL_COMPOSE_CORPUS") {
@@ -480,18 +480,26 @@ fn snippets_give_the_values_upstream_asserts() {
             max_failure_ratio: 0.3,
         }
     );
-    let warned: Vec<(&str, &str)> = l
-        .diagnostics
-        .iter()
-        .map(|d| (d.key.as_str(), d.message.as_str()))
-        .collect();
+    // Upstream asserts parallelism 3 and order start-first for rollback_config; the
+    // snippet gives it the same values as update_config, so every field is checked.
     assert_eq!(
-        warned,
-        vec![(
-            "services.foo.deploy.rollback_config",
-            "ignored: automatic rollback is not implemented yet; a failed update pauses or continues as update_config.failure_action says"
-        )]
+        l.stack.services["foo"].rollback,
+        UpdateConfig {
+            parallelism: 3,
+            delay_ms: 10_000,
+            order: UpdateOrder::StartFirst,
+            monitor_ms: 60_000,
+            failure_action: FailureAction::Continue,
+            max_failure_ratio: 0.3,
+        }
     );
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    let honored = |key: &str| {
+        l.keys
+            .iter()
+            .any(|k| k.service == "foo" && k.key == key && k.disposition == Disposition::Honored)
+    };
+    assert!(honored("deploy.update_config") && honored("deploy.rollback_config"));
 
     let l = snippet("healthcheck--TestHealthcheck.yaml");
     assert_eq!(

@@ -472,6 +472,11 @@ fn every_honored_key_lands_in_the_spec() {
         aliases: vec!["api".into(), "backend".into()],
         // `update_config: {parallelism: 1}`: the defaults, written out.
         update: UpdateConfig::default(),
+        rollback: UpdateConfig {
+            parallelism: 0,
+            order: UpdateOrder::StartFirst,
+            ..UpdateConfig::default()
+        },
     };
     assert_eq!(app, &expected);
 
@@ -509,7 +514,7 @@ fn every_honored_key_lands_in_the_spec() {
             "1:version",
             "29:services.app.restart",
             "45:services.app.container_name",
-            "71:services.app.logging",
+            "74:services.app.logging",
         ]
     );
     assert!(l.diagnostics[2]
@@ -532,6 +537,10 @@ fn every_honored_key_lands_in_the_spec() {
     ));
     assert_eq!(
         disposition("app", "deploy.update_config"),
+        Some(Disposition::Honored)
+    );
+    assert_eq!(
+        disposition("app", "deploy.rollback_config"),
         Some(Disposition::Honored)
     );
 
@@ -571,11 +580,34 @@ fn update_config_maps_every_field_and_defaults_without_it() {
             max_failure_ratio: 0.0,
         }
     );
-    // Rollback is kept in the spec (the rollout pauses until rollback exists).
+    assert_eq!(
+        svc("web").rollback,
+        UpdateConfig {
+            parallelism: 3,
+            delay_ms: 5_000,
+            order: UpdateOrder::StartFirst,
+            monitor_ms: 30_000,
+            failure_action: FailureAction::Continue,
+            max_failure_ratio: 0.5,
+        }
+    );
+    // Without rollback_config a rollback rolls out with the same defaults as an update.
+    assert_eq!(svc("worker").rollback, UpdateConfig::default());
+    assert_eq!(svc("web").update.parallelism, 2);
+    // `failure_action: rollback` is honored in update_config; in rollback_config it is
+    // kept, and warned about, because a failed rollback pauses.
     assert_eq!(
         svc("cautious").update,
         UpdateConfig {
             parallelism: 0,
+            failure_action: FailureAction::Rollback,
+            ..UpdateConfig::default()
+        }
+    );
+    assert_eq!(
+        svc("cautious").rollback,
+        UpdateConfig {
+            parallelism: 1,
             failure_action: FailureAction::Rollback,
             ..UpdateConfig::default()
         }
@@ -590,22 +622,22 @@ fn update_config_maps_every_field_and_defaults_without_it() {
     assert_eq!(
         warnings,
         vec![
-            "update/compose.yaml:22:25: warning: services.cautious.deploy.update_config.failure_action: automatic rollback is not implemented yet: a failed update pauses instead; deploy the previous file to roll back",
-            "update/compose.yaml:23:7: warning: services.cautious.deploy.rollback_config: ignored: automatic rollback is not implemented yet; a failed update pauses or continues as update_config.failure_action says",
+            "update/compose.yaml:33:25: warning: services.cautious.deploy.rollback_config.failure_action: a rollback that fails pauses; it does not roll back again",
         ]
     );
 
     let text = render(&l);
     for line in [
         "#   deploy.update_config    honored",
-        "#   deploy.rollback_config  ignored: automatic rollback is not implemented yet;",
+        "#   deploy.rollback_config  honored",
     ] {
         assert!(text.contains(line), "{line:?} in:\n{text}");
     }
+    assert!(!text.contains("not implemented"), "{text}");
 }
 
 #[test]
-fn invalid_update_config_values_name_file_line_and_key() {
+fn invalid_update_and_rollback_config_values_name_file_line_and_key() {
     let e = err(&opts(&["broken/update.yaml"]));
     assert_eq!(
         lines(&e),
@@ -613,6 +645,7 @@ fn invalid_update_config_values_name_file_line_and_key() {
             "broken/update.yaml:6:22: error: services.web.deploy.update_config.parallelism: must be a whole number of replicas, 0 or more (0: all at once), not `-1`",
             "broken/update.yaml:7:16: error: services.web.deploy.update_config.order: `sideways` is not one of: start-first, stop-first",
             "broken/update.yaml:8:28: error: services.web.deploy.update_config.max_failure_ratio: must be a number from 0 to 1 (the fraction of replicas allowed to fail), not `2`",
+            "broken/update.yaml:10:16: error: services.web.deploy.rollback_config.delay: invalid duration `soon`: use a number with a unit, e.g. 10s, 1m30s, 500ms",
         ]
     );
 }

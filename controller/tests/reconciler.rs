@@ -78,12 +78,19 @@ fn depends_on_holds_a_service_until_its_dependency_is_healthy() {
 
     report(&mut s, "web", TaskState::Healthy, None, 6);
     let wid = live(&s, "worker")[0].id.clone();
+    // Web's replicas are all healthy: its rollout is complete, and the worker goes.
     assert_eq!(
         reconcile(&s, 6),
-        vec![Decision::Assign {
-            task: wid,
-            node: "a".into()
-        }]
+        vec![
+            Decision::CompleteRollout {
+                service: "app/web".into(),
+                generation: 1
+            },
+            Decision::Assign {
+                task: wid,
+                node: "a".into()
+            }
+        ]
     );
 }
 

@@ -255,3 +255,111 @@ fn without_a_healthcheck_a_replica_is_updated_after_the_monitor_period() {
         .iter()
         .any(|d| matches!(d, Decision::CreateTask { slot: 2, .. })));
 }
+
+#[test]
+fn a_failed_rollout_with_failure_action_rollback_returns_to_the_old_spec() {
+    let update = UpdateConfig {
+        failure_action: FailureAction::Rollback,
+        ..Default::default()
+    };
+    let mut s = updating(update);
+    let untouched: Vec<String> = vec![task_of(&s, 2, 1), task_of(&s, 3, 1)];
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+    new_ones(&mut s, TaskState::Failed, 4);
+    assert_eq!(
+        reconcile(&s, 5),
+        vec![Decision::RollBack {
+            service: "app/web".into(),
+            generation: 2
+        }]
+    );
+    let d = reconcile(&s, 5);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 5,
+    });
+    let svc = &s.services["app/web"];
+    assert_eq!((svc.generation, svc.spec.image.as_str()), (3, "img:1"));
+    assert_eq!(svc.rollout_state(None), "rolling back");
+    // The replicas that never left the old version are current again, untouched.
+    for id in &untouched {
+        assert_eq!(s.tasks[id].generation, 3);
+    }
+    // Only the failed slot gets a replica of the restored spec.
+    let d = reconcile(&s, 10_000);
+    assert_eq!(
+        d.iter()
+            .filter(|d| matches!(d, Decision::CreateTask { .. }))
+            .collect::<Vec<_>>(),
+        vec![&Decision::CreateTask {
+            service: "app/web".into(),
+            slot: 1,
+            generation: 3,
+            node: None
+        }]
+    );
+    assert!(!d
+        .iter()
+        .any(|d| matches!(d, Decision::Shutdown { task } if untouched.contains(task))));
+    settle(&mut s, 10_000);
+    report(&mut s, "web", TaskState::Healthy, None, 10_001);
+    settle(&mut s, 10_002);
+    let svc = &s.services["app/web"];
+    assert!(svc.rollout_complete);
+    assert_eq!(svc.rollout_state(None), "rolled back");
+    // A rollback that is complete does not bounce: a later crash is a restart.
+    assert_eq!(live(&s, "web").len(), 3);
+}
+
+#[test]
+fn rollback_by_hand_needs_a_previous_version() {
+    let mut s = deployed(
+        vec![node("a", 4.0, 4096)],
+        vec![web(1, "img:1", UpdateConfig::default())],
+    );
+    let r = s.apply(&Command::Rollback {
+        service: "app/web".into(),
+    });
+    assert_eq!(
+        r.error.as_deref(),
+        Some("app/web has no previous version to roll back to")
+    );
+    redeploy(&mut s, web(1, "img:2", UpdateConfig::default()), 1);
+    let r = s.apply(&Command::Rollback {
+        service: "app/web".into(),
+    });
+    assert_eq!(r.generations, vec![("web".to_string(), 3, true)]);
+    assert_eq!(s.services["app/web"].spec.image, "img:1");
+    // Rolling back again returns to img:2: a rollback is itself a change.
+    s.apply(&Command::Rollback {
+        service: "app/web".into(),
+    });
+    assert_eq!(s.services["app/web"].spec.image, "img:2");
+}
+
+#[test]
+fn a_crash_after_the_rollout_completed_is_not_a_failed_rollout() {
+    let update = UpdateConfig {
+        failure_action: FailureAction::Rollback,
+        ..Default::default()
+    };
+    let mut s = deployed(vec![node("a", 4.0, 4096)], vec![web(1, "img:1", update)]);
+    settle(&mut s, 0);
+    report(&mut s, "web", TaskState::Healthy, None, 1);
+    redeploy(&mut s, web(1, "img:2", update), 2);
+    settle(&mut s, 3);
+    report(&mut s, "web", TaskState::Healthy, None, 4);
+    settle(&mut s, 5);
+    assert!(s.services["app/web"].rollout_complete);
+    report(&mut s, "web", TaskState::Failed, Some(1), 6);
+    let d = reconcile(&s, 10_000);
+    assert!(
+        !d.iter().any(|d| matches!(d, Decision::RollBack { .. })),
+        "{d:?}"
+    );
+    assert_eq!(s.services["app/web"].spec.image, "img:2");
+}

@@ -105,6 +105,10 @@ pub struct ServiceSpec {
     /// How a changed spec rolls out (`deploy.update_config`).
     #[serde(default)]
     pub update: UpdateConfig,
+    /// How a rollback to the previous spec rolls out (`deploy.rollback_config`); its
+    /// `failure_action` never rolls back again (rollback is treated as pause).
+    #[serde(default)]
+    pub rollback: UpdateConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

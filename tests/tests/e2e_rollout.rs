@@ -147,3 +147,109 @@ fn a_rolling_update_keeps_replicas_healthy_in_both_orders() {
         },
     );
 }
+
+fn write_failing(
+    dir: &std::path::Path,
+    stack: &str,
+    good: bool,
+    failure_action: &str,
+) -> std::path::PathBuf {
+    // The bad version serves an empty directory: its healthcheck gets a 404.
+    let (tag, www) = if good { ("a", "/www") } else { ("b", "/empty") };
+    let compose = format!(
+        r#"name: {stack}
+services:
+  web:
+    image: shoal-test/busybox:{tag}
+    command: ["sh", "-c", "mkdir -p /www /empty && echo {tag} > /www/index.html && exec httpd -f -p 8080 -h {www}"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: 3
+      update_config:
+        parallelism: 1
+        failure_action: {failure_action}
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ >/dev/null"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+"#
+    );
+    let file = dir.join(format!("compose-{tag}-{failure_action}.yaml"));
+    std::fs::write(&file, compose).unwrap();
+    file
+}
+
+#[test]
+fn a_failing_update_is_rolled_back_or_paused_as_asked() {
+    ensure_test_image();
+    for tag in ["a", "b"] {
+        docker(&["tag", TEST_IMAGE, &format!("shoal-test/busybox:{tag}")]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = ShoalUp::start("e2e-rollback");
+
+    // failure_action: rollback -> every replica ends on the old version.
+    let stack = "e2erollback";
+    let good = write_failing(dir.path(), stack, true, "rollback");
+    let out = up.shoal(&["deploy", "-c", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = up.shoal(&[
+        "deploy",
+        "-c",
+        write_failing(dir.path(), stack, false, "rollback")
+            .to_str()
+            .unwrap(),
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("web slot 1"), "{}", text(&out));
+    assert!(err.contains("healthcheck fails"), "{}", text(&out));
+    assert!(err.contains("rolled back"), "{}", text(&out));
+    eventually(
+        Duration::from_secs(60),
+        "all replicas back on the old version",
+        || (healthy(&up.ps(stack), "shoal-test/busybox:a") == (3, 3)).then_some(()),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "services to say rolled back",
+        || {
+            let out = up.shoal(&["services"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("rolled back")
+                .then_some(())
+        },
+    );
+
+    // failure_action: pause -> it stops after the first bad replica and says so.
+    let stack = "e2epause";
+    let out = up.shoal(&[
+        "deploy",
+        "-c",
+        write_failing(dir.path(), stack, true, "pause")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = up.shoal(&[
+        "deploy",
+        "-c",
+        write_failing(dir.path(), stack, false, "pause")
+            .to_str()
+            .unwrap(),
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("paused"), "{}", text(&out));
+    let ps = up.ps(stack);
+    assert_eq!(
+        healthy(&ps, "shoal-test/busybox:a"),
+        (2, 2),
+        "the two replicas not yet updated keep the old version: {ps:#?}"
+    );
+}

@@ -68,7 +68,14 @@ async fn follow(
     loop {
         ticks.tick().await;
         match poll(ctx, &ps, &mut generations, &mut first_poll).await {
-            Ok(Progress::Failed(reason)) => return Err(anyhow!("deploy failed: {reason}")),
+            Ok(Progress::Failed(reason)) => {
+                let outcome = if reason.contains("; ") {
+                    String::new() // The rollout's outcome is already in the reason.
+                } else {
+                    rollout_outcome(ctx, &reply.stack).await
+                };
+                return Err(anyhow!("deploy failed: {reason}{outcome}"));
+            }
             Ok(Progress::Converged(lines)) => {
                 show_changes(ctx.format, &mut shown, &lines);
                 return Ok(lines);
@@ -96,6 +103,39 @@ async fn follow(
             )));
         }
     }
+}
+
+/// What the controller made of a failed rollout (paused, rolling back), as a suffix for
+/// the failure message. It decides within a reconcile pass; wait a little for it.
+async fn rollout_outcome(ctx: &mut Ctx, stack: &str) -> String {
+    for _ in 0..10 {
+        let services = ctx
+            .client
+            .call(|mut c| async move { c.services(ServicesRequest {}).await })
+            .await;
+        if let Ok(reply) = services {
+            let decided: Vec<String> = reply
+                .services
+                .iter()
+                .filter(|s| s.stack == stack)
+                .filter(|s| {
+                    s.rollout.starts_with("paused") || s.rollout.starts_with("rolling back")
+                })
+                .map(|s| match s.rollout.as_str() {
+                    "rolling back" => format!(
+                        "{}: rolling back to its previous spec (generation {})",
+                        s.name, s.generation
+                    ),
+                    other => format!("{}: {other}", s.name),
+                })
+                .collect();
+            if !decided.is_empty() {
+                return format!("\n{}", decided.join("\n"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    String::new()
 }
 
 /// One look at the rollout; the first one that succeeds also records prior failures.

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod nodes;
 pub mod ps;
 pub mod rm;
+pub mod rollback;
 pub mod scale;
 pub mod services;
 pub mod up;
@@ -52,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => logs::run(args, &mut Ctx::new(&global)).await,
         Command::Scale(args) => scale::run(args, &mut Ctx::new(&global)).await,
         Command::Rm(args) => rm::run(args, &mut Ctx::new(&global)).await,
+        Command::Rollback(args) => rollback::run(args, &mut Ctx::new(&global)).await,
     }
 }
 

@@ -33,17 +33,29 @@ pub fn table(services: &[ServiceRow]) -> String {
             } else {
                 String::new()
             };
+            let generation = match s.previous_generation {
+                0 => s.generation.to_string(),
+                p => format!("{} (previous {p})", s.generation),
+            };
             vec![
                 format!("{}/{}", s.stack, s.name),
                 s.mode.clone(),
                 format!("{}/{}{healthy}", s.running, s.desired),
-                s.generation.to_string(),
+                generation,
                 s.image.clone(),
+                s.rollout.clone(),
             ]
         })
         .collect();
     super::table(
-        &["SERVICE", "MODE", "REPLICAS", "GENERATION", "IMAGE"],
+        &[
+            "SERVICE",
+            "MODE",
+            "REPLICAS",
+            "GENERATION",
+            "IMAGE",
+            "ROLLOUT",
+        ],
         &rows,
     )
 }
@@ -63,6 +75,8 @@ mod tests {
             healthy: 1,
             generation: 4,
             has_healthcheck: true,
+            rollout: "completed".into(),
+            previous_generation: 3,
         }
     }
 
@@ -92,9 +106,9 @@ mod tests {
         worker.running = 0;
         assert_eq!(
             table(&[row(), worker]),
-            "SERVICE       MODE        REPLICAS         GENERATION  IMAGE\n\
-             hello/web     replicated  2/2 (1 healthy)  4           shoal-test/busybox:latest\n\
-             hello/worker  replicated  0/1              4           shoal-test/busybox:latest\n"
+            "SERVICE       MODE        REPLICAS         GENERATION      IMAGE                      ROLLOUT\n\
+             hello/web     replicated  2/2 (1 healthy)  4 (previous 3)  shoal-test/busybox:latest  completed\n\
+             hello/worker  replicated  0/1              4 (previous 3)  shoal-test/busybox:latest  completed\n"
         );
     }
 }

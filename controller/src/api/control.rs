@@ -212,6 +212,36 @@ impl Control for ControlService {
         }))
     }
 
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackReply>, Status> {
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        let key = self
+            .ctx
+            .node
+            .state
+            .read()
+            .resolve_service(&req.service)
+            .map_err(resolve_status)?;
+        let result = self
+            .ctx
+            .propose(Command::Rollback {
+                service: key.clone(),
+            })
+            .await?;
+        if let Some(e) = result.error {
+            return Err(Status::failed_precondition(e));
+        }
+        let generation = result.generations.first().map_or(0, |g| g.1);
+        tracing::info!(service = %key, generation, "rollback started");
+        Ok(Response::new(pb::RollbackReply {
+            service: key,
+            generation,
+        }))
+    }
+
     async fn remove_stack(
         &self,
         req: Request<pb::RemoveStackRequest>,

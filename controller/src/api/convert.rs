@@ -87,7 +87,11 @@ pub fn task_row(t: &Task, svc: Option<&Service>) -> pb::TaskRow {
         desired: t.desired.as_str().to_string(),
         state: t.state.as_str().to_string(),
         container: t.container_id.clone(),
-        image: svc.map(|s| s.spec.image.clone()).unwrap_or_default(),
+        image: if t.image.is_empty() {
+            svc.map(|s| s.spec.image.clone()).unwrap_or_default()
+        } else {
+            t.image.clone()
+        },
         error: t.error.clone(),
         generation: t.generation,
         has_exit_code: t.exit_code.is_some(),
@@ -127,6 +131,19 @@ pub fn service_row(state: &ClusterState, svc: &Service) -> pb::ServiceRow {
         healthy,
         generation: svc.generation,
         has_healthcheck: svc.spec.has_healthcheck(),
+        rollout: {
+            let tasks: Vec<&Task> = state
+                .tasks
+                .values()
+                .filter(|t| t.stack == svc.stack && t.service == svc.name)
+                .collect();
+            svc.rollout_state(crate::reconciler::rollout_paused(svc, &tasks).as_deref())
+        },
+        previous_generation: if svc.previous.is_some() {
+            svc.generation - 1
+        } else {
+            0
+        },
     }
 }
 

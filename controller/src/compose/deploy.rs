@@ -100,9 +100,8 @@ pub(crate) fn convert(
                     report(&rkey, Disposition::Honored);
                 }
                 "rollback_config" => {
-                    let why = update::ROLLBACK_IGNORED;
-                    sink.warn(k.pos, &p, format!("ignored: {why}"));
-                    report(&rkey, Disposition::Ignored(why.into()));
+                    spec.rollback = update::rollback_config(v, sink, &p);
+                    report(&rkey, Disposition::Honored);
                 }
                 "labels" => {
                     let why = "shoal has no service object to label; put labels under the service's labels:";

@@ -1,5 +1,6 @@
-//! `deploy.update_config` to an [`UpdateConfig`], and `deploy.rollback_config`, which is
-//! accepted and ignored until automatic rollback exists.
+//! `deploy.update_config` and `deploy.rollback_config` to an [`UpdateConfig`] each: the
+//! same keys, defaults and checks, for rolling a new spec out and for rolling back to the
+//! previous one.
 //!
 //! The schema has already checked types and the `order` enum; this pass checks meaning
 //! (ranges, `failure_action`) and reports each mistake at its own key.
@@ -11,12 +12,28 @@ use super::service::duration;
 use super::value::{entries, text};
 use super::yaml::Node;
 
-/// Why `rollback_config` is accepted and not acted on (shown by `shoal config` too).
-pub(crate) const ROLLBACK_IGNORED: &str =
-    "automatic rollback is not implemented yet; a failed update pauses or continues as update_config.failure_action says";
+/// Why `rollback_config.failure_action: rollback` is kept but does not act as written.
+pub(crate) const ROLLBACK_OF_ROLLBACK: &str =
+    "a rollback that fails pauses; it does not roll back again";
+
+/// Which block is read: they differ only in what `failure_action: rollback` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Update,
+    Rollback,
+}
 
 /// `deploy.update_config` at `path`; keys not given keep [`UpdateConfig::default`].
 pub(crate) fn update_config(n: &Node, sink: &mut Sink, path: &str) -> UpdateConfig {
+    config(n, sink, path, Block::Update)
+}
+
+/// `deploy.rollback_config` at `path`; keys not given keep [`UpdateConfig::default`].
+pub(crate) fn rollback_config(n: &Node, sink: &mut Sink, path: &str) -> UpdateConfig {
+    config(n, sink, path, Block::Rollback)
+}
+
+fn config(n: &Node, sink: &mut Sink, path: &str, block: Block) -> UpdateConfig {
     let mut u = UpdateConfig::default();
     for (k, v) in entries(n, sink, path) {
         let p = format!("{path}.{}", k.name);
@@ -50,12 +67,11 @@ pub(crate) fn update_config(n: &Node, sink: &mut Sink, path: &str) -> UpdateConf
                 Some("pause") => u.failure_action = FailureAction::Pause,
                 Some("continue") => u.failure_action = FailureAction::Continue,
                 Some("rollback") => {
+                    // Kept as written; the reconciler treats it as pause during a rollback.
                     u.failure_action = FailureAction::Rollback;
-                    sink.warn(
-                        v.pos,
-                        &p,
-                        "automatic rollback is not implemented yet: a failed update pauses instead; deploy the previous file to roll back",
-                    );
+                    if block == Block::Rollback {
+                        sink.warn(v.pos, &p, ROLLBACK_OF_ROLLBACK);
+                    }
                 }
                 Some(other) => sink.error(
                     v.pos,
@@ -115,13 +131,25 @@ mod tests {
     use crate::compose::yaml;
 
     /// Convert `src` (the body of an `update_config:` block) and return the result with
-    /// the diagnostics as `LINE:KEY: MESSAGE`.
+    /// the diagnostics as `LINE:SEVERITY:KEY: MESSAGE`.
     fn run(src: &str) -> (UpdateConfig, Vec<String>) {
+        run_as(src, Block::Update)
+    }
+
+    /// The same as [`run`] for the body of a `rollback_config:` block.
+    fn run_rollback(src: &str) -> (UpdateConfig, Vec<String>) {
+        run_as(src, Block::Rollback)
+    }
+
+    fn run_as(src: &str, block: Block) -> (UpdateConfig, Vec<String>) {
         let mut sink = Sink::default();
         let file = sink.add_file("u.yaml".into());
         let (docs, problems) = yaml::parse(src, file).expect("test YAML parses");
         assert!(problems.is_empty(), "{problems:?}");
-        let u = update_config(&docs[0], &mut sink, "u");
+        let u = match block {
+            Block::Update => update_config(&docs[0], &mut sink, "u"),
+            Block::Rollback => rollback_config(&docs[0], &mut sink, "u"),
+        };
         let diags = sink
             .diags
             .iter()
@@ -176,12 +204,62 @@ mod tests {
     }
 
     #[test]
-    fn rollback_is_kept_with_a_warning() {
+    fn update_failure_action_rollback_is_honored_without_a_warning() {
         let (u, diags) = run("failure_action: rollback\n");
         assert_eq!(u.failure_action, FailureAction::Rollback);
+        assert_eq!(diags, Vec::<String>::new());
+    }
+
+    #[test]
+    fn rollback_config_maps_every_field_like_update_config() {
+        let src = "parallelism: 2\ndelay: 1m30s\norder: start-first\nmonitor: 500ms\nfailure_action: continue\nmax_failure_ratio: 0.25\nx-note: hi\n";
+        let (r, diags) = run_rollback(src);
+        assert_eq!(
+            r,
+            UpdateConfig {
+                parallelism: 2,
+                delay_ms: 90_000,
+                order: UpdateOrder::StartFirst,
+                monitor_ms: 500,
+                failure_action: FailureAction::Continue,
+                max_failure_ratio: 0.25,
+            }
+        );
+        assert_eq!(diags, Vec::<String>::new());
+        assert_eq!(run_rollback("{}\n"), (UpdateConfig::default(), vec![]));
+    }
+
+    #[test]
+    fn a_rollback_that_rolls_back_is_kept_with_a_warning() {
+        let (r, diags) = run_rollback("parallelism: 0\nfailure_action: rollback\n");
+        assert_eq!(
+            r,
+            UpdateConfig {
+                parallelism: 0,
+                failure_action: FailureAction::Rollback,
+                ..UpdateConfig::default()
+            }
+        );
         assert_eq!(
             diags,
-            vec!["1:warning:u.failure_action: automatic rollback is not implemented yet: a failed update pauses instead; deploy the previous file to roll back"]
+            vec!["2:warning:u.failure_action: a rollback that fails pauses; it does not roll back again"]
+        );
+    }
+
+    #[test]
+    fn rollback_config_bad_values_are_errors_at_their_key() {
+        let (r, diags) = run_rollback(
+            "parallelism: many\ndelay: soon\nfailure_action: retry\nmax_failure_ratio: -0.5\n",
+        );
+        assert_eq!(r, UpdateConfig::default());
+        assert_eq!(
+            diags,
+            vec![
+                "1:error:u.parallelism: must be a whole number of replicas, 0 or more (0: all at once), not `many`",
+                "2:error:u.delay: invalid duration `soon`: use a number with a unit, e.g. 10s, 1m30s, 500ms",
+                "3:error:u.failure_action: unknown failure_action `retry`: use pause, continue or rollback",
+                "4:error:u.max_failure_ratio: must be a number from 0 to 1 (the fraction of replicas allowed to fail), not `-0.5`",
+            ]
         );
     }
 

@@ -34,6 +34,7 @@ impl ClusterState {
             Command::DeployStack { spec, .. } => self.deploy_stack(spec),
             Command::RemoveStack { stack } => self.remove_stack(stack),
             Command::Scale { service, replicas } => self.scale(service, *replicas),
+            Command::Rollback { service } => self.roll_back(service, None),
             Command::RegisterNode { node } => {
                 let entry = self
                     .nodes
@@ -92,7 +93,10 @@ impl ClusterState {
                     let changed = existing.spec != *svc || existing.removing;
                     if changed {
                         existing.generation += 1;
-                        existing.spec = svc.clone();
+                        existing.previous =
+                            Some(std::mem::replace(&mut existing.spec, svc.clone()));
+                        existing.rolled_back = false;
+                        existing.rollout_complete = false;
                     }
                     existing.replicas = svc.replicas;
                     existing.removing = false;
@@ -108,6 +112,9 @@ impl ClusterState {
                             generation: 1,
                             replicas: svc.replicas,
                             removing: false,
+                            previous: None,
+                            rolled_back: false,
+                            rollout_complete: false,
                         },
                     );
                     generations.push((name.clone(), 1, true));
@@ -176,6 +183,43 @@ impl ClusterState {
         }
     }
 
+    /// Returns `service` to its previous spec as a new generation. With `generation` (a
+    /// reconciler decision taken on a snapshot), only if that is still the current one
+    /// and not itself a rollback: a rollback that fails pauses, it never bounces back.
+    fn roll_back(&mut self, service: &str, generation: Option<u64>) -> CommandResult {
+        let Some(svc) = self.services.get_mut(service) else {
+            return CommandResult::error(format!("no service named {service}"));
+        };
+        if generation.is_some_and(|g| g != svc.generation || svc.rolled_back) {
+            return CommandResult::error(format!(
+                "{service} changed since the rollback was decided"
+            ));
+        }
+        let Some(previous) = svc.previous.take() else {
+            return CommandResult::error(format!(
+                "{service} has no previous version to roll back to"
+            ));
+        };
+        svc.previous = Some(std::mem::replace(&mut svc.spec, previous));
+        // `previous` is always generation G-1's spec, so replicas still on G-1 already run
+        // what the rollback asks for: they become current and are left alone.
+        let restored = svc.generation - 1;
+        svc.generation += 1;
+        svc.rolled_back = true;
+        svc.rollout_complete = false;
+        let (stack, name, generation) = (svc.stack.clone(), svc.name.clone(), svc.generation);
+        for t in self.tasks.values_mut() {
+            if t.stack == stack && t.service == name && t.generation == restored {
+                t.generation = generation;
+            }
+        }
+        let svc = &self.services[service];
+        CommandResult {
+            generations: vec![(svc.name.clone(), svc.generation, true)],
+            ..Default::default()
+        }
+    }
+
     /// Applies one reconciler decision; false when it no longer applies.
     fn decide(&mut self, d: &Decision, now_ms: u64) -> bool {
         match d {
@@ -208,6 +252,7 @@ impl ClusterState {
                     created_at_ms: now_ms,
                     updated_at_ms: now_ms,
                     pinned: node.clone(),
+                    image: svc.spec.image.clone(),
                 };
                 self.tasks.insert(id, task);
                 true
@@ -267,6 +312,20 @@ impl ClusterState {
                 self.tasks.retain(|_, t| &t.service_key() != service);
                 gone
             }
+            Decision::RollBack {
+                service,
+                generation,
+            } => self.roll_back(service, Some(*generation)).error.is_none(),
+            Decision::CompleteRollout {
+                service,
+                generation,
+            } => match self.services.get_mut(service) {
+                Some(s) if s.generation == *generation && !s.rollout_complete => {
+                    s.rollout_complete = true;
+                    true
+                }
+                _ => false,
+            },
             Decision::DropStack { stack } => {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);

@@ -43,11 +43,41 @@ pub struct Service {
     /// Desired replicas (from the spec, then `shoal scale`).
     pub replicas: u64,
     pub removing: bool,
+    /// The spec before the last change: what a rollback returns to.
+    #[serde(default)]
+    pub previous: Option<ServiceSpec>,
+    /// The current generation is a rollback (by hand or after a failed rollout).
+    #[serde(default)]
+    pub rolled_back: bool,
+    /// Every replica of the current generation became ready once: failures after this
+    /// are crashes handled by the restart policy, not a failed rollout.
+    #[serde(default)]
+    pub rollout_complete: bool,
 }
 
 impl Service {
     pub fn key(&self) -> ServiceKey {
         service_key(&self.stack, &self.name)
+    }
+
+    /// How the current generation rolls out: `rollback_config` when it is a rollback.
+    pub fn update_config(&self) -> shoal_proto::spec::UpdateConfig {
+        if self.rolled_back {
+            self.spec.rollback
+        } else {
+            self.spec.update
+        }
+    }
+
+    /// Where the rollout of the current generation stands, in words for `services`.
+    pub fn rollout_state(&self, paused: Option<&str>) -> String {
+        match (self.rollout_complete, self.rolled_back, paused) {
+            (true, true, _) => "rolled back".into(),
+            (true, false, _) => "completed".into(),
+            (false, _, Some(why)) => format!("paused: {why}"),
+            (false, true, None) => "rolling back".into(),
+            (false, false, None) => "updating".into(),
+        }
     }
 }
 
@@ -72,6 +102,9 @@ pub struct Task {
     /// Global services pin each task to its node; the scheduler only checks it fits.
     #[serde(default)]
     pub pinned: Option<NodeId>,
+    /// The image of the spec this task runs (during a rollout, old and new differ).
+    #[serde(default)]
+    pub image: String,
 }
 
 impl Task {
@@ -140,6 +173,10 @@ pub enum Command {
     Scale {
         service: ServiceKey,
         replicas: u64,
+    },
+    /// `shoal rollback SERVICE`: return to the previous spec as a new generation.
+    Rollback {
+        service: ServiceKey,
     },
     /// An agent connected: record or refresh its node.
     RegisterNode {
@@ -211,6 +248,16 @@ pub enum Decision {
     },
     DropStack {
         stack: String,
+    },
+    /// The rollout of `generation` failed and its service asked to roll back.
+    RollBack {
+        service: ServiceKey,
+        generation: u64,
+    },
+    /// Every replica of `generation` is ready: its rollout is over.
+    CompleteRollout {
+        service: ServiceKey,
+        generation: u64,
     },
 }
 

@@ -41,8 +41,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         format!(" --addr {local}")
     };
+    // Bind before saying anything: a port in use is the most common first mistake.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {}: is another shoal already running? (choose another with --listen)",
+                args.listen
+            )
+        })?;
     println!(
-        "shoal is up on {} as node {name} (data in {}); deploy with: shoal{addr_flag} deploy -c compose.yaml",
+        "shoal is starting on {} as node {name} (data in {}); deploy with: shoal{addr_flag} deploy -c compose.yaml",
         args.listen,
         data_dir.display()
     );
@@ -51,7 +60,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         vec![
             (
                 "controller",
-                shoal_controller::run(controller, shutdown.clone()).boxed(),
+                shoal_controller::serve(controller, listener, shutdown.clone()).boxed(),
             ),
             ("agent", shoal_agent::run(agent, shutdown.clone()).boxed()),
         ],

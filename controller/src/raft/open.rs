@@ -161,7 +161,12 @@ fn open_stores(data_dir: &Path, node_id: RaftNodeId) -> anyhow::Result<(LogStore
         .path(&db_path)
         .cache_capacity(64 * 1024 * 1024)
         .open()
-        .with_context(|| format!("open the raft store {}", db_path.display()))?;
+        .with_context(|| {
+            format!(
+                "open the raft store {} (if it is locked, another shoal controller uses this data dir)",
+                db_path.display()
+            )
+        })?;
     let log_store = LogStore::open(&db, data_dir)?;
     log_store.claim_node_id(node_id)?;
     let state_machine = StateMachine::open(&db, data_dir)?;

@@ -88,6 +88,33 @@ pub enum Command {
     Rm(RmArgs),
     /// Return a service to its previous spec (rolled out like an update).
     Rollback(RollbackArgs),
+    /// Manage nodes: drain, activate, label, remove.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Move the node's replicas elsewhere (update_config.parallelism at a time) and place
+    /// nothing new on it.
+    Drain { node: String },
+    /// Let the node take work again (existing replicas are not moved back).
+    Activate { node: String },
+    /// Set labels (`k=v`) or remove them (`k-`); placement constraints match them.
+    Label {
+        node: String,
+        #[arg(required = true, value_name = "k=v|k-")]
+        labels: Vec<String>,
+    },
+    /// Forget a node that is gone; its replicas are replaced elsewhere.
+    Rm {
+        node: String,
+        /// Also when the node is still ready.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl Command {

@@ -127,6 +127,18 @@ impl Control for Fake {
     ) -> Result<Response<pb::RollbackReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn update_node(
+        &self,
+        _: Request<pb::UpdateNodeRequest>,
+    ) -> Result<Response<pb::UpdateNodeReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_node(
+        &self,
+        _: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     type LogsStream = LogStream;
     async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         Err(Status::unimplemented("fake"))

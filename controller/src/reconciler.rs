@@ -17,7 +17,7 @@ use shoal_proto::spec::{
 use shoal_proto::task::{Desired, TaskState};
 
 use crate::scheduler::{self, Request};
-use crate::state::{ClusterState, Decision, NodeId, NodeStatus, Service, Task};
+use crate::state::{Availability, ClusterState, Decision, NodeId, NodeStatus, Service, Task};
 
 /// Ended tasks kept per slot, so `ps --all` shows recent failures.
 pub const HISTORY_PER_SLOT: usize = 3;
@@ -141,7 +141,7 @@ fn converge_service(
     let mut in_flight = 0u64;
     for slot in &wanted {
         let list = by_slot.get(slot).map(Vec::as_slice).unwrap_or(&[]);
-        match converge_slot(svc, slot, list, now_ms, out) {
+        match converge_slot(state, svc, slot, list, now_ms, out) {
             SlotStatus::Outdated(old) => outdated.push((slot.clone(), old)),
             SlotStatus::Updating => in_flight += 1,
             SlotStatus::Current => {}
@@ -220,7 +220,15 @@ fn create_in(svc: &Service, slot: &Slot, out: &mut Vec<Decision>) {
     });
 }
 
+fn drained(state: &ClusterState, t: &Task) -> bool {
+    t.node
+        .as_ref()
+        .and_then(|n| state.nodes.get(n))
+        .is_some_and(|n| n.availability == Availability::Drain)
+}
+
 fn converge_slot(
+    state: &ClusterState,
     svc: &Service,
     slot: &Slot,
     list: &[&Task],
@@ -232,6 +240,11 @@ fn converge_slot(
         .copied()
         .filter(|t| t.desired == Desired::Running && !t.state.is_terminal())
         .collect();
+    // A replica on a drained node is moved like an outdated one (rolled, `parallelism`
+    // at a time): its replacement is placed elsewhere.
+    if let Some(t) = live.last().filter(|t| drained(state, t)) {
+        return SlotStatus::Outdated(t.id.clone());
+    }
     let (current, old): (Vec<&Task>, Vec<&Task>) =
         live.iter().partition(|t| t.generation >= svc.generation);
     if let Some((newest, dupes)) = current.split_last() {

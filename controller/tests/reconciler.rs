@@ -373,3 +373,78 @@ fn history_is_bounded_per_slot() {
         1 + shoal_controller::reconciler::HISTORY_PER_SLOT
     );
 }
+
+#[test]
+fn draining_a_node_moves_its_replicas_one_at_a_time() {
+    let mut s = deployed(
+        vec![node("a", 4.0, 4096), node("b", 4.0, 4096)],
+        vec![svc("web", 4)],
+    );
+    settle(&mut s, 0);
+    report(&mut s, "web", TaskState::Running, None, 1);
+    let on_a: Vec<String> = live(&s, "web")
+        .iter()
+        .filter(|t| t.node.as_deref() == Some("a"))
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(on_a.len(), 2);
+    s.apply(&Command::SetAvailability {
+        node: "a".into(),
+        availability: Availability::Drain,
+    });
+    let slot_of = |id: &str| s.tasks[id].slot;
+    // update_config.parallelism (1): one replica moves first (once the replicas are past
+    // their monitor period, as a service that has been running is).
+    assert_eq!(
+        reconcile(&s, 6_000),
+        vec![
+            Decision::Shutdown {
+                task: on_a[0].clone()
+            },
+            create("web", slot_of(&on_a[0]), 1)
+        ]
+    );
+    settle(&mut s, 6_000);
+    report(&mut s, "web", TaskState::Running, None, 6_001);
+    settle(&mut s, 12_000);
+    report(&mut s, "web", TaskState::Running, None, 12_001);
+    settle(&mut s, 18_000);
+    let nodes: Vec<String> = live(&s, "web")
+        .iter()
+        .map(|t| t.node.clone().unwrap())
+        .collect();
+    assert_eq!(nodes, vec!["b"; 4], "every replica left the drained node");
+    // Labels set by hand survive the agent's reconnect; availability too.
+    s.apply(&Command::LabelNode {
+        node: "a".into(),
+        labels: [("zone".to_string(), Some("eu".to_string()))]
+            .into_iter()
+            .collect(),
+    });
+    let mut again = node("a", 4.0, 4096);
+    again.labels.insert("disk".into(), "ssd".into());
+    s.apply(&Command::RegisterNode { node: again });
+    let a = &s.nodes["a"];
+    assert_eq!(a.availability, Availability::Drain);
+    assert_eq!(a.labels.get("zone").map(String::as_str), Some("eu"));
+    assert_eq!(a.labels.get("disk").map(String::as_str), Some("ssd"));
+}
+
+#[test]
+fn removing_a_node_orphans_its_tasks_for_replacement() {
+    let mut s = deployed(
+        vec![node("a", 4.0, 4096), node("b", 4.0, 4096)],
+        vec![svc("web", 2)],
+    );
+    settle(&mut s, 0);
+    let r = s.apply(&Command::RemoveNode { node: "a".into() });
+    assert_eq!(r.count, 1);
+    settle(&mut s, 1);
+    let nodes: Vec<String> = live(&s, "web")
+        .iter()
+        .map(|t| t.node.clone().unwrap())
+        .collect();
+    assert_eq!(nodes, vec!["b", "b"]);
+    let r = s.apply(&Command::RemoveNode { node: "a".into() });
+    assert_eq!(r.error.as_deref(), Some("no node named a"));
+}

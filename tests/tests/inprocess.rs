@@ -219,3 +219,104 @@ async fn a_pull_failure_is_reported_with_its_reason() {
     let failed = rows.iter().find(|t| t.state == "failed").unwrap();
     assert!(failed.error.contains("manifest unknown"), "{failed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_label_and_activate_steer_placement() {
+    let cl = cluster(&["n1", "n2"]).await;
+    let mut c = client(&cl.addr).await;
+    for _ in 0..100 {
+        let nodes = c
+            .nodes(pb::NodesRequest {})
+            .await
+            .map(|r| r.into_inner().nodes);
+        if nodes.is_ok_and(|n| n.len() == 2 && n.iter().all(|n| n.status == "ready")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut spec = stack(4);
+    let web = spec.services.get_mut("web").unwrap();
+    web.update.monitor_ms = 0; // no healthcheck: count a running replica as moved at once
+    c.deploy(pb::DeployRequest {
+        stack_json: serde_json::to_vec(&spec).unwrap(),
+    })
+    .await
+    .unwrap();
+    until(&mut c, "4 running on two nodes", |r| {
+        running_per_node(r).values().copied().collect::<Vec<_>>() == vec![2, 2]
+    })
+    .await;
+
+    c.update_node(pb::UpdateNodeRequest {
+        node: "n1".into(),
+        availability: "drain".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    until(&mut c, "every replica moved to n2", |r| {
+        running_per_node(r) == BTreeMap::from([("n2".to_string(), 4)])
+    })
+    .await;
+    for _ in 0..100 {
+        if cl.agents["n1"].containers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cl.agents["n1"].containers().is_empty(),
+        "the drained node still runs containers"
+    );
+
+    // A label and activation make n1 the only place for a constrained service.
+    c.update_node(pb::UpdateNodeRequest {
+        node: "n1".into(),
+        availability: "active".into(),
+        set_labels: [("zone".to_string(), "eu".to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut eu = stack(1);
+    eu.name = "eu".into();
+    eu.services.get_mut("web").unwrap().placement.constraints =
+        vec![shoal_proto::spec::Constraint {
+            field: shoal_proto::spec::ConstraintField::Label("zone".into()),
+            equal: true,
+            value: "eu".into(),
+        }];
+    c.deploy(pb::DeployRequest {
+        stack_json: serde_json::to_vec(&eu).unwrap(),
+    })
+    .await
+    .unwrap();
+    let rows = until(&mut c, "the constrained replica on n1", |r| {
+        r.iter().any(|t| t.stack == "eu" && t.state == "running")
+    })
+    .await;
+    let placed = rows.iter().find(|t| t.stack == "eu").unwrap();
+    assert_eq!(placed.node, "n1");
+    // Activation does not shuffle: app's replicas stay on n2.
+    assert_eq!(
+        running_per_node(
+            &rows
+                .iter()
+                .filter(|t| t.stack == "app")
+                .cloned()
+                .collect::<Vec<_>>()
+        ),
+        BTreeMap::from([("n2".to_string(), 4)])
+    );
+    // A ready node is not forgotten by accident.
+    let refused = c
+        .remove_node(pb::RemoveNodeRequest {
+            node: "n1".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+}

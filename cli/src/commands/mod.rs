@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod deploy;
 pub mod logs;
+pub mod node;
 pub mod nodes;
 pub mod ps;
 pub mod rm;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => scale::run(args, &mut Ctx::new(&global)).await,
         Command::Rm(args) => rm::run(args, &mut Ctx::new(&global)).await,
         Command::Rollback(args) => rollback::run(args, &mut Ctx::new(&global)).await,
+        Command::Node { command } => node::run(command, &mut Ctx::new(&global)).await,
     }
 }
 

@@ -242,6 +242,96 @@ impl Control for ControlService {
         }))
     }
 
+    async fn update_node(
+        &self,
+        req: Request<pb::UpdateNodeRequest>,
+    ) -> Result<Response<pb::UpdateNodeReply>, Status> {
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        if !self.ctx.node.state.read().nodes.contains_key(&req.node) {
+            return Err(Status::not_found(format!("no node named {}", req.node)));
+        }
+        let availability = match req.availability.as_str() {
+            "" => None,
+            "active" => Some(crate::state::Availability::Active),
+            "drain" => Some(crate::state::Availability::Drain),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "availability {other:?}: use active or drain"
+                )))
+            }
+        };
+        if let Some(availability) = availability {
+            let r = self
+                .ctx
+                .propose(Command::SetAvailability {
+                    node: req.node.clone(),
+                    availability,
+                })
+                .await?;
+            if let Some(e) = r.error {
+                return Err(Status::failed_precondition(e));
+            }
+            tracing::info!(node = %req.node, availability = availability.as_str(), "node availability changed");
+        }
+        let mut labels: std::collections::BTreeMap<String, Option<String>> = req
+            .set_labels
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        labels.extend(req.remove_labels.into_iter().map(|k| (k, None)));
+        if !labels.is_empty() {
+            let r = self
+                .ctx
+                .propose(Command::LabelNode {
+                    node: req.node.clone(),
+                    labels,
+                })
+                .await?;
+            if let Some(e) = r.error {
+                return Err(Status::failed_precondition(e));
+            }
+        }
+        Ok(Response::new(pb::UpdateNodeReply {}))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeReply>, Status> {
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        let status = self
+            .ctx
+            .node
+            .state
+            .read()
+            .nodes
+            .get(&req.node)
+            .map(|n| n.status);
+        match status {
+            None => return Err(Status::not_found(format!("no node named {}", req.node))),
+            Some(crate::state::NodeStatus::Ready) if !req.force => {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is ready: drain it and stop its agent first, or use --force",
+                    req.node
+                )))
+            }
+            _ => {}
+        }
+        let r = self
+            .ctx
+            .propose(Command::RemoveNode {
+                node: req.node.clone(),
+            })
+            .await?;
+        if let Some(e) = r.error {
+            return Err(Status::failed_precondition(e));
+        }
+        tracing::info!(node = %req.node, tasks = r.count, "node removed");
+        Ok(Response::new(pb::RemoveNodeReply { tasks: r.count }))
+    }
+
     async fn remove_stack(
         &self,
         req: Request<pb::RemoveStackRequest>,

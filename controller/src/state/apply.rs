@@ -35,14 +35,56 @@ impl ClusterState {
             Command::RemoveStack { stack } => self.remove_stack(stack),
             Command::Scale { service, replicas } => self.scale(service, *replicas),
             Command::Rollback { service } => self.roll_back(service, None),
+            Command::SetAvailability { node, availability } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.availability = *availability;
+                    CommandResult::default()
+                }
+                None => CommandResult::error(format!("no node named {node}")),
+            },
+            Command::LabelNode { node, labels } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    for (k, v) in labels {
+                        match v {
+                            Some(v) => n.labels.insert(k.clone(), v.clone()),
+                            None => n.labels.remove(k),
+                        };
+                    }
+                    CommandResult::default()
+                }
+                None => CommandResult::error(format!("no node named {node}")),
+            },
+            Command::RemoveNode { node } => {
+                if self.nodes.remove(node).is_none() {
+                    return CommandResult::error(format!("no node named {node}"));
+                }
+                // Its tasks are lost with it; the reconciler replaces them elsewhere.
+                let mut count = 0;
+                for t in self.tasks.values_mut() {
+                    if t.node.as_deref() == Some(node.as_str()) && !t.state.is_terminal() {
+                        t.state = TaskState::Orphaned;
+                        t.error = format!("node {node} was removed from the cluster");
+                        count += 1;
+                    }
+                }
+                CommandResult {
+                    count,
+                    ..Default::default()
+                }
+            }
             Command::RegisterNode { node } => {
                 let entry = self
                     .nodes
                     .entry(node.id.clone())
                     .or_insert_with(|| node.clone());
+                // Availability and labels set with `shoal node` outlive a reconnect; the
+                // agent's own `--labels` are laid over them.
                 let availability = entry.availability;
+                let mut labels = std::mem::take(&mut entry.labels);
+                labels.extend(node.labels.clone());
                 *entry = node.clone();
                 entry.availability = availability;
+                entry.labels = labels;
                 entry.status = NodeStatus::Ready;
                 CommandResult::default()
             }

@@ -178,6 +178,20 @@ pub enum Command {
     Rollback {
         service: ServiceKey,
     },
+    /// `shoal node drain|activate NODE`.
+    SetAvailability {
+        node: NodeId,
+        availability: Availability,
+    },
+    /// `shoal node label NODE k=v k-`: set (Some) or remove (None) labels.
+    LabelNode {
+        node: NodeId,
+        labels: BTreeMap<String, Option<String>>,
+    },
+    /// `shoal node rm NODE`: forget a node; its tasks are orphaned and replaced.
+    RemoveNode {
+        node: NodeId,
+    },
     /// An agent connected: record or refresh its node.
     RegisterNode {
         node: Node,

@@ -30,6 +30,22 @@ impl ControlService {
     pub fn new(ctx: Shared) -> Self {
         ControlService { ctx }
     }
+
+    /// The service a user named, read on the confirmed leader.
+    async fn resolve(&self, name: &str) -> Result<crate::state::ServiceKey, Status> {
+        self.ctx.linearizable().await?;
+        let state = self.ctx.node.state.read();
+        state.resolve_service(name).map_err(resolve_status)
+    }
+
+    /// Proposes `cmd`; a command the state machine refused is `FAILED_PRECONDITION`.
+    async fn apply(&self, cmd: Command) -> Result<crate::state::CommandResult, Status> {
+        let result = self.ctx.propose(cmd).await?;
+        match result.error {
+            Some(e) => Err(Status::failed_precondition(e)),
+            None => Ok(result),
+        }
+    }
 }
 
 fn resolve_status(e: ResolveError) -> Status {
@@ -60,15 +76,11 @@ impl Control for ControlService {
         }
         let stack = spec.name.clone();
         let result = self
-            .ctx
-            .propose(Command::DeployStack {
+            .apply(Command::DeployStack {
                 spec,
                 now_ms: now_ms(),
             })
             .await?;
-        if let Some(e) = result.error {
-            return Err(Status::failed_precondition(e));
-        }
         tracing::info!(%stack, "stack deployed");
         Ok(Response::new(pb::DeployReply {
             stack,
@@ -186,25 +198,13 @@ impl Control for ControlService {
         &self,
         req: Request<pb::ScaleRequest>,
     ) -> Result<Response<pb::ScaleReply>, Status> {
-        self.ctx.linearizable().await?;
         let req = req.into_inner();
-        let key = self
-            .ctx
-            .node
-            .state
-            .read()
-            .resolve_service(&req.service)
-            .map_err(resolve_status)?;
-        let result = self
-            .ctx
-            .propose(Command::Scale {
-                service: key.clone(),
-                replicas: req.replicas,
-            })
-            .await?;
-        if let Some(e) = result.error {
-            return Err(Status::failed_precondition(e));
-        }
+        let key = self.resolve(&req.service).await?;
+        self.apply(Command::Scale {
+            service: key.clone(),
+            replicas: req.replicas,
+        })
+        .await?;
         tracing::info!(service = %key, replicas = req.replicas, "service scaled");
         Ok(Response::new(pb::ScaleReply {
             service: key,
@@ -216,24 +216,13 @@ impl Control for ControlService {
         &self,
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackReply>, Status> {
-        self.ctx.linearizable().await?;
         let req = req.into_inner();
-        let key = self
-            .ctx
-            .node
-            .state
-            .read()
-            .resolve_service(&req.service)
-            .map_err(resolve_status)?;
+        let key = self.resolve(&req.service).await?;
         let result = self
-            .ctx
-            .propose(Command::Rollback {
+            .apply(Command::Rollback {
                 service: key.clone(),
             })
             .await?;
-        if let Some(e) = result.error {
-            return Err(Status::failed_precondition(e));
-        }
         let generation = result.generations.first().map_or(0, |g| g.1);
         tracing::info!(service = %key, generation, "rollback started");
         Ok(Response::new(pb::RollbackReply {
@@ -262,16 +251,11 @@ impl Control for ControlService {
             }
         };
         if let Some(availability) = availability {
-            let r = self
-                .ctx
-                .propose(Command::SetAvailability {
-                    node: req.node.clone(),
-                    availability,
-                })
-                .await?;
-            if let Some(e) = r.error {
-                return Err(Status::failed_precondition(e));
-            }
+            self.apply(Command::SetAvailability {
+                node: req.node.clone(),
+                availability,
+            })
+            .await?;
             tracing::info!(node = %req.node, availability = availability.as_str(), "node availability changed");
         }
         let mut labels: std::collections::BTreeMap<String, Option<String>> = req
@@ -281,16 +265,11 @@ impl Control for ControlService {
             .collect();
         labels.extend(req.remove_labels.into_iter().map(|k| (k, None)));
         if !labels.is_empty() {
-            let r = self
-                .ctx
-                .propose(Command::LabelNode {
-                    node: req.node.clone(),
-                    labels,
-                })
-                .await?;
-            if let Some(e) = r.error {
-                return Err(Status::failed_precondition(e));
-            }
+            self.apply(Command::LabelNode {
+                node: req.node.clone(),
+                labels,
+            })
+            .await?;
         }
         Ok(Response::new(pb::UpdateNodeReply {}))
     }
@@ -320,14 +299,10 @@ impl Control for ControlService {
             _ => {}
         }
         let r = self
-            .ctx
-            .propose(Command::RemoveNode {
+            .apply(Command::RemoveNode {
                 node: req.node.clone(),
             })
             .await?;
-        if let Some(e) = r.error {
-            return Err(Status::failed_precondition(e));
-        }
         tracing::info!(node = %req.node, tasks = r.count, "node removed");
         Ok(Response::new(pb::RemoveNodeReply { tasks: r.count }))
     }
@@ -342,14 +317,10 @@ impl Control for ControlService {
             return Err(Status::not_found(format!("no stack named {stack}")));
         }
         let result = self
-            .ctx
-            .propose(Command::RemoveStack {
+            .apply(Command::RemoveStack {
                 stack: stack.clone(),
             })
             .await?;
-        if let Some(e) = result.error {
-            return Err(Status::failed_precondition(e));
-        }
         tracing::info!(%stack, "stack removal started");
         Ok(Response::new(pb::RemoveStackReply {
             tasks: result.count,

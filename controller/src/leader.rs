@@ -58,6 +58,7 @@ async fn pass(ctx: &Shared) -> anyhow::Result<()> {
     }
     let state = ctx.node.state.snapshot();
     let transitions = ctx.lock_liveness().transitions(&state, Instant::now());
+    let changed = !transitions.is_empty();
     for (node, status) in transitions {
         tracing::info!(%node, status = status.as_str(), "node status changed");
         ctx.propose(Command::SetNodeStatus {
@@ -68,7 +69,13 @@ async fn pass(ctx: &Shared) -> anyhow::Result<()> {
         .await?;
     }
     let now = now_ms();
-    let decisions = crate::reconciler::reconcile(&ctx.node.state.snapshot(), now);
+    // Decide on what the status changes just made, not on the state before them.
+    let state = if changed {
+        ctx.node.state.snapshot()
+    } else {
+        state
+    };
+    let decisions = crate::reconciler::reconcile(&state, now);
     if decisions.is_empty() {
         return Ok(());
     }

@@ -180,6 +180,24 @@ services:
     file
 }
 
+/// Deploys the good version (which must converge), then the bad one (which must fail
+/// with exit 1); returns the second deploy's output and stderr.
+fn good_then_bad(
+    up: &ShoalUp,
+    dir: &std::path::Path,
+    stack: &str,
+    failure_action: &str,
+) -> (std::process::Output, String) {
+    let good = write_failing(dir, stack, true, failure_action);
+    let out = up.shoal(&["deploy", "-c", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bad = write_failing(dir, stack, false, failure_action);
+    let out = up.shoal(&["deploy", "-c", bad.to_str().unwrap(), "--timeout", "120"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
 #[test]
 fn a_failing_update_is_rolled_back_or_paused_as_asked() {
     ensure_test_image();
@@ -191,20 +209,7 @@ fn a_failing_update_is_rolled_back_or_paused_as_asked() {
 
     // failure_action: rollback -> every replica ends on the old version.
     let stack = "e2erollback";
-    let good = write_failing(dir.path(), stack, true, "rollback");
-    let out = up.shoal(&["deploy", "-c", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = up.shoal(&[
-        "deploy",
-        "-c",
-        write_failing(dir.path(), stack, false, "rollback")
-            .to_str()
-            .unwrap(),
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = good_then_bad(&up, dir.path(), stack, "rollback");
     assert!(err.contains("web slot 1"), "{}", text(&out));
     assert!(err.contains("healthcheck fails"), "{}", text(&out));
     assert!(err.contains("rolled back"), "{}", text(&out));
@@ -226,25 +231,7 @@ fn a_failing_update_is_rolled_back_or_paused_as_asked() {
 
     // failure_action: pause -> it stops after the first bad replica and says so.
     let stack = "e2epause";
-    let out = up.shoal(&[
-        "deploy",
-        "-c",
-        write_failing(dir.path(), stack, true, "pause")
-            .to_str()
-            .unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = up.shoal(&[
-        "deploy",
-        "-c",
-        write_failing(dir.path(), stack, false, "pause")
-            .to_str()
-            .unwrap(),
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = good_then_bad(&up, dir.path(), stack, "pause");
     assert!(err.contains("paused"), "{}", text(&out));
     let ps = up.ps(stack);
     assert_eq!(

@@ -70,6 +70,21 @@ async fn client(addr: &str) -> ControlClient<tonic::transport::Channel> {
     panic!("controller at {addr} never answered");
 }
 
+/// Waits (at most 5 s) until `n` nodes are registered and ready; panics otherwise.
+async fn wait_ready(c: &mut ControlClient<tonic::transport::Channel>, n: usize) {
+    for _ in 0..100 {
+        let nodes = c
+            .nodes(pb::NodesRequest {})
+            .await
+            .map(|r| r.into_inner().nodes);
+        if nodes.is_ok_and(|l| l.len() == n && l.iter().all(|x| x.status == "ready")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} nodes never became ready");
+}
+
 async fn ps(c: &mut ControlClient<tonic::transport::Channel>) -> Vec<pb::TaskRow> {
     match c
         .ps(pb::PsRequest {
@@ -125,16 +140,7 @@ fn running_per_node(rows: &[pb::TaskRow]) -> BTreeMap<String, usize> {
 async fn replicas_spread_over_agents_and_a_failed_one_is_replaced() {
     let cl = cluster(&["n1", "n2", "n3"]).await;
     let mut c = client(&cl.addr).await;
-    for _ in 0..100 {
-        let nodes = c
-            .nodes(pb::NodesRequest {})
-            .await
-            .map(|r| r.into_inner().nodes);
-        if nodes.is_ok_and(|n| n.len() == 3 && n.iter().all(|n| n.status == "ready")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&mut c, 3).await;
     let reply = c
         .deploy(pb::DeployRequest {
             stack_json: serde_json::to_vec(&stack(6)).unwrap(),
@@ -224,16 +230,7 @@ async fn a_pull_failure_is_reported_with_its_reason() {
 async fn drain_label_and_activate_steer_placement() {
     let cl = cluster(&["n1", "n2"]).await;
     let mut c = client(&cl.addr).await;
-    for _ in 0..100 {
-        let nodes = c
-            .nodes(pb::NodesRequest {})
-            .await
-            .map(|r| r.into_inner().nodes);
-        if nodes.is_ok_and(|n| n.len() == 2 && n.iter().all(|n| n.status == "ready")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&mut c, 2).await;
     let mut spec = stack(4);
     let web = spec.services.get_mut("web").unwrap();
     web.update.monitor_ms = 0; // no healthcheck: count a running replica as moved at once

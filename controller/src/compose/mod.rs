@@ -20,6 +20,8 @@ mod dotenv;
 mod files;
 pub mod interpolate;
 pub mod merge;
+mod mounts;
+mod ports;
 mod render;
 pub mod schema;
 mod service;

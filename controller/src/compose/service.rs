@@ -4,17 +4,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use shoal_proto::spec::{
-    HealthcheckSpec, MountKind, MountSpec, PortMode, PortSpec, RestartCondition, RestartPolicy,
-    ServiceSpec, Ulimit, VolumeSpec,
+    HealthcheckSpec, RestartCondition, RestartPolicy, ServiceSpec, Ulimit, VolumeSpec,
 };
 
 use super::deploy;
 use super::diag::Sink;
 use super::dotenv;
-use super::units::{
-    parse_bytes, parse_duration_ms, parse_nano_cpus, parse_port_short, parse_protocol,
-    split_volume_short,
-};
+use super::mounts::mounts;
+use super::ports::ports;
+use super::units::{parse_bytes, parse_duration_ms, parse_nano_cpus};
 use super::value::{
     boolean, entries, int, list_or_dict, opt_text, string_list, string_map, text, uint,
 };
@@ -31,7 +29,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn dir_of(&self, n: &Node) -> PathBuf {
+    pub(crate) fn dir_of(&self, n: &Node) -> PathBuf {
         self.sink
             .file(n.pos.file)
             .parent()
@@ -414,241 +412,6 @@ fn env_files(n: &Node, ctx: &mut Ctx<'_>, path: &str, env: &mut BTreeMap<String,
             ),
         }
     }
-}
-
-fn ports(n: &Node, sink: &mut Sink, path: &str) -> Vec<PortSpec> {
-    let Some(items) = n.as_seq() else {
-        sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let ipath = format!("{path}[{i}]");
-        if item.as_map().is_none() {
-            if let Some(t) = text(item, sink, &ipath) {
-                match parse_port_short(&t) {
-                    Ok(ps) => out.extend(ps),
-                    Err(e) => sink.error(item.pos, &ipath, e),
-                }
-            }
-            continue;
-        }
-        let port_of = |sink: &mut Sink, k: &str| -> Option<u16> {
-            let v = item.get(k)?;
-            let t = text(v, sink, &format!("{ipath}.{k}"))?;
-            match t.parse::<u16>() {
-                Ok(p) if p > 0 => Some(p),
-                _ => {
-                    sink.error(v.pos, &format!("{ipath}.{k}"), format!("invalid port `{t}`: ports are 1-65535 (ranges only in the short syntax)"));
-                    None
-                }
-            }
-        };
-        let Some(target) = port_of(sink, "target") else {
-            if item.get("target").is_none() {
-                sink.error(item.pos, &ipath, "missing required key `target`");
-            }
-            continue;
-        };
-        let mut p = PortSpec {
-            target,
-            published: port_of(sink, "published"),
-            ..Default::default()
-        };
-        if let Some(proto) = item.get("protocol") {
-            if let Some(t) = text(proto, sink, &format!("{ipath}.protocol")) {
-                match parse_protocol(&t) {
-                    Ok(pr) => p.protocol = pr,
-                    Err(e) => sink.error(proto.pos, &format!("{ipath}.protocol"), e),
-                }
-            }
-        }
-        p.host_ip = item
-            .get("host_ip")
-            .and_then(|h| opt_text(h, sink, &format!("{ipath}.host_ip")));
-        if let Some(m) = item.get("mode") {
-            match text(m, sink, &format!("{ipath}.mode")).as_deref() {
-                Some("host") => p.mode = PortMode::Host,
-                Some("ingress") => p.mode = PortMode::Ingress,
-                Some(other) => sink.error(
-                    m.pos,
-                    &format!("{ipath}.mode"),
-                    format!("unknown port mode `{other}`: use host or ingress"),
-                ),
-                None => {}
-            }
-        }
-        out.push(p);
-    }
-    out
-}
-
-fn is_path(src: &str) -> bool {
-    src.starts_with('/') || src.starts_with('.') || src.starts_with('~')
-}
-
-fn bind_source(src: &str, item: &Node, ctx: &Ctx<'_>) -> String {
-    let p = if let Some(rest) = src.strip_prefix("~/").or((src == "~").then_some("")) {
-        let home = ctx.env.get("HOME").cloned().unwrap_or_default();
-        PathBuf::from(home).join(rest)
-    } else {
-        ctx.dir_of(item).join(src)
-    };
-    normalize(&p)
-}
-
-/// `a/./b/../c` → `a/c`, without touching the disk (the path is on the nodes).
-fn normalize(p: &Path) -> String {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out.display().to_string()
-}
-
-fn check_named(name: &str, item: &Node, ctx: &mut Ctx<'_>, path: &str) {
-    if !ctx.volumes.contains_key(name) {
-        ctx.sink.error(
-            item.pos,
-            path,
-            format!("service uses the undeclared volume `{name}`: declare it under the top-level volumes: key"),
-        );
-    }
-}
-
-fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> {
-    let Some(items) = n.as_seq() else {
-        ctx.sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let ipath = format!("{path}[{i}]");
-        if item.as_map().is_none() {
-            let Some(t) = text(item, ctx.sink, &ipath) else {
-                continue;
-            };
-            let (src, target, opts) = match split_volume_short(&t) {
-                Ok(x) => x,
-                Err(e) => {
-                    ctx.sink.error(item.pos, &ipath, e);
-                    continue;
-                }
-            };
-            let read_only = opts.contains(&"ro");
-            let m = match src {
-                None => MountSpec {
-                    kind: MountKind::Volume,
-                    source: None,
-                    target: target.into(),
-                    read_only,
-                },
-                Some(s) if is_path(s) => MountSpec {
-                    kind: MountKind::Bind,
-                    source: Some(bind_source(s, item, ctx)),
-                    target: target.into(),
-                    read_only,
-                },
-                Some(s) => {
-                    check_named(s, item, ctx, &ipath);
-                    MountSpec {
-                        kind: MountKind::Volume,
-                        source: Some(s.into()),
-                        target: target.into(),
-                        read_only,
-                    }
-                }
-            };
-            out.push(m);
-            continue;
-        }
-        let kind_text = item
-            .get("type")
-            .and_then(|t| text(t, ctx.sink, &format!("{ipath}.type")));
-        let kind = match kind_text.as_deref() {
-            Some("volume") => MountKind::Volume,
-            Some("bind") => MountKind::Bind,
-            Some("tmpfs") => MountKind::Tmpfs,
-            Some(other) => {
-                ctx.sink.error(
-                    item.pos,
-                    &format!("{ipath}.type"),
-                    format!("mount type `{other}` is not supported: use volume, bind or tmpfs"),
-                );
-                continue;
-            }
-            None => {
-                ctx.sink
-                    .error(item.pos, &ipath, "missing required key `type`");
-                continue;
-            }
-        };
-        let Some(target) = item
-            .get("target")
-            .and_then(|t| text(t, ctx.sink, &format!("{ipath}.target")))
-        else {
-            ctx.sink
-                .error(item.pos, &ipath, "missing required key `target`");
-            continue;
-        };
-        let source = item
-            .get("source")
-            .and_then(|s| opt_text(s, ctx.sink, &format!("{ipath}.source")))
-            .filter(|s| !s.is_empty());
-        let read_only = item
-            .get("read_only")
-            .and_then(|r| boolean(r, ctx.sink, &format!("{ipath}.read_only")))
-            .unwrap_or(false);
-        for opt in ["bind", "volume", "tmpfs", "consistency", "image"] {
-            if let Some(o) = item.get(opt) {
-                ctx.sink.warn(
-                    o.pos,
-                    &format!("{ipath}.{opt}"),
-                    "ignored: mount options are not supported yet",
-                );
-            }
-        }
-        let source = match kind {
-            MountKind::Bind => {
-                match source {
-                    Some(s) => Some(bind_source(&s, item, ctx)),
-                    None => {
-                        ctx.sink.error(item.pos, &ipath, "invalid mount config for type \"bind\": field Source must not be empty");
-                        continue;
-                    }
-                }
-            }
-            MountKind::Volume => {
-                if let Some(s) = &source {
-                    check_named(s, item, ctx, &ipath);
-                }
-                source
-            }
-            MountKind::Tmpfs => None,
-        };
-        out.push(MountSpec {
-            kind,
-            source,
-            target,
-            read_only,
-        });
-    }
-    out
 }
 
 fn healthcheck(n: &Node, sink: &mut Sink, path: &str) -> Option<HealthcheckSpec> {

@@ -207,6 +207,36 @@ pub fn is_ready(svc: &Service, t: &Task, now_ms: u64) -> bool {
     }
 }
 
+/// Why a running replica of the current spec counts as failed because it did not become
+/// healthy in time (only while its generation rolls out: afterwards Docker's own
+/// `unhealthy` says it).
+fn health_timed_out(svc: &Service, t: &Task, now_ms: u64) -> Option<String> {
+    if svc.rollout_complete || t.state != TaskState::Running {
+        return None;
+    }
+    let deadline = svc.spec.health_deadline_ms()?;
+    (now_ms >= t.updated_at_ms + deadline).then(|| {
+        format!(
+            "not healthy {} after it started (healthcheck start period, retries and monitor)",
+            human_ms(deadline)
+        )
+    })
+}
+
+/// `1500` -> "1.5s", `90000` -> "1m30s".
+pub fn human_ms(ms: u64) -> String {
+    if ms < 60_000 {
+        let s = format!("{:.1}", ms as f64 / 1000.0);
+        return format!("{}s", s.trim_end_matches(".0"));
+    }
+    let (m, s) = (ms / 60_000, (ms % 60_000) / 1000);
+    if s == 0 {
+        format!("{m}m")
+    } else {
+        format!("{m}m{s}s")
+    }
+}
+
 fn create_in(svc: &Service, slot: &Slot, out: &mut Vec<Decision>) {
     let (index, node) = match slot {
         Slot::Index(i) => (*i, None),
@@ -250,6 +280,13 @@ fn converge_slot(
     if let Some((newest, dupes)) = current.split_last() {
         for t in dupes {
             out.push(Decision::Shutdown { task: t.id.clone() });
+        }
+        if let Some(reason) = health_timed_out(svc, newest, now_ms) {
+            out.push(Decision::Fail {
+                task: newest.id.clone(),
+                reason,
+            });
+            return SlotStatus::Updating;
         }
         // Start-first: the old replica goes once its replacement is ready.
         let ready = is_ready(svc, newest, now_ms);

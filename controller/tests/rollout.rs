@@ -6,7 +6,7 @@ use common::*;
 use shoal_controller::reconciler::{reconcile, rollout_paused};
 use shoal_controller::state::*;
 use shoal_proto::spec::*;
-use shoal_proto::task::TaskState;
+use shoal_proto::task::{Desired, TaskState};
 
 fn web(replicas: u64, image: &str, update: UpdateConfig) -> ServiceSpec {
     let mut s = svc("web", replicas);
@@ -362,4 +362,75 @@ fn a_crash_after_the_rollout_completed_is_not_a_failed_rollout() {
         "{d:?}"
     );
     assert_eq!(s.services["app/web"].spec.image, "img:2");
+}
+
+#[test]
+fn a_new_replica_not_healthy_within_its_deadline_fails_and_pauses_the_rollout() {
+    let mut s = deployed(
+        vec![node("a", 4.0, 4096)],
+        vec![web(3, "img:1", UpdateConfig::default())],
+    );
+    settle(&mut s, 0);
+    report(&mut s, "web", TaskState::Healthy, None, 1);
+    let mut spec = web(3, "img:2", UpdateConfig::default());
+    spec.healthcheck = Some(HealthcheckSpec {
+        test: vec!["CMD".into(), "true".into()],
+        interval_ms: Some(1_000),
+        timeout_ms: Some(500),
+        retries: Some(2),
+        start_period_ms: Some(2_000),
+        ..Default::default()
+    });
+    redeploy(&mut s, spec, 2);
+    // start 2 s + 2 x (1 s + 0.5 s) + monitor 5 s = 10 s.
+    assert_eq!(
+        s.services["app/web"].spec.health_deadline_ms(),
+        Some(10_000)
+    );
+    let d = reconcile(&s, 3);
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 3,
+    });
+    new_ones(&mut s, TaskState::Running, 4);
+    let new1 = task_of(&s, 1, 2);
+
+    // Still within the deadline: waiting, nothing fails.
+    assert!(!reconcile(&s, 10_003)
+        .iter()
+        .any(|d| matches!(d, Decision::Fail { .. })));
+    // At the deadline it fails, with a reason saying why.
+    let d = reconcile(&s, 10_004);
+    assert!(
+        d.contains(&Decision::Fail {
+            task: new1.clone(),
+            reason: "not healthy 10s after it started (healthcheck start period, retries \
+                     and monitor)"
+                .into(),
+        }),
+        "{d:?}"
+    );
+    s.apply(&Command::Reconcile {
+        decisions: d,
+        now_ms: 10_004,
+    });
+    let t = &s.tasks[&new1];
+    assert_eq!((t.state, t.desired), (TaskState::Failed, Desired::Shutdown));
+
+    // One failed new replica with max_failure_ratio 0: the rollout pauses, and the
+    // other slots keep the old version.
+    let svc = &s.services["app/web"];
+    let tasks: Vec<&Task> = s.tasks.values().collect();
+    assert!(rollout_paused(svc, &tasks).is_some_and(|why| why.contains("1 new replica(s) failed")));
+    let (old2, old3) = (task_of(&s, 2, 1), task_of(&s, 3, 1));
+    for d in reconcile(&s, 10_005) {
+        assert!(
+            !matches!(&d, Decision::Shutdown { task } if *task == old2 || *task == old3),
+            "{d:?}"
+        );
+        assert!(
+            !matches!(d, Decision::CreateTask { slot: 2 | 3, .. }),
+            "{d:?}"
+        );
+    }
 }

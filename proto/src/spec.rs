@@ -184,6 +184,20 @@ impl ServiceSpec {
     pub fn has_healthcheck(&self) -> bool {
         self.healthcheck.as_ref().is_some_and(|h| !h.disable)
     }
+
+    /// How long a running replica with a healthcheck may stay not yet healthy before it
+    /// counts as failed: the time Docker needs to declare it unhealthy when every check
+    /// fails or times out (start period, then `retries` checks of interval + timeout,
+    /// Docker's defaults where unset), plus the update's `monitor`. A replica still not
+    /// healthy after that has a check that hangs or never settles.
+    pub fn health_deadline_ms(&self) -> Option<u64> {
+        let h = self.healthcheck.as_ref().filter(|h| !h.disable)?;
+        let interval = h.interval_ms.filter(|ms| *ms > 0).unwrap_or(30_000);
+        let timeout = h.timeout_ms.filter(|ms| *ms > 0).unwrap_or(30_000);
+        let retries = h.retries.filter(|r| *r > 0).unwrap_or(3);
+        let start = h.start_period_ms.unwrap_or(0);
+        Some(start + (interval + timeout) * retries + self.update.monitor_ms)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -348,6 +348,19 @@ impl ClusterState {
                 t.updated_at_ms = now_ms;
                 true
             }
+            Decision::Fail { task, reason } => {
+                let Some(t) = self.tasks.get_mut(task) else {
+                    return false;
+                };
+                if t.state.is_terminal() {
+                    return false;
+                }
+                t.state = TaskState::Failed;
+                t.desired = Desired::Shutdown;
+                t.error = reason.clone();
+                t.updated_at_ms = now_ms;
+                true
+            }
             Decision::Forget { task } => self.tasks.remove(task).is_some(),
             Decision::DropService { service } => {
                 let gone = self.services.remove(service).is_some();

@@ -273,6 +273,12 @@ pub enum Decision {
         service: ServiceKey,
         generation: u64,
     },
+    /// A running task counts as failed (it did not become healthy in time): it is
+    /// stopped and keeps `reason` as its error.
+    Fail {
+        task: TaskId,
+        reason: String,
+    },
 }
 
 /// Why a service name given by a user does not name one service.

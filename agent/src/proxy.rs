@@ -78,6 +78,64 @@ pub fn ingress_routes(
 
 type Backends = Arc<RwLock<Vec<SocketAddr>>>;
 
+/// Connections being forwarded, by backend container IP, across every listener of a
+/// node. A replica leaving the ingress is stopped only once its count drops to zero (or
+/// its drain bound passes): that is how a rolling update drains it.
+#[derive(Debug, Clone, Default)]
+pub struct Connections(Arc<std::sync::Mutex<BTreeMap<IpAddr, usize>>>);
+
+impl Connections {
+    /// Connections now forwarded to `ip`.
+    pub fn active(&self, ip: IpAddr) -> usize {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Waits until no connection is forwarded to `ip`, at most `bound`. Returns how many
+    /// were still open when it stopped waiting.
+    pub async fn drain(&self, ip: IpAddr, bound: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let n = self.active(ip);
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn open(&self, ip: IpAddr) -> ConnectionGuard {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ip)
+            .or_default() += 1;
+        ConnectionGuard {
+            connections: self.clone(),
+            ip,
+        }
+    }
+}
+
+/// Counts one forwarded connection while it lives.
+struct ConnectionGuard {
+    connections: Connections,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut map = self.connections.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 struct Listener {
     backends: Backends,
     stop: CancellationToken,
@@ -86,6 +144,7 @@ struct Listener {
 /// The open ingress listeners of one node.
 pub struct Proxy {
     listeners: BTreeMap<SocketAddr, Listener>,
+    connections: Connections,
     /// Ends listeners and forwarded connections (agent shutdown).
     shutdown: CancellationToken,
 }
@@ -94,8 +153,14 @@ impl Proxy {
     pub fn new(shutdown: CancellationToken) -> Proxy {
         Proxy {
             listeners: BTreeMap::new(),
+            connections: Connections::default(),
             shutdown,
         }
+    }
+
+    /// The live connection counts, to drain a replica before stopping it.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
     }
 
     /// Listen addresses now open.
@@ -131,6 +196,7 @@ impl Proxy {
                     tokio::spawn(accept_loop(
                         socket,
                         backends.clone(),
+                        self.connections.clone(),
                         stop.clone(),
                         self.shutdown.clone(),
                     ));
@@ -160,6 +226,7 @@ impl Drop for Proxy {
 async fn accept_loop(
     socket: TcpListener,
     backends: Backends,
+    connections: Connections,
     stop: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -180,10 +247,11 @@ async fn accept_loop(
         let candidates = backends.read().unwrap_or_else(|p| p.into_inner()).clone();
         let first = next.fetch_add(1, Ordering::Relaxed);
         let shutdown = shutdown.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = forward(client, peer, candidates, first) => {}
+                _ = forward(client, peer, candidates, first, &connections) => {}
             }
         });
     }
@@ -191,10 +259,17 @@ async fn accept_loop(
 
 /// Connect to the backends from `first` on, round-robin, and pipe the connection through
 /// the first that answers. Without a ready backend, the client's connection is closed.
-async fn forward(mut client: TcpStream, peer: SocketAddr, backends: Vec<SocketAddr>, first: usize) {
+async fn forward(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    backends: Vec<SocketAddr>,
+    first: usize,
+    connections: &Connections,
+) {
     let n = backends.len();
     for i in 0..n {
         let backend = backends[(first + i) % n];
+        let _open = connections.open(backend.ip());
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
             Ok(Ok(mut upstream)) => {
                 let _ = client.set_nodelay(true);
@@ -292,6 +367,68 @@ mod tests {
         assert!(proxy.listening().is_empty());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(TcpStream::connect(listen).await.is_err(), "listener closed");
+    }
+
+    #[tokio::test]
+    async fn a_backend_drains_once_its_forwarded_connections_close() {
+        // A backend that keeps each connection open until the client closes it.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut proxy = Proxy::new(CancellationToken::new());
+        let routes = [(
+            listen,
+            Route {
+                tasks: vec!["t1".into()],
+                backends: vec![backend],
+            },
+        )]
+        .into_iter()
+        .collect();
+        proxy.update(&routes).await;
+        let connections = proxy.connections();
+        assert_eq!(connections.active(backend.ip()), 0);
+
+        let mut client = TcpStream::connect(listen).await.unwrap();
+        client.write_all(b"hold").await.unwrap();
+        let opened = connections.drain_until_open(backend.ip()).await;
+        assert_eq!(opened, 1, "the forwarded connection is counted");
+        // Still open: the drain waits out its bound and says one is left.
+        assert_eq!(
+            connections
+                .drain(backend.ip(), Duration::from_millis(100))
+                .await,
+            1
+        );
+        drop(client);
+        assert_eq!(
+            connections
+                .drain(backend.ip(), Duration::from_secs(5))
+                .await,
+            0
+        );
+    }
+
+    impl Connections {
+        /// Waits (bounded) until a connection to `ip` is counted; returns the count.
+        async fn drain_until_open(&self, ip: IpAddr) -> usize {
+            for _ in 0..250 {
+                if self.active(ip) > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.active(ip)
+        }
     }
 
     #[tokio::test]

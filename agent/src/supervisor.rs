@@ -25,6 +25,9 @@ use crate::runtime::{
     container_request, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
 };
 
+/// The longest a stopping replica waits for its ingress connections to finish.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
 /// What the supervisor tells the session, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -278,6 +281,10 @@ impl Supervisor {
     async fn step(&mut self) {
         for _ in 0..4 {
             let actions = self.plan();
+            // Routes first: a replica told to stop leaves the ingress before it stops.
+            if actions.iter().any(|a| matches!(a, Action::Stop { .. })) {
+                self.update_ingress().await;
+            }
             let mut reported_only = true;
             for action in actions {
                 match action {
@@ -418,7 +425,21 @@ impl Supervisor {
                 then,
             } => {
                 self.busy.insert(task_id.clone());
+                // Connections the ingress forwards to it finish first (bounded by its
+                // grace period, at most DRAIN_MAX): a rolling update drops no request.
+                let drain = self
+                    .proxy
+                    .as_ref()
+                    .zip(self.containers.get(&container_id).and_then(|c| c.ip))
+                    .filter(|_| running)
+                    .map(|(p, ip)| (p.connections(), ip));
                 self.ops.spawn(async move {
+                    if let Some((connections, ip)) = drain {
+                        let left = connections.drain(ip, grace.min(DRAIN_MAX)).await;
+                        if left > 0 {
+                            debug!(task = %task_id, left, "stopping with connections still open");
+                        }
+                    }
                     stop_container(&*runtime, &container_id, running, grace, signal.as_deref())
                         .await;
                     let done = match then {

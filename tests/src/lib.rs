@@ -104,6 +104,34 @@ pub fn service_containers(stack: &str, service: &str) -> Vec<String> {
     .collect()
 }
 
+/// The IP addresses of the running containers of one service of one stack.
+pub fn running_service_ips(stack: &str, service: &str) -> Vec<String> {
+    let stack = format!("label=io.shoal.stack={stack}");
+    let service = format!("label=io.shoal.service={service}");
+    let ids: Vec<String> = docker(&["ps", "-q", "--filter", &stack, "--filter", &service])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+    ];
+    args.extend(ids.iter().map(String::as_str));
+    // A container may go between the two calls: then inspect fails for it alone.
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("run docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Makes sure the test image exists (runs the builder script once).
 pub fn ensure_test_image() {
     let ok = Command::new("docker")
@@ -292,12 +320,14 @@ pub fn text(out: &Output) -> String {
 
 /// An HTTP GET on 127.0.0.1:port with a plain TCP socket; the body on a 200.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_at(&format!("127.0.0.1:{port}"), path)
+}
+
+/// An HTTP GET on `addr` (`ip:port`) with a plain TCP socket; the body on a 200.
+pub fn http_get_at(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut buf = String::new();
@@ -305,5 +335,10 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     if !buf.starts_with("HTTP/1.0 200") && !buf.starts_with("HTTP/1.1 200") {
         return None;
     }
-    buf.split("\r\n\r\n").nth(1).map(str::to_string)
+    // The body follows the first empty line (CGI scripts may end headers with bare \n).
+    let at = [("\r\n\r\n", 4), ("\n\n", 2)]
+        .iter()
+        .filter_map(|(sep, len)| buf.find(sep).map(|i| i + len))
+        .min()?;
+    Some(buf[at..].to_string())
 }

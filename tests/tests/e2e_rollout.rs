@@ -1,7 +1,11 @@
 //! A rolling update on the real Docker engine: 4 healthchecked replicas move from image
-//! tag A to tag B one at a time, and never fewer than 3 are healthy (stop-first) or 4
-//! (start-first), sampled from `ps` throughout the rollout.
+//! tag A to tag B one at a time. Throughout the rollout it is sampled three ways: the
+//! tasks' states in `ps`, requests to each running replica's own address, and a stream of
+//! requests through the published (ingress) port. Never fewer than 3 replicas are healthy
+//! and answer (stop-first), or 4 (start-first), and no request through the port fails:
+//! a replica leaves the ingress and its connections drain before it is stopped.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,14 +13,38 @@ use std::time::Duration;
 use serde_json::Value;
 use shoal_tests::*;
 
-fn write_stack(dir: &std::path::Path, stack: &str, tag: &str, order: &str) -> std::path::PathBuf {
+fn write_stack(
+    dir: &std::path::Path,
+    stack: &str,
+    tag: &str,
+    order: &str,
+    port: u16,
+) -> std::path::PathBuf {
     let compose = format!(
         r#"name: {stack}
 services:
   web:
     image: shoal-test/busybox:{tag}
-    command: ["sh", "-c", "mkdir -p /www && echo {tag} > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    # /cgi-bin/v answers the version after 0.2 s: a request is always in flight.
+    command:
+      - sh
+      - -c
+      - |
+        mkdir -p /www/cgi-bin
+        echo {tag} > /www/index.html
+        cat > /www/cgi-bin/v <<'EOS'
+        #!/bin/sh
+        sleep 0.2
+        echo "Content-Type: text/plain"
+        echo
+        echo {tag}
+        EOS
+        chmod +x /www/cgi-bin/v
+        exec httpd -f -p 8080 -h /www
+    # With an init, httpd dies on SIGTERM at once, as a real server would.
+    init: true
     stop_grace_period: 1s
+    ports: ["{port}:8080"]
     deploy:
       replicas: 4
       update_config:
@@ -29,7 +57,7 @@ services:
       retries: 3
 "#
     );
-    let file = dir.join(format!("compose-{tag}.yaml"));
+    let file = dir.join(format!("compose-{tag}-{order}.yaml"));
     std::fs::write(&file, compose).unwrap();
     file
 }
@@ -43,43 +71,129 @@ fn healthy(ps: &[Value], image: &str) -> (usize, usize) {
     (h.len(), h.iter().filter(|r| r["image"] == image).count())
 }
 
-/// Deploys `file` while sampling `ps`; returns the fewest healthy replicas seen.
-fn deploy_sampling(up: &ShoalUp, stack: &str, file: &std::path::Path) -> usize {
+/// What the samplers saw during one rollout.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Fewest healthy replicas in `ps`.
+    fewest_healthy: usize,
+    /// Fewest running replicas answering on their own address.
+    fewest_answering: usize,
+    /// Requests through the published port: answered, failed, and the versions answering.
+    ingress_ok: usize,
+    ingress_failed: usize,
+    versions: BTreeSet<String>,
+}
+
+/// Runs `f` every `period` on its own thread until `done` (bounded by `max` rounds).
+fn sample(
+    done: &Arc<AtomicBool>,
+    max: usize,
+    period: Duration,
+    mut f: impl FnMut() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let done = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..max {
+            if done.load(Ordering::SeqCst) {
+                break;
+            }
+            f();
+            std::thread::sleep(period);
+        }
+    })
+}
+
+/// Deploys `file` while sampling the rollout three ways.
+fn deploy_sampling(up: &ShoalUp, stack: &str, file: &std::path::Path, port: u16) -> Seen {
     let done = Arc::new(AtomicBool::new(false));
-    let fewest = Arc::new(Mutex::new(usize::MAX));
-    let sampler = {
-        let (done, fewest) = (done.clone(), fewest.clone());
-        let addr = up.addr.clone();
-        let stack = stack.to_string();
-        std::thread::spawn(move || {
-            // Bounded: the deploy itself times out long before this.
-            for _ in 0..3_000 {
-                if done.load(Ordering::SeqCst) {
-                    break;
-                }
-                let out = std::process::Command::new(shoal_bin())
-                    .args(["ps", &stack, "--format", "json", "--addr", &addr])
-                    .output()
-                    .expect("run shoal ps");
-                if let Ok(Value::Array(ps)) = serde_json::from_slice::<Value>(&out.stdout) {
-                    let (n, _) = healthy(&ps, "");
-                    let mut f = fewest.lock().unwrap();
-                    *f = (*f).min(n);
-                }
-                std::thread::sleep(Duration::from_millis(100));
+    let seen = Arc::new(Mutex::new(Seen {
+        fewest_healthy: usize::MAX,
+        fewest_answering: usize::MAX,
+        ..Default::default()
+    }));
+    // Bounded: the deploy itself times out long before any of these.
+    let states = {
+        let (seen, addr, stack) = (seen.clone(), up.addr.clone(), stack.to_string());
+        sample(&done, 3_000, Duration::from_millis(100), move || {
+            let out = std::process::Command::new(shoal_bin())
+                .args(["ps", &stack, "--format", "json", "--addr", &addr])
+                .output()
+                .expect("run shoal ps");
+            if let Ok(Value::Array(ps)) = serde_json::from_slice::<Value>(&out.stdout) {
+                let mut s = seen.lock().unwrap();
+                s.fewest_healthy = s.fewest_healthy.min(healthy(&ps, "").0);
             }
         })
     };
+    let replicas = {
+        let (seen, stack) = (seen.clone(), stack.to_string());
+        sample(&done, 3_000, Duration::from_millis(100), move || {
+            let answering = running_service_ips(&stack, "web")
+                .iter()
+                .filter(|ip| http_get_at(&format!("{ip}:8080"), "/").is_some())
+                .count();
+            let mut s = seen.lock().unwrap();
+            s.fewest_answering = s.fewest_answering.min(answering);
+        })
+    };
+    // Four clients, each with a slow request in flight nearly all the time: a replica
+    // stopped before its connections drain fails some of them.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let seen = seen.clone();
+            sample(&done, 20_000, Duration::from_millis(1), move || {
+                let answer = http_get(port, "/cgi-bin/v");
+                let mut s = seen.lock().unwrap();
+                match answer {
+                    Some(body) => {
+                        s.ingress_ok += 1;
+                        s.versions.insert(body.trim().to_string());
+                    }
+                    None => s.ingress_failed += 1,
+                }
+            })
+        })
+        .collect();
     let out = up.shoal(&["deploy", "-c", file.to_str().unwrap(), "--timeout", "180"]);
     done.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
+    for t in [states, replicas].into_iter().chain(clients) {
+        t.join().unwrap();
+    }
     assert!(
         out.status.success(),
         "rolling deploy failed: {}",
         text(&out)
     );
-    let f = *fewest.lock().unwrap();
-    f
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen
+}
+
+/// Asserts what one rollout must have kept: `least` replicas healthy and answering, no
+/// failed request through the port, both versions answering it.
+fn assert_kept(seen: &Seen, least: usize, order: &str) {
+    assert!(
+        seen.fewest_healthy >= least && seen.fewest_healthy != usize::MAX,
+        "{order}: went down to {} healthy in ps: {seen:?}",
+        seen.fewest_healthy
+    );
+    assert!(
+        seen.fewest_answering >= least && seen.fewest_answering != usize::MAX,
+        "{order}: went down to {} replicas answering: {seen:?}",
+        seen.fewest_answering
+    );
+    assert_eq!(
+        seen.ingress_failed, 0,
+        "{order}: requests through the published port failed: {seen:?}"
+    );
+    assert!(
+        seen.ingress_ok > 20,
+        "{order}: too few requests made: {seen:?}"
+    );
+    assert_eq!(
+        seen.versions,
+        ["a", "b"].into_iter().map(String::from).collect(),
+        "{order}: both versions answer during the rollout: {seen:?}"
+    );
 }
 
 #[test]
@@ -89,30 +203,29 @@ fn a_rolling_update_keeps_replicas_healthy_in_both_orders() {
         docker(&["tag", TEST_IMAGE, &format!("shoal-test/busybox:{tag}")]);
     }
     let stack = "e2eroll";
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let up = ShoalUp::start("e2e-roll");
 
-    let out = up.shoal(&[
-        "deploy",
-        "-c",
-        write_stack(dir.path(), stack, "a", "stop-first")
-            .to_str()
-            .unwrap(),
-    ]);
+    let first_file = write_stack(dir.path(), stack, "a", "stop-first", port);
+    let out = up.shoal(&["deploy", "-c", first_file.to_str().unwrap()]);
     assert!(out.status.success(), "first deploy failed: {}", text(&out));
     assert_eq!(healthy(&up.ps(stack), "shoal-test/busybox:a"), (4, 4));
     let first: Vec<String> = service_containers(stack, "web");
+    eventually(
+        Duration::from_secs(20),
+        "the published port to answer",
+        || http_get(port, "/cgi-bin/v").filter(|b| b.trim() == "a"),
+    );
 
     // A -> B, stop-first: one replica down at a time.
-    let fewest = deploy_sampling(
+    let seen = deploy_sampling(
         &up,
         stack,
-        &write_stack(dir.path(), stack, "b", "stop-first"),
+        &write_stack(dir.path(), stack, "b", "stop-first", port),
+        port,
     );
-    assert!(
-        fewest >= 3 && fewest != usize::MAX,
-        "stop-first went down to {fewest} healthy"
-    );
+    assert_kept(&seen, 3, "stop-first");
     assert_eq!(healthy(&up.ps(stack), "shoal-test/busybox:b"), (4, 4));
     eventually(
         Duration::from_secs(60),
@@ -124,15 +237,13 @@ fn a_rolling_update_keeps_replicas_healthy_in_both_orders() {
     );
 
     // B -> A, start-first: the old replica stays until its replacement is healthy.
-    let fewest = deploy_sampling(
+    let seen = deploy_sampling(
         &up,
         stack,
-        &write_stack(dir.path(), stack, "a", "start-first"),
+        &write_stack(dir.path(), stack, "a", "start-first", port),
+        port,
     );
-    assert!(
-        fewest >= 4 && fewest != usize::MAX,
-        "start-first went down to {fewest} healthy"
-    );
+    assert_kept(&seen, 4, "start-first");
     assert_eq!(healthy(&up.ps(stack), "shoal-test/busybox:a"), (4, 4));
 
     let out = up.shoal(&["rm", stack]);

@@ -373,6 +373,7 @@ mod tests {
             },
             desired: Desired::Running,
             ended: false,
+            gpus: Vec::new(),
             spec: spec(hc),
         };
         let intent = AssignmentSet {

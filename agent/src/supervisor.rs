@@ -22,7 +22,7 @@ use crate::model::{Assignment, AssignmentSet, TaskReport};
 use crate::proxy::{ingress_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
 use crate::runtime::{
-    container_request, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+    container_request, with_gpus, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
 };
 
 /// What the supervisor tells the session, in order.
@@ -491,7 +491,7 @@ async fn start_task(
                 );
                 return None;
             }
-            let req = container_request(&a.task, &a.spec, node);
+            let req = with_gpus(container_request(&a.task, &a.spec, node), &a.spec, &a.gpus);
             match runtime.create(&req).await {
                 Ok(id) => id,
                 Err(e) => {

@@ -255,6 +255,8 @@ impl Cluster {
             data_dir: self._dir.path().join(format!("agent-{name}")),
             heartbeat_interval: self.opts.heartbeat_interval,
             gpus: GpuSource::Inventory(Arc::new(gpus.clone())),
+            // The fake inventory is cheap: rediscover often so tests see changes soon.
+            gpu_rediscover_interval: Duration::from_millis(200),
             ..AgentConfig::default()
         };
         let stop = self.root.child_token();

@@ -593,3 +593,27 @@ fn check_exclusive(s: &ClusterState) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+#[test]
+fn gpu_lists_from_agents_need_distinct_uuids() {
+    use shoal_controller::api::convert::gpus_from_pb;
+    use shoal_proto::pb::GpuDevice;
+    let g = |uuid: &str, index: u32| GpuDevice {
+        uuid: uuid.into(),
+        index,
+        model: "m".into(),
+        memory_bytes: 1,
+    };
+    let sorted = gpus_from_pb(&[g("GPU-b", 1), g("GPU-a", 0)]).unwrap();
+    assert_eq!(
+        sorted.iter().map(|x| x.uuid.as_str()).collect::<Vec<_>>(),
+        vec!["GPU-a", "GPU-b"]
+    );
+    let err = gpus_from_pb(&[g("GPU-a", 0), g("GPU-a", 1)]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid GPU list: GPU GPU-a is listed twice"
+    );
+    let err = gpus_from_pb(&[g("", 3)]).unwrap_err();
+    assert_eq!(err.to_string(), "invalid GPU list: GPU 3 has no UUID");
+}

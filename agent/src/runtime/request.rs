@@ -566,4 +566,27 @@ mod tests {
         assert!(req.ports.is_empty());
         assert_eq!(req.cmd, None);
     }
+
+    #[test]
+    fn gpus_take_the_driver_and_capabilities_of_the_request() {
+        let mut s = spec();
+        s.gpus = vec![shoal_proto::spec::GpuRequest {
+            count: Some(1),
+            driver: Some("cdi".into()),
+            ..Default::default()
+        }];
+        let req = with_gpus(container_request(&task(), &s, "n"), &s, &["GPU-9".into()]);
+        assert_eq!(
+            req.device_requests,
+            vec![DeviceRequest {
+                driver: "cdi".into(),
+                device_ids: vec!["GPU-9".into()],
+                capabilities: vec![vec!["gpu".into()]],
+            }]
+        );
+        assert_eq!(
+            req.env.last().map(String::as_str),
+            Some("NVIDIA_VISIBLE_DEVICES=GPU-9")
+        );
+    }
 }

@@ -8,6 +8,7 @@ use shoal_proto::pb;
 use shoal_proto::spec::ServiceSpec;
 use shoal_proto::task::Desired;
 
+use crate::gpu::GpuDevice;
 use crate::model::{Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, TaskReport};
 use crate::runtime::TaskIdentity;
 
@@ -42,6 +43,7 @@ impl TryFrom<pb::Assignment> for Assignment {
             desired,
             ended: a.ended,
             spec: Arc::new(spec),
+            gpus: a.gpus.clone(),
         })
     }
 }
@@ -151,6 +153,27 @@ pub struct HelloInfo {
     pub memory_bytes: i64,
     pub labels: BTreeMap<String, String>,
     pub observed: Vec<TaskReport>,
+    pub gpus: Vec<GpuDevice>,
+}
+
+impl From<&GpuDevice> for pb::GpuDevice {
+    fn from(g: &GpuDevice) -> pb::GpuDevice {
+        pb::GpuDevice {
+            uuid: g.uuid.clone(),
+            index: g.index,
+            model: g.model.clone(),
+            memory_bytes: g.memory_bytes,
+        }
+    }
+}
+
+/// The node's GPUs changed: the full new set.
+pub fn gpu_report_message(gpus: &[GpuDevice]) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Gpus(pb::GpuReport {
+            gpus: gpus.iter().map(Into::into).collect(),
+        })),
+    }
 }
 
 pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
@@ -163,6 +186,7 @@ pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
             labels: h.labels.clone().into_iter().collect(),
             observed: h.observed.iter().map(Into::into).collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            gpus: h.gpus.iter().map(Into::into).collect(),
         })),
     }
 }
@@ -182,6 +206,7 @@ mod tests {
             generation: 3,
             spec_json: spec.to_vec(),
             ended: false,
+            gpus: Vec::new(),
         }
     }
 

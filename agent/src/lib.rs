@@ -9,6 +9,8 @@
 //!   the recording fake; [`runtime::container_request`] turns a spec into a container.
 //! - [`proxy`]: ingress ports, forwarding a published port to ready local replicas.
 //! - [`logs`]: container output streamed for the controller's log requests.
+//! - [`gpu`]: this node's GPUs ([`gpu::GpuInventory`]: NVML, an inventory file, or a
+//!   fake), rediscovered periodically and reported to the controller when they change.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types).
 //!
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub mod convert;
+pub mod gpu;
 pub mod logs;
 pub mod model;
 pub mod proxy;
@@ -56,6 +59,10 @@ pub struct AgentConfig {
     pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub heartbeat_interval: Duration,
+    /// Where the node's GPUs come from (NVML unless `--gpu-inventory` is given).
+    pub gpus: gpu::GpuSource,
+    /// How often GPUs are rediscovered.
+    pub gpu_rediscover_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -71,6 +78,8 @@ impl Default for AgentConfig {
             advertise: None,
             labels: BTreeMap::new(),
             heartbeat_interval: Duration::from_millis(500),
+            gpus: gpu::GpuSource::default(),
+            gpu_rediscover_interval: gpu::REDISCOVER_INTERVAL,
         }
     }
 }
@@ -92,6 +101,14 @@ pub async fn run_with_runtime(
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create agent data directory {}", cfg.data_dir.display()))?;
     info!(node = %cfg.name, controllers = ?cfg.controllers, "agent starting");
+    // A bad inventory file stops start-up here, before anything else runs.
+    let gpus = gpu::watch(
+        cfg.gpus.open(),
+        cfg.gpu_rediscover_interval,
+        shutdown.child_token(),
+    )
+    .await
+    .context("discover GPUs")?;
     let stop_supervisor = shutdown.child_token();
     let (handle, events) = supervisor::spawn(
         supervisor::SupervisorConfig {
@@ -109,6 +126,7 @@ pub async fn run_with_runtime(
             advertise: cfg.advertise,
             labels: cfg.labels,
             heartbeat_interval: cfg.heartbeat_interval,
+            gpus,
         },
         runtime,
         handle,

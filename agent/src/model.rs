@@ -18,6 +18,8 @@ pub struct Assignment {
     pub ended: bool,
     /// Shared: many replicas of one service carry the same spec.
     pub spec: Arc<ServiceSpec>,
+    /// UUIDs of the GPUs the scheduler gave this task (empty: none).
+    pub gpus: Vec<String>,
 }
 
 /// The full set of tasks assigned to this node; anything else must not run here.

@@ -510,6 +510,7 @@ mod tests {
             },
             desired: Desired::Running,
             ended: false,
+            gpus: Vec::new(),
             spec: spec(hc),
         };
         let intent = AssignmentSet {

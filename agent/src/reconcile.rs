@@ -239,6 +239,7 @@ mod tests {
             },
             desired,
             ended: false,
+            gpus: Vec::new(),
             spec: Arc::new(ServiceSpec {
                 name: "web".into(),
                 image: "img".into(),

@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub heartbeat_interval: Duration,
+    /// The node's GPUs as last discovered; a change is reported on the session.
+    pub gpus: tokio::sync::watch::Receiver<Vec<crate::gpu::GpuDevice>>,
 }
 
 enum Ended {
@@ -207,6 +209,8 @@ async fn session(
             },
         }
     };
+    // Whatever changes after this snapshot is reported on the session.
+    let mut gpus = cfg.gpus.clone();
     let hello = HelloInfo {
         name: cfg.name.clone(),
         address,
@@ -214,6 +218,7 @@ async fn session(
         memory_bytes: resources.memory_bytes,
         labels: cfg.labels.clone(),
         observed,
+        gpus: gpus.borrow_and_update().clone(),
     };
     let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(1024);
     if out.send(convert::hello_message(&hello)).await.is_err() {
@@ -254,6 +259,7 @@ async fn session(
                 Some(Event::Snapshot(_)) => continue,
             },
             Some(chunk) = log_rx.recv() => convert::log_message(chunk),
+            Ok(()) = gpus.changed() => convert::gpu_report_message(&gpus.borrow_and_update()),
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
                     handle(m, supervisor, &mut logs, &out).await;

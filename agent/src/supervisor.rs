@@ -22,7 +22,7 @@ use crate::model::{Assignment, AssignmentSet, TaskReport};
 use crate::proxy::{ingress_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
 use crate::runtime::{
-    container_request, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+    container_request, with_gpus, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
 };
 
 /// The longest a stopping replica waits for its ingress connections to finish.
@@ -512,7 +512,7 @@ async fn start_task(
                 );
                 return None;
             }
-            let req = container_request(&a.task, &a.spec, node);
+            let req = with_gpus(container_request(&a.task, &a.spec, node), &a.spec, &a.gpus);
             match runtime.create(&req).await {
                 Ok(id) => id,
                 Err(e) => {

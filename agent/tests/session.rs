@@ -118,6 +118,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
             .into_iter()
             .collect(),
         heartbeat_interval: Duration::from_millis(50),
+        ..AgentConfig::default()
     };
     let agent = tokio::spawn(shoal_agent::run_with_runtime(
         cfg,
@@ -171,6 +172,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
                 generation: 1,
                 spec_json: spec,
                 ended: false,
+                gpus: Vec::new(),
             }],
         })),
     };

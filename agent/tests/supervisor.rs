@@ -58,6 +58,7 @@ fn assignment(id: &str, desired: Desired, spec: &ServiceSpec) -> Assignment {
         },
         desired,
         ended: false,
+        gpus: Vec::new(),
         spec: Arc::new(spec.clone()),
     }
 }

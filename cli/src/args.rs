@@ -142,6 +142,9 @@ pub struct UpArgs {
     /// Docker engine to use (e.g. unix:///var/run/docker.sock). Default: the local engine.
     #[arg(long, value_name = "URI")]
     pub docker: Option<String>,
+    /// JSON (or .toml) file listing this node's GPUs, standing in for NVML.
+    #[arg(long, value_name = "FILE")]
+    pub gpu_inventory: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +212,8 @@ pub struct AgentArgs {
     /// Node labels, for `node.labels.K` placement constraints.
     #[arg(long, value_parser = parse_labels, value_name = "k=v,..")]
     pub labels: Option<Labels>,
-    /// JSON file listing this node's GPUs, standing in for NVML. Accepted but not used yet.
+    /// JSON (or .toml) file listing this node's GPUs, standing in for NVML:
+    /// [{"uuid":"GPU-…","index":0,"model":"…","memory_bytes":N}]. Reread every 30 s.
     #[arg(long, value_name = "FILE")]
     pub gpu_inventory: Option<PathBuf>,
     /// Join token. Accepted but not checked yet (join tokens come with mTLS).

@@ -18,6 +18,8 @@ pub struct NodeAssignment {
     /// The task ended: the agent must never start it again.
     pub ended: bool,
     pub spec: ServiceSpec,
+    /// UUIDs of the GPUs the task holds.
+    pub gpus: Vec<String>,
 }
 
 /// The full set of tasks `node` must hold. A shoal container on the node whose task is
@@ -42,6 +44,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
                 generation: t.generation,
                 ended: t.state.is_terminal(),
                 spec: svc.spec.clone(),
+                gpus: t.gpus.clone(),
             })
         })
         .collect()

@@ -72,6 +72,7 @@ mod tests {
                 labels: Default::default(),
                 status,
                 availability: Availability::Active,
+                gpus: Vec::new(),
             },
         );
         s

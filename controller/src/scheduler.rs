@@ -6,11 +6,16 @@
 //! has the CPUs and memory the replica reserves. Among the nodes left, the one running
 //! the fewest replicas of the service wins, then the one running the fewest tasks, then
 //! the name (so the result is deterministic).
+//!
+//! A task that asks for GPUs also needs free GPUs that meet its request
+//! ([`crate::gpu_fit`]); it gets `AssignGpus` with the UUIDs picked, and the node left
+//! with the fewest free GPUs wins before anything else (tight packing).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::spec::{Constraint, ConstraintField, PortMode, Protocol, ServiceSpec};
 
+use crate::gpu_fit;
 use crate::state::{
     Availability, ClusterState, Decision, Node, NodeId, NodeStatus, ServiceKey, TaskId,
 };
@@ -25,6 +30,9 @@ pub struct Request<'a> {
     pub pinned: Option<NodeId>,
 }
 
+/// Lower wins: (free GPUs left over, replicas of the service, tasks) on the node.
+type Score = (usize, u64, u64);
+
 /// What is already placed on a node.
 #[derive(Debug, Clone, Default)]
 struct Load {
@@ -34,6 +42,8 @@ struct Load {
     per_service: BTreeMap<ServiceKey, u64>,
     /// (published port, protocol) -> service using it.
     ports: BTreeMap<(u16, Protocol), ServiceKey>,
+    /// UUIDs of GPUs held by live tasks.
+    gpus: BTreeSet<String>,
 }
 
 impl Load {
@@ -59,6 +69,9 @@ pub fn place(state: &ClusterState, requests: &[Request<'_>]) -> Vec<Decision> {
         if t.state.is_terminal() {
             continue;
         }
+        if let Some(load) = t.node.as_ref().and_then(|n| loads.get_mut(n)) {
+            load.gpus.extend(t.gpus.iter().cloned());
+        }
         let (Some(node), Some(svc)) = (&t.node, state.services.get(&t.service_key())) else {
             continue;
         };
@@ -69,35 +82,47 @@ pub fn place(state: &ClusterState, requests: &[Request<'_>]) -> Vec<Decision> {
 
     let mut out = Vec::with_capacity(requests.len());
     for req in requests {
-        let mut best: Option<(&NodeId, (u64, u64))> = None;
+        let mut best: Option<(&NodeId, Score, Vec<String>)> = None;
         let mut refusals: Vec<String> = Vec::new();
         for (id, node) in &state.nodes {
             if req.pinned.as_ref().is_some_and(|p| p != id) {
                 continue;
             }
             let load = &loads[id];
-            match fits(node, load, req) {
-                Ok(()) => {
+            let gpus = fits(node, load, req)
+                .and_then(|()| gpu_fit::choose(node, &load.gpus, &req.spec.gpus));
+            match gpus {
+                Ok(gpus) => {
                     let score = (
+                        gpus.left_over,
                         load.per_service.get(&req.service).copied().unwrap_or(0),
                         load.tasks,
                     );
-                    if best.is_none_or(|(_, s)| score < s) {
-                        best = Some((id, score));
+                    if best.as_ref().is_none_or(|(_, s, _)| score < *s) {
+                        best = Some((id, score, gpus.gpus));
                     }
                 }
                 Err(why) => refusals.push(format!("{id} {why}")),
             }
         }
         match best {
-            Some((id, _)) => {
+            Some((id, _, gpus)) => {
                 let id = (*id).clone();
                 if let Some(load) = loads.get_mut(&id) {
                     load.add(&req.service, req.spec);
+                    load.gpus.extend(gpus.iter().cloned());
                 }
-                out.push(Decision::Assign {
-                    task: req.task.clone(),
-                    node: id,
+                out.push(if gpus.is_empty() {
+                    Decision::Assign {
+                        task: req.task.clone(),
+                        node: id,
+                    }
+                } else {
+                    Decision::AssignGpus {
+                        task: req.task.clone(),
+                        node: id,
+                        gpus,
+                    }
                 });
             }
             None => out.push(Decision::Pending {
@@ -115,6 +140,13 @@ fn no_fit_reason(req: &Request<'_>, refusals: &[String]) -> String {
             Some(p) => format!("node {p} is not part of the cluster"),
             None => "no node has joined the cluster: start an agent".to_string(),
         };
+    }
+    if !req.spec.gpus.is_empty() {
+        return format!(
+            "needs {}: {}",
+            gpu_fit::describe(&req.spec.gpus),
+            refusals.join("; ")
+        );
     }
     format!("no node can run it: {}", refusals.join("; "))
 }
@@ -219,6 +251,7 @@ pub fn eligible_nodes(state: &ClusterState, spec: &ServiceSpec) -> BTreeSet<Node
         .values()
         .filter(|n| n.status == NodeStatus::Ready && n.availability == Availability::Active)
         .filter(|n| unmet_constraint(n, spec).is_none())
+        .filter(|n| gpu_fit::could_fit(n, &spec.gpus))
         .map(|n| n.id.clone())
         .collect()
 }

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shoal_agent::gpu::{fake::FakeInventory, GpuSource};
 use shoal_agent::runtime::fake::FakeRuntime;
 use shoal_agent::AgentConfig;
 use shoal_controller::faults::Faults;
@@ -95,6 +96,8 @@ pub struct Agent {
     pub name: String,
     /// The agent's container engine: what runs on the node.
     pub fake: FakeRuntime,
+    /// The node's GPUs (none unless the test gave some).
+    pub gpus: FakeInventory,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -217,12 +220,43 @@ impl Cluster {
     }
 
     fn spawn_agent(&mut self, name: &str) {
-        let fake = FakeRuntime::new();
+        self.spawn_agent_on(name, FakeRuntime::new(), FakeInventory::default());
+    }
+
+    /// Starts one more fake agent, with these GPUs, and waits until its node is ready.
+    pub async fn add_agent_with_gpus(&mut self, name: &str, gpus: FakeInventory) {
+        self.spawn_agent_on(name, FakeRuntime::new(), gpus);
+        self.wait_nodes_ready().await;
+    }
+
+    /// Cuts an agent off at once (a power cut as the controller sees it: the session
+    /// drops and no heartbeat comes). Its fake engine and GPUs are kept for [`revive_agent`].
+    ///
+    /// [`revive_agent`]: Cluster::revive_agent
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some(a) = self.agents.get(name) {
+            a.stop.cancel();
+            a.task.abort();
+        }
+    }
+
+    /// Starts a killed agent again on the same engine and GPUs.
+    pub fn revive_agent(&mut self, name: &str) {
+        let a = self.agents.remove(name).expect("no agent of that name");
+        a.stop.cancel();
+        a.task.abort();
+        self.spawn_agent_on(name, a.fake, a.gpus);
+    }
+
+    fn spawn_agent_on(&mut self, name: &str, fake: FakeRuntime, gpus: FakeInventory) {
         let cfg = AgentConfig {
             controllers: self.addrs(),
             name: name.to_string(),
             data_dir: self._dir.path().join(format!("agent-{name}")),
             heartbeat_interval: self.opts.heartbeat_interval,
+            gpus: GpuSource::Inventory(Arc::new(gpus.clone())),
+            // The fake inventory is cheap: rediscover often so tests see changes soon.
+            gpu_rediscover_interval: Duration::from_millis(200),
             ..AgentConfig::default()
         };
         let stop = self.root.child_token();
@@ -236,6 +270,7 @@ impl Cluster {
             Agent {
                 name: name.to_string(),
                 fake,
+                gpus,
                 stop,
                 task,
             },

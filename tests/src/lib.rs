@@ -157,12 +157,19 @@ pub struct ShoalUp {
     pub data_dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// More `shoal up` flags (e.g. `--gpu-inventory FILE`).
+    extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl ShoalUp {
     /// Starts `shoal up` on a fresh data dir and waits until the node is ready.
     pub fn start(node: &str) -> ShoalUp {
+        ShoalUp::start_with(node, &[])
+    }
+
+    /// Like [`ShoalUp::start`], with more `shoal up` flags.
+    pub fn start_with(node: &str, extra: &[&str]) -> ShoalUp {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut up = ShoalUp {
@@ -171,6 +178,7 @@ impl ShoalUp {
             data_dir,
             child: None,
             log: tmp.path().join("shoal-up.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: Some(tmp),
         };
         remove_node_containers(node);
@@ -194,6 +202,7 @@ impl ShoalUp {
                 "--data-dir",
             ])
             .arg(&self.data_dir)
+            .args(&self.extra)
             .env("SHOAL_LOG", "info,shoal_controller=debug,shoal_agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

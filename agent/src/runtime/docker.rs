@@ -18,9 +18,9 @@ use bollard::container::{
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
 use bollard::models::{
-    ContainerInspectResponse, ContainerSummary, EndpointSettings, HealthConfig, HealthStatusEnum,
-    HostConfig, Mount, MountTypeEnum, PortBinding as DockerPortBinding, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerInspectResponse, ContainerSummary, DeviceRequest, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, Mount, MountTypeEnum, PortBinding as DockerPortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::Docker;
@@ -181,6 +181,18 @@ fn docker_config(req: &ContainerRequest) -> Config<String> {
         nano_cpus: req.nano_cpus,
         memory: req.memory_bytes,
         pids_limit: req.pids_limit,
+        device_requests: (!req.device_requests.is_empty()).then(|| {
+            req.device_requests
+                .iter()
+                .map(|d| DeviceRequest {
+                    driver: Some(d.driver.clone()),
+                    count: None,
+                    device_ids: Some(d.device_ids.clone()),
+                    capabilities: Some(d.capabilities.clone()),
+                    options: None,
+                })
+                .collect()
+        }),
         ..Default::default()
     };
     let healthcheck = req.healthcheck.as_ref().map(|h| HealthConfig {

@@ -50,6 +50,53 @@ pub struct ContainerRequest {
     pub network: String,
     /// Names it answers to on that network.
     pub aliases: Vec<String>,
+    /// GPUs handed to the container (`HostConfig.DeviceRequests`); see [`with_gpus`].
+    pub device_requests: Vec<DeviceRequest>,
+}
+
+/// One Docker device request, as `docker run --gpus` makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub driver: String,
+    pub device_ids: Vec<String>,
+    /// Alternatives of capability sets; Docker picks a driver that has every capability
+    /// of one set.
+    pub capabilities: Vec<Vec<String>>,
+}
+
+/// The environment variable the NVIDIA runtime reads to pick the visible GPUs.
+pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+
+/// `req` with the GPUs the scheduler assigned (`gpus`, UUIDs) passed to Docker as one
+/// `DeviceRequest { driver, device_ids: gpus, capabilities: [caps] }` (driver and
+/// capabilities from the service's first GPU request; default `nvidia` and `[gpu]`), and
+/// `NVIDIA_VISIBLE_DEVICES=<uuids>` set to the same GPUs (replacing any value in the
+/// spec's environment, so the two never disagree). Without GPUs, `req` is unchanged.
+pub fn with_gpus(
+    mut req: ContainerRequest,
+    spec: &ServiceSpec,
+    gpus: &[String],
+) -> ContainerRequest {
+    if gpus.is_empty() {
+        return req;
+    }
+    let first = spec.gpus.first();
+    let driver = first
+        .and_then(|g| g.driver.clone())
+        .unwrap_or_else(|| "nvidia".to_string());
+    let mut caps = first.map(|g| g.capabilities.clone()).unwrap_or_default();
+    if !caps.iter().any(|c| c == "gpu") {
+        caps.insert(0, "gpu".to_string());
+    }
+    req.device_requests.push(DeviceRequest {
+        driver,
+        device_ids: gpus.to_vec(),
+        capabilities: vec![caps],
+    });
+    let prefix = format!("{NVIDIA_VISIBLE_DEVICES}=");
+    req.env.retain(|e| !e.starts_with(&prefix));
+    req.env.push(format!("{prefix}{}", gpus.join(",")));
+    req
 }
 
 /// A Docker healthcheck; durations in nanoseconds as Docker wants them.
@@ -226,6 +273,7 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
         ports,
         network: network_name(&task.stack),
         aliases,
+        device_requests: Vec::new(),
     }
 }
 
@@ -517,5 +565,28 @@ mod tests {
         assert_eq!(req.healthcheck, None);
         assert!(req.ports.is_empty());
         assert_eq!(req.cmd, None);
+    }
+
+    #[test]
+    fn gpus_take_the_driver_and_capabilities_of_the_request() {
+        let mut s = spec();
+        s.gpus = vec![shoal_proto::spec::GpuRequest {
+            count: Some(1),
+            driver: Some("cdi".into()),
+            ..Default::default()
+        }];
+        let req = with_gpus(container_request(&task(), &s, "n"), &s, &["GPU-9".into()]);
+        assert_eq!(
+            req.device_requests,
+            vec![DeviceRequest {
+                driver: "cdi".into(),
+                device_ids: vec!["GPU-9".into()],
+                capabilities: vec![vec!["gpu".into()]],
+            }]
+        );
+        assert_eq!(
+            req.env.last().map(String::as_str),
+            Some("NVIDIA_VISIBLE_DEVICES=GPU-9")
+        );
     }
 }

@@ -11,9 +11,6 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
     if args.token.is_some() {
         tracing::warn!("--token is accepted but not checked yet (join tokens come with mTLS)");
     }
-    if let Some(file) = &args.gpu_inventory {
-        tracing::warn!(file = %file.display(), "--gpu-inventory is accepted but not used yet");
-    }
     let name = match args.name {
         Some(n) => n,
         None => super::hostname()?,
@@ -27,6 +24,7 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
         docker: args.docker,
         advertise: args.advertise,
         labels: args.labels.map(|l| l.0).unwrap_or_default(),
+        gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
         // The agent's own defaults for what the command line does not set.
         ..shoal_agent::AgentConfig::default()
     };

@@ -69,3 +69,20 @@ pub fn hostname() -> anyhow::Result<String> {
     );
     Ok(name)
 }
+
+/// Where the agent's GPUs come from: `--gpu-inventory FILE`, checked now so that a bad
+/// file is a usage error (exit 2) naming the file and the problem, else NVML.
+pub fn gpu_source(
+    inventory: Option<&std::path::Path>,
+) -> anyhow::Result<shoal_agent::gpu::GpuSource> {
+    let Some(file) = inventory else {
+        return Ok(shoal_agent::gpu::GpuSource::Nvml);
+    };
+    match shoal_agent::gpu::file::FileInventory::load(file) {
+        Ok(gpus) => {
+            tracing::info!(file = %file.display(), gpus = gpus.len(), "GPUs from the inventory file");
+            Ok(shoal_agent::gpu::GpuSource::File(file.to_path_buf()))
+        }
+        Err(e) => Err(crate::error::UsageError(e.to_string()).into()),
+    }
+}

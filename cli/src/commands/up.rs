@@ -34,6 +34,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         docker: args.docker,
         advertise: None,
         labels: BTreeMap::new(),
+        gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
         ..shoal_agent::AgentConfig::default()
     };
     let addr_flag = if local.to_string() == DEFAULT_ADDR {

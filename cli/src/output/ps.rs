@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 use shoal_proto::pb::TaskRow;
 
-/// `[{"id","stack","service","slot","node","desired","state","container","image","error"}]`
+/// `[{"id","stack","service","slot","node","desired","state","container","image","error",
+/// "gpus"}]`; `gpus` (UUIDs the task holds) is shoal's addition to the contract.
 pub fn json(tasks: &[TaskRow]) -> Value {
     Value::Array(
         tasks
@@ -20,6 +21,7 @@ pub fn json(tasks: &[TaskRow]) -> Value {
                     "container": t.container,
                     "image": t.image,
                     "error": t.error,
+                    "gpus": t.gpus,
                 })
             })
             .collect(),
@@ -39,7 +41,7 @@ pub fn table(tasks: &[TaskRow], one_stack: bool) -> String {
                     format!("{}/{}", t.stack, t.service)
                 },
                 t.slot.to_string(),
-                t.node.clone(),
+                node_column(t),
                 t.desired.clone(),
                 t.state.clone(),
                 t.image.clone(),
@@ -53,6 +55,15 @@ pub fn table(tasks: &[TaskRow], one_stack: bool) -> String {
         ],
         &rows,
     )
+}
+
+/// The node, followed by the task's GPUs when it holds some: `node-a [GPU-1,GPU-2]`.
+fn node_column(t: &TaskRow) -> String {
+    if t.gpus.is_empty() {
+        t.node.clone()
+    } else {
+        format!("{} [{}]", t.node, t.gpus.join(","))
+    }
 }
 
 fn short_id(id: &str) -> &str {
@@ -83,6 +94,7 @@ mod tests {
             exit_code: 0,
             has_healthcheck: true,
             updated_at_ms: 17,
+            gpus: Vec::new(),
         }
     }
 
@@ -100,10 +112,30 @@ mod tests {
                 "state": "healthy",
                 "container": "c0ffee",
                 "image": "shoal-test/busybox:latest",
-                "error": ""
+                "error": "",
+                "gpus": []
             }])
         );
         assert_eq!(json(&[]), serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_task_shows_its_gpus() {
+        let mut t = task();
+        t.gpus = vec!["GPU-1".into(), "GPU-2".into()];
+        assert_eq!(
+            json(&[t.clone()])[0]["gpus"],
+            serde_json::json!(["GPU-1", "GPU-2"])
+        );
+        let table = table(&[t], true);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("node-a [GPU-1,GPU-2]  running"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -180,6 +180,16 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
             .await?;
             Ok(())
         }
+        Some(Msg::Gpus(r)) => {
+            let gpus = convert::gpus_from_pb(&r.gpus)?;
+            tracing::info!(node, gpus = gpus.len(), "node GPUs changed");
+            ctx.propose(Command::SetNodeGpus {
+                node: node.to_string(),
+                gpus,
+            })
+            .await?;
+            Ok(())
+        }
         Some(Msg::Log(c)) => {
             let chunk = Chunk {
                 task_id: c.task_id,

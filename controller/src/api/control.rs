@@ -145,7 +145,11 @@ impl Control for ControlService {
     ) -> Result<Response<pb::NodesReply>, Status> {
         self.ctx.linearizable().await?;
         let state = self.ctx.node.state.snapshot();
-        let nodes = state.nodes.values().map(convert::node_row).collect();
+        let nodes = state
+            .nodes
+            .values()
+            .map(|n| convert::node_row(&state, n))
+            .collect();
         Ok(Response::new(pb::NodesReply { nodes }))
     }
 

@@ -5,7 +5,7 @@ use shoal_proto::pb;
 use shoal_proto::task::TaskState;
 
 use crate::assignments::NodeAssignment;
-use crate::state::{Availability, ClusterState, Node, NodeStatus, Service, Task, TaskUpdate};
+use crate::state::{Availability, ClusterState, Gpu, Node, NodeStatus, Service, Task, TaskUpdate};
 
 /// A wire message that does not make sense.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,36 @@ pub fn node_from_hello(h: &pb::Hello) -> Result<Node, Invalid> {
         labels: h.labels.clone().into_iter().collect(),
         status: NodeStatus::Ready,
         availability: Availability::Active,
+        gpus: gpus_from_pb(&h.gpus)?,
     })
+}
+
+/// GPUs as an agent reports them (hello or rediscovery), by index; UUIDs must be
+/// present and distinct, since the scheduler hands GPUs out by UUID.
+pub fn gpus_from_pb(list: &[pb::GpuDevice]) -> Result<Vec<Gpu>, Invalid> {
+    let mut out: Vec<Gpu> = Vec::with_capacity(list.len());
+    for g in list {
+        if g.uuid.is_empty() {
+            return Err(Invalid {
+                what: "GPU list",
+                why: format!("GPU {} has no UUID", g.index),
+            });
+        }
+        if out.iter().any(|o| o.uuid == g.uuid) {
+            return Err(Invalid {
+                what: "GPU list",
+                why: format!("GPU {} is listed twice", g.uuid),
+            });
+        }
+        out.push(Gpu {
+            uuid: g.uuid.clone(),
+            index: g.index,
+            model: g.model.clone(),
+            memory_bytes: g.memory_bytes,
+        });
+    }
+    out.sort_by(|a, b| (a.index, &a.uuid).cmp(&(b.index, &b.uuid)));
+    Ok(out)
 }
 
 pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
@@ -72,6 +101,7 @@ pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
                 generation: a.generation,
                 spec_json: serde_json::to_vec(&a.spec).unwrap_or_default(),
                 ended: a.ended,
+                gpus: a.gpus.clone(),
             })
             .collect(),
     }
@@ -98,6 +128,7 @@ pub fn task_row(t: &Task, svc: Option<&Service>) -> pb::TaskRow {
         exit_code: t.exit_code.unwrap_or_default(),
         has_healthcheck: svc.is_some_and(|s| s.spec.has_healthcheck()),
         updated_at_ms: t.updated_at_ms as i64,
+        gpus: t.gpus.clone(),
     }
 }
 
@@ -147,7 +178,14 @@ pub fn service_row(state: &ClusterState, svc: &Service) -> pb::ServiceRow {
     }
 }
 
-pub fn node_row(n: &Node) -> pb::NodeRow {
+/// A node with its GPUs; `assigned_to` is the live task holding each GPU.
+pub fn node_row(state: &ClusterState, n: &Node) -> pb::NodeRow {
+    let holders: std::collections::BTreeMap<&str, &str> = state
+        .tasks
+        .values()
+        .filter(|t| t.node.as_deref() == Some(n.id.as_str()) && !t.state.is_terminal())
+        .flat_map(|t| t.gpus.iter().map(|g| (g.as_str(), t.id.as_str())))
+        .collect();
     pb::NodeRow {
         id: n.id.clone(),
         name: n.id.clone(),
@@ -157,6 +195,16 @@ pub fn node_row(n: &Node) -> pb::NodeRow {
         labels: n.labels.clone().into_iter().collect(),
         cpus: n.nano_cpus as f64 / 1e9,
         memory_bytes: n.memory_bytes,
-        gpus: Vec::new(),
+        gpus: n
+            .gpus
+            .iter()
+            .map(|g| pb::GpuRow {
+                uuid: g.uuid.clone(),
+                index: g.index,
+                model: g.model.clone(),
+                memory_bytes: i64::try_from(g.memory_bytes).unwrap_or(i64::MAX),
+                assigned_to: holders.get(g.uuid.as_str()).unwrap_or(&"").to_string(),
+            })
+            .collect(),
     }
 }

@@ -123,6 +123,13 @@ impl ClusterState {
                     ..Default::default()
                 }
             }
+            Command::SetNodeGpus { node, gpus } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.gpus = gpus.clone();
+                    CommandResult::default()
+                }
+                None => CommandResult::error(format!("unknown node {node}")),
+            },
         }
     }
 
@@ -295,6 +302,7 @@ impl ClusterState {
                     updated_at_ms: now_ms,
                     pinned: node.clone(),
                     image: svc.spec.image.clone(),
+                    gpus: Vec::new(),
                 };
                 self.tasks.insert(id, task);
                 true
@@ -381,6 +389,7 @@ impl ClusterState {
                 }
                 _ => false,
             },
+            Decision::AssignGpus { task, node, gpus } => self.assign_gpus(task, node, gpus, now_ms),
             Decision::DropStack { stack } => {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);
@@ -388,6 +397,41 @@ impl ClusterState {
                 gone
             }
         }
+    }
+
+    /// `Assign` that also hands the task `gpus`. Refused (the task stays pending and is
+    /// placed again on the next pass) unless every GPU is on the node and held by no
+    /// other live task: exclusivity holds whatever the snapshot the decision came from.
+    fn assign_gpus(&mut self, task: &str, node: &str, gpus: &[String], now_ms: u64) -> bool {
+        let Some(n) = self.nodes.get(node) else {
+            return false;
+        };
+        if !gpus
+            .iter()
+            .all(|g| n.gpus.iter().any(|have| &have.uuid == g))
+        {
+            return false;
+        }
+        let taken = self.tasks.values().any(|t| {
+            t.id != task
+                && t.node.as_deref() == Some(node)
+                && !t.state.is_terminal()
+                && t.gpus.iter().any(|g| gpus.contains(g))
+        });
+        if taken {
+            return false;
+        }
+        let assign = Decision::Assign {
+            task: task.to_string(),
+            node: node.to_string(),
+        };
+        if !self.decide(&assign, now_ms) {
+            return false;
+        }
+        if let Some(t) = self.tasks.get_mut(task) {
+            t.gpus = gpus.to_vec();
+        }
+        true
     }
 
     /// An agent's report about one of its tasks. Agents speak only for their own node.

@@ -105,6 +105,9 @@ pub struct Task {
     /// The image of the spec this task runs (during a rollout, old and new differ).
     #[serde(default)]
     pub image: String,
+    /// UUIDs of the node's GPUs this task holds, exclusively while it is live.
+    #[serde(default)]
+    pub gpus: Vec<String>,
 }
 
 impl Task {
@@ -156,6 +159,18 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
     pub status: NodeStatus,
     pub availability: Availability,
+    /// The GPUs its agent reported (NVML or `--gpu-inventory`), by index.
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
+}
+
+/// One GPU of a node (a MIG instance counts as its own GPU).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub uuid: String,
+    pub index: u32,
+    pub model: String,
+    pub memory_bytes: u64,
 }
 
 /// A change to the cluster state. Every change goes through Raft as one of these.
@@ -211,6 +226,11 @@ pub enum Command {
         node: NodeId,
         updates: Vec<TaskUpdate>,
         now_ms: u64,
+    },
+    /// An agent rediscovered its GPUs and found a different set.
+    SetNodeGpus {
+        node: NodeId,
+        gpus: Vec<Gpu>,
     },
 }
 
@@ -278,6 +298,12 @@ pub enum Decision {
     Fail {
         task: TaskId,
         reason: String,
+    },
+    /// Place a pending task that asks for GPUs on a node, holding these GPUs (UUIDs).
+    AssignGpus {
+        task: TaskId,
+        node: NodeId,
+        gpus: Vec<String>,
     },
 }
 

@@ -14,6 +14,7 @@ pub fn node(id: &str, cpus: f64, mem_mib: i64) -> Node {
         labels: Default::default(),
         status: NodeStatus::Ready,
         availability: Availability::Active,
+        gpus: Vec::new(),
     }
 }
 

@@ -1,0 +1,366 @@
+//! The agent's GPU side: discovery reported in Hello and re-reported on change (fake
+//! inventory, NVML as this machine has it, a bad inventory file), and assignments with
+//! GPUs turned into the exact Docker device request and environment (recording fake).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use shoal_agent::gpu::fake::{gpu, FakeInventory};
+use shoal_agent::gpu::{GpuInventory, GpuSource};
+use shoal_agent::model::{Assignment, AssignmentSet};
+use shoal_agent::runtime::fake::{Call, FakeRuntime, Op};
+use shoal_agent::runtime::{DeviceRequest, TaskIdentity};
+use shoal_agent::supervisor::{self, Event, SupervisorConfig};
+use shoal_agent::AgentConfig;
+use shoal_proto::pb;
+use shoal_proto::pb::agent_message::Msg;
+use shoal_proto::pb::agent_session_server::{AgentSession, AgentSessionServer};
+use shoal_proto::spec::{GpuRequest, ServiceSpec};
+use shoal_proto::task::{Desired, TaskState};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+type ToAgent = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+type Out = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+/// A controller that records what agents send and keeps each session open.
+#[derive(Clone, Default)]
+struct Leader {
+    got: Arc<Mutex<Vec<Msg>>>,
+    open: Arc<Mutex<Vec<ToAgent>>>,
+}
+
+#[tonic::async_trait]
+impl AgentSession for Leader {
+    type SessionStream = Out;
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Out>, Status> {
+        let mut inbound = req.into_inner();
+        let got = self.got.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if let Some(m) = m.msg {
+                    got.lock().unwrap().push(m);
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        self.open.lock().unwrap().push(tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn serve(leader: Leader, stop: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentSessionServer::new(leader))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+    );
+    addr
+}
+
+/// Polls `f` every 50 ms for at most 10 s.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn config(addr: String, dir: &std::path::Path, gpus: GpuSource) -> AgentConfig {
+    AgentConfig {
+        controllers: vec![addr],
+        name: "gpu-node".into(),
+        data_dir: dir.join("agent"),
+        heartbeat_interval: Duration::from_millis(100),
+        gpus,
+        gpu_rediscover_interval: Duration::from_millis(100),
+        ..AgentConfig::default()
+    }
+}
+
+fn hello(leader: &Leader) -> Option<pb::Hello> {
+    leader.got.lock().unwrap().iter().find_map(|m| match m {
+        Msg::Hello(h) => Some(h.clone()),
+        _ => None,
+    })
+}
+
+fn uuids(list: &[pb::GpuDevice]) -> Vec<String> {
+    list.iter().map(|g| g.uuid.clone()).collect()
+}
+
+#[tokio::test]
+async fn hello_carries_the_gpus_and_a_changed_set_is_reported_again() {
+    let leader = Leader::default();
+    let stop = CancellationToken::new();
+    let addr = serve(leader.clone(), stop.clone()).await;
+    let inventory = FakeInventory::uniform("a", 2, "NVIDIA H100 80GB HBM3", 80);
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(shoal_agent::run_with_runtime(
+        config(
+            addr,
+            dir.path(),
+            GpuSource::Inventory(Arc::new(inventory.clone())),
+        ),
+        Arc::new(FakeRuntime::new()),
+        shutdown.clone(),
+    ));
+
+    let h = eventually("hello", || hello(&leader)).await;
+    assert_eq!(
+        h.gpus,
+        vec![
+            pb::GpuDevice {
+                uuid: "GPU-a-0".into(),
+                index: 0,
+                model: "NVIDIA H100 80GB HBM3".into(),
+                memory_bytes: 80 << 30,
+            },
+            pb::GpuDevice {
+                uuid: "GPU-a-1".into(),
+                index: 1,
+                model: "NVIDIA H100 80GB HBM3".into(),
+                memory_bytes: 80 << 30,
+            },
+        ]
+    );
+
+    // Utilization is not identity: rediscoveries that see only new figures say nothing.
+    let mut busy = gpu("a", 0, "NVIDIA H100 80GB HBM3", 80);
+    busy.utilization_percent = Some(93);
+    busy.memory_used_bytes = Some(1 << 30);
+    inventory.set(vec![busy.clone(), gpu("a", 1, "NVIDIA H100 80GB HBM3", 80)]);
+    let calls = inventory.calls();
+    eventually("two more rediscoveries", || {
+        (inventory.calls() >= calls + 2).then_some(())
+    })
+    .await;
+    let reports = |l: &Leader| -> Vec<Vec<String>> {
+        l.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Gpus(r) => Some(uuids(&r.gpus)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(reports(&leader).is_empty(), "{:?}", reports(&leader));
+
+    // A GPU disappears: the new set goes up on the open session.
+    inventory.set(vec![busy]);
+    let got = eventually("a GPU report", || {
+        let r = reports(&leader);
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(got, vec![vec!["GPU-a-0".to_string()]]);
+
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn without_nvml_the_agent_starts_and_reports_no_gpus() {
+    // What NVML itself says on this machine: none here (no libnvidia-ml, no driver).
+    let expected = shoal_agent::gpu::nvml::NvmlInventory::new()
+        .discover()
+        .expect("NVML absent is zero GPUs, not an error");
+    let leader = Leader::default();
+    let stop = CancellationToken::new();
+    let addr = serve(leader.clone(), stop.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(shoal_agent::run_with_runtime(
+        config(addr, dir.path(), GpuSource::Nvml),
+        Arc::new(FakeRuntime::new()),
+        shutdown.clone(),
+    ));
+    let h = eventually("hello", || hello(&leader)).await;
+    assert_eq!(
+        uuids(&h.gpus),
+        expected.iter().map(|g| g.uuid.clone()).collect::<Vec<_>>()
+    );
+    if nvml_wrapper::Nvml::init().is_err() {
+        assert!(h.gpus.is_empty(), "no NVML, yet GPUs: {:?}", h.gpus);
+    }
+    // It keeps running (heartbeats) through rediscoveries.
+    let beats = |l: &Leader| {
+        l.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| matches!(m, Msg::Heartbeat(_)))
+            .count()
+    };
+    eventually("heartbeats", || (beats(&leader) >= 3).then_some(())).await;
+    assert!(!agent.is_finished());
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_malformed_inventory_file_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpus.json");
+    std::fs::write(&file, r#"[{"uuid":"GPU-1","index":0,"model":"x"}]"#).unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        shoal_agent::run_with_runtime(
+            config(
+                "127.0.0.1:9".into(),
+                dir.path(),
+                GpuSource::File(file.clone()),
+            ),
+            Arc::new(FakeRuntime::new()),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("start-up fails at once");
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("missing field `memory_bytes`"), "{err}");
+}
+
+fn gpu_spec() -> ServiceSpec {
+    ServiceSpec {
+        name: "train".into(),
+        image: "img:1".into(),
+        environment: [("NVIDIA_VISIBLE_DEVICES".to_string(), "all".to_string())]
+            .into_iter()
+            .collect(),
+        gpus: vec![GpuRequest {
+            count: Some(2),
+            capabilities: vec!["gpu".into(), "utility".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn gpu_assignment(gpus: &[&str]) -> AssignmentSet {
+    let a = Assignment {
+        task: TaskIdentity {
+            task_id: "t1".into(),
+            stack: "ml".into(),
+            service: "train".into(),
+            slot: 1,
+            generation: 1,
+        },
+        desired: Desired::Running,
+        ended: false,
+        spec: Arc::new(gpu_spec()),
+        gpus: gpus.iter().map(|g| g.to_string()).collect(),
+    };
+    AssignmentSet {
+        version: 1,
+        tasks: [("t1".to_string(), a)].into_iter().collect(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
+    let fake = FakeRuntime::new();
+    let stop = CancellationToken::new();
+    let (handle, mut events) = supervisor::spawn(
+        SupervisorConfig {
+            node: "gpu-node".into(),
+            poll_interval: Duration::from_millis(500),
+            ingress: false,
+        },
+        Arc::new(fake.clone()),
+        stop.clone(),
+    );
+    handle.assign(gpu_assignment(&["GPU-a-3", "GPU-a-1"]));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
+            Ok(Some(Event::Report(r))) if r.task_id == "t1" && r.state == TaskState::Running => {
+                break
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no running report: {other:?}"),
+        }
+    }
+    let create = fake
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::Create(req) => Some(req),
+            _ => None,
+        })
+        .expect("a create call");
+    assert_eq!(
+        create.device_requests,
+        vec![DeviceRequest {
+            driver: "nvidia".into(),
+            device_ids: vec!["GPU-a-3".into(), "GPU-a-1".into()],
+            capabilities: vec![vec!["gpu".into(), "utility".into()]],
+        }]
+    );
+    let visible: Vec<&String> = create
+        .env
+        .iter()
+        .filter(|e| e.starts_with("NVIDIA_VISIBLE_DEVICES="))
+        .collect();
+    assert_eq!(visible, vec!["NVIDIA_VISIBLE_DEVICES=GPU-a-3,GPU-a-1"]);
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_without_the_gpu_runtime_fails_the_task_with_its_message() {
+    let fake = FakeRuntime::new();
+    let refusal = "could not select device driver \"nvidia\" with capabilities: [[gpu utility]]";
+    fake.fail(Op::Start, refusal);
+    let stop = CancellationToken::new();
+    let (handle, mut events) = supervisor::spawn(
+        SupervisorConfig {
+            node: "gpu-node".into(),
+            poll_interval: Duration::from_millis(500),
+            ingress: false,
+        },
+        Arc::new(fake.clone()),
+        stop.clone(),
+    );
+    handle.assign(gpu_assignment(&["GPU-a-0"]));
+    let failed = loop {
+        match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
+            Ok(Some(Event::Report(r))) if r.task_id == "t1" && r.state == TaskState::Failed => {
+                break r
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no failed report: {other:?}"),
+        }
+    };
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains(refusal), "{error}");
+    // Without GPUs the request carries no device request and no NVIDIA variable of ours.
+    let plain = shoal_agent::runtime::with_gpus(
+        shoal_agent::runtime::container_request(
+            &gpu_assignment(&[]).tasks["t1"].task,
+            &gpu_spec(),
+            "gpu-node",
+        ),
+        &gpu_spec(),
+        &[],
+    );
+    assert!(plain.device_requests.is_empty());
+    assert_eq!(plain.env, vec!["NVIDIA_VISIBLE_DEVICES=all".to_string()]);
+    stop.cancel();
+}

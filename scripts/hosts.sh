@@ -270,7 +270,7 @@ cmd_up() {
     log "instance $ID is in use ($STATE exists): run 'SHOAL_HOSTS_ID=$ID $0 down' or pick another id"
     exit 3
   fi
-  trap 'log "up failed; cleaning up"; cmd_down' ERR
+  trap 'rc=$?; if [[ $rc != 0 ]]; then log "up failed; cleaning up"; cmd_down; fi' EXIT
   log "bridge $BR $HOST_IP/24"
   ip link add "$BR" type bridge
   ip addr add "$HOST_IP/24" dev "$BR"
@@ -313,12 +313,11 @@ cmd_up() {
     names+=("n$i")
   done
   wait_nodes ready "${names[@]}"
-  trap - ERR
+  trap - EXIT
   log "up: ${names[*]} ready; SHOAL_ADDR=$(controllers)"
 }
 
 cmd_down() {
-  trap - ERR
   set +e
   local d i k
   for d in "$STATE"/n*/; do

@@ -163,8 +163,7 @@ container_pids() {
 }
 
 # stop_node I: power cut of node I: containers, agent, engine, containerd and shims get
-# SIGKILL at once (containers outlive a SIGKILLed engine otherwise). Prints the time of
-# the cut, in ms since the epoch.
+# SIGKILL at once (containers outlive a SIGKILLed engine otherwise).
 stop_node() {
   local i="$1" dir pids p
   dir="$(node_dir "$i")"
@@ -177,7 +176,6 @@ stop_node() {
     pids_mentioning "$dir/"
   )
   for p in "${pids[@]}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  date +%s%3N
   kill9 "${pids[@]}"
   rm -f "$dir/agent.pid"
 }
@@ -333,7 +331,7 @@ cmd_down() {
     [[ -d "$d" ]] || continue
     i="${d%/}"
     i="${i##*/n}"
-    stop_node "$i" >/dev/null &
+    stop_node "$i" &
   done
   wait
   for k in $(seq 1 9); do kill9 "$(pid_of "$STATE/c$k.pid")"; done
@@ -361,8 +359,10 @@ cmd_cut() {
   local i
   i="$(node_index "$1")"
   local at
+  # The cut's time is when the link goes, just before the processes.
+  at="$(date +%s%3N)"
   ip link set "$(veth_host "$i")" down
-  at="$(stop_node "$i")"
+  stop_node "$i" >/dev/null
   log "n$i power-cut"
   echo "$at"
 }

@@ -4,16 +4,17 @@
 #
 # ROUNDS times (default 10), cutting n1, n2, n3 in turn: deploy a 6-replica httpd
 # service with a healthcheck (every 250 ms) so each node runs 2, cut the power of one
-# node, and time from the SIGKILL (as hosts.sh cut reports it) until `shoal ps` shows 6
-# replicas running, then 6 healthy, none on the cut node. Then revive the node and remove the stack, so
-# each round starts from 2/2/2. Prints each round, then median and worst; asserts
-# nothing. The time includes the node grace (1.5 s by default), the reconcile tick, the
-# Raft write, the new containers' start and their first passing healthcheck, and the
-# polling of `shoal ps` (about every 50 ms; each poll starts a client process).
+# node, and time from the cut (its link going down, as hosts.sh cut reports it) until
+# `shoal ps` shows 6 replicas running, then 6 healthy, none on the cut node. Then revive
+# the node and remove the stack, so each round starts from 2/2/2. Prints each round,
+# then median and worst; asserts nothing. The time includes the node grace (1.5 s by
+# default), the reconcile tick, the Raft writes, the new containers' create and start,
+# their first passing healthcheck, and the polling of `shoal ps` (each poll starts a
+# client process and jq, so a poll takes tens of ms or more on a loaded machine).
 #
 # Usage: scripts/bench/node-loss.sh [ROUNDS]      (root; needs jq)
 #   SHOAL_BIN=PATH   use this shoal binary instead of building a release one
-#   SHOAL_HOSTS_ID   instance id for hosts.sh (default 61)
+#   SHOAL_HOSTS_ID   first instance id to try for hosts.sh (default 61)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -30,13 +31,22 @@ HOSTS=scripts/hosts.sh
 WORK="$(mktemp -d)"
 STACK=benchloss
 
+# The first free instance id from SHOAL_HOSTS_ID on (hosts.sh up exits 3 on one in
+# use); only an instance this script brought up is taken down.
+rm_work() { rm -rf "$WORK"; }
+trap rm_work EXIT
+for _ in $(seq 1 20); do
+  rc=0
+  bash "$HOSTS" up 3 >/dev/null || rc=$?
+  [[ "$rc" != 3 ]] && break
+  SHOAL_HOSTS_ID=$((SHOAL_HOSTS_ID % 99 + 1))
+done
+[[ "$rc" == 0 ]] || { echo "hosts.sh up failed (exit $rc)" >&2; exit 1; }
 cleanup() {
   bash "$HOSTS" down || true
-  rm -rf "$WORK"
+  rm_work
 }
 trap cleanup EXIT
-
-bash "$HOSTS" up 3 >/dev/null
 ADDR="$(bash "$HOSTS" addr)"
 shoal() { "$SHOAL_BIN" "$@" --addr "$ADDR"; }
 now_ms() { date +%s%3N; }

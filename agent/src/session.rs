@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     /// The node's GPUs as last discovered; a change is reported on the session.
     pub gpus: tokio::sync::watch::Receiver<Vec<crate::gpu::GpuDevice>>,
+    /// Touched on every message from the controller (the disconnect policy reads it).
+    pub contact: crate::disconnect::Contact,
 }
 
 enum Ended {
@@ -235,6 +237,7 @@ async fn session(
         Ok(r) => r.into_inner(),
         Err(status) => return ended_by(status, false),
     };
+    cfg.contact.touch();
     info!(observed = hello.observed.len(), "session open");
 
     let (log_tx, mut log_rx) = mpsc::channel::<LogChunk>(256);
@@ -262,6 +265,7 @@ async fn session(
             Ok(()) = gpus.changed() => convert::gpu_report_message(&gpus.borrow_and_update()),
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
+                    cfg.contact.touch();
                     handle(m, supervisor, &mut logs, &out).await;
                     continue;
                 }

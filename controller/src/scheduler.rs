@@ -83,6 +83,9 @@ impl Load {
     }
 }
 
+/// (replicas of the service, share reserved in millionths, tasks, node index): lower wins.
+type Score = (u64, u64, u64, usize);
+
 /// The nodes of a state (in name order) and what runs on each.
 struct Loads<'s> {
     nodes: Vec<&'s Node>,
@@ -123,7 +126,7 @@ impl<'s> Loads<'s> {
     }
 
     /// Node `i`'s score for one more replica of `service`: lower is better.
-    fn score(&self, i: usize, service: &ServiceKey) -> (u64, u64, u64, usize) {
+    fn score(&self, i: usize, service: &ServiceKey) -> Score {
         let load = &self.loads[i];
         (
             load.of_service(service),
@@ -216,7 +219,7 @@ struct Group {
     children: BTreeMap<(bool, String), Group>,
     /// At the last level: candidate nodes by score (lazily updated: a popped entry is
     /// checked again before it is used).
-    heap: BinaryHeap<Reverse<((u64, u64, u64, usize), usize)>>,
+    heap: BinaryHeap<Reverse<(Score, usize)>>,
     /// No node of the group can take another replica.
     exhausted: bool,
 }

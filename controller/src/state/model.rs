@@ -53,6 +53,10 @@ pub struct Service {
     /// are crashes handled by the restart policy, not a failed rollout.
     #[serde(default)]
     pub rollout_complete: bool,
+    /// Set by `shoal rebalance`: the reconciler moves replicas from the most loaded
+    /// nodes to the least loaded, start-first, and clears it when nothing is left to move.
+    #[serde(default)]
+    pub rebalancing: bool,
 }
 
 impl Service {
@@ -212,6 +216,10 @@ pub enum Command {
         updates: Vec<TaskUpdate>,
         now_ms: u64,
     },
+    /// `shoal rebalance SERVICE`: move replicas to even out the service's spread.
+    Rebalance {
+        service: ServiceKey,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +280,10 @@ pub enum Decision {
     CompleteRollout {
         service: ServiceKey,
         generation: u64,
+    },
+    /// A rebalance has nothing left to move.
+    CompleteRebalance {
+        service: ServiceKey,
     },
 }
 

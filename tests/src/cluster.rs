@@ -8,6 +8,8 @@
 //!   and bootstrap ("the same command line");
 //! - [`Cluster::isolate`] / [`Cluster::heal`] a controller: its Raft RPCs are dropped both
 //!   ways and agent sessions refused, while its `Control` API still answers;
+//! - [`Cluster::add_agent`], [`Cluster::kill_agent`] (a power cut) and
+//!   [`Cluster::revive_agent`] (the node comes back with what its engine still runs);
 //! - find the [`Cluster::leader`], talk to the cluster through a [`Client`] that follows
 //!   leader hints, or to one controller through [`Cluster::direct`].
 //!
@@ -217,12 +219,21 @@ impl Cluster {
     }
 
     fn spawn_agent(&mut self, name: &str) {
-        let fake = FakeRuntime::new();
+        self.spawn_agent_with(name, FakeRuntime::new(), BTreeMap::new());
+    }
+
+    fn spawn_agent_with(
+        &mut self,
+        name: &str,
+        fake: FakeRuntime,
+        labels: BTreeMap<String, String>,
+    ) {
         let cfg = AgentConfig {
             controllers: self.addrs(),
             name: name.to_string(),
             data_dir: self._dir.path().join(format!("agent-{name}")),
             heartbeat_interval: self.opts.heartbeat_interval,
+            labels,
             ..AgentConfig::default()
         };
         let stop = self.root.child_token();
@@ -240,6 +251,35 @@ impl Cluster {
                 task,
             },
         );
+    }
+
+    /// Starts one more fake agent (with `--labels`), without waiting for it.
+    pub fn add_agent(&mut self, name: &str, labels: &[(&str, &str)]) {
+        assert!(!self.agents.contains_key(name), "agent {name} already runs");
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.spawn_agent_with(name, FakeRuntime::new(), labels);
+    }
+
+    /// Stops agent `name` abruptly (as a power cut does: nothing is cleaned up) and waits,
+    /// bounded, until its task ended. Its fake engine is returned: what ran there.
+    pub async fn kill_agent(&mut self, name: &str) -> FakeRuntime {
+        let Some(agent) = self.agents.remove(name) else {
+            panic!("agent {name} is not running");
+        };
+        agent.stop.cancel();
+        agent.task.abort();
+        let _ = tokio::time::timeout(STOP_BOUND, agent.task).await;
+        agent.fake
+    }
+
+    /// Starts agent `name` again with the same data dir and the engine `fake` (what was
+    /// left running on the node), as a machine that comes back.
+    pub fn revive_agent(&mut self, name: &str, fake: FakeRuntime) {
+        assert!(!self.agents.contains_key(name), "agent {name} already runs");
+        self.spawn_agent_with(name, fake, BTreeMap::new());
     }
 
     /// Waits until every agent's node is `ready`.
@@ -630,6 +670,31 @@ impl Client {
         self.call(|mut c| async move { c.nodes(pb::NodesRequest {}).await })
             .await
             .map(|r| r.nodes)
+    }
+
+    pub async fn update_node(&self, req: pb::UpdateNodeRequest) -> Result<(), Status> {
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.update_node(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn rebalance(&self, service: &str) -> Result<pb::RebalanceReply, Status> {
+        self.call(|mut c| {
+            let service = service.to_string();
+            async move { c.rebalance(pb::RebalanceRequest { service }).await }
+        })
+        .await
+    }
+
+    pub async fn rebalance_status(&self, service: &str) -> Result<pb::RebalanceReply, Status> {
+        self.call(|mut c| {
+            let service = service.to_string();
+            async move { c.rebalance_status(pb::RebalanceRequest { service }).await }
+        })
+        .await
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusReply, Status> {

@@ -173,14 +173,37 @@ async fn a_lost_node_is_replaced_returns_without_reshuffle_and_rebalance_evens_o
     )
     .await;
 
-    // `rebalance`: replicas move to it until the spread is even again.
-    let r = client.rebalance("spread/web").await.expect("rebalance");
-    assert!(r.rebalancing);
-    eventually(WAIT, "the rebalance to end", || async {
-        let r = client.rebalance_status("spread/web").await.ok()?;
-        (!r.rebalancing).then_some(())
-    })
-    .await;
+    // `shoal rebalance`: replicas move to it until the spread is even again; the CLI
+    // waits for the end (bounded by its --timeout and by ours).
+    let cli = tokio::process::Command::new(shoal_tests::shoal_bin())
+        .args([
+            "rebalance",
+            "spread/web",
+            "--timeout",
+            "80",
+            "--format",
+            "json",
+        ])
+        .args(["--addr", &cl.addrs().join(",")])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, cli)
+        .await
+        .expect("shoal rebalance ends")
+        .expect("run shoal rebalance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shoal rebalance failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON value");
+    assert_eq!(reply["service"], "spread/web");
+    assert_eq!(reply["rebalancing"], false);
+    assert_eq!(reply["before"][&lost], 1, "{reply}");
+    assert!(reply["after"][&lost].as_u64().unwrap_or(0) >= 2, "{reply}");
+    let r = client.rebalance_status("spread/web").await.expect("status");
+    assert!(!r.rebalancing);
     let m = wait_running(&client, "spread", "web", 105, "an even spread", |m| {
         even_within_one(m, &nodes)
     })

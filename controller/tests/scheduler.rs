@@ -312,3 +312,20 @@ fn a_global_replica_says_what_its_own_node_lacks() {
         }]
     );
 }
+
+#[test]
+fn many_nodes_short_of_cpus_are_named_five_at_a_time() {
+    let nodes: Vec<Node> = (0..7).map(|i| node(&format!("n{i}"), 1.0, 1024)).collect();
+    let mut spec = svc("big", 1);
+    spec.resources.reservations.nano_cpus = Some(2_000_000_000);
+    let s = deployed(nodes, vec![spec.clone()]);
+    assert_eq!(
+        place(&s, &[req("t1", &spec)]),
+        vec![Decision::Pending {
+            task: "t1".into(),
+            reason: "no node can run it: n0 has 1 CPUs free, n1 has 1, n2 has 1, n3 has 1, \
+                     n4 has 1, and 2 more with too few (needs 2)"
+                .into()
+        }]
+    );
+}

@@ -1,7 +1,7 @@
 //! Why a node refuses a replica, and the pending reason `ps` shows when every node does:
 //! nodes refusing for the same reason are named together, at most [`NAMES`] of them,
-//! e.g. `no node can run it: a has 0.5 CPUs free, b has 0.25 (needs 1.5); c is down;
-//! d, e are drained`.
+//! resources first and nodes out of service last, e.g. `no node can run it: a has 0.5
+//! CPUs free, b has 0.25 (needs 1.5); d, e are drained; c is down`.
 
 use std::collections::BTreeMap;
 
@@ -146,7 +146,7 @@ fn free_list(nodes: &[&str], detail: &[String], what: &str) -> String {
         })
         .collect();
     if nodes.len() > NAMES {
-        parts.push(format!("{} more have less", nodes.len() - NAMES));
+        parts.push(format!("and {} more with too few", nodes.len() - NAMES));
     }
     parts.join(", ")
 }

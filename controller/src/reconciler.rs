@@ -254,10 +254,12 @@ fn rebalance(
         return;
     }
     let update = svc.update_config();
-    let budget = if update.parallelism == 0 {
-        usize::MAX
-    } else {
-        update.parallelism.saturating_sub(in_flight) as usize
+    // Parallelism 0 moves a whole batch at once, and plans the next once it is done:
+    // planning on top of moves in flight would plan against placements not yet made.
+    let budget = match update.parallelism {
+        0 if in_flight > 0 => 0,
+        0 => usize::MAX,
+        p => p.saturating_sub(in_flight) as usize,
     };
     if budget == 0 {
         return;

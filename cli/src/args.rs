@@ -93,6 +93,9 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Move a service's replicas (start-first, update_config.parallelism at a time) until
+    /// they are spread as evenly as placement allows, e.g. after a node came back.
+    Rebalance(RebalanceArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +307,18 @@ pub struct ScaleTarget {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     pub stack: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// `STACK/SERVICE`, or `SERVICE` alone where unambiguous.
+    pub service: String,
+    /// Return once the rebalance is started instead of waiting for it to finish.
+    #[arg(long)]
+    pub detach: bool,
+    /// How long to wait for the rebalance to finish before giving up (it goes on).
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

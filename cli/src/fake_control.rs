@@ -127,6 +127,18 @@ impl Control for Fake {
     ) -> Result<Response<pb::RollbackReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn rebalance(
+        &self,
+        _: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn rebalance_status(
+        &self,
+        _: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn update_node(
         &self,
         _: Request<pb::UpdateNodeRequest>,

@@ -8,6 +8,7 @@
 //! - [`raft`]: openraft on sled: log, vote, snapshots, the Raft RPCs.
 //! - [`scheduler`] / [`reconciler`]: pure functions from a state snapshot (and `now`) to
 //!   decisions. No I/O, no clock.
+//! - [`rebalance`]: which replicas `shoal rebalance` moves (pure).
 //! - [`assignments`]: the pure per-node view sent to each agent.
 //! - [`liveness`]: heartbeats in the leader's memory; only transitions are written.
 //! - [`leader`]: the loop that runs the reconciler and liveness on the leader.
@@ -28,6 +29,7 @@ pub mod liveness;
 pub mod logs;
 pub mod membership;
 pub mod raft;
+pub mod rebalance;
 pub mod reconciler;
 pub mod scheduler;
 pub mod server;

@@ -6,10 +6,16 @@
 //! one slot per eligible node), replaces tasks of an older spec generation, replaces
 //! ended tasks as the restart policy says (after its delay, up to `max_attempts`),
 //! shuts down tasks of removed slots and services, forgets old history, holds tasks
-//! back until their `depends_on` conditions hold, and places the rest with
+//! back until their `depends_on` conditions hold, moves replicas of services being
+//! rebalanced ([`crate::rebalance`]), and places the rest with
 //! [`crate::scheduler::place`].
+//!
+//! Global services have one slot per eligible node ([`scheduler::eligible_nodes`]:
+//! ready, active, matching the constraints), recomputed every pass: a node that joins,
+//! returns or is labelled into the constraints gets a replica; one that goes down, is
+//! drained or labelled out loses it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::spec::{
     DependencyCondition, FailureAction, RestartCondition, ServiceMode, UpdateOrder,
@@ -17,7 +23,9 @@ use shoal_proto::spec::{
 use shoal_proto::task::{Desired, TaskState};
 
 use crate::scheduler::{self, Request};
-use crate::state::{Availability, ClusterState, Decision, NodeId, NodeStatus, Service, Task};
+use crate::state::{
+    Availability, ClusterState, Decision, NodeId, NodeStatus, Service, Task, TaskId,
+};
 
 /// Ended tasks kept per slot, so `ps --all` shows recent failures.
 pub const HISTORY_PER_SLOT: usize = 3;
@@ -26,12 +34,18 @@ pub const HISTORY_PER_SLOT: usize = 3;
 pub fn reconcile(state: &ClusterState, now_ms: u64) -> Vec<Decision> {
     let mut out = Vec::new();
     orphan_lost_tasks(state, &mut out);
+    // One pass over the tasks, not one per service.
+    let mut by_service: HashMap<(&str, &str), Vec<&Task>> = HashMap::new();
+    for t in state.tasks.values() {
+        by_service
+            .entry((t.stack.as_str(), t.service.as_str()))
+            .or_default()
+            .push(t);
+    }
     for svc in state.services.values() {
-        let tasks: Vec<&Task> = state
-            .tasks
-            .values()
-            .filter(|t| t.stack == svc.stack && t.service == svc.name)
-            .collect();
+        let tasks = by_service
+            .remove(&(svc.stack.as_str(), svc.name.as_str()))
+            .unwrap_or_default();
         if svc.removing {
             remove_service(svc, &tasks, &mut out);
         } else {
@@ -139,12 +153,36 @@ fn converge_service(
 
     let mut outdated = Vec::new();
     let mut in_flight = 0u64;
+    let mut moving = 0u64;
+    // For a rebalance: live replicas by node, and the ready ones that may move.
+    let mut counted: BTreeMap<NodeId, u64> = BTreeMap::new();
+    let mut movable: BTreeMap<NodeId, Vec<(Slot, String)>> = BTreeMap::new();
     for slot in &wanted {
         let list = by_slot.get(slot).map(Vec::as_slice).unwrap_or(&[]);
-        match converge_slot(state, svc, slot, list, now_ms, out) {
+        let status = converge_slot(state, svc, slot, list, now_ms, out);
+        let newest = list
+            .iter()
+            .rev()
+            .find(|t| t.desired == Desired::Running && !t.state.is_terminal());
+        if let Some(node) = newest.and_then(|t| t.node.as_ref()) {
+            *counted.entry(node.clone()).or_default() += 1;
+        }
+        match status {
             SlotStatus::Outdated(old) => outdated.push((slot.clone(), old)),
             SlotStatus::Updating => in_flight += 1,
-            SlotStatus::Current => {}
+            SlotStatus::Moving => {
+                in_flight += 1;
+                moving += 1;
+            }
+            SlotStatus::Current => {
+                if let Some(t) = newest.filter(|t| t.node.is_some() && is_ready(svc, t, now_ms)) {
+                    let node = t.node.clone().unwrap_or_default();
+                    movable
+                        .entry(node)
+                        .or_default()
+                        .push((slot.clone(), t.id.clone()));
+                }
+            }
         }
     }
     if !svc.rollout_complete && !svc.spec.mode.is_job() {
@@ -171,6 +209,12 @@ fn converge_service(
         }
     }
     roll_out(svc, tasks, &outdated, in_flight, now_ms, out);
+    if svc.rebalancing {
+        rebalance(
+            state, svc, tasks, &outdated, in_flight, moving, &counted, &movable, out,
+        );
+    }
+    let wanted: BTreeSet<&Slot> = wanted.iter().collect();
     for (slot, list) in &by_slot {
         let keep = if wanted.contains(slot) {
             HISTORY_PER_SLOT
@@ -187,12 +231,71 @@ fn converge_service(
     }
 }
 
+/// Plans the moves of a rebalance (start-first, `parallelism` at a time, after any
+/// rollout), or says it is over when nothing is left to move or in flight.
+#[allow(clippy::too_many_arguments)]
+fn rebalance(
+    state: &ClusterState,
+    svc: &Service,
+    tasks: &[&Task],
+    outdated: &[(Slot, String)],
+    in_flight: u64,
+    moving: u64,
+    counted: &BTreeMap<NodeId, u64>,
+    movable: &BTreeMap<NodeId, Vec<(Slot, String)>>,
+    out: &mut Vec<Decision>,
+) {
+    if svc.spec.mode != ServiceMode::Replicated {
+        out.push(Decision::CompleteRebalance { service: svc.key() });
+        return;
+    }
+    // A rollout goes first; a paused one holds the rebalance too.
+    if !outdated.is_empty() || rollout_paused(svc, tasks).is_some() {
+        return;
+    }
+    let update = svc.update_config();
+    // Parallelism 0 moves a whole batch at once, and plans the next once it is done:
+    // planning on top of moves in flight would plan against placements not yet made.
+    let budget = match update.parallelism {
+        0 if in_flight > 0 => 0,
+        0 => usize::MAX,
+        p => p.saturating_sub(in_flight) as usize,
+    };
+    if budget == 0 {
+        return;
+    }
+    let ids: BTreeMap<NodeId, Vec<TaskId>> = movable
+        .iter()
+        .map(|(n, v)| (n.clone(), v.iter().map(|(_, id)| id.clone()).collect()))
+        .collect();
+    let chosen = crate::rebalance::moves(state, svc, counted, &ids, budget);
+    if chosen.is_empty() {
+        if moving == 0 {
+            out.push(Decision::CompleteRebalance { service: svc.key() });
+        }
+        return;
+    }
+    let slots: HashMap<&str, &Slot> = movable
+        .values()
+        .flatten()
+        .map(|(slot, id)| (id.as_str(), slot))
+        .collect();
+    for id in chosen {
+        if let Some(slot) = slots.get(id.as_str()) {
+            // Start-first: the replica moved stops once its replacement is ready.
+            create_in(svc, slot, out);
+        }
+    }
+}
+
 /// Where a slot stands with respect to the service's current spec.
 enum SlotStatus {
     /// Runs an older generation: the rollout replaces it when its turn comes.
     Outdated(String),
     /// Its replacement of the current generation runs but is not ready yet.
     Updating,
+    /// A replica being moved (drain, rebalance) waits for its replacement to be ready.
+    Moving,
     /// Nothing to roll out here.
     Current,
 }
@@ -278,9 +381,6 @@ fn converge_slot(
     let (current, old): (Vec<&Task>, Vec<&Task>) =
         live.iter().partition(|t| t.generation >= svc.generation);
     if let Some((newest, dupes)) = current.split_last() {
-        for t in dupes {
-            out.push(Decision::Shutdown { task: t.id.clone() });
-        }
         if let Some(reason) = health_timed_out(svc, newest, now_ms) {
             out.push(Decision::Fail {
                 task: newest.id.clone(),
@@ -288,17 +388,18 @@ fn converge_slot(
             });
             return SlotStatus::Updating;
         }
-        // Start-first: the old replica goes once its replacement is ready.
+        // Start-first: the old replica (of an older spec, or one being moved off a node)
+        // goes once its replacement is ready.
         let ready = is_ready(svc, newest, now_ms);
         if ready {
-            for t in &old {
+            for t in dupes.iter().chain(&old) {
                 out.push(Decision::Shutdown { task: t.id.clone() });
             }
         }
-        return if ready {
-            SlotStatus::Current
-        } else {
-            SlotStatus::Updating
+        return match (ready, dupes.is_empty()) {
+            (true, _) => SlotStatus::Current,
+            (false, true) => SlotStatus::Updating,
+            (false, false) => SlotStatus::Moving,
         };
     }
     if let Some((newest, older)) = old.split_last() {
@@ -449,6 +550,8 @@ fn forget_history(list: &[&Task], keep: usize, out: &mut Vec<Decision>) {
 /// Pending tasks whose dependencies hold are placed; the others say what they wait for.
 fn schedule_pending(state: &ClusterState, out: &mut Vec<Decision>) {
     let mut requests = Vec::new();
+    // Per service, not per task: a dependency's check reads every task.
+    let mut waits: HashMap<(&str, &str), Option<String>> = HashMap::new();
     for t in state.tasks.values() {
         if t.state != TaskState::Pending || t.desired != Desired::Running {
             continue;
@@ -459,7 +562,10 @@ fn schedule_pending(state: &ClusterState, out: &mut Vec<Decision>) {
         if svc.removing || t.generation < svc.generation {
             continue;
         }
-        if let Some(reason) = unmet_dependency(state, svc) {
+        let wait = waits
+            .entry((svc.stack.as_str(), svc.name.as_str()))
+            .or_insert_with(|| unmet_dependency(state, svc));
+        if let Some(reason) = wait.clone() {
             if t.error != reason {
                 out.push(Decision::Pending {
                     task: t.id.clone(),

@@ -8,6 +8,8 @@
 //!   and bootstrap ("the same command line");
 //! - [`Cluster::isolate`] / [`Cluster::heal`] a controller: its Raft RPCs are dropped both
 //!   ways and agent sessions refused, while its `Control` API still answers;
+//! - [`Cluster::add_agent`], [`Cluster::kill_agent`] (a power cut) and
+//!   [`Cluster::revive_agent`] (the node comes back with what its engine still runs);
 //! - find the [`Cluster::leader`], talk to the cluster through a [`Client`] that follows
 //!   leader hints, or to one controller through [`Cluster::direct`].
 //!
@@ -98,6 +100,8 @@ pub struct Agent {
     pub fake: FakeRuntime,
     /// The node's GPUs (none unless the test gave some).
     pub gpus: FakeInventory,
+    /// The agent's `--labels`.
+    pub labels: BTreeMap<String, String>,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -107,6 +111,8 @@ pub struct Cluster {
     /// Raft id of each controller slot, learnt when it first started.
     ids: Vec<u64>,
     pub agents: BTreeMap<String, Agent>,
+    /// The GPUs and labels of agents killed with [`Cluster::kill_agent`], for revival.
+    killed: BTreeMap<String, (FakeInventory, BTreeMap<String, String>)>,
     opts: Options,
     /// Parent of every controller's and agent's token: cancelled on drop.
     root: CancellationToken,
@@ -220,35 +226,27 @@ impl Cluster {
     }
 
     fn spawn_agent(&mut self, name: &str) {
-        self.spawn_agent_on(name, FakeRuntime::new(), FakeInventory::default());
+        self.spawn_agent_on(
+            name,
+            FakeRuntime::new(),
+            FakeInventory::default(),
+            BTreeMap::new(),
+        );
     }
 
     /// Starts one more fake agent, with these GPUs, and waits until its node is ready.
     pub async fn add_agent_with_gpus(&mut self, name: &str, gpus: FakeInventory) {
-        self.spawn_agent_on(name, FakeRuntime::new(), gpus);
+        self.spawn_agent_on(name, FakeRuntime::new(), gpus, BTreeMap::new());
         self.wait_nodes_ready().await;
     }
 
-    /// Cuts an agent off at once (a power cut as the controller sees it: the session
-    /// drops and no heartbeat comes). Its fake engine and GPUs are kept for [`revive_agent`].
-    ///
-    /// [`revive_agent`]: Cluster::revive_agent
-    pub fn kill_agent(&mut self, name: &str) {
-        if let Some(a) = self.agents.get(name) {
-            a.stop.cancel();
-            a.task.abort();
-        }
-    }
-
-    /// Starts a killed agent again on the same engine and GPUs.
-    pub fn revive_agent(&mut self, name: &str) {
-        let a = self.agents.remove(name).expect("no agent of that name");
-        a.stop.cancel();
-        a.task.abort();
-        self.spawn_agent_on(name, a.fake, a.gpus);
-    }
-
-    fn spawn_agent_on(&mut self, name: &str, fake: FakeRuntime, gpus: FakeInventory) {
+    fn spawn_agent_on(
+        &mut self,
+        name: &str,
+        fake: FakeRuntime,
+        gpus: FakeInventory,
+        labels: BTreeMap<String, String>,
+    ) {
         let cfg = AgentConfig {
             controllers: self.addrs(),
             name: name.to_string(),
@@ -257,6 +255,7 @@ impl Cluster {
             gpus: GpuSource::Inventory(Arc::new(gpus.clone())),
             // The fake inventory is cheap: rediscover often so tests see changes soon.
             gpu_rediscover_interval: Duration::from_millis(200),
+            labels: labels.clone(),
             ..AgentConfig::default()
         };
         let stop = self.root.child_token();
@@ -271,10 +270,43 @@ impl Cluster {
                 name: name.to_string(),
                 fake,
                 gpus,
+                labels,
                 stop,
                 task,
             },
         );
+    }
+
+    /// Starts one more fake agent (with `--labels`), without waiting for it.
+    pub fn add_agent(&mut self, name: &str, labels: &[(&str, &str)]) {
+        assert!(!self.agents.contains_key(name), "agent {name} already runs");
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.spawn_agent_on(name, FakeRuntime::new(), FakeInventory::default(), labels);
+    }
+
+    /// Stops agent `name` abruptly (as a power cut does: nothing is cleaned up) and waits,
+    /// bounded, until its task ended. Its fake engine is returned: what ran there.
+    pub async fn kill_agent(&mut self, name: &str) -> FakeRuntime {
+        let Some(agent) = self.agents.remove(name) else {
+            panic!("agent {name} is not running");
+        };
+        agent.stop.cancel();
+        agent.task.abort();
+        let _ = tokio::time::timeout(STOP_BOUND, agent.task).await;
+        self.killed
+            .insert(name.to_string(), (agent.gpus, agent.labels));
+        agent.fake
+    }
+
+    /// Starts agent `name` again with the same data dir and the engine `fake` (what was
+    /// left running on the node), as a machine that comes back, with its GPUs and labels.
+    pub fn revive_agent(&mut self, name: &str, fake: FakeRuntime) {
+        assert!(!self.agents.contains_key(name), "agent {name} already runs");
+        let (gpus, labels) = self.killed.remove(name).unwrap_or_default();
+        self.spawn_agent_on(name, fake, gpus, labels);
     }
 
     /// Waits until every agent's node is `ready`.
@@ -665,6 +697,31 @@ impl Client {
         self.call(|mut c| async move { c.nodes(pb::NodesRequest {}).await })
             .await
             .map(|r| r.nodes)
+    }
+
+    pub async fn update_node(&self, req: pb::UpdateNodeRequest) -> Result<(), Status> {
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.update_node(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn rebalance(&self, service: &str) -> Result<pb::RebalanceReply, Status> {
+        self.call(|mut c| {
+            let service = service.to_string();
+            async move { c.rebalance(pb::RebalanceRequest { service }).await }
+        })
+        .await
+    }
+
+    pub async fn rebalance_status(&self, service: &str) -> Result<pb::RebalanceReply, Status> {
+        self.call(|mut c| {
+            let service = service.to_string();
+            async move { c.rebalance_status(pb::RebalanceRequest { service }).await }
+        })
+        .await
     }
 
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusReply, Status> {

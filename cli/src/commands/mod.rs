@@ -10,6 +10,7 @@ pub mod logs;
 pub mod node;
 pub mod nodes;
 pub mod ps;
+pub mod rebalance;
 pub mod rm;
 pub mod rollback;
 pub mod scale;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(args) => rm::run(args, &mut Ctx::new(&global)).await,
         Command::Rollback(args) => rollback::run(args, &mut Ctx::new(&global)).await,
         Command::Node { command } => node::run(command, &mut Ctx::new(&global)).await,
+        Command::Rebalance(args) => rebalance::run(args, &mut Ctx::new(&global)).await,
     }
 }
 

@@ -235,6 +235,31 @@ impl Control for ControlService {
         }))
     }
 
+    async fn rebalance(
+        &self,
+        req: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceReply>, Status> {
+        let req = req.into_inner();
+        let key = self.resolve(&req.service).await?;
+        self.apply(Command::Rebalance {
+            service: key.clone(),
+        })
+        .await?;
+        tracing::info!(service = %key, "rebalance started");
+        let state = self.ctx.node.state.read();
+        Ok(Response::new(rebalance_reply(&state, &key)))
+    }
+
+    async fn rebalance_status(
+        &self,
+        req: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceReply>, Status> {
+        let req = req.into_inner();
+        let key = self.resolve(&req.service).await?;
+        let state = self.ctx.node.state.read();
+        Ok(Response::new(rebalance_reply(&state, &key)))
+    }
+
     async fn update_node(
         &self,
         req: Request<pb::UpdateNodeRequest>,
@@ -461,5 +486,26 @@ impl Control for ControlService {
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx);
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Where `key`'s live replicas run, and whether its rebalance is under way.
+fn rebalance_reply(state: &crate::state::ClusterState, key: &str) -> pb::RebalanceReply {
+    let mut replicas_by_node = std::collections::HashMap::new();
+    for t in state.tasks.values() {
+        if t.service_key() != key
+            || t.desired != shoal_proto::task::Desired::Running
+            || t.state.is_terminal()
+        {
+            continue;
+        }
+        if let Some(n) = &t.node {
+            *replicas_by_node.entry(n.clone()).or_insert(0u64) += 1;
+        }
+    }
+    pb::RebalanceReply {
+        service: key.to_string(),
+        rebalancing: state.services.get(key).is_some_and(|s| s.rebalancing),
+        replicas_by_node,
     }
 }

@@ -95,6 +95,7 @@ impl ClusterState {
                 }
                 None => CommandResult::error(format!("unknown node {node}")),
             },
+            Command::Rebalance { service } => self.rebalance(service),
             Command::Reconcile { decisions, now_ms } => {
                 let mut count = 0;
                 for d in decisions {
@@ -164,6 +165,7 @@ impl ClusterState {
                             previous: None,
                             rolled_back: false,
                             rollout_complete: false,
+                            rebalancing: false,
                         },
                     );
                     generations.push((name.clone(), 1, true));
@@ -227,6 +229,25 @@ impl ClusterState {
             }
             mode => CommandResult::error(format!(
                 "service {service} runs in {} mode: one replica per node, it cannot be scaled",
+                mode.as_str()
+            )),
+        }
+    }
+
+    fn rebalance(&mut self, service: &str) -> CommandResult {
+        let Some(svc) = self.services.get_mut(service) else {
+            return CommandResult::error(format!("no service named {service}"));
+        };
+        if svc.removing {
+            return CommandResult::error(format!("service {service} is being removed"));
+        }
+        match svc.spec.mode {
+            ServiceMode::Replicated => {
+                svc.rebalancing = true;
+                CommandResult::default()
+            }
+            mode => CommandResult::error(format!(
+                "service {service} runs in {} mode: there is nothing to rebalance",
                 mode.as_str()
             )),
         }
@@ -390,6 +411,13 @@ impl ClusterState {
                 _ => false,
             },
             Decision::AssignGpus { task, node, gpus } => self.assign_gpus(task, node, gpus, now_ms),
+            Decision::CompleteRebalance { service } => match self.services.get_mut(service) {
+                Some(s) if s.rebalancing => {
+                    s.rebalancing = false;
+                    true
+                }
+                _ => false,
+            },
             Decision::DropStack { stack } => {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);

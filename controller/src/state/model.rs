@@ -53,6 +53,10 @@ pub struct Service {
     /// are crashes handled by the restart policy, not a failed rollout.
     #[serde(default)]
     pub rollout_complete: bool,
+    /// Set by `shoal rebalance`: the reconciler moves replicas from the most loaded
+    /// nodes to the least loaded, start-first, and clears it when nothing is left to move.
+    #[serde(default)]
+    pub rebalancing: bool,
 }
 
 impl Service {
@@ -232,6 +236,10 @@ pub enum Command {
         node: NodeId,
         gpus: Vec<Gpu>,
     },
+    /// `shoal rebalance SERVICE`: move replicas to even out the service's spread.
+    Rebalance {
+        service: ServiceKey,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +312,10 @@ pub enum Decision {
         task: TaskId,
         node: NodeId,
         gpus: Vec<String>,
+    },
+    /// A rebalance has nothing left to move.
+    CompleteRebalance {
+        service: ServiceKey,
     },
 }
 

@@ -33,6 +33,7 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
                 labels,
                 status: NodeStatus::Ready,
                 availability: Availability::Active,
+                gpus: Vec::new(),
             },
         );
     }

@@ -173,6 +173,7 @@ impl Cluster {
             controllers,
             ids: Vec::new(),
             agents: BTreeMap::new(),
+            killed: BTreeMap::new(),
             opts,
             root: CancellationToken::new(),
             _dir: dir,

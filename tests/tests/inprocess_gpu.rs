@@ -155,7 +155,7 @@ async fn gpu_services_land_where_they_fit_and_a_lost_node_s_task_waits_then_retu
     );
 
     // Power cut of the 4-GPU node: its task is replaced by one that waits, saying why.
-    cl.kill_agent("gn4");
+    let engine = cl.kill_agent("gn4").await;
     let reason = "needs 4 GPUs: gn0 has no GPUs; gn3 has 0 free; gn4 is down";
     eventually(
         Duration::from_secs(30),
@@ -171,7 +171,7 @@ async fn gpu_services_land_where_they_fit_and_a_lost_node_s_task_waits_then_retu
     .await;
 
     // The node comes back: the waiting task is placed on its GPUs again.
-    cl.revive_agent("gn4");
+    cl.revive_agent("gn4", engine);
     eventually(
         Duration::from_secs(30),
         "the 4-GPU task running again",

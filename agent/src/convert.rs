@@ -101,6 +101,8 @@ pub fn controller_event(
         }
         Msg::LogRequest(r) => (ControllerEvent::Logs(r.into()), Vec::new()),
         Msg::LogCancel(c) => (ControllerEvent::CancelLogs(c.request_id), Vec::new()),
+        // Only says the controller is there; the session notes that on any message.
+        Msg::HeartbeatAck(_) => return None,
     })
 }
 

@@ -7,6 +7,8 @@
 //!   its decisions are the pure [`reconcile::plan`].
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait, its Docker implementation and
 //!   the recording fake; [`runtime::container_request`] turns a spec into a container.
+//! - [`disconnect`]: the disconnect policy, stopping replicas of services that ask for it
+//!   while no controller is reachable.
 //! - [`proxy`]: ingress ports, forwarding a published port to ready local replicas.
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
@@ -15,7 +17,8 @@
 //! What it must not do: decide placement or restarts (the controller does: an ended task
 //! stays ended, and the agent never restarts a container), touch containers without the
 //! `io.shoal.task` label or labelled for another node, or stop containers because the
-//! session was lost or the agent shut down (an agent restart must not restart containers).
+//! session was lost or the agent shut down (an agent restart must not restart containers),
+//! except the replicas whose service asked for it (`x-shoal-disconnect: stop`).
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub mod convert;
+pub mod disconnect;
 pub mod logs;
 pub mod model;
 pub mod proxy;
@@ -38,6 +42,10 @@ pub mod session;
 pub mod supervisor;
 
 use runtime::ContainerRuntime;
+
+/// How often the agent heartbeats on its session (the controller acks each one, which
+/// is how the agent knows a controller is reachable; see [`disconnect`]).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How often the supervisor looks at the runtime.
 pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(500);
@@ -70,7 +78,7 @@ impl Default for AgentConfig {
             docker: None,
             advertise: None,
             labels: BTreeMap::new(),
-            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -93,13 +101,15 @@ pub async fn run_with_runtime(
         .with_context(|| format!("create agent data directory {}", cfg.data_dir.display()))?;
     info!(node = %cfg.name, controllers = ?cfg.controllers, "agent starting");
     let stop_supervisor = shutdown.child_token();
-    let (handle, events) = supervisor::spawn(
+    let contact = disconnect::Contact::new();
+    let (handle, events) = supervisor::spawn_with_contact(
         supervisor::SupervisorConfig {
             node: cfg.name.clone(),
             poll_interval: OBSERVE_INTERVAL,
             ingress: runtime.supports_ingress(),
         },
         runtime.clone(),
+        Some(contact.clone()),
         stop_supervisor.clone(),
     );
     let result = session::run(
@@ -109,6 +119,7 @@ pub async fn run_with_runtime(
             advertise: cfg.advertise,
             labels: cfg.labels,
             heartbeat_interval: cfg.heartbeat_interval,
+            contact,
         },
         runtime,
         handle,

@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub heartbeat_interval: Duration,
+    /// Touched on every message from the controller (the disconnect policy reads it).
+    pub contact: crate::disconnect::Contact,
 }
 
 enum Ended {
@@ -230,6 +232,7 @@ async fn session(
         Ok(r) => r.into_inner(),
         Err(status) => return ended_by(status, false),
     };
+    cfg.contact.touch();
     info!(observed = hello.observed.len(), "session open");
 
     let (log_tx, mut log_rx) = mpsc::channel::<LogChunk>(256);
@@ -256,6 +259,7 @@ async fn session(
             Some(chunk) = log_rx.recv() => convert::log_message(chunk),
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
+                    cfg.contact.touch();
                     handle(m, supervisor, &mut logs, &out).await;
                     continue;
                 }

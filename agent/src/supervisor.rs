@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use crate::disconnect::{self, Contact};
 use crate::model::{Assignment, AssignmentSet, TaskReport};
 use crate::proxy::{ingress_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
@@ -107,12 +108,26 @@ struct Supervisor {
     routes: BTreeMap<std::net::SocketAddr, Route>,
     ops: JoinSet<()>,
     op_tx: mpsc::UnboundedSender<OpEvent>,
+    /// When a controller was last heard from, for the disconnect policy; `None`: the
+    /// policy is off (the supervisor runs without a session).
+    contact: Option<Contact>,
 }
 
 /// Start a supervisor; it runs until `shutdown` and leaves containers running then.
+/// Without a [`Contact`] the disconnect policy is off.
 pub fn spawn(
     cfg: SupervisorConfig,
     runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> (SupervisorHandle, mpsc::UnboundedReceiver<Event>) {
+    spawn_with_contact(cfg, runtime, None, shutdown)
+}
+
+/// [`spawn`], applying the disconnect policy ([`crate::disconnect`]) by `contact`.
+pub fn spawn_with_contact(
+    cfg: SupervisorConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    contact: Option<Contact>,
     shutdown: CancellationToken,
 ) -> (SupervisorHandle, mpsc::UnboundedReceiver<Event>) {
     let (commands, command_rx) = mpsc::unbounded_channel();
@@ -133,6 +148,7 @@ pub fn spawn(
         routes: BTreeMap::new(),
         ops: JoinSet::new(),
         op_tx,
+        contact,
     };
     tokio::spawn(sup.run(command_rx, op_rx, shutdown));
     (SupervisorHandle { commands }, event_rx)
@@ -268,13 +284,39 @@ impl Supervisor {
     }
 
     fn plan(&self) -> Vec<Action> {
-        plan(Local {
+        let mut actions = plan(Local {
             intent: self.intent.as_ref(),
             containers: &self.containers,
             busy: &self.busy,
             reported: &self.reported,
             ingress_errors: &self.ingress_errors,
-        })
+        });
+        if let Some(contact) = &self.contact {
+            let stopping: BTreeSet<String> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Stop { task_id, .. } => Some(task_id.clone()),
+                    _ => None,
+                })
+                .collect();
+            let stops = disconnect::to_stop(
+                self.intent.as_ref(),
+                &self.containers,
+                &self.busy,
+                &self.reported,
+                contact.silent_for(),
+            );
+            for stop in stops {
+                if let Action::Stop { task_id, .. } = &stop {
+                    if stopping.contains(task_id) {
+                        continue;
+                    }
+                    warn!(task = %task_id, "no controller reachable: stopping (x-shoal-disconnect)");
+                }
+                actions.push(stop);
+            }
+        }
+        actions
     }
 
     /// Plan and act until nothing changes without an operation finishing.

@@ -180,6 +180,10 @@ pub struct ControllerArgs {
     /// lost leader is replaced after about 2.25-2.5*MS.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub election_timeout_ms: u64,
+    /// How long an agent may stay silent before its node is declared down and its
+    /// replicas are placed elsewhere (agents heartbeat every 250 ms).
+    #[arg(long, value_name = "MS", default_value_t = 1500)]
+    pub node_grace_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::state::{ClusterState, NodeId, NodeStatus};
 
+/// How long a node may stay silent before it is declared down, tuned for a LAN: six
+/// agent heartbeats (`shoal_agent::HEARTBEAT_INTERVAL`, 250 ms), so one or two lost or
+/// late ones never take a node down, while a dead node's replicas are placed elsewhere
+/// within about 2 s (the leader checks every 250 ms). `--node-grace-ms` changes it.
+pub const DEFAULT_NODE_GRACE: Duration = Duration::from_millis(1500);
+
 #[derive(Debug)]
 pub struct Liveness {
     grace: Duration,

@@ -62,7 +62,7 @@ impl ControllerConfig {
             listen,
             advertise: None,
             bootstrap: Bootstrap::Init,
-            node_grace: Duration::from_secs(2),
+            node_grace: crate::liveness::DEFAULT_NODE_GRACE,
             timings: RaftTimings::default(),
             faults: Arc::default(),
             propose_timeout: api::PROPOSE_TIMEOUT,

@@ -477,6 +477,7 @@ fn every_honored_key_lands_in_the_spec() {
             order: UpdateOrder::StartFirst,
             ..UpdateConfig::default()
         },
+        disconnect: DisconnectPolicy::default(),
     };
     assert_eq!(app, &expected);
 

@@ -109,6 +109,27 @@ pub struct ServiceSpec {
     /// `failure_action` never rolls back again (rollback is treated as pause).
     #[serde(default)]
     pub rollback: UpdateConfig,
+    /// What a node does with this service's replicas while it cannot reach any
+    /// controller (`x-shoal-disconnect`): keep them running (the default) or stop them.
+    #[serde(default)]
+    pub disconnect: DisconnectPolicy,
+}
+
+/// `x-shoal-disconnect`: the agent-side policy for replicas on a node cut off from every
+/// controller. The controller replaces them elsewhere once the node is declared down;
+/// stopping bounds how long the old and the new replica can both run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DisconnectPolicy {
+    /// `Some(ms)`: stop the replicas once no controller was heard from for this long.
+    /// `None`: keep them running (as Nomad and Swarm do).
+    #[serde(default)]
+    pub stop_after_ms: Option<u64>,
+}
+
+impl DisconnectPolicy {
+    /// `x-shoal-disconnect: stop` without a time: longer than a leader failover with the
+    /// default Raft timings (about 2.5 s), so an election alone never stops replicas.
+    pub const DEFAULT_STOP_AFTER_MS: u64 = 5_000;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -9,6 +9,8 @@
 
 /// The in-process HA cluster: several controllers and fake agents on 127.0.0.1.
 pub mod cluster;
+/// Several test hosts on one machine (`scripts/hosts.sh`): netns, engines, agents.
+pub mod hosts;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

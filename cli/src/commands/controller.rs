@@ -30,6 +30,13 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
         ))
         .into());
     }
+    if args.node_grace_ms < 500 {
+        return Err(UsageError(format!(
+            "--node-grace-ms ({}) must be at least 500: agents heartbeat every 250 ms",
+            args.node_grace_ms
+        ))
+        .into());
+    }
     let bootstrap = match args.join {
         Some(addr) => Bootstrap::Join(addr),
         None => Bootstrap::Init,
@@ -40,6 +47,7 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     let mut cfg = ControllerConfig::new(data_dir, listen);
     cfg.advertise = args.advertise;
     cfg.bootstrap = bootstrap;
+    cfg.node_grace = std::time::Duration::from_millis(args.node_grace_ms);
     cfg.timings = RaftTimings {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_min_ms: args.election_timeout_ms,

@@ -158,6 +158,16 @@ async fn serve(
                 let Some(msg) = msg else { return Ok(()) };
                 let msg = msg?;
                 ctx.lock_liveness().seen(node, Instant::now());
+                if let Some(Msg::Heartbeat(h)) = &msg.msg {
+                    let ack = pb::ControllerMessage {
+                        msg: Some(pb::controller_message::Msg::HeartbeatAck(pb::HeartbeatAck {
+                            seq: h.seq,
+                        })),
+                    };
+                    // A full queue means the agent is behind on reading; it will hear
+                    // the next one.
+                    let _ = tx.try_send(Ok(ack));
+                }
                 handle(ctx, node, msg).await?;
             }
             _ = tx.closed() => return Ok(()),

@@ -16,6 +16,7 @@
 
 mod deploy;
 mod diag;
+mod disconnect;
 mod dotenv;
 mod files;
 pub mod interpolate;

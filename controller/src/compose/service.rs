@@ -89,6 +89,7 @@ const HONORED: &[&str] = &[
     "profiles",
     "extends",
     "x-shoal-gpu",
+    "x-shoal-disconnect",
     "mem_limit",
     "mem_reservation",
     "cpus",
@@ -279,6 +280,12 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
     }
     if let Some(d) = get("depends_on") {
         spec.depends_on = deploy::depends_on(d, ctx.sink, &format!("{base}.depends_on"));
+    }
+    if let Some(d) = get("x-shoal-disconnect") {
+        let path = format!("{base}.x-shoal-disconnect");
+        if let Some(policy) = super::disconnect::convert(d, ctx.sink, &path) {
+            spec.disconnect = policy;
+        }
     }
     legacy_resources(&map[..], ctx.sink, &base, &mut spec);
     deploy::convert(node, ctx.sink, &base, &mut spec, &mut keys);

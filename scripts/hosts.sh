@@ -1,0 +1,415 @@
+#!/usr/bin/env bash
+# Several test hosts on one machine: each node is a network namespace with its own
+# address, its own Docker engine and a `shoal agent`; three `shoal controller` processes
+# run on the host, on the bridge address, so cutting a node never takes a controller.
+#
+#   scripts/hosts.sh up N          N nodes (n1..nN) + 3 controllers; waits until all ready
+#   scripts/hosts.sh down          kill everything, remove netns, veths, bridge, rules, dirs
+#   scripts/hosts.sh cut NODE      power cut: kill its containers, agent and engine; link down
+#   scripts/hosts.sh revive NODE   link up; engine and agent again on the same data dirs
+#   scripts/hosts.sh partition NODE / heal NODE    link down / up, processes untouched
+#   scripts/hosts.sh docker NODE ARGS..            docker against the node's engine
+#   scripts/hosts.sh exec NODE CMD..               a command inside the node's netns
+#   scripts/hosts.sh addr | ip NODE | status       controller addresses, a node's IP, a summary
+#
+# NODE is n1..nN (or just its number). Environment:
+#   SHOAL_HOSTS_ID       instance number 1..99 (default 7): bridge shb<ID>, subnet
+#                        10.77.<ID>.0/24 (host .1, node i .1<i>: .11, .12, ..), netns
+#                        shoal<ID>-n<i>, state in /tmp/shoal-hosts/<ID>. Two runs with
+#                        different ids never collide; `up` on an id in use exits 3.
+#   SHOAL_BIN            the shoal binary (default target/debug/shoal)
+#   SHOAL_HOSTS_CONTROLLERS   number of controllers (default 3)
+#   SHOAL_HOSTS_TOKEN    join token given to every agent and joining controller
+#   SHOAL_HOSTS_AGENT_ARGS, SHOAL_HOSTS_AGENT_ARGS_<i>   extra agent flags (all, node i)
+#   SHOAL_HOSTS_CONTROLLER_ARGS                          extra controller flags
+#   SHOAL_LOG            log filter of the shoal processes (logs in the state dir)
+#
+# Each engine: dockerd started with `nsenter --net=` (not `ip netns exec`, which remounts
+# /sys and breaks dockerd's cgroup detection), its own --config-file (the host's
+# /etc/docker/daemon.json is not read), data-root, exec-root (so its supervised
+# containerd has its own socket, state and root), pidfile, socket and --bip
+# 10.(100+ID).<i>.1/24, storage driver vfs. The test image is loaded into each from the
+# host engine. Needs root, iproute2, iptables, nsenter (util-linux), dockerd.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ID="${SHOAL_HOSTS_ID:-7}"
+[[ "$ID" =~ ^[0-9]+$ && "$ID" -ge 1 && "$ID" -le 99 ]] || {
+  echo "hosts.sh: SHOAL_HOSTS_ID must be a number from 1 to 99, not '$ID'" >&2
+  exit 2
+}
+STATE="/tmp/shoal-hosts/$ID"
+BR="shb$ID"
+NET="10.77.$ID"
+HOST_IP="$NET.1"
+SHOAL="${SHOAL_BIN:-$ROOT/target/debug/shoal}"
+IMAGE="shoal-test/busybox:latest"
+NCTL="${SHOAL_HOSTS_CONTROLLERS:-3}"
+export SHOAL_LOG="${SHOAL_LOG:-info,shoal_controller=debug,shoal_agent=debug}"
+
+log() { printf 'hosts.sh[%s]: %s\n' "$ID" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- names -------------------------------------------------------------------------
+
+# node_index NODE -> i (accepts n3 or 3)
+node_index() {
+  local n="${1#n}"
+  [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 ]] || die "bad node '$1': use n1, n2, .. (or 1, 2, ..)"
+  [[ -d "$STATE/n$n" ]] || die "node n$n does not exist in instance $ID (is it up?)"
+  echo "$n"
+}
+netns() { echo "shoal$ID-n$1"; }
+veth_host() { echo "vh$ID-$1"; }
+veth_node() { echo "vn$ID-$1"; }
+node_ip() { echo "$NET.$((10 + $1))"; }
+node_dir() { echo "$STATE/n$1"; }
+sock() { echo "$(node_dir "$1")/docker.sock"; }
+ndocker() { local i="$1"; shift; docker -H "unix://$(sock "$i")" "$@"; }
+in_ns() { local i="$1"; shift; nsenter --net="/var/run/netns/$(netns "$i")" "$@"; }
+ctl_addr() { echo "$HOST_IP:$((7369 + $1))"; }
+controllers() {
+  local k out=()
+  for k in $(seq 1 "$NCTL"); do out+=("$(ctl_addr "$k")"); done
+  local IFS=,
+  echo "${out[*]}"
+}
+
+# --- the command lines, in one place --------------------------------------------------
+
+# controller_cmd K: the command line of controller K (1 inits, the others join 1).
+controller_cmd() {
+  local k="$1" addr
+  addr="$(ctl_addr "$k")"
+  CMD=("$SHOAL" controller --data-dir "$STATE/c$k" --listen "$addr" --advertise "$addr")
+  if [[ "$k" == 1 ]]; then
+    CMD+=(--init)
+  else
+    CMD+=(--join "$(ctl_addr 1)")
+    [[ -n "${SHOAL_HOSTS_TOKEN:-}" ]] && CMD+=(--token "$SHOAL_HOSTS_TOKEN")
+  fi
+  # shellcheck disable=SC2206
+  CMD+=(${SHOAL_HOSTS_CONTROLLER_ARGS:-})
+}
+
+# agent_cmd I: the command line of node I's agent (run inside its netns).
+agent_cmd() {
+  local i="$1" extra="SHOAL_HOSTS_AGENT_ARGS_$1"
+  CMD=("$SHOAL" agent --addr "$(controllers)" --name "n$i" --advertise "$(node_ip "$i")"
+    --docker "unix://$(sock "$i")" --data-dir "$(node_dir "$i")/agent")
+  [[ -n "${SHOAL_HOSTS_TOKEN:-}" ]] && CMD+=(--token "$SHOAL_HOSTS_TOKEN")
+  # shellcheck disable=SC2206
+  CMD+=(${SHOAL_HOSTS_AGENT_ARGS:-} ${!extra:-})
+}
+
+# --- processes -----------------------------------------------------------------------
+
+# spawn PIDFILE LOG CMD..: run detached (own session, no inherited stdio), record pid.
+spawn() {
+  local pidfile="$1" logfile="$2"
+  shift 2
+  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+# alive PID: running and not a zombie (an orphan's zombie may linger unreaped).
+alive() {
+  [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null &&
+    [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+
+# kill9 PID..: SIGKILL, then wait (bounded, 10 s) until each is gone.
+kill9() {
+  local pid
+  for pid in "$@"; do [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 1 200); do
+      alive "$pid" || break
+      sleep 0.05
+    done
+    alive "$pid" && log "warning: process $pid survived SIGKILL for 10 s"
+  done
+  return 0
+}
+
+pid_of() { [[ -f "$1" ]] && cat "$1" 2>/dev/null || true; }
+
+# Pids whose command line mentions PATTERN (a path unique to this instance), read
+# from /proc so nothing outside the instance can match.
+pids_mentioning() {
+  grep -laF -- "$1" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true
+}
+
+# Container processes of node I: what `docker kill` would signal. Read from the engine
+# if it answers, and from the runtime's state files otherwise.
+container_pids() {
+  local i="$1" ids
+  if ids="$(timeout 10 docker -H "unix://$(sock "$i")" ps -q 2>/dev/null)" && [[ -n "$ids" ]]; then
+    # shellcheck disable=SC2086
+    timeout 10 docker -H "unix://$(sock "$i")" inspect -f '{{.State.Pid}}' $ids 2>/dev/null |
+      grep -v '^0$' || true
+  fi
+  # runc's state of the engine's containers (moby namespace), in case the engine is gone.
+  local f
+  for f in "$(node_dir "$i")"/exec/runtime-runc/moby/*/state.json; do
+    [[ -f "$f" ]] && grep -o '"init_process_pid":[0-9]*' "$f" | cut -d: -f2 || true
+  done
+}
+
+# stop_node I: power cut of node I: containers, agent, engine, containerd and shims get
+# SIGKILL at once (containers outlive a SIGKILLed engine otherwise). Prints the time of
+# the cut, in ms since the epoch.
+stop_node() {
+  local i="$1" dir pids p
+  dir="$(node_dir "$i")"
+  mapfile -t pids < <(
+    container_pids "$i"
+    pid_of "$dir/agent.pid"
+    pid_of "$dir/dockerd.pid"
+    # The engine's containerd and shims mention its exec-root on their command lines.
+    pids_mentioning "$dir/exec/"
+  )
+  for p in "${pids[@]}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
+  date +%s%3N
+  kill9 "${pids[@]}"
+  rm -f "$dir/agent.pid"
+}
+
+# --- engines -------------------------------------------------------------------------
+
+start_engine() {
+  local i="$1" dir
+  dir="$(node_dir "$i")"
+  mkdir -p "$dir/data" "$dir/exec"
+  cat >"$dir/daemon.json" <<EOF
+{
+  "data-root": "$dir/data",
+  "exec-root": "$dir/exec",
+  "pidfile": "$dir/dockerd.pid",
+  "hosts": ["unix://$(sock "$i")"],
+  "bip": "10.$((100 + ID)).$i.1/24",
+  "storage-driver": "vfs",
+  "log-driver": "json-file",
+  "mtu": 1400
+}
+EOF
+  rm -f "$dir/dockerd.pid"
+  setsid nsenter --net="/var/run/netns/$(netns "$i")" dockerd --config-file "$dir/daemon.json" \
+    </dev/null >>"$dir/dockerd.log" 2>&1 &
+}
+
+wait_engine() {
+  local i="$1"
+  for _ in $(seq 1 120); do
+    ndocker "$i" version >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  tail -n 20 "$(node_dir "$i")/dockerd.log" >&2 || true
+  die "the engine of n$i did not answer within 60 s (log: $(node_dir "$i")/dockerd.log)"
+}
+
+start_agent() {
+  local i="$1" dir
+  dir="$(node_dir "$i")"
+  agent_cmd "$i"
+  spawn "$dir/agent.pid" "$dir/agent.log" nsenter --net="/var/run/netns/$(netns "$i")" "${CMD[@]}"
+}
+
+# --- waiting on the cluster ------------------------------------------------------------
+
+shoal_json() { "$SHOAL" "$@" --format json --addr "$(controllers)" 2>/dev/null; }
+
+# wait_nodes STATUS NODE..: until `shoal nodes` shows each NODE with STATUS (60 s).
+wait_nodes() {
+  local want="$1" out n ok
+  shift
+  for _ in $(seq 1 300); do
+    out="$(shoal_json nodes | tr -d ' \n' || true)"
+    ok=1
+    for n in "$@"; do
+      grep -q "\"name\":\"$n\"[^}]*\"status\":\"$want\"" <<<"$out" || ok=0
+    done
+    [[ "$ok" == 1 ]] && return 0
+    sleep 0.2
+  done
+  die "nodes $* not $want within 60 s; shoal nodes: $out"
+}
+
+wait_voters() {
+  local n="$1" out
+  for _ in $(seq 1 300); do
+    out="$(shoal_json cluster status | tr -d ' \n' || true)"
+    if [[ "$(grep -o '"role":"\(leader\|follower\)"' <<<"$out" | wc -l)" -ge "$n" ]] &&
+      ! grep -q '"leader":0' <<<"$out" && [[ -n "$out" ]]; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  die "no $n voting controllers within 60 s; cluster status: $out"
+}
+
+# --- commands ------------------------------------------------------------------------
+
+require() {
+  [[ "$(id -u)" == 0 ]] || die "needs root (network namespaces, veths, iptables, dockerd)"
+  local c
+  for c in ip iptables nsenter setsid dockerd docker timeout; do
+    command -v "$c" >/dev/null || die "'$c' is missing (apt-get install iproute2 iptables util-linux docker.io)"
+  done
+  [[ -x "$SHOAL" ]] || die "$SHOAL is missing: cargo build -p shoal-cli (or set SHOAL_BIN)"
+  docker image inspect "$IMAGE" >/dev/null 2>&1 ||
+    die "$IMAGE is not in the host engine: run scripts/build-test-image.sh"
+}
+
+cmd_up() {
+  local n="${1:-3}" i k
+  [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 && "$n" -le 50 ]] || die "up N: N from 1 to 50, not '$n'"
+  require
+  mkdir -p "$(dirname "$STATE")"
+  if ! mkdir "$STATE" 2>/dev/null; then
+    log "instance $ID is in use ($STATE exists): run 'SHOAL_HOSTS_ID=$ID $0 down' or pick another id"
+    exit 3
+  fi
+  trap 'rc=$?; if [[ $rc != 0 ]]; then log "up failed; cleaning up"; cmd_down; fi' EXIT
+  log "bridge $BR $HOST_IP/24"
+  ip link add "$BR" type bridge
+  ip addr add "$HOST_IP/24" dev "$BR"
+  ip link set "$BR" up
+  # The host engine sets FORWARD's policy to DROP; bridged traffic passes FORWARD.
+  iptables -I FORWARD -i "$BR" -o "$BR" -j ACCEPT
+  echo "$n" >"$STATE/nodes"
+  for i in $(seq 1 "$n"); do
+    mkdir -p "$(node_dir "$i")"
+    ip netns add "$(netns "$i")"
+    ip link add "$(veth_host "$i")" type veth peer name "$(veth_node "$i")"
+    ip link set "$(veth_node "$i")" netns "$(netns "$i")"
+    ip link set "$(veth_host "$i")" master "$BR" up
+    in_ns "$i" ip link set lo up
+    in_ns "$i" ip link set "$(veth_node "$i")" name eth0
+    in_ns "$i" ip addr add "$(node_ip "$i")/24" dev eth0
+    in_ns "$i" ip link set eth0 up
+    in_ns "$i" ip route add default via "$HOST_IP"
+    start_engine "$i"
+  done
+  log "controllers on $(controllers)"
+  for k in $(seq 1 "$NCTL"); do
+    controller_cmd "$k"
+    spawn "$STATE/c$k.pid" "$STATE/c$k.log" "${CMD[@]}"
+    # Join one at a time: each joiner is added as a learner, then promoted.
+    wait_voters "$k"
+  done
+  local image="$STATE/image.tar"
+  docker save "$IMAGE" -o "$image"
+  local pids=()
+  for i in $(seq 1 "$n"); do
+    (wait_engine "$i" && ndocker "$i" load -q -i "$image" >/dev/null) &
+    pids+=($!)
+  done
+  for k in "${pids[@]}"; do wait "$k" || die "an engine did not come up (logs in $STATE/n*/dockerd.log)"; done
+  rm -f "$image"
+  local names=()
+  for i in $(seq 1 "$n"); do
+    start_agent "$i"
+    names+=("n$i")
+  done
+  wait_nodes ready "${names[@]}"
+  trap - EXIT
+  log "up: ${names[*]} ready; SHOAL_ADDR=$(controllers)"
+}
+
+cmd_down() {
+  set +e
+  local d i k
+  for d in "$STATE"/n*/; do
+    [[ -d "$d" ]] || continue
+    i="${d%/}"
+    i="${i##*/n}"
+    stop_node "$i" >/dev/null &
+  done
+  wait
+  for k in $(seq 1 9); do kill9 "$(pid_of "$STATE/c$k.pid")"; done
+  # Mounts the engines left (container shm, netns bind mounts), deepest first.
+  if [[ -d "$STATE" ]]; then
+    awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/self/mounts | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null; done
+  fi
+  for i in $(seq 1 50); do
+    ip netns del "$(netns "$i")" 2>/dev/null
+    ip link del "$(veth_host "$i")" 2>/dev/null
+  done
+  ip link del "$BR" 2>/dev/null
+  while iptables -D FORWARD -i "$BR" -o "$BR" -j ACCEPT 2>/dev/null; do :; done
+  rm -rf "$STATE"
+  set -e
+  return 0
+}
+
+cmd_cut() {
+  local i
+  i="$(node_index "$1")"
+  local at
+  ip link set "$(veth_host "$i")" down
+  at="$(stop_node "$i")"
+  log "n$i power-cut"
+  echo "$at"
+}
+
+cmd_revive() {
+  local i
+  i="$(node_index "$1")"
+  alive "$(pid_of "$(node_dir "$i")/agent.pid")" && die "n$i is running; cut it first"
+  ip link set "$(veth_host "$i")" up
+  start_engine "$i"
+  wait_engine "$i"
+  start_agent "$i"
+  wait_nodes ready "n$i"
+  log "n$i revived"
+}
+
+cmd_status() {
+  local i n
+  n="$(cat "$STATE/nodes" 2>/dev/null || echo 0)"
+  echo "instance $ID: controllers $(controllers)"
+  for i in $(seq 1 "$n"); do
+    local link agent engine
+    link="$(ip -br link show "$(veth_host "$i")" 2>/dev/null | awk '{print $2}')"
+    agent=down engine=down
+    alive "$(pid_of "$(node_dir "$i")/agent.pid")" && agent=up
+    alive "$(pid_of "$(node_dir "$i")/dockerd.pid")" && engine=up
+    echo "n$i $(node_ip "$i") link=$link engine=$engine agent=$agent"
+  done
+}
+
+main() {
+  local cmd="${1:-}"
+  shift || true
+  case "$cmd" in
+    up) cmd_up "$@" ;;
+    down) cmd_down ;;
+    cut) cmd_cut "${1:?cut NODE}" ;;
+    revive) cmd_revive "${1:?revive NODE}" ;;
+    partition) ip link set "$(veth_host "$(node_index "${1:?partition NODE}")")" down ;;
+    heal) ip link set "$(veth_host "$(node_index "${1:?heal NODE}")")" up ;;
+    docker)
+      local i
+      i="$(node_index "${1:?docker NODE ARGS..}")"
+      shift
+      ndocker "$i" "$@"
+      ;;
+    exec)
+      local i
+      i="$(node_index "${1:?exec NODE CMD..}")"
+      shift
+      in_ns "$i" "$@"
+      ;;
+    addr) controllers ;;
+    ip) node_ip "$(node_index "${1:?ip NODE}")" ;;
+    status) cmd_status ;;
+    *)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,266 @@
+//! Several test hosts on one machine, from Rust: a thin wrapper over `scripts/hosts.sh`
+//! (network namespaces, each with its own address, Docker engine and `shoal agent`;
+//! three `shoal controller` processes on the host's bridge address).
+//!
+//! [`Hosts::up`] picks a free instance id (`SHOAL_HOSTS_ID`), so two test processes never
+//! share a bridge, subnet or state directory. Dropping a [`Hosts`] runs `hosts.sh down`
+//! (also when the test panics, after printing the tail of every log). Needs root,
+//! iproute2, iptables, nsenter and dockerd; when one is missing, `up` panics saying which.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{eventually, shoal_bin, text, workspace};
+
+/// The script's exit code for "this instance id is in use".
+const ID_IN_USE: i32 = 3;
+
+/// A running set of test hosts `n1..nN` and three controllers.
+pub struct Hosts {
+    id: u32,
+    nodes: usize,
+    addr: String,
+    up: bool,
+}
+
+impl Hosts {
+    /// `hosts.sh up n`: nodes `n1..nN`, each ready in `shoal nodes`.
+    pub fn up(nodes: usize) -> Hosts {
+        let first = std::process::id() % 90 + 1;
+        for k in 0..20 {
+            let id = (first + k) % 99 + 1;
+            let out = script(id, &["up", &nodes.to_string()]);
+            if out.status.code() == Some(ID_IN_USE) {
+                continue;
+            }
+            assert!(
+                out.status.success(),
+                "scripts/hosts.sh up {nodes} failed (instance {id}); the test hosts need \
+                 root, iproute2, iptables, nsenter and dockerd:\n{}",
+                text(&out)
+            );
+            let mut hosts = Hosts {
+                id,
+                nodes,
+                addr: String::new(),
+                up: true,
+            };
+            hosts.addr = hosts.run(&["addr"]).trim().to_string();
+            return hosts;
+        }
+        panic!("no free test-host instance id (every SHOAL_HOSTS_ID tried is in use)");
+    }
+
+    /// The controllers' addresses, for `--addr`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The instance id (`SHOAL_HOSTS_ID`) this set runs as.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Node names, `n1..nN`.
+    pub fn names(&self) -> Vec<String> {
+        (1..=self.nodes).map(|i| format!("n{i}")).collect()
+    }
+
+    /// Power cut: the node's containers, agent and engine are killed and its link goes
+    /// down. Returns when it happened, in ms since the Unix epoch.
+    pub fn cut(&self, node: &str) -> u64 {
+        let out = self.run(&["cut", node]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("hosts.sh cut printed {out:?}, not a time"))
+    }
+
+    /// Link up, engine and agent restarted on the same data dirs; returns once the node
+    /// is ready again.
+    pub fn revive(&self, node: &str) {
+        self.run(&["revive", node]);
+    }
+
+    /// The node's link goes down; its processes keep running.
+    pub fn partition(&self, node: &str) {
+        self.run(&["partition", node]);
+    }
+
+    pub fn heal(&self, node: &str) {
+        self.run(&["heal", node]);
+    }
+
+    /// `docker ARGS` against the node's engine; panics on failure.
+    pub fn docker(&self, node: &str, args: &[&str]) -> String {
+        let mut all = vec!["docker", node];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// A command inside the node's network namespace (its output, whatever the exit).
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        let mut all = vec!["exec", node];
+        all.extend_from_slice(cmd);
+        script(self.id, &all)
+    }
+
+    /// Services (`io.shoal.service`) of the node's running containers of `stack`, one
+    /// entry per container, sorted.
+    pub fn running(&self, node: &str, stack: &str) -> Vec<String> {
+        self.containers(node, stack, false)
+    }
+
+    /// Like [`Hosts::running`], containers in any state.
+    pub fn containers(&self, node: &str, stack: &str, all: bool) -> Vec<String> {
+        let filter = format!("label=io.shoal.stack={stack}");
+        let mut args = vec![
+            "ps",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Label \"io.shoal.service\"}}",
+        ];
+        if all {
+            args.push("-a");
+        }
+        let mut v: Vec<String> = self
+            .docker(node, &args)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A client command against the controllers.
+    pub fn shoal(&self, args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .args(args)
+            .args(["--addr", &self.addr])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal")
+    }
+
+    /// A client command in `dir` (relative compose paths).
+    pub fn shoal_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .current_dir(dir)
+            .args(args)
+            .args(["--addr", &self.addr])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal")
+    }
+
+    /// `shoal ARGS --format json`, `None` when it fails or prints no JSON.
+    pub fn json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        let out = self.shoal(&all);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `shoal ps STACK` (current tasks).
+    pub fn ps(&self, stack: &str) -> Vec<Value> {
+        eventually(Duration::from_secs(20), "shoal ps to answer", || {
+            self.json(&["ps", stack])?.as_array().cloned()
+        })
+    }
+
+    /// `shoal nodes`: status by name.
+    pub fn node_status(&self) -> Vec<(String, String, String)> {
+        eventually(Duration::from_secs(20), "shoal nodes to answer", || {
+            let v = self.json(&["nodes"])?;
+            Some(
+                v.as_array()?
+                    .iter()
+                    .map(|n| {
+                        (
+                            n["name"].as_str().unwrap_or("").to_string(),
+                            n["status"].as_str().unwrap_or("").to_string(),
+                            n["availability"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// The tail of every log of the instance (controllers, agents, engines).
+    pub fn logs(&self) -> String {
+        let dir = PathBuf::from(format!("/tmp/shoal-hosts/{}", self.id));
+        let mut out = String::new();
+        let mut files: Vec<PathBuf> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    for name in ["agent.log", "dockerd.log"] {
+                        files.push(p.join(name));
+                    }
+                } else if p.extension().is_some_and(|x| x == "log") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        for f in files {
+            let Ok(s) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            let lines: Vec<&str> = s.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out.push_str(&format!("---- {} ----\n{}\n", f.display(), tail.join("\n")));
+        }
+        out
+    }
+
+    /// Runs `hosts.sh ARGS` on this instance; panics with its output on failure.
+    fn run(&self, args: &[&str]) -> String {
+        let out = script(self.id, args);
+        assert!(
+            out.status.success(),
+            "scripts/hosts.sh {args:?} failed (instance {}):\n{}",
+            self.id,
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `hosts.sh down`; also what Drop does.
+    pub fn down(&mut self) {
+        if std::mem::take(&mut self.up) {
+            let out = script(self.id, &["down"]);
+            if !out.status.success() {
+                eprintln!("hosts.sh down failed:\n{}", text(&out));
+            }
+        }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- test hosts {} logs ----\n{}", self.id, self.logs());
+        }
+        self.down();
+    }
+}
+
+fn script(id: u32, args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(workspace().join("scripts/hosts.sh"))
+        .args(args)
+        .env("SHOAL_HOSTS_ID", id.to_string())
+        .env("SHOAL_BIN", shoal_bin())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/hosts.sh")
+}

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod assignments;
 pub mod compose;
+pub mod endpoints;
 pub mod faults;
 pub mod leader;
 pub mod liveness;

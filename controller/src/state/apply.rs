@@ -295,6 +295,7 @@ impl ClusterState {
                     updated_at_ms: now_ms,
                     pinned: node.clone(),
                     image: svc.spec.image.clone(),
+                    ip: None,
                 };
                 self.tasks.insert(id, task);
                 true
@@ -309,10 +310,12 @@ impl ClusterState {
                 if !self.nodes.contains_key(node) {
                     return false;
                 }
+                let stack = t.stack.clone();
                 t.node = Some(node.clone());
                 t.state = TaskState::Assigned;
                 t.error.clear();
                 t.updated_at_ms = now_ms;
+                crate::state::subnets::allocate(&mut self.subnets, &stack, node);
                 true
             }
             Decision::Pending { task, reason } => {
@@ -385,6 +388,7 @@ impl ClusterState {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);
                 self.tasks.retain(|_, t| &t.stack != stack);
+                self.subnets.remove(stack);
                 gone
             }
         }
@@ -421,6 +425,9 @@ impl ClusterState {
         }
         if u.exit_code.is_some() {
             t.exit_code = u.exit_code;
+        }
+        if u.ip.is_some() {
+            t.ip = u.ip;
         }
         t.error = u.error.clone();
         true

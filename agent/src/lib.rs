@@ -9,7 +9,10 @@
 //!   the recording fake; [`runtime::container_request`] turns a spec into a container.
 //! - [`disconnect`]: the disconnect policy, stopping replicas of services that ask for it
 //!   while no controller is reachable.
-//! - [`proxy`]: ingress ports, forwarding a published port to ready local replicas.
+//! - [`proxy`]: ingress ports, forwarding a published port to ready replicas on any node
+//!   (the routing mesh).
+//! - [`net`]: the cluster network on this node: stack subnets, host-gw routes, iptables
+//!   isolation, and the DNS server that answers service names cluster-wide.
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types).
@@ -35,6 +38,7 @@ pub mod convert;
 pub mod disconnect;
 pub mod logs;
 pub mod model;
+pub mod net;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;

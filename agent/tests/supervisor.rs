@@ -65,6 +65,7 @@ fn assignment(id: &str, desired: Desired, spec: &ServiceSpec) -> Assignment {
 fn set(tasks: Vec<Assignment>) -> AssignmentSet {
     AssignmentSet {
         version: 1,
+        mesh: Default::default(),
         tasks: tasks
             .into_iter()
             .map(|a| (a.task.task_id.clone(), a))

@@ -3,7 +3,10 @@
 //!
 //! - its subnet for every stack it hosts, and every subnet of those stacks (the peers it
 //!   accepts forwarded traffic from);
-//! - a route to each other node's subnet of those stacks (host-gw: via the node's address);
+//! - a route to every other node's subnets (host-gw: via that node's address), whatever
+//!   the stack: any node's mesh proxy may forward to any replica, and replies must come
+//!   back the way they went (reverse-path filtering);
+//! - every node's address (the mesh proxies that may forward into this node's subnets);
 //! - the names containers of those stacks resolve (service names and aliases) with the
 //!   addresses of the ready replicas, on any node;
 //! - every published ingress TCP port of the cluster with its ready replicas, so that
@@ -26,8 +29,10 @@ pub struct NodeMesh {
     pub pool: String,
     /// By stack: this node's subnet, and all the stack's subnets (this one included).
     pub subnets: BTreeMap<String, (String, Vec<String>)>,
-    /// Other nodes' subnets of this node's stacks, and the node address to route via.
+    /// Every other node's subnets, and the node address to route via.
     pub routes: BTreeMap<String, IpAddr>,
+    /// Every node's address, sorted.
+    pub nodes: Vec<IpAddr>,
     /// By (stack, name): ready replicas' addresses, sorted.
     pub names: BTreeMap<(String, String), Vec<IpAddr>>,
     pub ports: Vec<MeshPort>,
@@ -79,13 +84,14 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
     for v in ready.values_mut() {
         v.sort();
     }
-    for (stack, nodes) in &state.subnets {
-        let Some(mine) = nodes.get(node) else {
-            continue;
-        };
-        let all = nodes.values().map(|i| subnets::cidr(*i)).collect();
-        mesh.subnets
-            .insert(stack.clone(), (subnets::cidr(*mine), all));
+    mesh.nodes = state
+        .nodes
+        .values()
+        .filter_map(|n| node_ip(&n.address))
+        .collect();
+    mesh.nodes.sort();
+    mesh.nodes.dedup();
+    for nodes in state.subnets.values() {
         for (other, index) in nodes {
             if other == node {
                 continue;
@@ -94,6 +100,14 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
                 mesh.routes.insert(subnets::cidr(*index), ip);
             }
         }
+    }
+    for (stack, nodes) in &state.subnets {
+        let Some(mine) = nodes.get(node) else {
+            continue;
+        };
+        let all = nodes.values().map(|i| subnets::cidr(*i)).collect();
+        mesh.subnets
+            .insert(stack.clone(), (subnets::cidr(*mine), all));
         for svc in state.services.values().filter(|s| &s.stack == stack) {
             let ips = ready.get(&svc.key()).cloned().unwrap_or_default();
             let names = std::iter::once(&svc.name).chain(svc.spec.aliases.iter());

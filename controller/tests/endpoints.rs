@@ -122,7 +122,18 @@ fn a_node_routes_to_the_other_subnets_of_its_stacks_and_answers_ready_replicas()
     assert_eq!(m.ports, port);
     let idle = for_node(&s, "ccc");
     assert_eq!(idle.ports, port);
-    assert!(idle.subnets.is_empty() && idle.routes.is_empty() && idle.names.is_empty());
+    assert!(idle.subnets.is_empty() && idle.names.is_empty());
+    assert_eq!(
+        idle.routes.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("10.208.0.0/24".to_string(), ip("10.0.0.2")),
+            ("10.208.1.0/24".to_string(), ip("10.0.0.1")),
+        ]
+    );
+    assert_eq!(
+        idle.nodes,
+        vec![ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]
+    );
 }
 
 #[test]

@@ -48,8 +48,11 @@ pub struct ContainerRequest {
     pub ports: Vec<PortBinding>,
     /// The stack network the container joins.
     pub network: String,
-    /// Names it answers to on that network.
+    /// Names it answers to on that network (Docker's embedded DNS). Empty when the
+    /// agent's own DNS answers the stack's names (`dns`), which knows only ready replicas.
     pub aliases: Vec<String>,
+    /// DNS servers (the agent's, on the stack network's gateway); empty: Docker's default.
+    pub dns: Vec<String>,
 }
 
 /// A Docker healthcheck; durations in nanoseconds as Docker wants them.
@@ -226,6 +229,7 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
         ports,
         network: network_name(&task.stack),
         aliases,
+        dns: Vec::new(),
     }
 }
 

@@ -211,5 +211,6 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
                 host_ip: p.host_ip.clone().unwrap_or_default(),
             })
             .collect(),
+        nodes: strings(&m.nodes),
     }
 }

@@ -245,7 +245,10 @@ async fn fencing_at_connect_removes_unassigned_shoal_containers_only() {
     let snapshot = node.snapshot().await;
     assert_eq!(
         snapshot,
-        vec![TaskReport::new("t1", TaskState::Running).container(Some(&kept))]
+        vec![TaskReport::new("t1", TaskState::Running)
+            .container(Some(&kept))
+            // The fake's address for the second container it made: reported for the mesh.
+            .ip("10.88.0.2".parse().ok())]
     );
     let calls = fake.calls();
     assert!(calls.contains(&Call::Remove(stale.clone())), "{calls:?}");

@@ -101,13 +101,13 @@ fn exec_in(hosts: &Hosts, node: &str, container: &str, cmd: &[&str]) -> Option<S
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// An HTTP GET from inside a container.
+/// An HTTP GET from inside a container (busybox wget crashes on `-T`: timeout(1) bounds it).
 fn get_from(hosts: &Hosts, node: &str, container: &str, url: &str) -> Option<String> {
     exec_in(
         hosts,
         node,
         container,
-        &["wget", "-q", "-O", "-", "-T", "2", url],
+        &["timeout", "3", "wget", "-q", "-O", "-", url],
     )
 }
 

@@ -162,11 +162,20 @@ async fn owned_routes() -> Result<Vec<Subnet>, String> {
         .collect())
 }
 
-/// Insert `-j CHAIN` first in `parent` unless it is there.
-async fn ensure_jump(table: &str, parent: &str, chain: &str) -> Result<(), String> {
-    let check = ["-w", "-t", table, "-C", parent, "-j", chain];
-    if run("iptables", &check, None).await.is_ok() {
+/// Make `-j CHAIN` the first rule of `parent`. Docker inserts its own rules at the top
+/// (a new network's MASQUERADE goes first in POSTROUTING), so being present is not
+/// enough: a jump that is no longer first is moved back up.
+async fn ensure_first(table: &str, parent: &str, chain: &str) -> Result<(), String> {
+    let rules = run("iptables", &["-w", "-t", table, "-S", parent], None).await?;
+    let jump = format!("-A {parent} -j {chain}");
+    if rules.lines().find(|l| l.starts_with("-A ")) == Some(jump.as_str()) {
         return Ok(());
+    }
+    let delete = ["-w", "-t", table, "-D", parent, "-j", chain];
+    for _ in 0..8 {
+        if run("iptables", &delete, None).await.is_err() {
+            break;
+        }
     }
     run(
         "iptables",
@@ -197,10 +206,10 @@ async fn apply(mesh: &Mesh) -> Result<(), String> {
     }
     run("iptables-restore", &["-w", "--noflush"], Some(&p.rules)).await?;
     // Docker creates DOCKER-USER; without Docker's chains there is nothing to filter.
-    if let Err(e) = ensure_jump("filter", "DOCKER-USER", FILTER_CHAIN).await {
+    if let Err(e) = ensure_first("filter", "DOCKER-USER", FILTER_CHAIN).await {
         debug!(error = %e, "no DOCKER-USER chain to filter in");
     }
-    ensure_jump("nat", "POSTROUTING", NAT_CHAIN).await?;
+    ensure_first("nat", "POSTROUTING", NAT_CHAIN).await?;
     Ok(())
 }
 

@@ -193,7 +193,7 @@ fn three_hosts_find_each_other_by_name_and_answer_published_ports_everywhere() {
     );
 }
 
-/// 2. web's port 8080 (one replica, on n1) answers on every node's address; of api's two
+/// Scenario 2: web's port 8080 (one replica, on n1) answers on every node's address; of api's two
 /// replicas, the one made unhealthy gets no request through any node.
 fn published_ports_answer_on_every_node(hosts: &Hosts) {
     for node in ALL {
@@ -243,7 +243,7 @@ fn published_ports_answer_on_every_node(hosts: &Hosts) {
     exec_in(hosts, sick_node, &sick, &["touch", "/tmp/healthy"]).expect("heal api");
 }
 
-/// 3. A second stack with its own `db` and a client: each resolves its own db, and a
+/// Scenario 3: a second stack with its own `db` and a client: each resolves its own db, and a
 /// replica of one stack cannot connect to the other's db on another node.
 fn stacks_are_isolated(hosts: &Hosts, dir: &Path, web: &str) {
     deploy(
@@ -290,7 +290,7 @@ fn stacks_are_isolated(hosts: &Hosts, dir: &Path, web: &str) {
     assert!(out.status.success(), "rm other: {}", text(&out));
 }
 
-/// 4. Four clients send requests through all three nodes' 8081 while api rolls from v1
+/// Scenario 4: four clients send requests through all three nodes' 8081 while api rolls from v1
 /// to v2 (stop-first, one at a time); none may fail, both versions must answer.
 fn rolling_update_under_load(hosts: &Hosts, dir: &Path) {
     eventually(WAIT, "two healthy api replicas", || {

@@ -29,7 +29,7 @@ use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::labels;
 use shoal_proto::spec::{MountKind, Protocol};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
@@ -46,6 +46,9 @@ pub struct DockerRuntime {
     /// Serializes network creation: Docker 20.10's duplicate check is racy, and two
     /// replicas starting at once would otherwise create two networks of one name.
     network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Networks this process created on a subnet Docker picked (the cluster's was
+    /// refused): never recreated, a container may be about to join.
+    fallback_networks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl DockerRuntime {
@@ -76,6 +79,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             network_lock: Default::default(),
+            fallback_networks: Default::default(),
         })
     }
 
@@ -221,12 +225,33 @@ fn docker_config(req: &ContainerRequest) -> Config<String> {
 }
 
 impl DockerRuntime {
-    /// `None`: no such network. `Some(gateway)` otherwise; a network whose subnet is not
-    /// the one asked for is kept as it is (its containers may be running) with a warning.
+    /// Whether any container, in any state (created and not yet started too), is on the
+    /// network.
+    async fn network_used(&self, name: &str) -> RuntimeResult<bool> {
+        let filters: HashMap<String, Vec<String>> =
+            [("network".to_string(), vec![name.to_string()])]
+                .into_iter()
+                .collect();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine)?;
+        Ok(!list.is_empty())
+    }
+
+    /// `None`: no such network (or, with `recreate`, one on the wrong subnet that no
+    /// container uses: it is removed, to be created again on the right one).
+    /// `Some(gateway)` otherwise; a network on another subnet is kept, with a warning.
     async fn network_gateway(
         &self,
         name: &str,
         subnet: Option<Subnet>,
+        recreate: bool,
     ) -> RuntimeResult<Option<Option<Ipv4Addr>>> {
         let net = match self
             .docker
@@ -246,9 +271,21 @@ impl DockerRuntime {
             .and_then(|c| c.subnet.as_deref())
             .and_then(|s| s.parse().ok());
         if let (Some(want), Some(has)) = (subnet, has) {
-            if want != has {
+            let fallback = self
+                .fallback_networks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(name);
+            if want != has && recreate && !fallback && !self.network_used(name).await? {
+                info!(network = %name, %want, %has, "recreating the unused stack network on its cluster subnet");
+                match self.docker.remove_network(name).await {
+                    Ok(()) => return Ok(None),
+                    Err(e) if status_of(&e) == Some(404) => return Ok(None),
+                    Err(e) => warn!(network = %name, error = %e, "cannot remove the stack network"),
+                }
+            } else if want != has {
                 warn!(network = %name, %want, %has,
-                    "the stack network exists with another subnet; keeping it (cross-node traffic to it will not route)");
+                    "the stack network has another subnet; keeping it (other nodes cannot route to it)");
             }
         }
         Ok(Some(
@@ -568,7 +605,7 @@ impl ContainerRuntime for DockerRuntime {
     ) -> RuntimeResult<Option<Ipv4Addr>> {
         let name = network_name(stack);
         let _one_at_a_time = self.network_lock.lock().await;
-        if let Some(gateway) = self.network_gateway(&name, subnet).await? {
+        if let Some(gateway) = self.network_gateway(&name, subnet, true).await? {
             return Ok(gateway);
         }
         let create = |subnet: Option<Subnet>| CreateNetworkOptions {
@@ -597,6 +634,10 @@ impl ContainerRuntime for DockerRuntime {
                 // run and find each other on this node; other nodes cannot route here.
                 warn!(network = %name, subnet = ?subnet, error = %e,
                     "cannot create the stack network with its cluster subnet; using one Docker picks");
+                self.fallback_networks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone());
                 self.docker.create_network(create(None)).await
             }
             other => other,
@@ -607,7 +648,7 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) if status_of(&e) == Some(409) => {}
             Err(e) => return Err(engine(e)),
         }
-        Ok(self.network_gateway(&name, subnet).await?.flatten())
+        Ok(self.network_gateway(&name, subnet, false).await?.flatten())
     }
 
     async fn container_pid(&self, id: &str) -> Option<u32> {

@@ -293,4 +293,76 @@ mod tests {
         });
         assert_eq!(r.tail, None);
     }
+
+    #[test]
+    fn the_mesh_parses_and_drops_entries_that_do_not() {
+        let m = mesh_from_pb(pb::Mesh {
+            pool: "10.208.0.0/12".into(),
+            subnets: vec![pb::StackSubnet {
+                stack: "shop".into(),
+                subnet: "10.208.1.0/24".into(),
+                peers: vec!["10.208.0.0/24".into(), "bad".into()],
+            }],
+            routes: vec![
+                pb::SubnetRoute {
+                    subnet: "10.208.0.0/24".into(),
+                    via: "10.77.7.12".into(),
+                },
+                pb::SubnetRoute {
+                    subnet: "10.208.2.0/24".into(),
+                    via: "not-an-ip".into(),
+                },
+            ],
+            names: vec![pb::DnsName {
+                stack: "shop".into(),
+                name: "DB".into(),
+                ips: vec!["10.208.0.2".into()],
+            }],
+            ports: vec![
+                pb::MeshPort {
+                    published: 8080,
+                    target: 80,
+                    ips: vec!["10.208.0.3".into()],
+                    host_ip: String::new(),
+                },
+                pb::MeshPort {
+                    published: 70000,
+                    target: 80,
+                    ips: vec![],
+                    host_ip: String::new(),
+                },
+            ],
+            nodes: vec!["10.77.7.11".into()],
+        });
+        let s = |x: &str| x.parse::<Subnet>().unwrap();
+        let ip = |x: &str| x.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            m,
+            Mesh {
+                pool: Some(s("10.208.0.0/12")),
+                subnets: [(
+                    "shop".to_string(),
+                    (s("10.208.1.0/24"), vec![s("10.208.0.0/24")])
+                )]
+                .into_iter()
+                .collect(),
+                routes: [(s("10.208.0.0/24"), ip("10.77.7.12"))]
+                    .into_iter()
+                    .collect(),
+                nodes: vec![ip("10.77.7.11")],
+                names: [(
+                    ("shop".to_string(), "db".to_string()),
+                    vec![ip("10.208.0.2")]
+                )]
+                .into_iter()
+                .collect(),
+                ports: vec![MeshPort {
+                    published: 8080,
+                    target: 80,
+                    host_ip: None,
+                    ips: vec![ip("10.208.0.3")],
+                }],
+            }
+        );
+    }
 }

@@ -8,8 +8,8 @@
 //! no ready replica gets an empty answer. Other names are relayed to the first
 //! `nameserver` of this host's `/etc/resolv.conf`. The wire format is parsed by hand:
 //! only the header and the question are read, nothing else is needed to answer.
-//! TCP is not served (answers stay far below the UDP limit for any replica count shoal
-//! runs: 16 bytes per address).
+//! The same is served over TCP on the same address (length-prefixed messages, one
+//! connection at a time per client, closed after 10 s idle).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -161,6 +161,17 @@ impl Dns {
         };
         info!(%stack, %gateway, "serving stack names");
         let stop = self.shutdown.child_token();
+        match tokio::net::TcpListener::bind(SocketAddr::from((gateway, 53))).await {
+            Ok(l) => {
+                tokio::spawn(serve_tcp(
+                    l,
+                    stack.to_string(),
+                    self.names.clone(),
+                    stop.clone(),
+                ));
+            }
+            Err(e) => debug!(%stack, %gateway, error = %e, "cannot serve DNS over TCP"),
+        }
         tokio::spawn(serve(
             socket,
             stack.to_string(),
@@ -227,8 +238,89 @@ async fn serve(
     }
 }
 
+/// DNS over TCP: each message is prefixed by its length (RFC 1035 4.2.2).
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    stack: String,
+    names: Arc<RwLock<Names>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (conn, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(%stack, error = %e, "DNS accept failed");
+                    continue;
+                }
+            },
+        };
+        let (stack, names, stop) = (stack.clone(), names.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = tcp_conversation(conn, &stack, &names) => {
+                    if let Err(e) = r {
+                        debug!(%stack, error = %e, "DNS over TCP ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn tcp_conversation(
+    mut conn: tokio::net::TcpStream,
+    stack: &str,
+    names: &RwLock<Names>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut query).await?;
+        let Some(q) = parse_query(&query) else {
+            return Ok(());
+        };
+        let known = names
+            .read()
+            .ok()
+            .and_then(|n| n.get(&(stack.to_string(), q.name.clone())).cloned());
+        let reply = match known {
+            Some(ips) => answer(&query, &q, &ips),
+            None => match ask_upstream(&query).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(name = %q.name, error = %e, "upstream DNS failed");
+                    return Ok(());
+                }
+            },
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        conn.write_all(&n.to_be_bytes()).await?;
+        conn.write_all(&reply).await?;
+    }
+}
+
 /// Send `query` upstream and its answer back to `to`.
 async fn relay(socket: &UdpSocket, query: &[u8], to: SocketAddr) -> Result<(), String> {
+    let reply = ask_upstream(query).await?;
+    socket
+        .send_to(&reply, to)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The upstream server's answer to `query` (over UDP).
+async fn ask_upstream(query: &[u8]) -> Result<Vec<u8>, String> {
     let conf = tokio::fs::read_to_string("/etc/resolv.conf")
         .await
         .map_err(|e| format!("read /etc/resolv.conf: {e}"))?;
@@ -245,11 +337,8 @@ async fn relay(socket: &UdpSocket, query: &[u8], to: SocketAddr) -> Result<(), S
         .await
         .map_err(|_| format!("no answer from {server}"))?
         .map_err(|e| e.to_string())?;
-    socket
-        .send_to(&buf[..len], to)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    buf.truncate(len);
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -353,6 +442,36 @@ mod tests {
             .unwrap();
         assert_eq!(&buf[6..8], &[0, 1]);
         assert_eq!(&buf[len - 4..len], &db.octets());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn tcp_queries_are_answered_too() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stop = CancellationToken::new();
+        let db = Ipv4Addr::new(10, 208, 0, 9);
+        let names: Arc<RwLock<Names>> = Arc::new(RwLock::new(
+            [(("shop".to_string(), "db".to_string()), vec![db])]
+                .into_iter()
+                .collect(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_tcp(listener, "shop".into(), names, stop.clone()));
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let q = query(5, "db", TYPE_A);
+        conn.write_all(&(q.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        conn.write_all(&q).await.unwrap();
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut len))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, answer(&q, &parse_query(&q).unwrap(), &[db]));
         stop.cancel();
     }
 }

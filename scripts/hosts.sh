@@ -132,7 +132,13 @@ kill9() {
   return 0
 }
 
-pid_of() { [[ -f "$1" ]] && cat "$1" 2>/dev/null || true; }
+# pid_of PIDFILE: its pid on a line of its own (dockerd writes no newline).
+pid_of() {
+  local p=""
+  [[ -f "$1" ]] && p="$(tr -dc '0-9' <"$1" 2>/dev/null)"
+  [[ -n "$p" ]] && echo "$p"
+  return 0
+}
 
 # Pids whose command line mentions PATTERN (a path unique to this instance), read
 # from /proc so nothing outside the instance can match.
@@ -157,8 +163,7 @@ container_pids() {
 }
 
 # stop_node I: power cut of node I: containers, agent, engine, containerd and shims get
-# SIGKILL at once (containers outlive a SIGKILLed engine otherwise). Prints the time of
-# the cut, in ms since the epoch.
+# SIGKILL at once (containers outlive a SIGKILLed engine otherwise).
 stop_node() {
   local i="$1" dir pids p
   dir="$(node_dir "$i")"
@@ -166,11 +171,11 @@ stop_node() {
     container_pids "$i"
     pid_of "$dir/agent.pid"
     pid_of "$dir/dockerd.pid"
-    # The engine's containerd and shims mention its exec-root on their command lines.
-    pids_mentioning "$dir/exec/"
+    # The agent, the engine, its containerd and shims all mention the node's dir on
+    # their command lines (data dir, config file, exec-root).
+    pids_mentioning "$dir/"
   )
   for p in "${pids[@]}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  date +%s%3N
   kill9 "${pids[@]}"
   rm -f "$dir/agent.pid"
 }
@@ -193,7 +198,9 @@ start_engine() {
   "mtu": 1400
 }
 EOF
-  rm -f "$dir/dockerd.pid"
+  # A killed engine's containerd may linger as an unreaped zombie, which its pidfile
+  # would make the new engine wait for instead of starting its own.
+  rm -f "$dir/dockerd.pid" "$dir/exec/containerd/containerd.pid" "$dir/exec/containerd/containerd.sock"
   setsid nsenter --net="/var/run/netns/$(netns "$i")" dockerd --config-file "$dir/daemon.json" \
     </dev/null >>"$dir/dockerd.log" 2>&1 &
 }
@@ -324,10 +331,14 @@ cmd_down() {
     [[ -d "$d" ]] || continue
     i="${d%/}"
     i="${i##*/n}"
-    stop_node "$i" >/dev/null &
+    stop_node "$i" &
   done
   wait
   for k in $(seq 1 9); do kill9 "$(pid_of "$STATE/c$k.pid")"; done
+  # Anything else of this instance (its paths are on every command line).
+  local rest
+  mapfile -t rest < <(pids_mentioning "$STATE/")
+  kill9 "${rest[@]}"
   # Mounts the engines left (container shm, netns bind mounts), deepest first.
   if [[ -d "$STATE" ]]; then
     awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/self/mounts | sort -r |
@@ -348,8 +359,10 @@ cmd_cut() {
   local i
   i="$(node_index "$1")"
   local at
+  # The cut's time is when the link goes, just before the processes.
+  at="$(date +%s%3N)"
   ip link set "$(veth_host "$i")" down
-  at="$(stop_node "$i")"
+  stop_node "$i" >/dev/null
   log "n$i power-cut"
   echo "$at"
 }

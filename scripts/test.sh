@@ -19,6 +19,16 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info)" >&2; exit 1; }
 fi
 
+# The multi-host tests (tests/tests/e2e_hosts.rs, scripts/hosts.sh) need these.
+missing=()
+for c in ip:iproute2 iptables:iptables nsenter:util-linux; do
+  command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c##*:}")
+done
+if [[ ${#missing[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  log "installing ${missing[*]} for the multi-host tests"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 log "building the test image"
 bash scripts/build-test-image.sh
 

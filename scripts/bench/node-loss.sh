@@ -4,16 +4,17 @@
 #
 # ROUNDS times (default 10), cutting n1, n2, n3 in turn: deploy a 6-replica httpd
 # service with a healthcheck (every 250 ms) so each node runs 2, cut the power of one
-# node, and time from the SIGKILL (as hosts.sh cut reports it) until `shoal ps` shows 6
-# healthy replicas, none on the cut node. Then revive the node and remove the stack, so
-# each round starts from 2/2/2. Prints each round, then median and worst; asserts
-# nothing. The time includes the node grace (1.5 s by default), the reconcile tick, the
-# Raft write, the new containers' start and their first passing healthcheck, and the
-# polling of `shoal ps` (about every 50 ms; each poll starts a client process).
+# node, and time from the cut (its link going down, as hosts.sh cut reports it) until
+# `shoal ps` shows 6 replicas running, then 6 healthy, none on the cut node. Then revive
+# the node and remove the stack, so each round starts from 2/2/2. Prints each round,
+# then median and worst; asserts nothing. The time includes the node grace (1.5 s by
+# default), the reconcile tick, the Raft writes, the new containers' create and start,
+# their first passing healthcheck, and the polling of `shoal ps` (each poll starts a
+# client process and jq, so a poll takes tens of ms or more on a loaded machine).
 #
 # Usage: scripts/bench/node-loss.sh [ROUNDS]      (root; needs jq)
 #   SHOAL_BIN=PATH   use this shoal binary instead of building a release one
-#   SHOAL_HOSTS_ID   instance id for hosts.sh (default 61)
+#   SHOAL_HOSTS_ID   first instance id to try for hosts.sh (default 61)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -30,13 +31,22 @@ HOSTS=scripts/hosts.sh
 WORK="$(mktemp -d)"
 STACK=benchloss
 
+# The first free instance id from SHOAL_HOSTS_ID on (hosts.sh up exits 3 on one in
+# use); only an instance this script brought up is taken down.
+rm_work() { rm -rf "$WORK"; }
+trap rm_work EXIT
+for _ in $(seq 1 20); do
+  rc=0
+  bash "$HOSTS" up 3 >/dev/null || rc=$?
+  [[ "$rc" != 3 ]] && break
+  SHOAL_HOSTS_ID=$((SHOAL_HOSTS_ID % 99 + 1))
+done
+[[ "$rc" == 0 ]] || { echo "hosts.sh up failed (exit $rc)" >&2; exit 1; }
 cleanup() {
   bash "$HOSTS" down || true
-  rm -rf "$WORK"
+  rm_work
 }
 trap cleanup EXIT
-
-bash "$HOSTS" up 3 >/dev/null
 ADDR="$(bash "$HOSTS" addr)"
 shoal() { "$SHOAL_BIN" "$@" --addr "$ADDR"; }
 now_ms() { date +%s%3N; }
@@ -57,11 +67,13 @@ services:
       replicas: 6
 EOF
 
-# healthy_off NODE: how many current replicas are healthy on nodes other than NODE.
-healthy_off() {
+# off NODE: "RUNNING HEALTHY", current replicas running (or healthy) and healthy on
+# nodes other than NODE.
+off() {
   shoal ps "$STACK" --format json 2>/dev/null |
-    jq --arg n "$1" '[.[] | select(.desired == "running" and .state == "healthy" and .node != $n)] | length' 2>/dev/null ||
-    echo 0
+    jq -r --arg n "$1" '[.[] | select(.desired == "running" and .node != $n)] |
+      "\([.[] | select(.state == "running" or .state == "healthy")] | length) \([.[] | select(.state == "healthy")] | length)"' 2>/dev/null ||
+    echo "0 0"
 }
 
 # on_node NODE: healthy replicas on NODE.
@@ -71,15 +83,17 @@ on_node() {
     echo 0
 }
 
-declare -a TIMES=()
+declare -a TIMES=() RTIMES=()
 for r in $(seq 1 "$ROUNDS"); do
   node="n$(((r - 1) % 3 + 1))"
   shoal deploy -c "$WORK/compose.yaml" >/dev/null
   moved="$(on_node "$node")"
   t0="$(bash "$HOSTS" cut "$node" 2>/dev/null)"
-  t1=""
+  t1="" tr=""
   for _ in $(seq 1 1200); do   # at most about 60 s
-    if [[ "$(healthy_off "$node")" == 6 ]]; then
+    read -r running healthy < <(off "$node")
+    [[ -z "$tr" && "$running" == 6 ]] && tr="$(now_ms)"
+    if [[ "$healthy" == 6 ]]; then
       t1="$(now_ms)"
       break
     fi
@@ -91,8 +105,11 @@ for r in $(seq 1 "$ROUNDS"); do
     exit 1
   fi
   ms=$((t1 - t0))
+  rms=$((${tr:-$t1} - t0))
   TIMES+=("$ms")
-  printf 'round %2d: cut %s (%s replicas) -> all 6 healthy elsewhere in %5d ms\n' "$r" "$node" "$moved" "$ms"
+  RTIMES+=("$rms")
+  printf 'round %2d: cut %s (%s replicas) -> all 6 running elsewhere in %5d ms, healthy in %5d ms\n' \
+    "$r" "$node" "$moved" "$rms" "$ms"
   bash "$HOSTS" revive "$node" 2>/dev/null
   shoal rm "$STACK" >/dev/null
   for _ in $(seq 1 300); do
@@ -105,11 +122,19 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-mapfile -t SORTED < <(printf '%s\n' "${TIMES[@]}" | sort -n)
-n="${#SORTED[@]}"
-if ((n % 2)); then
-  median="${SORTED[$((n / 2))]}"
-else
-  median=$(((SORTED[n / 2 - 1] + SORTED[n / 2]) / 2))
-fi
-echo "node power cut -> its replicas healthy elsewhere, $n cuts: median ${median} ms, worst ${SORTED[$((n - 1))]} ms (binary: $SHOAL_BIN)"
+# stats LABEL MS..: median and worst.
+stats() {
+  local label="$1" sorted n median
+  shift
+  mapfile -t sorted < <(printf '%s\n' "$@" | sort -n)
+  n="${#sorted[@]}"
+  if ((n % 2)); then
+    median="${sorted[$((n / 2))]}"
+  else
+    median=$(((sorted[n / 2 - 1] + sorted[n / 2]) / 2))
+  fi
+  echo "node power cut -> its replicas $label elsewhere, $n cuts: median ${median} ms, worst ${sorted[$((n - 1))]} ms"
+}
+stats running "${RTIMES[@]}"
+stats healthy "${TIMES[@]}"
+echo "(binary: $SHOAL_BIN)"

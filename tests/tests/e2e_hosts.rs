@@ -265,6 +265,23 @@ fn disconnect_policy(hosts: &Hosts, dir: &Path) {
         })
     });
     let (db_node, cache_node) = placed;
+    // Connected, db outlives its stop_after: the controller's heartbeat acks count as
+    // contact. Bounded polling: db must stay running on its node for 3 s.
+    let since = Instant::now();
+    eventually(
+        WAIT,
+        "db running for 3 s while its node is connected",
+        || {
+            let t = tasks(hosts, "disc");
+            assert_eq!(
+                per_node(&t, "db", &["running"]),
+                counts(&[(db_node.as_str(), 1)]),
+                "db stopped or moved while its node was connected: {t:?}"
+            );
+            assert!(hosts.running(&db_node, "disc").contains(&"db".to_string()));
+            (since.elapsed() > Duration::from_secs(3)).then_some(())
+        },
+    );
     let mut cut: Vec<&str> = vec![&db_node, &cache_node];
     cut.dedup();
     for n in &cut {

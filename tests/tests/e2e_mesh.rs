@@ -43,6 +43,41 @@ fn http_service(name: &str, port: u16, version: &str, extra: &str) -> String {
     )
 }
 
+/// Like [`http_service`], plus `/cgi-bin/v` answering the same after 0.2 s (so requests
+/// are in flight when a replica stops), and an init so that httpd dies on SIGTERM at
+/// once, as a real server would: a replica stopped before its connections drained
+/// fails requests.
+fn slow_http_service(name: &str, port: u16, version: &str, extra: &str) -> String {
+    format!(
+        r#"  {name}:
+    image: {TEST_IMAGE}
+    command:
+      - sh
+      - -c
+      - |
+        mkdir -p /www/cgi-bin
+        touch /tmp/healthy
+        echo {name} {version} $$(hostname) > /www/index.html
+        cat > /www/cgi-bin/v <<'EOS'
+        #!/bin/sh
+        sleep 0.2
+        echo "Content-Type: text/plain"
+        echo
+        cat /www/index.html
+        EOS
+        chmod +x /www/cgi-bin/v
+        exec httpd -f -p {port} -h /www
+    init: true
+    stop_grace_period: 2s
+    healthcheck:
+      test: ["CMD", "sh", "-c", "test -f /tmp/healthy && wget -q -O /dev/null http://127.0.0.1:{port}/"]
+      interval: 500ms
+      timeout: 2s
+      retries: 2
+{extra}"#
+    )
+}
+
 fn deploy(hosts: &Hosts, dir: &Path, stack: &str, services: &[String]) {
     let file = dir.join(format!("{stack}.yaml"));
     let yaml = format!("name: {stack}\nservices:\n{}", services.concat());
@@ -130,7 +165,7 @@ fn app(web_version: &str, api_version: &str) -> Vec<String> {
             "v1",
             "    networks:\n      default:\n        aliases: [\"database\"]\n    deploy:\n      placement:\n        constraints: [\"node.hostname!=n1\"]\n",
         ),
-        http_service(
+        slow_http_service(
             "api",
             8000,
             api_version,
@@ -290,8 +325,9 @@ fn stacks_are_isolated(hosts: &Hosts, dir: &Path, web: &str) {
     assert!(out.status.success(), "rm other: {}", text(&out));
 }
 
-/// Scenario 4: four clients send requests through all three nodes' 8081 while api rolls from v1
-/// to v2 (stop-first, one at a time); none may fail, both versions must answer.
+/// Scenario 4: four clients (two on a 0.2 s path) send requests through all three
+/// nodes' 8081 while api rolls from v1 to v2 (stop-first, one at a time); none may
+/// fail, both versions must answer.
 fn rolling_update_under_load(hosts: &Hosts, dir: &Path) {
     eventually(WAIT, "two healthy api replicas", || {
         let p = placed(hosts, "app", "api");
@@ -316,13 +352,15 @@ fn rolling_update_under_load(hosts: &Hosts, dir: &Path) {
                 addrs.clone(),
             );
             std::thread::spawn(move || {
+                // Two clients ask the slow path: a request is nearly always in flight.
+                let path = if k % 2 == 0 { "/cgi-bin/v" } else { "/" };
                 let mut i = k;
                 while !stop.load(Ordering::Relaxed)
                     && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS
                 {
                     let addr = &addrs[i % addrs.len()];
                     i += 1;
-                    match http_get_at(addr, "/") {
+                    match http_get_at(addr, path) {
                         Some(b) => {
                             let v = b.split_whitespace().nth(1).unwrap_or("").to_string();
                             versions.lock().unwrap_or_else(|p| p.into_inner()).insert(v);

@@ -84,11 +84,10 @@ impl Agent {
         }
         let deadline = tokio::time::Instant::now() + BOUND;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.down.message())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; last: {:?}", self.last))
-                .expect("session stream")
-                .expect("session open");
+            let Ok(next) = tokio::time::timeout_at(deadline, self.down.message()).await else {
+                panic!("timed out waiting for {what}; last: {:?}", self.last);
+            };
+            let msg = next.expect("session stream").expect("session open");
             if let Some(pb::controller_message::Msg::Assignments(a)) = msg.msg {
                 let got = f(&a);
                 self.last = Some(a);

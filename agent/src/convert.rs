@@ -2,6 +2,7 @@
 //! `shoal_proto::pb` message types besides the session's transport code.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use shoal_proto::pb;
@@ -9,7 +10,10 @@ use shoal_proto::spec::ServiceSpec;
 use shoal_proto::task::Desired;
 
 use crate::gpu::GpuDevice;
-use crate::model::{Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, TaskReport};
+use crate::model::{
+    Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, Mesh, MeshPort, Subnet,
+    TaskReport,
+};
 use crate::runtime::TaskIdentity;
 
 /// An assignment the agent cannot act on.
@@ -71,13 +75,67 @@ pub fn assignments_from_pb(msg: pb::Assignments) -> (AssignmentSet, Vec<InvalidA
             Err(e) => invalid.push(e),
         }
     }
+    let mesh = msg.mesh.map(mesh_from_pb).unwrap_or_default();
     (
         AssignmentSet {
             version: msg.version,
             tasks,
+            mesh: Arc::new(mesh),
         },
         invalid,
     )
+}
+
+/// The node's mesh; entries that do not parse are left out (and logged).
+pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
+    fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Option<T> {
+        let v = s.parse().ok();
+        if v.is_none() {
+            tracing::warn!(what, value = s, "ignoring a mesh entry that does not parse");
+        }
+        v
+    }
+    let ips =
+        |v: &[String]| -> Vec<Ipv4Addr> { v.iter().filter_map(|s| parse("address", s)).collect() };
+    Mesh {
+        pool: (!m.pool.is_empty())
+            .then(|| parse("pool", &m.pool))
+            .flatten(),
+        subnets: m
+            .subnets
+            .iter()
+            .filter_map(|s| {
+                let mine: Subnet = parse("subnet", &s.subnet)?;
+                let peers = s.peers.iter().filter_map(|p| parse("subnet", p)).collect();
+                Some((s.stack.clone(), (mine, peers)))
+            })
+            .collect(),
+        routes: m
+            .routes
+            .iter()
+            .filter_map(|r| Some((parse("subnet", &r.subnet)?, parse("route", &r.via)?)))
+            .collect(),
+        nodes: ips(&m.nodes),
+        names: m
+            .names
+            .iter()
+            .map(|n| ((n.stack.clone(), n.name.to_ascii_lowercase()), ips(&n.ips)))
+            .collect(),
+        ports: m
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(MeshPort {
+                    published: u16::try_from(p.published).ok()?,
+                    target: u16::try_from(p.target).ok()?,
+                    host_ip: (!p.host_ip.is_empty())
+                        .then(|| parse("host ip", &p.host_ip))
+                        .flatten(),
+                    ips: ips(&p.ips),
+                })
+            })
+            .collect(),
+    }
 }
 
 impl From<pb::LogRequest> for LogRequest {
@@ -117,6 +175,7 @@ impl From<&TaskReport> for pb::TaskStatus {
             has_exit_code: r.exit_code.is_some(),
             exit_code: r.exit_code.unwrap_or(0),
             error: r.error.clone().unwrap_or_default(),
+            ip: r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -217,6 +276,7 @@ mod tests {
         let spec = br#"{"name":"web","image":"busybox"}"#;
         let (set, invalid) = assignments_from_pb(pb::Assignments {
             version: 9,
+            mesh: None,
             tasks: vec![
                 pb_assignment("a", "running", spec),
                 pb_assignment("b", "shutdown", spec),
@@ -257,5 +317,77 @@ mod tests {
             tail: -1,
         });
         assert_eq!(r.tail, None);
+    }
+
+    #[test]
+    fn the_mesh_parses_and_drops_entries_that_do_not() {
+        let m = mesh_from_pb(pb::Mesh {
+            pool: "10.208.0.0/12".into(),
+            subnets: vec![pb::StackSubnet {
+                stack: "shop".into(),
+                subnet: "10.208.1.0/24".into(),
+                peers: vec!["10.208.0.0/24".into(), "bad".into()],
+            }],
+            routes: vec![
+                pb::SubnetRoute {
+                    subnet: "10.208.0.0/24".into(),
+                    via: "10.77.7.12".into(),
+                },
+                pb::SubnetRoute {
+                    subnet: "10.208.2.0/24".into(),
+                    via: "not-an-ip".into(),
+                },
+            ],
+            names: vec![pb::DnsName {
+                stack: "shop".into(),
+                name: "DB".into(),
+                ips: vec!["10.208.0.2".into()],
+            }],
+            ports: vec![
+                pb::MeshPort {
+                    published: 8080,
+                    target: 80,
+                    ips: vec!["10.208.0.3".into()],
+                    host_ip: String::new(),
+                },
+                pb::MeshPort {
+                    published: 70000,
+                    target: 80,
+                    ips: vec![],
+                    host_ip: String::new(),
+                },
+            ],
+            nodes: vec!["10.77.7.11".into()],
+        });
+        let s = |x: &str| x.parse::<Subnet>().unwrap();
+        let ip = |x: &str| x.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            m,
+            Mesh {
+                pool: Some(s("10.208.0.0/12")),
+                subnets: [(
+                    "shop".to_string(),
+                    (s("10.208.1.0/24"), vec![s("10.208.0.0/24")])
+                )]
+                .into_iter()
+                .collect(),
+                routes: [(s("10.208.0.0/24"), ip("10.77.7.12"))]
+                    .into_iter()
+                    .collect(),
+                nodes: vec![ip("10.77.7.11")],
+                names: [(
+                    ("shop".to_string(), "db".to_string()),
+                    vec![ip("10.208.0.2")]
+                )]
+                .into_iter()
+                .collect(),
+                ports: vec![MeshPort {
+                    published: 8080,
+                    target: 80,
+                    host_ip: None,
+                    ips: vec![ip("10.208.0.3")],
+                }],
+            }
+        );
     }
 }

@@ -143,6 +143,7 @@ mod tests {
     fn set(tasks: Vec<Assignment>) -> AssignmentSet {
         AssignmentSet {
             version: 1,
+            mesh: Default::default(),
             tasks: tasks
                 .into_iter()
                 .map(|a| (a.task.task_id.clone(), a))

@@ -9,7 +9,10 @@
 //!   the recording fake; [`runtime::container_request`] turns a spec into a container.
 //! - [`disconnect`]: the disconnect policy, stopping replicas of services that ask for it
 //!   while no controller is reachable.
-//! - [`proxy`]: ingress ports, forwarding a published port to ready local replicas.
+//! - [`proxy`]: ingress ports, forwarding a published port to ready replicas on any node
+//!   (the routing mesh).
+//! - [`net`]: the cluster network on this node: stack subnets, host-gw routes, iptables
+//!   isolation, and the DNS server that answers service names cluster-wide.
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`gpu`]: this node's GPUs ([`gpu::GpuInventory`]: NVML, an inventory file, or a
 //!   fake), rediscovered periodically and reported to the controller when they change.
@@ -38,6 +41,7 @@ pub mod disconnect;
 pub mod gpu;
 pub mod logs;
 pub mod model;
+pub mod net;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;

@@ -2,11 +2,13 @@
 //! [`crate::convert`] translates them from and to the wire types.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use shoal_proto::spec::ServiceSpec;
 use shoal_proto::task::{Desired, TaskState};
 
+pub use crate::net::Subnet;
 use crate::runtime::TaskIdentity;
 
 /// One task the controller assigned to this node.
@@ -28,6 +30,34 @@ pub struct AssignmentSet {
     pub version: u64,
     /// By task id.
     pub tasks: BTreeMap<String, Assignment>,
+    /// This node's part of the cluster network.
+    pub mesh: Arc<Mesh>,
+}
+
+/// What the controller says this node needs to reach the rest of the cluster
+/// (see `shoal_controller::endpoints`). Empty on a cluster that sent none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mesh {
+    /// The pool every stack subnet comes from.
+    pub pool: Option<Subnet>,
+    /// By stack: this node's subnet, and all the stack's subnets.
+    pub subnets: BTreeMap<String, (Subnet, Vec<Subnet>)>,
+    /// Other nodes' subnets and the node to route each via.
+    pub routes: BTreeMap<Subnet, Ipv4Addr>,
+    /// Every node's address.
+    pub nodes: Vec<Ipv4Addr>,
+    /// By (stack, name): the ready replicas' addresses.
+    pub names: BTreeMap<(String, String), Vec<Ipv4Addr>>,
+    pub ports: Vec<MeshPort>,
+}
+
+/// A published ingress TCP port and its ready replicas anywhere in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshPort {
+    pub published: u16,
+    pub target: u16,
+    pub host_ip: Option<IpAddr>,
+    pub ips: Vec<Ipv4Addr>,
 }
 
 /// An observed state of one task, as reported to the controller.
@@ -38,6 +68,8 @@ pub struct TaskReport {
     pub container_id: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// The container's address on its stack network.
+    pub ip: Option<IpAddr>,
 }
 
 impl TaskReport {
@@ -48,7 +80,13 @@ impl TaskReport {
             container_id: None,
             exit_code: None,
             error: None,
+            ip: None,
         }
+    }
+
+    pub fn ip(mut self, ip: Option<IpAddr>) -> TaskReport {
+        self.ip = ip;
+        self
     }
 
     pub fn container(mut self, id: Option<&str>) -> TaskReport {

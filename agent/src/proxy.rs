@@ -1,12 +1,15 @@
-//! Ingress ports: the agent answers a service's published port on this node and forwards
-//! each TCP connection to a ready local replica, round-robin. This is how several replicas
-//! on one node share one published port, and how a rolling update keeps the port open
-//! while replicas come and go.
+//! Ingress ports and the routing mesh: the agent answers every published ingress port of
+//! the cluster on this node and forwards each TCP connection to a ready replica,
+//! round-robin, on this node or any other (their container addresses are routed, see
+//! [`crate::net`]). This is how several replicas share one published port, how every
+//! node answers it even with no replica of its own, and how a rolling update keeps the
+//! port open while replicas come and go. A userspace proxy: the replica sees the
+//! connection come from the forwarding node, not from the client (like Swarm's mesh).
 //!
-//! A listener opens when the first replica behind it runs and closes when none remains;
-//! connections already forwarded live on. A replica is ready when it is healthy, or
-//! running when it has no healthcheck. UDP ingress ports are not served (TCP only).
-//! [`ingress_routes`] is the pure part; [`Proxy`] owns the sockets.
+//! A listener is open while a local replica runs behind it or the controller lists the
+//! port; connections already forwarded live on. A replica is ready when it is healthy,
+//! or running when it has no healthcheck. UDP ingress ports are not served (TCP only).
+//! [`ingress_routes`] and [`mesh_routes`] are the pure part; [`Proxy`] owns the sockets.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::model::AssignmentSet;
+use crate::model::{AssignmentSet, Mesh};
 use crate::runtime::{ContainerInfo, ContainerState, Health};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +77,31 @@ pub fn ingress_routes(
         }
     }
     routes
+}
+
+/// The routing mesh: `local` (from [`ingress_routes`]) plus every published ingress
+/// port of the cluster with its ready replicas on other nodes, so this node answers
+/// every port even with no replica of its own. Replicas on this node are taken from the
+/// local view only (it is fresher: a replica told to stop leaves it before it stops).
+pub fn mesh_routes(
+    mut local: BTreeMap<SocketAddr, Route>,
+    mesh: &Mesh,
+    containers: &BTreeMap<String, ContainerInfo>,
+) -> BTreeMap<SocketAddr, Route> {
+    let here: std::collections::BTreeSet<IpAddr> =
+        containers.values().filter_map(|c| c.ip).collect();
+    for p in &mesh.ports {
+        let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let route = local.entry(SocketAddr::new(ip, p.published)).or_default();
+        for ip in &p.ips {
+            let ip = IpAddr::V4(*ip);
+            let backend = SocketAddr::new(ip, p.target);
+            if !here.contains(&ip) && !route.backends.contains(&backend) {
+                route.backends.push(backend);
+            }
+        }
+    }
+    local
 }
 
 type Backends = Arc<RwLock<Vec<SocketAddr>>>;
@@ -515,6 +543,7 @@ mod tests {
         };
         let intent = AssignmentSet {
             version: 1,
+            mesh: Default::default(),
             tasks: [
                 ("t1".to_string(), task("t1", true)),
                 ("t2".to_string(), task("t2", true)),
@@ -544,6 +573,69 @@ mod tests {
                     ],
                 }
             )]
+            .into_iter()
+            .collect()
+        );
+    }
+
+    #[test]
+    fn the_mesh_adds_every_published_port_and_remote_replicas_only() {
+        let local_backend: SocketAddr = "10.208.1.2:80".parse().unwrap();
+        let local: BTreeMap<SocketAddr, Route> = [(
+            "0.0.0.0:8080".parse().unwrap(),
+            Route {
+                tasks: vec!["t1".into()],
+                backends: vec![local_backend],
+            },
+        )]
+        .into_iter()
+        .collect();
+        // t2 runs here but is not ready: the controller still lists it, the local view
+        // decides.
+        let containers = [
+            running("c1", "t1", "10.208.1.2", Health::Healthy),
+            running("c2", "t2", "10.208.1.3", Health::Unhealthy),
+        ]
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mesh = Mesh {
+            ports: vec![
+                crate::model::MeshPort {
+                    published: 8080,
+                    target: 80,
+                    host_ip: None,
+                    ips: vec![ip("10.208.0.5"), ip("10.208.1.2"), ip("10.208.1.3")],
+                },
+                crate::model::MeshPort {
+                    published: 9000,
+                    target: 9,
+                    host_ip: None,
+                    ips: vec![ip("10.208.2.7")],
+                },
+            ],
+            ..Mesh::default()
+        };
+        let routes = mesh_routes(local, &mesh, &containers);
+        assert_eq!(
+            routes,
+            [
+                (
+                    "0.0.0.0:8080".parse().unwrap(),
+                    Route {
+                        tasks: vec!["t1".into()],
+                        backends: vec![local_backend, "10.208.0.5:80".parse().unwrap()],
+                    }
+                ),
+                (
+                    "0.0.0.0:9000".parse().unwrap(),
+                    Route {
+                        tasks: vec![],
+                        backends: vec!["10.208.2.7:9".parse().unwrap()],
+                    }
+                ),
+            ]
             .into_iter()
             .collect()
         );

@@ -60,7 +60,11 @@ pub enum Action {
 
 /// The task state a container shows.
 pub fn observed_report(task_id: &str, c: &ContainerInfo) -> TaskReport {
-    let base = |state| TaskReport::new(task_id, state).container(Some(&c.id));
+    let base = |state| {
+        TaskReport::new(task_id, state)
+            .container(Some(&c.id))
+            .ip(c.ip)
+    };
     match c.state {
         ContainerState::Created => base(TaskState::Starting),
         ContainerState::Running => base(match c.health {
@@ -279,6 +283,7 @@ mod tests {
             World {
                 intent: Some(AssignmentSet {
                     version: 1,
+                    mesh: Default::default(),
                     tasks: tasks
                         .into_iter()
                         .map(|a| (a.task.task_id.clone(), a))

@@ -20,7 +20,8 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::disconnect::{self, Contact};
 use crate::model::{Assignment, AssignmentSet, TaskReport};
-use crate::proxy::{ingress_routes, Proxy, Route};
+use crate::net::node::{ingress_targets, NodeNet};
+use crate::proxy::{ingress_routes, mesh_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
 use crate::runtime::{
     container_request, with_gpus, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
@@ -105,6 +106,8 @@ struct Supervisor {
     /// Stacks whose network this supervisor made sure of.
     networks: BTreeSet<String>,
     proxy: Option<Proxy>,
+    /// The cluster network on this node (with the proxy: only on a real runtime).
+    net: Option<NodeNet>,
     routes: BTreeMap<std::net::SocketAddr, Route>,
     ops: JoinSet<()>,
     op_tx: mpsc::UnboundedSender<OpEvent>,
@@ -134,6 +137,7 @@ pub fn spawn_with_contact(
     let (events, event_rx) = mpsc::unbounded_channel();
     let (op_tx, op_rx) = mpsc::unbounded_channel();
     let proxy = cfg.ingress.then(|| Proxy::new(shutdown.child_token()));
+    let net = cfg.ingress.then(|| NodeNet::new(shutdown.child_token()));
     let sup = Supervisor {
         cfg,
         runtime,
@@ -145,6 +149,7 @@ pub fn spawn_with_contact(
         ingress_errors: BTreeMap::new(),
         networks: BTreeSet::new(),
         proxy,
+        net,
         routes: BTreeMap::new(),
         ops: JoinSet::new(),
         op_tx,
@@ -174,6 +179,9 @@ impl Supervisor {
                     Some(Command::Assign(set)) => {
                         debug!(version = set.version, tasks = set.tasks.len(), "assignments");
                         self.ingress_errors.retain(|t, _| set.tasks.contains_key(t));
+                        if let Some(net) = self.net.as_mut() {
+                            net.update(&set.mesh);
+                        }
                         self.intent = Some(set);
                         self.observe().await;
                     }
@@ -402,7 +410,11 @@ impl Supervisor {
             return false;
         };
         let routes = match &self.intent {
-            Some(intent) => ingress_routes(intent, &self.containers),
+            Some(intent) => mesh_routes(
+                ingress_routes(intent, &self.containers),
+                &intent.mesh,
+                &self.containers,
+            ),
             None => BTreeMap::new(),
         };
         if routes == self.routes {
@@ -449,8 +461,16 @@ impl Supervisor {
                 self.busy.insert(task_id.clone());
                 self.networks.insert(assignment.task.stack.clone());
                 let node = self.cfg.node.clone();
+                let net = StartNet {
+                    subnet: self
+                        .intent
+                        .as_ref()
+                        .and_then(|i| i.mesh.subnets.get(&assignment.task.stack).map(|(s, _)| *s)),
+                    dns: self.net.as_ref().map(NodeNet::dns),
+                };
                 self.ops.spawn(async move {
-                    let container = start_task(&*runtime, &assignment, existing, &node, &tx).await;
+                    let container =
+                        start_task(&*runtime, &assignment, existing, &node, &net, &tx).await;
                     let _ = tx.send(OpEvent::Done {
                         task_id,
                         removed: None,
@@ -475,11 +495,32 @@ impl Supervisor {
                     .zip(self.containers.get(&container_id).and_then(|c| c.ip))
                     .filter(|_| running)
                     .map(|(p, ip)| (p.connections(), ip));
+                // Other nodes' proxies may forward to it too: give them the time to hear
+                // it left, then wait for the connections they opened (see net::drain).
+                let mesh_ports: Vec<u16> = self
+                    .intent
+                    .as_ref()
+                    .filter(|i| self.net.is_some() && running && i.mesh.nodes.len() > 1)
+                    .and_then(|i| i.tasks.get(&task_id))
+                    .map(|a| ingress_targets(&a.spec))
+                    .unwrap_or_default();
                 self.ops.spawn(async move {
+                    if !mesh_ports.is_empty() {
+                        tokio::time::sleep(crate::net::drain::PROPAGATION).await;
+                    }
                     if let Some((connections, ip)) = drain {
                         let left = connections.drain(ip, grace.min(DRAIN_MAX)).await;
                         if left > 0 {
                             debug!(task = %task_id, left, "stopping with connections still open");
+                        }
+                    }
+                    if !mesh_ports.is_empty() {
+                        if let Some(pid) = runtime.container_pid(&container_id).await {
+                            let bound = grace.min(DRAIN_MAX);
+                            let left = crate::net::drain::wait(pid, &mesh_ports, bound).await;
+                            if left > 0 {
+                                debug!(task = %task_id, left, "stopping with mesh connections still open");
+                            }
                         }
                     }
                     stop_container(&*runtime, &container_id, running, grace, signal.as_deref())
@@ -517,6 +558,13 @@ impl Supervisor {
     }
 }
 
+/// What a starting container needs from the cluster network.
+struct StartNet {
+    /// This node's subnet for the stack.
+    subnet: Option<crate::net::Subnet>,
+    dns: Option<Arc<tokio::sync::Mutex<crate::net::dns::Dns>>>,
+}
+
 /// Pull, create and start one task's container, reporting `starting`, or `failed` with
 /// the reason. Returns the container as it is afterwards.
 #[instrument(skip_all, fields(task = %a.task.task_id, service = %a.task.service))]
@@ -525,6 +573,7 @@ async fn start_task(
     a: &Assignment,
     existing: Option<String>,
     node: &str,
+    net: &StartNet,
     tx: &mpsc::UnboundedSender<OpEvent>,
 ) -> Option<ContainerInfo> {
     let task_id = &a.task.task_id;
@@ -547,14 +596,26 @@ async fn start_task(
                 fail(None, e.to_string());
                 return None;
             }
-            if let Err(e) = runtime.ensure_network(&a.task.stack).await {
-                fail(
-                    None,
-                    format!("create network for stack {}: {e}", a.task.stack),
-                );
-                return None;
+            let gateway = match runtime.ensure_network_in(&a.task.stack, net.subnet).await {
+                Ok(g) => g,
+                Err(e) => {
+                    fail(
+                        None,
+                        format!("create network for stack {}: {e}", a.task.stack),
+                    );
+                    return None;
+                }
+            };
+            let mut req = container_request(&a.task, &a.spec, node);
+            // The agent's DNS answers the stack's names with ready replicas cluster-wide;
+            // without it (no root, no gateway) Docker's aliases answer on this node.
+            if let (Some(dns), Some(gateway)) = (&net.dns, gateway) {
+                if dns.lock().await.serve(&a.task.stack, gateway).await {
+                    req.dns = vec![gateway.to_string()];
+                    req.aliases.clear();
+                }
             }
-            let req = with_gpus(container_request(&a.task, &a.spec, node), &a.spec, &a.gpus);
+            let req = with_gpus(req, &a.spec, &a.gpus);
             match runtime.create(&req).await {
                 Ok(id) => id,
                 Err(e) => {

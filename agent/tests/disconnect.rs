@@ -42,6 +42,7 @@ fn assignment(id: &str, service: &str, stop_after_ms: Option<u64>) -> Assignment
 fn set(tasks: Vec<Assignment>) -> AssignmentSet {
     AssignmentSet {
         version: 1,
+        mesh: Default::default(),
         tasks: tasks
             .into_iter()
             .map(|a| (a.task.task_id.clone(), a))

@@ -272,6 +272,7 @@ fn gpu_assignment(gpus: &[&str]) -> AssignmentSet {
     AssignmentSet {
         version: 1,
         tasks: [("t1".to_string(), a)].into_iter().collect(),
+        mesh: Default::default(),
     }
 }
 

@@ -163,6 +163,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
     let assignments = pb::ControllerMessage {
         msg: Some(pb::controller_message::Msg::Assignments(pb::Assignments {
             version: 1,
+            mesh: None,
             tasks: vec![pb::Assignment {
                 task_id: "t1".into(),
                 stack: "shop".into(),

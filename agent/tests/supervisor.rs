@@ -66,6 +66,7 @@ fn assignment(id: &str, desired: Desired, spec: &ServiceSpec) -> Assignment {
 fn set(tasks: Vec<Assignment>) -> AssignmentSet {
     AssignmentSet {
         version: 1,
+        mesh: Default::default(),
         tasks: tasks
             .into_iter()
             .map(|a| (a.task.task_id.clone(), a))
@@ -245,7 +246,10 @@ async fn fencing_at_connect_removes_unassigned_shoal_containers_only() {
     let snapshot = node.snapshot().await;
     assert_eq!(
         snapshot,
-        vec![TaskReport::new("t1", TaskState::Running).container(Some(&kept))]
+        vec![TaskReport::new("t1", TaskState::Running)
+            .container(Some(&kept))
+            // The fake's address for the second container it made: reported for the mesh.
+            .ip("10.88.0.2".parse().ok())]
     );
     let calls = fake.calls();
     assert!(calls.contains(&Call::Remove(stale.clone())), "{calls:?}");

@@ -22,6 +22,7 @@
 pub mod api;
 pub mod assignments;
 pub mod compose;
+pub mod endpoints;
 pub mod faults;
 pub mod gpu_fit;
 pub mod leader;

@@ -253,6 +253,7 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
                 container_id: String::new(),
                 exit_code: Some(0),
                 error: String::new(),
+                ip: None,
             }],
             now_ms: 4,
         });
@@ -330,6 +331,7 @@ fn agents_speak_only_for_their_own_tasks() {
             container_id: "x".into(),
             exit_code: Some(1),
             error: String::new(),
+            ip: None,
         }],
         now_ms: 1,
     });
@@ -362,6 +364,7 @@ fn history_is_bounded_per_slot() {
                     container_id: String::new(),
                     exit_code: None,
                     error: String::new(),
+                    ip: None,
                 }],
                 now_ms: 10 + i,
             });

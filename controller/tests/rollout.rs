@@ -82,6 +82,7 @@ fn new_ones(s: &mut ClusterState, state: TaskState, now_ms: u64) {
                 container_id: "c".into(),
                 exit_code: (state == TaskState::Failed).then_some(1),
                 error: String::new(),
+                ip: None,
             }],
             now_ms,
         });

@@ -83,6 +83,7 @@ fn holding(s: &mut ClusterState, id: &str, service: &str, node: &str, gpus: &[&s
     s.tasks.insert(
         id.into(),
         Task {
+            ip: None,
             id: id.into(),
             stack: "app".into(),
             service: service.into(),
@@ -538,7 +539,7 @@ proptest! {
                     if let Some(node) = t.node {
                         s.apply(&Command::TaskStatus {
                             node,
-                            updates: vec![TaskUpdate {
+                            updates: vec![TaskUpdate { ip: None,
                                 task: t.id,
                                 state: TaskState::Failed,
                                 container_id: String::new(),

@@ -6,9 +6,10 @@
 //! `POST /containers/{id}/stop?signal=` needs API 1.42.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::net::Subnet;
 use async_trait::async_trait;
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
@@ -22,11 +23,13 @@ use bollard::models::{
     HealthStatusEnum, HostConfig, Mount, MountTypeEnum, PortBinding as DockerPortBinding,
     ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
+use bollard::models::{Ipam, IpamConfig};
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::labels;
 use shoal_proto::spec::{MountKind, Protocol};
+use tracing::{info, warn};
 
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
@@ -43,6 +46,9 @@ pub struct DockerRuntime {
     /// Serializes network creation: Docker 20.10's duplicate check is racy, and two
     /// replicas starting at once would otherwise create two networks of one name.
     network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Networks this process created on a subnet Docker picked (the cluster's was
+    /// refused): never recreated, a container may be about to join.
+    fallback_networks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl DockerRuntime {
@@ -73,6 +79,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             network_lock: Default::default(),
+            fallback_networks: Default::default(),
         })
     }
 
@@ -193,6 +200,7 @@ fn docker_config(req: &ContainerRequest) -> Config<String> {
                 })
                 .collect()
         }),
+        dns: (!req.dns.is_empty()).then(|| req.dns.clone()),
         ..Default::default()
     };
     let healthcheck = req.healthcheck.as_ref().map(|h| HealthConfig {
@@ -225,6 +233,76 @@ fn docker_config(req: &ContainerRequest) -> Config<String> {
             endpoints_config: [(req.network.clone(), endpoint)].into_iter().collect(),
         }),
         ..Default::default()
+    }
+}
+
+impl DockerRuntime {
+    /// Whether any container, in any state (created and not yet started too), is on the
+    /// network.
+    async fn network_used(&self, name: &str) -> RuntimeResult<bool> {
+        let filters: HashMap<String, Vec<String>> =
+            [("network".to_string(), vec![name.to_string()])]
+                .into_iter()
+                .collect();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine)?;
+        Ok(!list.is_empty())
+    }
+
+    /// `None`: no such network (or, with `recreate`, one on the wrong subnet that no
+    /// container uses: it is removed, to be created again on the right one).
+    /// `Some(gateway)` otherwise; a network on another subnet is kept, with a warning.
+    async fn network_gateway(
+        &self,
+        name: &str,
+        subnet: Option<Subnet>,
+        recreate: bool,
+    ) -> RuntimeResult<Option<Option<Ipv4Addr>>> {
+        let net = match self
+            .docker
+            .inspect_network(name, None::<InspectNetworkOptions<String>>)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine(e)),
+        };
+        let config = net
+            .ipam
+            .and_then(|i| i.config)
+            .and_then(|c| c.into_iter().next());
+        let has: Option<Subnet> = config
+            .as_ref()
+            .and_then(|c| c.subnet.as_deref())
+            .and_then(|s| s.parse().ok());
+        if let (Some(want), Some(has)) = (subnet, has) {
+            let fallback = self
+                .fallback_networks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(name);
+            if want != has && recreate && !fallback && !self.network_used(name).await? {
+                info!(network = %name, %want, %has, "recreating the unused stack network on its cluster subnet");
+                match self.docker.remove_network(name).await {
+                    Ok(()) => return Ok(None),
+                    Err(e) if status_of(&e) == Some(404) => return Ok(None),
+                    Err(e) => warn!(network = %name, error = %e, "cannot remove the stack network"),
+                }
+            } else if want != has {
+                warn!(network = %name, %want, %has,
+                    "the stack network has another subnet; keeping it (other nodes cannot route to it)");
+            }
+        }
+        Ok(Some(
+            config.and_then(|c| c.gateway).and_then(|g| g.parse().ok()),
+        ))
     }
 }
 
@@ -528,32 +606,69 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn ensure_network(&self, stack: &str) -> RuntimeResult<String> {
+        self.ensure_network_in(stack, None).await?;
+        Ok(network_name(stack))
+    }
+
+    async fn ensure_network_in(
+        &self,
+        stack: &str,
+        subnet: Option<Subnet>,
+    ) -> RuntimeResult<Option<Ipv4Addr>> {
         let name = network_name(stack);
         let _one_at_a_time = self.network_lock.lock().await;
-        match self
-            .docker
-            .inspect_network(&name, None::<InspectNetworkOptions<String>>)
-            .await
-        {
-            Ok(_) => return Ok(name),
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(engine(e)),
+        if let Some(gateway) = self.network_gateway(&name, subnet, true).await? {
+            return Ok(gateway);
         }
-        let options = CreateNetworkOptions {
+        let create = |subnet: Option<Subnet>| CreateNetworkOptions {
             name: name.clone(),
             check_duplicate: true,
             driver: "bridge".to_string(),
             labels: [(labels::STACK.to_string(), stack.to_string())]
                 .into_iter()
                 .collect(),
+            ipam: Ipam {
+                config: subnet.map(|s| {
+                    vec![IpamConfig {
+                        subnet: Some(s.to_string()),
+                        gateway: Some(s.gateway().to_string()),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        match self.docker.create_network(options).await {
-            Ok(_) => Ok(name),
+        let created = match self.docker.create_network(create(subnet)).await {
+            Err(e) if subnet.is_some() && status_of(&e) != Some(409) => {
+                // Typically "Pool overlaps": another network of this engine holds the
+                // subnet (two clusters, or two agents, on one engine). Containers still
+                // run and find each other on this node; other nodes cannot route here.
+                warn!(network = %name, subnet = ?subnet, error = %e,
+                    "cannot create the stack network with its cluster subnet; using one Docker picks");
+                self.fallback_networks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone());
+                self.docker.create_network(create(None)).await
+            }
+            other => other,
+        };
+        match created {
+            Ok(_) => {}
             // Created concurrently by another start.
-            Err(e) if status_of(&e) == Some(409) => Ok(name),
-            Err(e) => Err(engine(e)),
+            Err(e) if status_of(&e) == Some(409) => {}
+            Err(e) => return Err(engine(e)),
         }
+        Ok(self.network_gateway(&name, subnet, false).await?.flatten())
+    }
+
+    async fn container_pid(&self, id: &str) -> Option<u32> {
+        let c = self.docker.inspect_container(id, None).await.ok()?;
+        c.state?
+            .pid
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
     }
 
     async fn remove_network(&self, stack: &str) -> RuntimeResult<()> {

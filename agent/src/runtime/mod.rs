@@ -132,6 +132,21 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Create the stack's network [`network_name`] if missing; returns its name.
     async fn ensure_network(&self, stack: &str) -> RuntimeResult<String>;
     async fn remove_network(&self, stack: &str) -> RuntimeResult<()>;
+    /// Like [`ContainerRuntime::ensure_network`], with the stack's cluster subnet on this
+    /// node; returns the network's gateway address when known.
+    async fn ensure_network_in(
+        &self,
+        stack: &str,
+        subnet: Option<crate::net::Subnet>,
+    ) -> RuntimeResult<Option<std::net::Ipv4Addr>> {
+        let _ = subnet;
+        self.ensure_network(stack).await.map(|_| None)
+    }
+    /// The process id of a running container's init (to read its sockets from `/proc`).
+    async fn container_pid(&self, id: &str) -> Option<u32> {
+        let _ = id;
+        None
+    }
     async fn resources(&self) -> RuntimeResult<NodeResources>;
     /// Whether containers are reachable from this process at their [`ContainerInfo::ip`],
     /// so that the agent's ingress proxy can forward to them. The fake says no unless told

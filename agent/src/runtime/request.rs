@@ -48,8 +48,11 @@ pub struct ContainerRequest {
     pub ports: Vec<PortBinding>,
     /// The stack network the container joins.
     pub network: String,
-    /// Names it answers to on that network.
+    /// Names it answers to on that network (Docker's embedded DNS). Empty when the
+    /// agent's own DNS answers the stack's names (`dns`), which knows only ready replicas.
     pub aliases: Vec<String>,
+    /// DNS servers (the agent's, on the stack network's gateway); empty: Docker's default.
+    pub dns: Vec<String>,
     /// GPUs handed to the container (`HostConfig.DeviceRequests`); see [`with_gpus`].
     pub device_requests: Vec<DeviceRequest>,
 }
@@ -274,6 +277,7 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
         network: network_name(&task.stack),
         aliases,
         device_requests: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -116,23 +116,29 @@ async fn serve(
 ) -> Result<(), Status> {
     let mut applied = ctx.node.state.subscribe();
     let mut last_sent: Option<Vec<crate::assignments::NodeAssignment>> = None;
+    let mut last_mesh: Option<crate::endpoints::NodeMesh> = None;
     loop {
-        // Send the node its assignments whenever they change.
-        let (version, current) = {
+        // Send the node its assignments (and its view of the mesh) whenever they change.
+        let (version, current, mesh) = {
             let state = ctx.node.state.read();
             let version = state.last_applied().map_or(0, |l| l.index);
-            (version, crate::assignments::for_node(&state, node))
+            (
+                version,
+                crate::assignments::for_node(&state, node),
+                crate::endpoints::for_node(&state, node),
+            )
         };
-        if last_sent.as_ref() != Some(&current) {
+        if last_sent.as_ref() != Some(&current) || last_mesh.as_ref() != Some(&mesh) {
+            let mut set = convert::assignments(version, &current);
+            set.mesh = Some(convert::mesh(&mesh));
             let msg = pb::ControllerMessage {
-                msg: Some(pb::controller_message::Msg::Assignments(
-                    convert::assignments(version, &current),
-                )),
+                msg: Some(pb::controller_message::Msg::Assignments(set)),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return Ok(());
             }
             last_sent = Some(current);
+            last_mesh = Some(mesh);
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {

@@ -35,6 +35,14 @@ impl TryFrom<&pb::TaskStatus> for TaskUpdate {
             container_id: s.container_id.clone(),
             exit_code: s.has_exit_code.then_some(s.exit_code),
             error: s.error.clone(),
+            ip: if s.ip.is_empty() {
+                None
+            } else {
+                Some(s.ip.parse().map_err(|_| Invalid {
+                    what: "task status",
+                    why: format!("bad container address {:?} for task {}", s.ip, s.task_id),
+                })?)
+            },
         })
     }
 }
@@ -104,6 +112,7 @@ pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
                 gpus: a.gpus.clone(),
             })
             .collect(),
+        mesh: None,
     }
 }
 
@@ -206,5 +215,50 @@ pub fn node_row(state: &ClusterState, n: &Node) -> pb::NodeRow {
                 assigned_to: holders.get(g.uuid.as_str()).unwrap_or(&"").to_string(),
             })
             .collect(),
+    }
+}
+
+/// The node's part of the cluster network, for its assignment stream.
+pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
+    let strings = |ips: &[std::net::IpAddr]| ips.iter().map(|ip| ip.to_string()).collect();
+    pb::Mesh {
+        pool: m.pool.clone(),
+        subnets: m
+            .subnets
+            .iter()
+            .map(|(stack, (subnet, peers))| pb::StackSubnet {
+                stack: stack.clone(),
+                subnet: subnet.clone(),
+                peers: peers.clone(),
+            })
+            .collect(),
+        routes: m
+            .routes
+            .iter()
+            .map(|(subnet, via)| pb::SubnetRoute {
+                subnet: subnet.clone(),
+                via: via.to_string(),
+            })
+            .collect(),
+        names: m
+            .names
+            .iter()
+            .map(|((stack, name), ips)| pb::DnsName {
+                stack: stack.clone(),
+                name: name.clone(),
+                ips: strings(ips),
+            })
+            .collect(),
+        ports: m
+            .ports
+            .iter()
+            .map(|p| pb::MeshPort {
+                published: p.published.into(),
+                target: p.target.into(),
+                ips: strings(&p.ips),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            })
+            .collect(),
+        nodes: strings(&m.nodes),
     }
 }

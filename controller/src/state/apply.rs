@@ -324,6 +324,7 @@ impl ClusterState {
                     pinned: node.clone(),
                     image: svc.spec.image.clone(),
                     gpus: Vec::new(),
+                    ip: None,
                 };
                 self.tasks.insert(id, task);
                 true
@@ -338,10 +339,12 @@ impl ClusterState {
                 if !self.nodes.contains_key(node) {
                     return false;
                 }
+                let stack = t.stack.clone();
                 t.node = Some(node.clone());
                 t.state = TaskState::Assigned;
                 t.error.clear();
                 t.updated_at_ms = now_ms;
+                crate::state::subnets::allocate(&mut self.subnets, &stack, node);
                 true
             }
             Decision::Pending { task, reason } => {
@@ -422,6 +425,7 @@ impl ClusterState {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);
                 self.tasks.retain(|_, t| &t.stack != stack);
+                self.subnets.remove(stack);
                 gone
             }
         }
@@ -493,6 +497,9 @@ impl ClusterState {
         }
         if u.exit_code.is_some() {
             t.exit_code = u.exit_code;
+        }
+        if u.ip.is_some() {
+            t.ip = u.ip;
         }
         t.error = u.error.clone();
         true

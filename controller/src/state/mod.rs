@@ -7,6 +7,7 @@
 
 mod apply;
 mod model;
+pub mod subnets;
 
 pub use apply::CommandResult;
 pub use model::*;

@@ -22,6 +22,11 @@ pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, Node>,
     /// Source of task ids: monotonically increasing, so ids are never reused.
     pub next_task: u64,
+    /// Each (stack, node) pair's container subnet: an index into the cluster pool
+    /// ([`crate::state::subnets`]), allocated when the stack's first task is assigned to
+    /// the node and freed with the stack.
+    #[serde(default)]
+    pub subnets: BTreeMap<String, BTreeMap<NodeId, u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +117,10 @@ pub struct Task {
     /// UUIDs of the node's GPUs this task holds, exclusively while it is live.
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// The container's address on its stack network, as its agent reported it: what
+    /// the names and the routing mesh answer with.
+    #[serde(default)]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Task {
@@ -249,6 +258,9 @@ pub struct TaskUpdate {
     pub container_id: String,
     pub exit_code: Option<i64>,
     pub error: String,
+    /// The container's address (None: not reported, keep what is known).
+    #[serde(default)]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// One decision of the reconciler or scheduler.

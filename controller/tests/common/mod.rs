@@ -84,6 +84,7 @@ pub fn report(
                 container_id: format!("c-{}", t.id),
                 exit_code: exit,
                 error: String::new(),
+                ip: None,
             }],
             now_ms,
         });

@@ -1,0 +1,261 @@
+//! The cluster network as the controller tells agents about it, over the real agent
+//! session on 127.0.0.1: three hand-driven agents report their replicas' addresses, and
+//! each hears names and mesh ports follow readiness. Prints how long each update took
+//! to reach an agent (no timing is asserted).
+
+use std::time::{Duration, Instant};
+
+use shoal_controller::ControllerConfig;
+use shoal_proto::pb;
+use shoal_proto::pb::agent_session_client::AgentSessionClient;
+use shoal_proto::spec::{
+    Constraint, ConstraintField, PortMode, PortSpec, Protocol, ServiceSpec, StackSpec,
+};
+use shoal_tests::cluster::Client;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const BOUND: Duration = Duration::from_secs(20);
+
+/// One agent session driven by the test.
+struct Agent {
+    up: mpsc::Sender<pb::AgentMessage>,
+    down: tonic::Streaming<pb::ControllerMessage>,
+    /// The last assignment set received.
+    last: Option<pb::Assignments>,
+}
+
+impl Agent {
+    async fn connect(addr: &str, name: &str, ip: &str, stop: &CancellationToken) -> Agent {
+        let (up, rx) = mpsc::channel(64);
+        up.send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
+                name: name.into(),
+                address: ip.into(),
+                cpus: 4.0,
+                memory_bytes: 8 << 30,
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("queue hello");
+        let mut client = AgentSessionClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the controller");
+        let down = client
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open a session")
+            .into_inner();
+        // Heartbeats keep the node ready.
+        let beat = up.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            for seq in 0.. {
+                let msg = pb::AgentMessage {
+                    msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { seq })),
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                if beat.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Agent {
+            up,
+            down,
+            last: None,
+        }
+    }
+
+    /// Reads assignment sets until `f` accepts one (bounded); returns it and how long
+    /// it took.
+    async fn until<T>(
+        &mut self,
+        what: &str,
+        f: impl Fn(&pb::Assignments) -> Option<T>,
+    ) -> (T, Duration) {
+        let start = Instant::now();
+        if let Some(t) = self.last.as_ref().and_then(&f) {
+            return (t, Duration::ZERO);
+        }
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, self.down.message()).await else {
+                panic!("timed out waiting for {what}; last: {:?}", self.last);
+            };
+            let msg = next.expect("session stream").expect("session open");
+            if let Some(pb::controller_message::Msg::Assignments(a)) = msg.msg {
+                let got = f(&a);
+                self.last = Some(a);
+                if let Some(t) = got {
+                    return (t, start.elapsed());
+                }
+            }
+        }
+    }
+
+    async fn report(&self, task: &str, state: &str, ip: &str) {
+        self.up
+            .send(pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Status(pb::TaskStatus {
+                    task_id: task.into(),
+                    state: state.into(),
+                    container_id: format!("c-{task}"),
+                    ip: ip.into(),
+                    ..Default::default()
+                })),
+            })
+            .await
+            .expect("send status");
+    }
+}
+
+fn on(name: &str, node: &str) -> ServiceSpec {
+    let mut s = ServiceSpec {
+        name: name.into(),
+        image: "img:1".into(),
+        replicas: 1,
+        ..Default::default()
+    };
+    s.placement.constraints = vec![Constraint {
+        field: ConstraintField::Hostname,
+        equal: true,
+        value: node.into(),
+    }];
+    s
+}
+
+fn names(a: &pb::Assignments, name: &str) -> Option<Vec<String>> {
+    a.mesh
+        .as_ref()?
+        .names
+        .iter()
+        .find(|n| n.stack == "app" && n.name == name)
+        .map(|n| n.ips.clone())
+}
+
+fn port_ips(a: &pb::Assignments, published: u32) -> Option<Vec<String>> {
+    a.mesh
+        .as_ref()?
+        .ports
+        .iter()
+        .find(|p| p.published == published)
+        .map(|p| p.ips.clone())
+}
+
+fn task_of(a: &pb::Assignments, service: &str) -> Option<String> {
+    a.tasks
+        .iter()
+        .find(|t| t.service == service && t.desired == "running")
+        .map(|t| t.task_id.clone())
+}
+
+#[tokio::test]
+async fn agents_hear_names_and_mesh_ports_follow_ready_replicas() {
+    shoal_tests::cluster::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let stop = CancellationToken::new();
+    let _stop_on_exit = stop.clone().drop_guard();
+    let cfg = ControllerConfig::new(dir.path().join("c"), listener.local_addr().expect("addr"));
+    tokio::spawn(shoal_controller::serve(cfg, listener, stop.clone()));
+
+    let client = Client::new(vec![addr.clone()]);
+    // The controller needs a moment to elect itself: Client retries within its bound.
+    let mut n1 = Agent::connect(&addr, "n1", "192.0.2.1", &stop).await;
+    let mut n2 = Agent::connect(&addr, "n2", "192.0.2.2", &stop).await;
+    let mut n3 = Agent::connect(&addr, "n3", "192.0.2.3", &stop).await;
+
+    let mut web = on("web", "n1");
+    web.ports = vec![PortSpec {
+        target: 80,
+        published: Some(8080),
+        protocol: Protocol::Tcp,
+        host_ip: None,
+        mode: PortMode::Ingress,
+    }];
+    let mut db = on("db", "n2");
+    db.aliases = vec!["database".into()];
+    let stack = StackSpec {
+        name: "app".into(),
+        services: [("web".to_string(), web), ("db".to_string(), db)]
+            .into_iter()
+            .collect(),
+        volumes: Default::default(),
+    };
+    client.deploy(&stack).await.expect("deploy");
+
+    let (web_task, _) = n1.until("web assigned to n1", |a| task_of(a, "web")).await;
+    let (db_task, _) = n2.until("db assigned to n2", |a| task_of(a, "db")).await;
+    // n1 hosts app: it gets its subnet and a route to n2's.
+    let (mesh, _) = n1
+        .until("n1's subnet and route", |a| {
+            let m = a.mesh.as_ref()?;
+            (m.subnets.len() == 1 && m.routes.len() == 1).then(|| m.clone())
+        })
+        .await;
+    assert_eq!(mesh.pool, "10.208.0.0/12");
+    assert_eq!(mesh.subnets[0].stack, "app");
+    assert_eq!(
+        mesh.routes[0].via, "192.0.2.2",
+        "n2's subnet is routed via n2"
+    );
+    assert_ne!(mesh.routes[0].subnet, mesh.subnets[0].subnet);
+
+    // Not ready yet: db is known, with no address.
+    n2.report(&db_task, "starting", "").await;
+    let (ips, _) = n1.until("db named, no replica", |a| names(a, "db")).await;
+    assert_eq!(ips, Vec::<String>::new());
+
+    let sent = Instant::now();
+    n2.report(&db_task, "running", "10.208.0.2").await;
+    let (ips, took) = n1
+        .until("db answers with its replica", |a| {
+            names(a, "db").filter(|ips| !ips.is_empty())
+        })
+        .await;
+    eprintln!(
+        "db ready -> n1 told in {:?} (since report {:?})",
+        took,
+        sent.elapsed()
+    );
+    assert_eq!(ips, vec!["10.208.0.2".to_string()]);
+    assert_eq!(
+        n1.last.as_ref().and_then(|a| names(a, "database")),
+        Some(vec!["10.208.0.2".to_string()]),
+        "the alias too"
+    );
+
+    // The published port: every node hears of it, n3 (no replica) included.
+    n1.report(&web_task, "running", "10.208.1.2").await;
+    let (ips, took) = n3
+        .until("n3 serves web's port", |a| {
+            port_ips(a, 8080).filter(|ips| !ips.is_empty())
+        })
+        .await;
+    eprintln!("web ready -> n3's mesh told in {took:?}");
+    assert_eq!(ips, vec!["10.208.1.2".to_string()]);
+    assert!(
+        n3.last
+            .as_ref()
+            .and_then(|a| a.mesh.as_ref())
+            .is_some_and(|m| m.subnets.is_empty() && m.names.is_empty() && m.routes.len() == 2),
+        "n3 hosts no stack: no names, but routes to both subnets"
+    );
+
+    // db turns unhealthy: it leaves the names at once.
+    n2.report(&db_task, "unhealthy", "10.208.0.2").await;
+    let (_, took) = n1
+        .until("db leaves the names", |a| {
+            names(a, "db").filter(|ips| ips.is_empty())
+        })
+        .await;
+    eprintln!("db unhealthy -> n1 told in {took:?}");
+}

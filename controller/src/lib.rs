@@ -12,6 +12,7 @@
 //! - [`liveness`]: heartbeats in the leader's memory; only transitions are written.
 //! - [`leader`]: the loop that runs the reconciler and liveness on the leader.
 //! - [`api`]: the gRPC services (`Control`, `AgentSession`) and prost conversions.
+//! - [`pki`]: the cluster CA, join tokens, certificates, the TLS listener and roles.
 //! - [`server`]: wiring: open the node, serve one port, run the leader loop.
 //!
 //! This crate must not talk to Docker: agents do.
@@ -26,10 +27,11 @@ pub mod leader;
 pub mod liveness;
 pub mod logs;
 pub mod membership;
+pub mod pki;
 pub mod raft;
 pub mod reconciler;
 pub mod scheduler;
 pub mod server;
 pub mod state;
 
-pub use server::{run, serve, Bootstrap, ControllerConfig};
+pub use server::{run, serve, Bootstrap, ControllerConfig, InitCa};

@@ -123,6 +123,10 @@ impl ClusterState {
                     ..Default::default()
                 }
             }
+            Command::SetPki { record } => {
+                self.pki = Some(record.clone());
+                CommandResult::default()
+            }
         }
     }
 

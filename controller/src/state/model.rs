@@ -22,6 +22,9 @@ pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, Node>,
     /// Source of task ids: monotonically increasing, so ids are never reused.
     pub next_task: u64,
+    /// The cluster CA and join token secrets (sealed); set once by `--init`.
+    #[serde(default)]
+    pub pki: Option<crate::pki::PkiRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +214,10 @@ pub enum Command {
         node: NodeId,
         updates: Vec<TaskUpdate>,
         now_ms: u64,
+    },
+    /// The cluster's PKI: written by `--init` and when a join token is rotated.
+    SetPki {
+        record: crate::pki::PkiRecord,
     },
 }
 

@@ -9,6 +9,7 @@
 //!   the recording fake; [`runtime::container_request`] turns a spec into a container.
 //! - [`proxy`]: ingress ports, forwarding a published port to ready local replicas.
 //! - [`logs`]: container output streamed for the controller's log requests.
+//! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types).
 //!
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub mod convert;
+pub mod credentials;
 pub mod logs;
 pub mod model;
 pub mod proxy;
@@ -56,6 +58,12 @@ pub struct AgentConfig {
     pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub heartbeat_interval: Duration,
+    /// Join token, needed on the first start only (later starts reuse the credentials
+    /// in `DATA_DIR/tls/`).
+    pub token: Option<String>,
+    /// Talk to the controller without TLS. Only tests against in-process fake
+    /// controllers set it: real controllers have no plaintext listener.
+    pub plaintext: bool,
 }
 
 impl Default for AgentConfig {
@@ -71,6 +79,8 @@ impl Default for AgentConfig {
             advertise: None,
             labels: BTreeMap::new(),
             heartbeat_interval: Duration::from_millis(500),
+            token: None,
+            plaintext: false,
         }
     }
 }
@@ -92,6 +102,23 @@ pub async fn run_with_runtime(
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create agent data directory {}", cfg.data_dir.display()))?;
     info!(node = %cfg.name, controllers = ?cfg.controllers, "agent starting");
+    let credentials = if cfg.plaintext {
+        None
+    } else {
+        let obtain = credentials::AgentCredentials::obtain(
+            &cfg.data_dir,
+            &cfg.name,
+            &cfg.controllers,
+            cfg.token.as_deref(),
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            c = obtain => Some(c?),
+        }
+    };
+    let renewal = credentials
+        .clone()
+        .map(|c| tokio::spawn(c.renew_loop(shutdown.child_token())));
     let stop_supervisor = shutdown.child_token();
     let (handle, events) = supervisor::spawn(
         supervisor::SupervisorConfig {
@@ -109,6 +136,7 @@ pub async fn run_with_runtime(
             advertise: cfg.advertise,
             labels: cfg.labels,
             heartbeat_interval: cfg.heartbeat_interval,
+            tls: credentials.as_ref().map(|c| c.tls.clone()),
         },
         runtime,
         handle,
@@ -117,6 +145,9 @@ pub async fn run_with_runtime(
     )
     .await;
     stop_supervisor.cancel();
+    if let Some(r) = renewal {
+        r.abort();
+    }
     info!(node = %cfg.name, "agent stopped");
     result
 }

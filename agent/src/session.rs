@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub advertise: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub heartbeat_interval: Duration,
+    /// The node's certificate; `None` only against in-process fake controllers.
+    pub tls: Option<shoal_tls::ClientTls>,
 }
 
 enum Ended {
@@ -141,6 +143,17 @@ fn ended_by(status: tonic::Status, established: bool) -> Ended {
     }
 }
 
+async fn connect(
+    endpoint: Endpoint,
+    tls: Option<&shoal_tls::ClientTls>,
+) -> Result<tonic::transport::Channel, String> {
+    match tls {
+        Some(tls) => tls.connect(endpoint).await,
+        None => endpoint.connect().await,
+    }
+    .map_err(|e| shoal_tls::join::error_chain(&e))
+}
+
 /// The local IP this host uses to reach `addr` (no packet is sent).
 async fn source_ip(addr: &str) -> Option<IpAddr> {
     let target: SocketAddr = tokio::net::lookup_host(addr).await.ok()?.next()?;
@@ -178,7 +191,7 @@ async fn session(
     };
     let channel = tokio::select! {
         _ = shutdown.cancelled() => return Ended::Shutdown,
-        c = endpoint.connect() => match c {
+        c = connect(endpoint, cfg.tls.as_ref()) => match c {
             Ok(c) => c,
             Err(e) => return failed(format!("connect: {e}")),
         },

@@ -118,6 +118,9 @@ async fn follows_the_leader_reports_and_streams_logs() {
             .into_iter()
             .collect(),
         heartbeat_interval: Duration::from_millis(50),
+        token: None,
+        // The fake controllers here serve plaintext.
+        plaintext: true,
     };
     let agent = tokio::spawn(shoal_agent::run_with_runtime(
         cfg,

@@ -110,3 +110,59 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// `Pki.ShowToken` for `role` on any controller in `addrs` (following leader hints),
+/// retried while the cluster cannot answer yet, at most `bound`.
+pub async fn show_token(
+    addrs: &[String],
+    tls: &ClientTls,
+    role: crate::Role,
+    bound: Duration,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(!addrs.is_empty(), "no controller address given");
+    let start = tokio::time::Instant::now();
+    let mut next = 0usize;
+    let mut hint: Option<String> = None;
+    loop {
+        let addr = hint.take().unwrap_or_else(|| {
+            next += 1;
+            addrs[(next - 1) % addrs.len()].clone()
+        });
+        let attempt = async {
+            let channel = tls.connect(crate::client::endpoint(&addr)?).await?;
+            let reply = pb::pki_client::PkiClient::new(channel)
+                .show_token(pb::TokenRequest {
+                    role: role.as_str().to_string(),
+                })
+                .await;
+            anyhow::Ok(reply)
+        };
+        let last = match attempt.await {
+            Ok(Ok(reply)) => return Ok(reply.into_inner().token),
+            Ok(Err(status)) => {
+                hint = status
+                    .metadata()
+                    .get(LEADER_HINT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if matches!(
+                    status.code(),
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                ) {
+                    anyhow::bail!(
+                        "{addr} refused to show the {role} token: {}",
+                        status.message()
+                    );
+                }
+                format!("{addr}: {}", status.message())
+            }
+            Err(e) => format!("{addr}: {e:#}"),
+        };
+        if start.elapsed() > bound {
+            anyhow::bail!("get the {role} join token: {last}");
+        }
+        if hint.is_none() {
+            tokio::time::sleep(JOIN_RETRY).await;
+        }
+    }
+}

@@ -129,6 +129,9 @@ pub struct ShoalUp {
     pub data_dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// `XDG_CONFIG_HOME` of this instance's `shoal up` and CLI calls, so the CLI
+    /// config `up` writes (pointing at its admin credentials) is this test's own.
+    pub config_home: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -143,6 +146,7 @@ impl ShoalUp {
             data_dir,
             child: None,
             log: tmp.path().join("shoal-up.log"),
+            config_home: tmp.path().join("config"),
             _tmp: Some(tmp),
         };
         remove_node_containers(node);
@@ -167,6 +171,8 @@ impl ShoalUp {
             ])
             .arg(&self.data_dir)
             .env("SHOAL_LOG", "info,shoal_controller=debug,shoal_agent=debug")
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("SHOAL_CREDENTIALS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -216,6 +222,8 @@ impl ShoalUp {
         Command::new(shoal_bin())
             .args(args)
             .args(["--addr", &self.addr])
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("SHOAL_CREDENTIALS")
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")
@@ -227,6 +235,8 @@ impl ShoalUp {
             .current_dir(dir)
             .args(args)
             .args(["--addr", &self.addr])
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("SHOAL_CREDENTIALS")
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")

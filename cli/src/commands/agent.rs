@@ -8,9 +8,6 @@ use crate::args::{Addrs, AgentArgs};
 use crate::signal;
 
 pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
-    if args.token.is_some() {
-        tracing::warn!("--token is accepted but not checked yet (join tokens come with mTLS)");
-    }
     if let Some(file) = &args.gpu_inventory {
         tracing::warn!(file = %file.display(), "--gpu-inventory is accepted but not used yet");
     }
@@ -27,6 +24,7 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
         docker: args.docker,
         advertise: args.advertise,
         labels: args.labels.map(|l| l.0).unwrap_or_default(),
+        token: args.token,
         // The agent's own defaults for what the command line does not set.
         ..shoal_agent::AgentConfig::default()
     };

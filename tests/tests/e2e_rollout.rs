@@ -50,6 +50,7 @@ fn deploy_sampling(up: &ShoalUp, stack: &str, file: &std::path::Path) -> usize {
     let sampler = {
         let (done, fewest) = (done.clone(), fewest.clone());
         let addr = up.addr.clone();
+        let config_home = up.config_home.clone();
         let stack = stack.to_string();
         std::thread::spawn(move || {
             // Bounded: the deploy itself times out long before this.
@@ -59,6 +60,7 @@ fn deploy_sampling(up: &ShoalUp, stack: &str, file: &std::path::Path) -> usize {
                 }
                 let out = std::process::Command::new(shoal_bin())
                     .args(["ps", &stack, "--format", "json", "--addr", &addr])
+                    .env("XDG_CONFIG_HOME", &config_home)
                     .output()
                     .expect("run shoal ps");
                 if let Ok(Value::Array(ps)) = serde_json::from_slice::<Value>(&out.stdout) {

@@ -262,7 +262,7 @@ impl Cluster {
         let cfg = AgentConfig {
             controllers: self.addrs(),
             name: name.to_string(),
-            data_dir: self._dir.path().join(format!("agent-{name}")),
+            data_dir: self.agent_dir(name),
             heartbeat_interval: self.opts.heartbeat_interval,
             token: self.agent_token.clone(),
             ..AgentConfig::default()
@@ -462,9 +462,15 @@ impl Cluster {
             .expect("the first controller wrote admin credentials")
     }
 
-    /// The first controller's data dir (its `admin/` holds the admin credentials).
+    /// Controller `i`'s data dir (the first one's `admin/` holds the admin credentials,
+    /// each one's `tls/` its own certificate).
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.controllers[i].data_dir.clone()
+    }
+
+    /// Agent `name`'s data dir (its `tls/` holds its certificate).
+    pub fn agent_dir(&self, name: &str) -> PathBuf {
+        self._dir.path().join(format!("agent-{name}"))
     }
 
     /// The current join token for `role`, asked of the cluster with the admin

@@ -39,7 +39,7 @@ async fn cluster(nodes: &[&str]) -> Cluster {
     // `--init` wrote admin credentials; agents join with the agent token.
     let admin = admin_tls(&dir.path().join("controller").join("admin")).await;
     let token = shoal_tls::join::show_token(
-        &[addr.clone()],
+        std::slice::from_ref(&addr),
         &admin,
         shoal_tls::Role::Agent,
         Duration::from_secs(20),

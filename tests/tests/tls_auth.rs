@@ -483,3 +483,68 @@ async fn the_port_demands_a_client_certificate_and_refuses_plaintext() {
     };
     assert!(result.is_err(), "a plaintext call was answered");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_key_is_sealed_and_survives_the_loss_of_the_controller_that_made_it() {
+    let mut cl = Cluster::start(3, &[]).await;
+    // The key's base64 body, as a PEM file would hold it.
+    let key_pem = cl.ca.key_pem();
+    let body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(body.len() > 40);
+    for i in 0..3 {
+        for f in files_under(&cl.data_dir(i)) {
+            let bytes = std::fs::read(&f).unwrap();
+            let text = String::from_utf8_lossy(&bytes).replace(['\n', '\r'], "");
+            assert!(
+                !text.contains(&body),
+                "the CA key is in clear in {}",
+                f.display()
+            );
+        }
+        assert!(cl.data_dir(i).join("cluster.key").exists());
+    }
+
+    // Without the controller that ran --init, the others still sign: a node joins.
+    cl.kill(0).await;
+    let token = cl.token(Role::Agent).await;
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(shoal_agent::run_with_runtime(
+        agent_cfg(&cl, "after", Some(token)),
+        Arc::new(FakeRuntime::new()),
+        stop.clone(),
+    ));
+    eventually(
+        Duration::from_secs(30),
+        "a node joined after the loss",
+        || async {
+            let nodes = cl.client_of(&[1, 2]).nodes().await.ok()?;
+            nodes
+                .iter()
+                .any(|n| n.name == "after" && n.status == "ready")
+                .then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    let _ = agent.await;
+}

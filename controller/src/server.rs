@@ -156,6 +156,10 @@ pub async fn serve(
         }
     };
     let me = Arc::new(pki::Local::load(&cfg.data_dir, cfg.cert_ttl)?);
+    let host = pki::ca::host_of(&advertise);
+    if host == "0.0.0.0" || host == "::" {
+        tracing::warn!(%advertise, "the controller's certificate names only loopback addresses: pass --advertise HOST:PORT so other machines can verify it");
+    }
     let node = raft::open_with_tls(
         &cfg.data_dir,
         id,

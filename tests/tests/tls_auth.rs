@@ -548,3 +548,37 @@ async fn the_ca_key_is_sealed_and_survives_the_loss_of_the_controller_that_made_
     stop.cancel();
     let _ = agent.await;
 }
+
+/// Runs a controller that joins `cl` with `token`; its error.
+async fn controller_join_error(cl: &Cluster, token: Option<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = shoal_controller::ControllerConfig::new(dir.path().join("c"), addr);
+    cfg.advertise = Some(addr.to_string());
+    cfg.bootstrap = shoal_controller::Bootstrap::Join(cl.addr(0));
+    cfg.token = token;
+    let run = shoal_controller::serve(cfg, listener, CancellationToken::new());
+    let err = match tokio::time::timeout(Duration::from_secs(40), run).await {
+        Ok(Err(e)) => format!("{e:#}"),
+        Ok(Ok(())) => panic!("the controller joined"),
+        Err(_) => panic!("the controller neither joined nor gave up"),
+    };
+    assert!(
+        !dir.path().join("c").join("node-id").exists(),
+        "a refused controller stored an id"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_needs_the_controller_token_to_join() {
+    let cl = Cluster::start(1, &[]).await;
+    let err = controller_join_error(&cl, None).await;
+    assert!(err.contains("--join needs --token"), "{err}");
+    let agent_token = cl.token(Role::Agent).await;
+    let err = controller_join_error(&cl, Some(agent_token)).await;
+    assert!(err.contains("not valid for a controller"), "{err}");
+    let status = cl.client().cluster_status().await.unwrap();
+    assert_eq!(status.members.len(), 1, "no member was added: {status:?}");
+}

@@ -16,6 +16,7 @@
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`gpu`]: this node's GPUs ([`gpu::GpuInventory`]: NVML, an inventory file, or a
 //!   fake), rediscovered periodically and reported to the controller when they change.
+//! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types).
 //!
@@ -37,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub mod convert;
+pub mod credentials;
 pub mod disconnect;
 pub mod gpu;
 pub mod logs;
@@ -75,6 +77,12 @@ pub struct AgentConfig {
     pub gpus: gpu::GpuSource,
     /// How often GPUs are rediscovered.
     pub gpu_rediscover_interval: Duration,
+    /// Join token, needed on the first start only (later starts reuse the credentials
+    /// in `DATA_DIR/tls/`).
+    pub token: Option<String>,
+    /// Talk to the controller without TLS. Only tests against in-process fake
+    /// controllers set it: real controllers have no plaintext listener.
+    pub plaintext: bool,
 }
 
 impl Default for AgentConfig {
@@ -92,6 +100,8 @@ impl Default for AgentConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             gpus: gpu::GpuSource::default(),
             gpu_rediscover_interval: gpu::REDISCOVER_INTERVAL,
+            token: None,
+            plaintext: false,
         }
     }
 }
@@ -121,6 +131,23 @@ pub async fn run_with_runtime(
     )
     .await
     .context("discover GPUs")?;
+    let credentials = if cfg.plaintext {
+        None
+    } else {
+        let obtain = credentials::AgentCredentials::obtain(
+            &cfg.data_dir,
+            &cfg.name,
+            &cfg.controllers,
+            cfg.token.as_deref(),
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            c = obtain => Some(c?),
+        }
+    };
+    let renewal = credentials
+        .clone()
+        .map(|c| tokio::spawn(c.renew_loop(shutdown.child_token())));
     let stop_supervisor = shutdown.child_token();
     let contact = disconnect::Contact::new();
     let (handle, events) = supervisor::spawn_with_contact(
@@ -142,6 +169,7 @@ pub async fn run_with_runtime(
             heartbeat_interval: cfg.heartbeat_interval,
             gpus,
             contact,
+            tls: credentials.as_ref().map(|c| c.tls.clone()),
         },
         runtime,
         handle,
@@ -150,6 +178,9 @@ pub async fn run_with_runtime(
     )
     .await;
     stop_supervisor.cancel();
+    if let Some(r) = renewal {
+        r.abort();
+    }
     info!(node = %cfg.name, "agent stopped");
     result
 }

@@ -44,6 +44,8 @@ pub struct SessionConfig {
     pub gpus: tokio::sync::watch::Receiver<Vec<crate::gpu::GpuDevice>>,
     /// Touched on every message from the controller (the disconnect policy reads it).
     pub contact: crate::disconnect::Contact,
+    /// The node's certificate; `None` only against in-process fake controllers.
+    pub tls: Option<shoal_tls::ClientTls>,
 }
 
 enum Ended {
@@ -145,6 +147,17 @@ fn ended_by(status: tonic::Status, established: bool) -> Ended {
     }
 }
 
+async fn connect(
+    endpoint: Endpoint,
+    tls: Option<&shoal_tls::ClientTls>,
+) -> Result<tonic::transport::Channel, String> {
+    match tls {
+        Some(tls) => tls.connect(endpoint).await,
+        None => endpoint.connect().await,
+    }
+    .map_err(|e| shoal_tls::join::error_chain(&e))
+}
+
 /// The local IP this host uses to reach `addr` (no packet is sent).
 async fn source_ip(addr: &str) -> Option<IpAddr> {
     let target: SocketAddr = tokio::net::lookup_host(addr).await.ok()?.next()?;
@@ -182,7 +195,7 @@ async fn session(
     };
     let channel = tokio::select! {
         _ = shutdown.cancelled() => return Ended::Shutdown,
-        c = endpoint.connect() => match c {
+        c = connect(endpoint, cfg.tls.as_ref()) => match c {
             Ok(c) => c,
             Err(e) => return failed(format!("connect: {e}")),
         },

@@ -118,6 +118,8 @@ async fn follows_the_leader_reports_and_streams_logs() {
             .into_iter()
             .collect(),
         heartbeat_interval: Duration::from_millis(50),
+        // The fake controllers here serve plaintext.
+        plaintext: true,
         ..AgentConfig::default()
     };
     let agent = tokio::spawn(shoal_agent::run_with_runtime(

@@ -38,8 +38,8 @@ pub struct GlobalArgs {
         value_name = "ADDR[,ADDR..]"
     )]
     pub addr: Addrs,
-    /// Directory holding ca.pem, cert.pem and key.pem. Accepted but not used yet: shoal
-    /// speaks plaintext gRPC until mTLS exists.
+    /// Directory holding ca.pem, cert.pem and key.pem (the cluster CA, a certificate and
+    /// its key). Default: what `shoal login` or `shoal up` wrote to ~/.config/shoal/config.
     #[arg(long, global = true, env = "SHOAL_CREDENTIALS", value_name = "DIR")]
     pub credentials: Option<PathBuf>,
     /// Output format of client commands.
@@ -96,6 +96,37 @@ pub enum Command {
     /// Move a service's replicas (start-first, update_config.parallelism at a time) until
     /// they are spread as evenly as placement allows, e.g. after a node came back.
     Rebalance(RebalanceArgs),
+    /// Show or rotate the join tokens agents and controllers join with.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Point this CLI at a cluster: check `--addr` and `--credentials` work and save them
+    /// to ~/.config/shoal/config (or $XDG_CONFIG_HOME/shoal/config).
+    Login,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the current join token for a role.
+    Show { role: TokenRole },
+    /// Replace a role's join token: the old one stops working (nodes that joined stay).
+    Rotate { role: TokenRole },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Agent,
+    Controller,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Agent => "agent",
+            TokenRole::Controller => "controller",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,9 +206,12 @@ pub struct ControllerArgs {
     /// Join the cluster that ADDR belongs to.
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
-    /// Join token. Accepted but not checked yet (join tokens come with mTLS).
-    #[arg(long, value_name = "T")]
+    /// Controller join token, with --join (`shoal token show controller`).
+    #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
     pub token: Option<String>,
+    /// Lifetime of the node certificates this controller issues (e.g. 90d, 12h, 30s).
+    #[arg(long, value_name = "DUR", default_value = "90d", value_parser = parse_duration, hide = true)]
+    pub cert_ttl: std::time::Duration,
     /// Raft leader heartbeat period.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
@@ -223,8 +257,9 @@ pub struct AgentArgs {
     /// [{"uuid":"GPU-…","index":0,"model":"…","memory_bytes":N}]. Reread every 30 s.
     #[arg(long, value_name = "FILE")]
     pub gpu_inventory: Option<PathBuf>,
-    /// Join token. Accepted but not checked yet (join tokens come with mTLS).
-    #[arg(long, value_name = "T")]
+    /// Agent join token, needed the first time this node joins (`shoal token show
+    /// agent`); later starts reuse the certificate in DATA_DIR/tls.
+    #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
     pub token: Option<String>,
 }
 
@@ -368,6 +403,35 @@ pub fn parse_scale(s: &str) -> Result<ScaleTarget, String> {
     })
 }
 
+/// `N` followed by `s`, `m`, `h` or `d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: expected e.g. 30s, 10m, 12h or 90d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a duration: the unit must be s, m, h or d"
+            ))
+        }
+    };
+    if n == 0 {
+        return Err(format!(
+            "`{s}` is not a usable lifetime: it must be more than 0"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
+}
+
 /// `k=v[,k=v..]`; keys non-empty and not repeated, values may be empty.
 pub fn parse_labels(s: &str) -> Result<Labels, String> {
     let mut labels = BTreeMap::new();
@@ -397,6 +461,31 @@ mod tests {
 
     fn addrs(v: &[&str]) -> Addrs {
         Addrs(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn token_commands() {
+        let c = parse(&["token", "rotate", "agent"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Token {
+                command: TokenCommand::Rotate {
+                    role: TokenRole::Agent
+                }
+            }
+        ));
+        assert!(parse(&["token", "show", "admin"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use shoal_proto::pb::control_client::ControlClient;
+use shoal_proto::pb::pki_client::PkiClient;
+use shoal_tls::ClientTls;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -26,6 +28,9 @@ pub struct Client {
     addrs: Vec<String>,
     /// The controller that answered last, tried first.
     current: Option<(String, Channel)>,
+    /// The credentials to present (`Err`: why there are none, said at the first call).
+    /// Plaintext (`Ok(None)`) only reaches the in-process fakes of unit tests.
+    tls: Result<Option<ClientTls>, String>,
 }
 
 /// Why one address did not give an answer.
@@ -59,10 +64,22 @@ pub fn endpoint_uri(addr: &str) -> String {
 }
 
 impl Client {
+    /// A plaintext client, for the in-process fake controllers of unit tests only.
+    #[cfg(test)]
     pub fn new(addrs: &Addrs) -> Client {
         Client {
             addrs: addrs.0.clone(),
             current: None,
+            tls: Ok(None),
+        }
+    }
+
+    /// A client presenting `tls` (or failing every call with the reason there is none).
+    pub fn with_tls(addrs: &Addrs, tls: Result<ClientTls, String>) -> Client {
+        Client {
+            addrs: addrs.0.clone(),
+            current: None,
+            tls: tls.map(Some),
         }
     }
 
@@ -70,6 +87,23 @@ impl Client {
     pub async fn call<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
     where
         F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_channel(|ch| f(ControlClient::new(ch))).await
+    }
+
+    /// Like [`Client::call`], for the `Pki` service (tokens).
+    pub async fn call_pki<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(PkiClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_channel(|ch| f(PkiClient::new(ch))).await
+    }
+
+    async fn call_channel<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
@@ -95,7 +129,7 @@ impl Client {
     /// One pass over the addresses. `Unreachable` carries the message naming them all.
     async fn call_once<T, F, Fut>(&mut self, f: &mut F) -> Result<T, Miss>
     where
-        F: FnMut(ControlClient<Channel>) -> Fut,
+        F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut candidates = Vec::new();
@@ -128,7 +162,7 @@ impl Client {
 
     async fn call_at<T, F, Fut>(&mut self, addr: String, f: &mut F) -> Result<T, Miss>
     where
-        F: FnMut(ControlClient<Channel>) -> Fut,
+        F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let origin = addr.clone();
@@ -147,23 +181,20 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let status =
-                match tokio::time::timeout(REQUEST_TIMEOUT, f(ControlClient::new(channel.clone())))
-                    .await
-                {
-                    Ok(Ok(reply)) => {
-                        self.current = Some((target, channel));
-                        return Ok(reply.into_inner());
-                    }
-                    Ok(Err(status)) => status,
-                    Err(_) => {
-                        self.forget(&target);
-                        return Err(Miss::Unavailable(anyhow::anyhow!(
-                            "the controller at {target} did not answer within {}s",
-                            REQUEST_TIMEOUT.as_secs()
-                        )));
-                    }
-                };
+            let status = match tokio::time::timeout(REQUEST_TIMEOUT, f(channel.clone())).await {
+                Ok(Ok(reply)) => {
+                    self.current = Some((target, channel));
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    self.forget(&target);
+                    return Err(Miss::Unavailable(anyhow::anyhow!(
+                        "the controller at {target} did not answer within {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    )));
+                }
+            };
             if let Some(leader) = leader_hint(&status) {
                 if hops < MAX_HOPS && leader != target {
                     tracing::debug!(from = %target, to = %leader, "following the leader hint");
@@ -203,15 +234,32 @@ impl Client {
                 message: format!("`{addr}` is not a controller address: {e}"),
             })
         })?;
-        endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| {
-                tracing::debug!(addr, error = %e, "connect failed");
+        let endpoint = endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
+        let connected = match &self.tls {
+            Ok(Some(tls)) => tls.connect(endpoint).await,
+            Ok(None) => endpoint.connect().await,
+            Err(why) => {
+                return Err(Miss::Refused(ApiError {
+                    code: Code::Unauthenticated,
+                    message: why.clone(),
+                }))
+            }
+        };
+        connected.map_err(|e| {
+            let chain = shoal_tls::join::error_chain(&e);
+            tracing::debug!(addr, error = %chain, "connect failed");
+            // A TLS refusal is an answer: retrying elsewhere will not change it.
+            if chain.contains("certificate") || chain.contains("alert") {
+                Miss::Refused(ApiError {
+                    code: Code::Unauthenticated,
+                    message: format!(
+                        "TLS with {addr} failed ({chain}): are these credentials for this cluster, and still valid?"
+                    ),
+                })
+            } else {
                 Miss::Unreachable(addr.to_string())
-            })
+            }
+        })
     }
 
     fn forget(&mut self, addr: &str) {

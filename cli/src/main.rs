@@ -21,6 +21,7 @@ mod error;
 mod fake_control;
 mod leader;
 mod logging;
+mod login;
 mod output;
 mod progress;
 mod signal;

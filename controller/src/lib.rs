@@ -13,6 +13,7 @@
 //! - [`liveness`]: heartbeats in the leader's memory; only transitions are written.
 //! - [`leader`]: the loop that runs the reconciler and liveness on the leader.
 //! - [`api`]: the gRPC services (`Control`, `AgentSession`) and prost conversions.
+//! - [`pki`]: the cluster CA, join tokens, certificates, the TLS listener and roles.
 //! - [`server`]: wiring: open the node, serve one port, run the leader loop.
 //!
 //! This crate must not talk to Docker: agents do.
@@ -29,6 +30,7 @@ pub mod leader;
 pub mod liveness;
 pub mod logs;
 pub mod membership;
+pub mod pki;
 pub mod raft;
 pub mod rebalance;
 pub mod reconciler;
@@ -36,4 +38,4 @@ pub mod scheduler;
 pub mod server;
 pub mod state;
 
-pub use server::{run, serve, Bootstrap, ControllerConfig};
+pub use server::{run, serve, Bootstrap, ControllerConfig, InitCa};

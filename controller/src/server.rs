@@ -6,6 +6,10 @@
 //! original command line. A new `--init` controller is member 1 of a new group; a new
 //! `--join ADDR` controller asks the cluster at ADDR for an id, is added as a learner and
 //! is promoted to voter by the leader once it has caught up.
+//!
+//! Security: `--init` creates the cluster CA and admin credentials; `--join` needs a
+//! controller token and gets a certificate and the cluster key over TLS pinned to the
+//! token's CA digest. Everything is served behind mutual TLS ([`crate::pki`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,12 +19,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use shoal_proto::pb;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::api::{self, Context};
 use crate::faults::Faults;
 use crate::liveness::Liveness;
 use crate::logs::LogRouter;
 use crate::membership;
+use crate::pki;
 use crate::raft::{self, RaftTimings};
 
 /// How long a stopping controller waits for Raft's background tasks to close its
@@ -53,6 +59,28 @@ pub struct ControllerConfig {
     pub propose_timeout: Duration,
     /// How long a read may wait to confirm leadership ([`api::READ_TIMEOUT`] by default).
     pub read_timeout: Duration,
+    /// `--join`: the controller join token (`shoal token show controller`).
+    pub token: Option<String>,
+    /// Lifetime of the node certificates this controller issues and of its own.
+    pub cert_ttl: Duration,
+    /// Lifetime of the admin credentials `--init` writes to `DATA_DIR/admin/`.
+    pub admin_cert_ttl: Duration,
+    /// `--init` with this CA instead of a new one. Tests set it to mint certificates of
+    /// their own (expired ones, other roles); production never does.
+    pub init_ca: Option<InitCa>,
+}
+
+/// A CA's certificate and key (PEM), for [`ControllerConfig::init_ca`].
+#[derive(Clone)]
+pub struct InitCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for InitCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InitCa { .. }")
+    }
 }
 
 impl ControllerConfig {
@@ -67,6 +95,10 @@ impl ControllerConfig {
             faults: Arc::default(),
             propose_timeout: api::PROPOSE_TIMEOUT,
             read_timeout: api::READ_TIMEOUT,
+            token: None,
+            cert_ttl: pki::DEFAULT_CERT_TTL,
+            admin_cert_ttl: pki::DEFAULT_CERT_TTL,
+            init_ca: None,
         }
     }
 }
@@ -95,24 +127,55 @@ pub async fn serve(
         }
         None => {
             let id = match &cfg.bootstrap {
-                Bootstrap::Init => 1,
-                Bootstrap::Join(addrs) => join(addrs, &advertise).await?,
+                Bootstrap::Init => {
+                    let ca = match &cfg.init_ca {
+                        Some(c) => Some(pki::ClusterCa::from_pem(&c.cert_pem, &c.key_pem)?),
+                        None => None,
+                    };
+                    let opts = pki::local::InitOptions {
+                        advertise: advertise.clone(),
+                        ttl: cfg.cert_ttl,
+                        admin_ttl: cfg.admin_cert_ttl,
+                    };
+                    pki::local::init(&cfg.data_dir, &opts, ca)?;
+                    1
+                }
+                Bootstrap::Join(addrs) => {
+                    let token = cfg.token.as_deref().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--join needs --token T: run `shoal token show controller` against the cluster"
+                        )
+                    })?;
+                    pki::local::join(&cfg.data_dir, addrs, &advertise, token)
+                        .await
+                        .with_context(|| format!("join the cluster at {addrs}"))?
+                }
             };
             membership::store_id(&cfg.data_dir, id)?;
             (id, true)
         }
     };
-    let node = raft::open_with_faults(
+    let me = Arc::new(pki::Local::load(&cfg.data_dir, cfg.cert_ttl)?);
+    let host = pki::ca::host_of(&advertise);
+    if host == "0.0.0.0" || host == "::" {
+        tracing::warn!(%advertise, "the controller's certificate names only loopback addresses: pass --advertise HOST:PORT so other machines can verify it");
+    }
+    let node = raft::open_with_tls(
         &cfg.data_dir,
         id,
         advertise.clone(),
         cfg.timings.clone(),
         cfg.faults.clone(),
+        Some(me.client.clone()),
     )
     .await
     .with_context(|| format!("open the controller data dir {}", cfg.data_dir.display()))?;
     if fresh && cfg.bootstrap == Bootstrap::Init {
         raft::initialize_single(&node).await?;
+    }
+    if let Some(record) = pki::local::pending(&cfg.data_dir)? {
+        commit_pki(&node, record).await?;
+        pki::local::clear_pending(&cfg.data_dir)?;
     }
 
     let ctx = Arc::new(Context {
@@ -125,6 +188,7 @@ pub async fn serve(
         propose_timeout: cfg.propose_timeout,
         read_timeout: cfg.read_timeout,
         shutdown: shutdown.clone(),
+        pki: me.clone(),
     });
     tracing::info!(id, listen = %local, %advertise, "controller serving");
 
@@ -133,23 +197,40 @@ pub async fn serve(
         cfg.node_grace,
         shutdown.clone(),
     ));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let renew = tokio::spawn(
+        me.clone()
+            .renew_loop(ctx.node.state.clone(), shutdown.clone()),
+    );
+    // Every service behind TLS; roles per service (see `pki::auth`).
+    let (incoming, accepting) =
+        pki::listener::incoming(listener, me.server.clone(), shutdown.clone());
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .add_service(pb::control_server::ControlServer::new(
-            api::control::ControlService::new(ctx.clone()),
+        .add_service(InterceptedService::new(
+            pb::control_server::ControlServer::new(api::control::ControlService::new(ctx.clone())),
+            pki::auth::ADMIN,
         ))
-        .add_service(pb::agent_session_server::AgentSessionServer::new(
-            api::agent_session::AgentSessionService::new(ctx.clone()),
+        .add_service(InterceptedService::new(
+            pb::agent_session_server::AgentSessionServer::new(
+                api::agent_session::AgentSessionService::new(ctx.clone()),
+            ),
+            pki::auth::AGENT,
         ))
-        .add_service(
+        .add_service(InterceptedService::new(
             raft::RaftPeerService::with_faults(ctx.node.raft.clone(), cfg.faults.clone())
                 .into_server(),
-        )
+            pki::auth::CONTROLLER,
+        ))
+        .add_service(pb::pki_server::PkiServer::new(
+            pki::service::PkiService::new(ctx.clone()),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
         .context("serve gRPC");
     let _ = leader.await;
+    let _ = renew.await;
+    // The port is free again once the accept loop has dropped the listener.
+    let _ = accepting.await;
     if let Err(e) = ctx.node.raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
@@ -161,47 +242,25 @@ pub async fn serve(
     result
 }
 
-/// Asks the cluster (any of `addrs`, following leader hints) to add `advertise` as a
-/// member; returns the id it was given.
-async fn join(addrs: &str, advertise: &str) -> anyhow::Result<u64> {
-    let mut last_error = None;
-    let mut targets: Vec<String> = addrs.split(',').map(|s| s.trim().to_string()).collect();
-    let mut hops = 0;
-    while let Some(addr) = targets.pop() {
-        let attempt = async {
-            let mut client =
-                pb::control_client::ControlClient::connect(format!("http://{addr}")).await?;
-            let reply = client
-                .join_controller(pb::JoinControllerRequest {
-                    address: advertise.to_string(),
-                })
-                .await;
-            anyhow::Ok(reply)
+/// How long `--init` waits to commit its PKI record (it is alone, so it leads at once).
+const COMMIT_PKI_BOUND: Duration = Duration::from_secs(20);
+
+/// Commits the record `--init` made, unless the state already has one.
+async fn commit_pki(node: &raft::RaftNode, record: pki::PkiRecord) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if node.state.read().pki.is_some() {
+            return Ok(());
+        }
+        let cmd = crate::state::Command::SetPki {
+            record: record.clone(),
         };
-        match tokio::time::timeout(Duration::from_secs(15), attempt).await {
-            Ok(Ok(Ok(reply))) => {
-                let id = reply.into_inner().id;
-                tracing::info!(id, via = %addr, "joined the cluster");
-                return Ok(id);
+        match raft::propose(&node.raft, cmd).await {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() > COMMIT_PKI_BOUND => {
+                anyhow::bail!("store the cluster CA in the Raft state: {e}")
             }
-            Ok(Ok(Err(status))) => {
-                let hint = status
-                    .metadata()
-                    .get(api::LEADER_HINT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                match hint {
-                    Some(leader) if hops < 3 => {
-                        hops += 1;
-                        targets.push(leader);
-                    }
-                    _ => last_error = Some(anyhow::anyhow!("{addr}: {}", status.message())),
-                }
-            }
-            Ok(Err(e)) => last_error = Some(anyhow::anyhow!("{addr}: {e}")),
-            Err(_) => last_error = Some(anyhow::anyhow!("{addr}: no answer within 15 s")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no address given")))
-        .with_context(|| format!("join the cluster at {addrs}"))
 }

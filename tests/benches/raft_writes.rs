@@ -8,6 +8,8 @@
 //! scaled to the replica count it already has (0), so the reconciler has nothing to add
 //! and the figures measure the write path alone.
 //!
+//! Every call is mutual TLS with the admin credentials, as in production.
+//!
 //! Prints ops/s and latency percentiles; asserts nothing.
 //! Run: `cargo bench -p shoal-tests --bench raft_writes`
 //! (`SHOAL_BENCH_SECS` sets the measuring time per run, default 5).
@@ -27,6 +29,8 @@ const STACK: &str = "bench";
 const SERVICE: &str = "bench/web";
 /// Bound on every wait for the cluster to form.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The admin credentials controller 1's `--init` wrote; every client presents them.
+static ADMIN: std::sync::OnceLock<shoal_tls::ClientTls> = std::sync::OnceLock::new();
 
 fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::var("SHOAL_BENCH_SECS")
@@ -171,12 +175,38 @@ async fn start_cluster(
             None => Bootstrap::Init,
             Some(first) => Bootstrap::Join(String::clone(first)),
         };
+        if let Some(first) = addrs.first() {
+            let admin = ADMIN.get().expect("controller 1 wrote admin credentials");
+            cfg.token = Some(
+                shoal_tls::join::show_token(
+                    &[String::clone(first)],
+                    admin,
+                    shoal_tls::Role::Controller,
+                    SETUP_TIMEOUT,
+                )
+                .await?,
+            );
+        }
         servers.push(tokio::spawn(shoal_controller::serve(
             cfg,
             listener,
             shutdown.clone(),
         )));
         addrs.push(addr.to_string());
+        if i == 0 {
+            let admin_dir = dir.join("controller-0").join("admin");
+            let start = Instant::now();
+            let creds = loop {
+                if let Ok(Some(c)) = shoal_tls::CredentialFiles::load(&admin_dir) {
+                    break c;
+                }
+                if start.elapsed() > SETUP_TIMEOUT {
+                    anyhow::bail!("no admin credentials in {}", admin_dir.display());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let _ = ADMIN.set(shoal_tls::ClientTls::from_credentials(&creds)?);
+        }
         wait_for_voters(&addrs).await?;
     }
     Ok((addrs, servers))
@@ -227,10 +257,12 @@ async fn leader_addr(addrs: &[String]) -> anyhow::Result<String> {
 }
 
 async fn connect(addr: &str) -> anyhow::Result<ControlClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let endpoint = shoal_tls::client::endpoint(addr)?
         .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+        .tcp_nodelay(true);
+    let admin = ADMIN
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("no admin credentials yet"))?;
+    let channel = admin.connect(endpoint).await?;
     Ok(ControlClient::new(channel))
 }

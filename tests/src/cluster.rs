@@ -13,6 +13,10 @@
 //! - find the [`Cluster::leader`], talk to the cluster through a [`Client`] that follows
 //!   leader hints, or to one controller through [`Cluster::direct`].
 //!
+//! Security is real: the first controller is `--init`ed with the harness's own CA
+//! ([`Cluster::ca`]), the others join with the controller token, agents with the agent
+//! token, and every client call uses the admin credentials `--init` wrote.
+//!
 //! Waiting is always bounded polling ([`eventually`]); nothing relies on a fixed sleep.
 //! Dropping the cluster cancels every controller and agent, also when the test panics.
 
@@ -27,13 +31,15 @@ use shoal_agent::gpu::{fake::FakeInventory, GpuSource};
 use shoal_agent::runtime::fake::FakeRuntime;
 use shoal_agent::AgentConfig;
 use shoal_controller::faults::Faults;
+use shoal_controller::pki::ClusterCa;
 use shoal_controller::raft::RaftTimings;
-use shoal_controller::{Bootstrap, ControllerConfig};
+use shoal_controller::{Bootstrap, ControllerConfig, InitCa};
 use shoal_proto::pb::{self, control_client::ControlClient};
 use shoal_proto::spec::{ServiceSpec, StackSpec};
+use shoal_tls::{ClientTls, CredentialFiles, Role};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// The leader hint a follower answers with (`x-shoal-leader`).
@@ -59,6 +65,8 @@ pub struct Options {
     /// How long a node may stay silent before the leader declares it down.
     pub node_grace: Duration,
     pub heartbeat_interval: Duration,
+    /// Lifetime of node certificates (agents renew theirs two thirds into it).
+    pub cert_ttl: Duration,
 }
 
 impl Default for Options {
@@ -74,6 +82,7 @@ impl Default for Options {
             read_timeout: Duration::from_secs(2),
             node_grace: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(100),
+            cert_ttl: shoal_controller::pki::DEFAULT_CERT_TTL,
         }
     }
 }
@@ -116,6 +125,14 @@ pub struct Cluster {
     opts: Options,
     /// Parent of every controller's and agent's token: cancelled on drop.
     root: CancellationToken,
+    /// The cluster CA, made here and given to the first controller's `--init`, so
+    /// tests can mint certificates of their own (other roles, expired ones).
+    pub ca: Arc<ClusterCa>,
+    /// The admin credentials the first controller's `--init` wrote.
+    admin: Option<ClientTls>,
+    /// Join tokens (learnt from the first controller once it runs).
+    controller_token: Option<String>,
+    agent_token: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -176,9 +193,16 @@ impl Cluster {
             killed: BTreeMap::new(),
             opts,
             root: CancellationToken::new(),
+            ca: Arc::new(ClusterCa::generate().expect("make a CA")),
+            admin: None,
+            controller_token: None,
+            agent_token: None,
             _dir: dir,
         };
         for (i, listener) in listeners.into_iter().enumerate() {
+            if i == 1 {
+                cl.controller_token = Some(cl.token(Role::Controller).await);
+            }
             cl.spawn_controller(i, listener);
             let id = eventually(Duration::from_secs(20), "the controller's id", || async {
                 shoal_controller::membership::stored_id(&cl.controllers[i].data_dir)
@@ -187,6 +211,14 @@ impl Cluster {
             })
             .await;
             cl.ids.push(id);
+            if i == 0 {
+                let admin = cl.controllers[0].data_dir.join("admin");
+                let creds = eventually(Duration::from_secs(20), "admin credentials", || async {
+                    CredentialFiles::load(&admin).ok().flatten()
+                })
+                .await;
+                cl.admin = Some(ClientTls::from_credentials(&creds).expect("admin credentials"));
+            }
             let voters = i + 1;
             eventually(
                 Duration::from_secs(30),
@@ -203,6 +235,8 @@ impl Cluster {
             )
             .await;
         }
+        // Agents may also be added later (`add_agent`, `add_agent_with_gpus`).
+        cl.agent_token = Some(cl.token(Role::Agent).await);
         for name in agents {
             cl.spawn_agent(name);
         }
@@ -221,6 +255,12 @@ impl Cluster {
         cfg.node_grace = self.opts.node_grace;
         cfg.propose_timeout = self.opts.propose_timeout;
         cfg.read_timeout = self.opts.read_timeout;
+        cfg.cert_ttl = self.opts.cert_ttl;
+        cfg.token = self.controller_token.clone();
+        cfg.init_ca = Some(InitCa {
+            cert_pem: self.ca.cert_pem().to_string(),
+            key_pem: self.ca.key_pem(),
+        });
         let stop = self.root.child_token();
         let task = tokio::spawn(shoal_controller::serve(cfg, listener, stop.clone()));
         c.running = Some(Running { stop, task });
@@ -251,12 +291,13 @@ impl Cluster {
         let cfg = AgentConfig {
             controllers: self.addrs(),
             name: name.to_string(),
-            data_dir: self._dir.path().join(format!("agent-{name}")),
+            data_dir: self.agent_dir(name),
             heartbeat_interval: self.opts.heartbeat_interval,
             gpus: GpuSource::Inventory(Arc::new(gpus.clone())),
             // The fake inventory is cheap: rediscover often so tests see changes soon.
             gpu_rediscover_interval: Duration::from_millis(200),
             labels: labels.clone(),
+            token: self.agent_token.clone(),
             ..AgentConfig::default()
         };
         let stop = self.root.child_token();
@@ -478,17 +519,46 @@ impl Cluster {
 
     /// A client of the whole cluster: tries every controller, follows leader hints.
     pub fn client(&self) -> Client {
-        Client::new(self.addrs())
+        Client::new(self.addrs(), self.admin_tls())
+    }
+
+    /// The admin credentials' TLS config (the first controller's `DATA_DIR/admin/`).
+    pub fn admin_tls(&self) -> ClientTls {
+        self.admin
+            .clone()
+            .expect("the first controller wrote admin credentials")
+    }
+
+    /// Controller `i`'s data dir (the first one's `admin/` holds the admin credentials,
+    /// each one's `tls/` its own certificate).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.controllers[i].data_dir.clone()
+    }
+
+    /// Agent `name`'s data dir (its `tls/` holds its certificate).
+    pub fn agent_dir(&self, name: &str) -> PathBuf {
+        self._dir.path().join(format!("agent-{name}"))
+    }
+
+    /// The current join token for `role`, asked of the cluster with the admin
+    /// credentials.
+    pub async fn token(&self, role: Role) -> String {
+        shoal_tls::join::show_token(&self.addrs(), &self.admin_tls(), role, CALL_BOUND)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// A client of the controllers in `slots` only (e.g. the side of a partition).
     pub fn client_of(&self, slots: &[usize]) -> Client {
-        Client::new(slots.iter().map(|i| self.addr(*i)).collect())
+        Client::new(
+            slots.iter().map(|i| self.addr(*i)).collect(),
+            self.admin_tls(),
+        )
     }
 
     /// A raw `Control` client of controller `i`, following nothing.
     pub async fn direct(&self, i: usize) -> Result<ControlClient<Channel>, Status> {
-        connect(&self.addr(i)).await
+        connect(&self.addr(i), &self.admin_tls()).await
     }
 
     /// Cancels every controller and agent (also done on drop).
@@ -515,15 +585,17 @@ impl Drop for Cluster {
     }
 }
 
-async fn connect(addr: &str) -> Result<ControlClient<Channel>, Status> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+async fn connect(addr: &str, tls: &ClientTls) -> Result<ControlClient<Channel>, Status> {
+    let endpoint = shoal_tls::client::endpoint(addr)
         .map_err(|e| Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(15));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("connect to {addr}: {e}")))?;
+    let channel = tls.connect(endpoint).await.map_err(|e| {
+        Status::unavailable(format!(
+            "connect to {addr}: {}",
+            shoal_tls::join::error_chain(&e)
+        ))
+    })?;
     Ok(ControlClient::new(channel))
 }
 
@@ -563,12 +635,15 @@ pub struct Client {
     /// Where the next call starts: the controller that answered last, moved on after a
     /// failure (so a client does not keep sending to an isolated old leader).
     first: Arc<std::sync::atomic::AtomicUsize>,
+    /// The credentials it calls with.
+    tls: ClientTls,
 }
 
 impl Client {
-    pub fn new(addrs: Vec<String>) -> Client {
+    pub fn new(addrs: Vec<String>, tls: ClientTls) -> Client {
         Client {
             addrs,
+            tls,
             bound: CALL_BOUND,
             first: Arc::default(),
         }
@@ -611,7 +686,7 @@ impl Client {
                 }
             };
             let slot = self.addrs.iter().position(|a| *a == addr).unwrap_or(0);
-            let client = match connect(&addr).await {
+            let client = match connect(&addr, &self.tls).await {
                 Ok(c) => c,
                 Err(e) => {
                     last = e;

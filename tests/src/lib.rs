@@ -161,6 +161,9 @@ pub struct ShoalUp {
     log: PathBuf,
     /// More `shoal up` flags (e.g. `--gpu-inventory FILE`).
     extra: Vec<String>,
+    /// `XDG_CONFIG_HOME` of this instance's `shoal up` and CLI calls, so the CLI
+    /// config `up` writes (pointing at its admin credentials) is this test's own.
+    pub config_home: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -181,6 +184,7 @@ impl ShoalUp {
             child: None,
             log: tmp.path().join("shoal-up.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            config_home: tmp.path().join("config"),
             _tmp: Some(tmp),
         };
         remove_node_containers(node);
@@ -206,6 +210,8 @@ impl ShoalUp {
             .arg(&self.data_dir)
             .args(&self.extra)
             .env("SHOAL_LOG", "info,shoal_controller=debug,shoal_agent=debug")
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("SHOAL_CREDENTIALS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -255,6 +261,8 @@ impl ShoalUp {
         Command::new(shoal_bin())
             .args(args)
             .args(["--addr", &self.addr])
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("SHOAL_CREDENTIALS")
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")
@@ -266,6 +274,8 @@ impl ShoalUp {
             .current_dir(dir)
             .args(args)
             .args(["--addr", &self.addr])
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("SHOAL_CREDENTIALS")
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")

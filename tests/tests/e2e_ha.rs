@@ -107,7 +107,13 @@ impl HaCluster {
             if i == 0 {
                 args.push("--init".to_string());
             } else {
-                args.extend(["--join".to_string(), addrs[0].clone()]);
+                let token = cluster.token(&addrs[..1], "controller");
+                args.extend([
+                    "--join".to_string(),
+                    addrs[0].clone(),
+                    "--token".to_string(),
+                    token,
+                ]);
             }
             args.extend(TIMINGS.iter().map(|s| s.to_string()));
             let log = cluster.tmp.path().join(format!("controller-{i}.log"));
@@ -132,8 +138,11 @@ impl HaCluster {
 
         let agent_data = cluster.tmp.path().join("agent");
         let agent_log = cluster.tmp.path().join("agent.log");
+        let token = cluster.token(&addrs, "agent");
         let args = vec![
             "agent".to_string(),
+            "--token".to_string(),
+            token,
             "--addr".to_string(),
             addrs.join(","),
             "--name".to_string(),
@@ -154,7 +163,7 @@ impl HaCluster {
 
     /// `shoal cluster status --format json` through `addrs`, if it answered.
     fn status(&self, addrs: &[String]) -> Option<Value> {
-        let out = shoal_at(addrs, &["cluster", "status", "--format", "json"]);
+        let out = self.shoal_at(addrs, &["cluster", "status", "--format", "json"]);
         if !out.status.success() {
             return None;
         }
@@ -162,7 +171,7 @@ impl HaCluster {
     }
 
     fn node_ready(&self, addrs: &[String]) -> bool {
-        let out = shoal_at(addrs, &["nodes", "--format", "json"]);
+        let out = self.shoal_at(addrs, &["nodes", "--format", "json"]);
         let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
             return false;
         };
@@ -224,14 +233,29 @@ impl Drop for HaCluster {
     }
 }
 
-/// Runs a client command with `--addr` set to `addrs`.
-fn shoal_at(addrs: &[String], args: &[&str]) -> Output {
-    Command::new(shoal_bin())
-        .args(args)
-        .args(["--addr", &addrs.join(",")])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shoal")
+impl HaCluster {
+    /// Runs a client command with `--addr` set to `addrs` and the admin credentials
+    /// the first controller's `--init` wrote.
+    fn shoal_at(&self, addrs: &[String], args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .args(args)
+            .args(["--addr", &addrs.join(",")])
+            .arg("--credentials")
+            .arg(self.tmp.path().join("controller-0").join("admin"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal")
+    }
+
+    /// `shoal token show ROLE`, once the first controller answers.
+    fn token(&self, addrs: &[String], role: &str) -> String {
+        eventually(Duration::from_secs(30), "a join token", || {
+            let out = self.shoal_at(addrs, &["token", "show", role]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+    }
 }
 
 fn write_stack(dir: &Path, stack: &str, replicas: u32) -> PathBuf {
@@ -267,7 +291,7 @@ fn killing_the_leader_keeps_deploys_working_and_containers_running() {
     // A first stack, deployed through any controller.
     let first = "e2eha1";
     let file = write_stack(dir.path(), first, 2);
-    let out = shoal_at(&all, &["deploy", "-c", file.to_str().unwrap()]);
+    let out = cluster.shoal_at(&all, &["deploy", "-c", file.to_str().unwrap()]);
     assert!(out.status.success(), "first deploy failed: {}", text(&out));
     let before = running_containers(first);
     assert_eq!(before.len(), 2, "two containers of {first}: {before:?}");
@@ -282,7 +306,7 @@ fn killing_the_leader_keeps_deploys_working_and_containers_running() {
     // then exits 0 only once its replica runs, so the agent has followed the new leader.
     let second = "e2eha2";
     let file = write_stack(dir.path(), second, 1);
-    let out = shoal_at(&survivors, &["deploy", "-c", file.to_str().unwrap()]);
+    let out = cluster.shoal_at(&survivors, &["deploy", "-c", file.to_str().unwrap()]);
     let deployed = killed_at.elapsed();
     assert!(
         out.status.success(),
@@ -309,7 +333,7 @@ fn killing_the_leader_keeps_deploys_working_and_containers_running() {
         (killed_at.elapsed() > grace_over && cluster.node_ready(&survivors)).then_some(())
     });
     // Every replica of the first stack still runs, in the same containers.
-    let out = shoal_at(&survivors, &["ps", first, "--format", "json"]);
+    let out = cluster.shoal_at(&survivors, &["ps", first, "--format", "json"]);
     assert!(out.status.success(), "ps failed: {}", text(&out));
     let ps: Value = serde_json::from_slice(&out.stdout).expect("ps prints JSON");
     let mut listed: Vec<String> = ps

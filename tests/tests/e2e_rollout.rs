@@ -114,9 +114,11 @@ fn deploy_sampling(up: &ShoalUp, stack: &str, file: &std::path::Path, port: u16)
     // Bounded: the deploy itself times out long before any of these.
     let states = {
         let (seen, addr, stack) = (seen.clone(), up.addr.clone(), stack.to_string());
+        let config_home = up.config_home.clone();
         sample(&done, 3_000, Duration::from_millis(100), move || {
             let out = std::process::Command::new(shoal_bin())
                 .args(["ps", &stack, "--format", "json", "--addr", &addr])
+                .env("XDG_CONFIG_HOME", &config_home)
                 .output()
                 .expect("run shoal ps");
             if let Ok(Value::Array(ps)) = serde_json::from_slice::<Value>(&out.stdout) {

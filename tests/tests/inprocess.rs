@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Cluster {
     addr: String,
+    admin: shoal_tls::ClientTls,
     agents: BTreeMap<String, FakeRuntime>,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
@@ -35,6 +36,16 @@ async fn cluster(nodes: &[&str]) -> Cluster {
         listener.local_addr().unwrap(),
     );
     tokio::spawn(shoal_controller::serve(cfg, listener, shutdown.clone()));
+    // `--init` wrote admin credentials; agents join with the agent token.
+    let admin = admin_tls(&dir.path().join("controller").join("admin")).await;
+    let token = shoal_tls::join::show_token(
+        std::slice::from_ref(&addr),
+        &admin,
+        shoal_tls::Role::Agent,
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the agent token");
     let mut agents = BTreeMap::new();
     for name in nodes {
         let fake = FakeRuntime::new();
@@ -43,6 +54,7 @@ async fn cluster(nodes: &[&str]) -> Cluster {
             name: name.to_string(),
             data_dir: dir.path().join(name),
             heartbeat_interval: Duration::from_millis(100),
+            token: Some(token.clone()),
             ..AgentConfig::default()
         };
         tokio::spawn(shoal_agent::run_with_runtime(
@@ -54,16 +66,30 @@ async fn cluster(nodes: &[&str]) -> Cluster {
     }
     Cluster {
         addr,
+        admin,
         agents,
         shutdown,
         _dir: dir,
     }
 }
 
-async fn client(addr: &str) -> ControlClient<tonic::transport::Channel> {
+/// The admin credentials in `dir`, once the controller has written them (at most 5 s).
+async fn admin_tls(dir: &std::path::Path) -> shoal_tls::ClientTls {
     for _ in 0..100 {
-        if let Ok(c) = ControlClient::connect(format!("http://{addr}")).await {
-            return c;
+        if let Ok(Some(c)) = shoal_tls::CredentialFiles::load(dir) {
+            return shoal_tls::ClientTls::from_credentials(&c).expect("admin credentials");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no admin credentials in {}", dir.display());
+}
+
+async fn client(cl: &Cluster) -> ControlClient<tonic::transport::Channel> {
+    let addr = &cl.addr;
+    for _ in 0..100 {
+        let endpoint = shoal_tls::client::endpoint(addr).expect("an address");
+        if let Ok(c) = cl.admin.connect(endpoint).await {
+            return ControlClient::new(c);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -139,7 +165,7 @@ fn running_per_node(rows: &[pb::TaskRow]) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_spread_over_agents_and_a_failed_one_is_replaced() {
     let cl = cluster(&["n1", "n2", "n3"]).await;
-    let mut c = client(&cl.addr).await;
+    let mut c = client(&cl).await;
     wait_ready(&mut c, 3).await;
     let reply = c
         .deploy(pb::DeployRequest {
@@ -206,7 +232,7 @@ async fn replicas_spread_over_agents_and_a_failed_one_is_replaced() {
 async fn a_pull_failure_is_reported_with_its_reason() {
     let cl = cluster(&["n1"]).await;
     cl.agents["n1"].fail_pull("img:1", "manifest unknown: img:1 not found");
-    let mut c = client(&cl.addr).await;
+    let mut c = client(&cl).await;
     for _ in 0..100 {
         if c.deploy(pb::DeployRequest {
             stack_json: serde_json::to_vec(&stack(1)).unwrap(),
@@ -229,7 +255,7 @@ async fn a_pull_failure_is_reported_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_label_and_activate_steer_placement() {
     let cl = cluster(&["n1", "n2"]).await;
-    let mut c = client(&cl.addr).await;
+    let mut c = client(&cl).await;
     wait_ready(&mut c, 2).await;
     let mut spec = stack(4);
     let web = spec.services.get_mut("web").unwrap();

@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use shoal_controller::ControllerConfig;
+use shoal_controller::pki::ClusterCa;
 use shoal_proto::pb;
 use shoal_proto::pb::agent_session_client::AgentSessionClient;
 use shoal_proto::spec::{
     Constraint, ConstraintField, PortMode, PortSpec, Protocol, ServiceSpec, StackSpec,
 };
-use shoal_tests::cluster::Client;
+use shoal_tests::cluster::Cluster;
+use shoal_tls::{ClientTls, CredentialFiles, Identity, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +27,14 @@ struct Agent {
 }
 
 impl Agent {
-    async fn connect(addr: &str, name: &str, ip: &str, stop: &CancellationToken) -> Agent {
+    /// Opens node `name`'s session with a certificate for it, minted with the cluster's CA.
+    async fn connect(
+        ca: &ClusterCa,
+        addr: &str,
+        name: &str,
+        ip: &str,
+        stop: &CancellationToken,
+    ) -> Agent {
         let (up, rx) = mpsc::channel(64);
         up.send(pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
@@ -39,9 +47,25 @@ impl Agent {
         })
         .await
         .expect("queue hello");
-        let mut client = AgentSessionClient::connect(format!("http://{addr}"))
+        let (cert_pem, key_pem) = ca
+            .issue_with_key(
+                &Identity::new(Role::Agent, name),
+                &[],
+                std::time::SystemTime::now(),
+                Duration::from_secs(3600),
+            )
+            .expect("mint an agent certificate");
+        let tls = ClientTls::from_credentials(&CredentialFiles {
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem,
+            key_pem,
+        })
+        .expect("agent TLS config");
+        let channel = tls
+            .connect(shoal_tls::client::endpoint(addr).expect("endpoint"))
             .await
             .expect("connect to the controller");
+        let mut client = AgentSessionClient::new(channel);
         let down = client
             .session(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
@@ -157,21 +181,15 @@ fn task_of(a: &pb::Assignments, service: &str) -> Option<String> {
 #[tokio::test]
 async fn agents_hear_names_and_mesh_ports_follow_ready_replicas() {
     shoal_tests::cluster::init_tracing();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    // One controller, no agents of its own: the three sessions below are the test's.
+    let cl = Cluster::start(1, &[]).await;
+    let addr = cl.addrs()[0].clone();
     let stop = CancellationToken::new();
     let _stop_on_exit = stop.clone().drop_guard();
-    let cfg = ControllerConfig::new(dir.path().join("c"), listener.local_addr().expect("addr"));
-    tokio::spawn(shoal_controller::serve(cfg, listener, stop.clone()));
-
-    let client = Client::new(vec![addr.clone()]);
-    // The controller needs a moment to elect itself: Client retries within its bound.
-    let mut n1 = Agent::connect(&addr, "n1", "192.0.2.1", &stop).await;
-    let mut n2 = Agent::connect(&addr, "n2", "192.0.2.2", &stop).await;
-    let mut n3 = Agent::connect(&addr, "n3", "192.0.2.3", &stop).await;
+    let client = cl.client();
+    let mut n1 = Agent::connect(&cl.ca, &addr, "n1", "192.0.2.1", &stop).await;
+    let mut n2 = Agent::connect(&cl.ca, &addr, "n2", "192.0.2.2", &stop).await;
+    let mut n3 = Agent::connect(&cl.ca, &addr, "n3", "192.0.2.3", &stop).await;
 
     let mut web = on("web", "n1");
     web.ports = vec![PortSpec {

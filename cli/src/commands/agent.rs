@@ -8,9 +8,6 @@ use crate::args::{Addrs, AgentArgs};
 use crate::signal;
 
 pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
-    if args.token.is_some() {
-        tracing::warn!("--token is accepted but not checked yet (join tokens come with mTLS)");
-    }
     let name = match args.name {
         Some(n) => n,
         None => super::hostname()?,
@@ -25,6 +22,7 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
         advertise: args.advertise,
         labels: args.labels.map(|l| l.0).unwrap_or_default(),
         gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
+        token: args.token,
         // The agent's own defaults for what the command line does not set.
         ..shoal_agent::AgentConfig::default()
     };

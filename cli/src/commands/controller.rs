@@ -17,8 +17,11 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     if let Some(ControllerCommand::Remove { id }) = args.command {
         return remove(id, &mut ctx()).await;
     }
-    if args.token.is_some() {
-        tracing::warn!("--token is accepted but not checked yet (join tokens come with mTLS)");
+    if args.join.is_some() && args.token.is_none() {
+        return Err(UsageError(
+            "shoal controller --join needs --token T: run `shoal token show controller` against the cluster".into(),
+        )
+        .into());
     }
     let (Some(data_dir), Some(listen)) = (args.data_dir, args.listen) else {
         return Err(UsageError("shoal controller needs --data-dir and --listen".into()).into());
@@ -48,6 +51,8 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     cfg.advertise = args.advertise;
     cfg.bootstrap = bootstrap;
     cfg.node_grace = std::time::Duration::from_millis(args.node_grace_ms);
+    cfg.token = args.token;
+    cfg.cert_ttl = args.cert_ttl;
     cfg.timings = RaftTimings {
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_min_ms: args.election_timeout_ms,

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod deploy;
+pub mod login;
 pub mod logs;
 pub mod node;
 pub mod nodes;
@@ -15,9 +16,10 @@ pub mod rm;
 pub mod rollback;
 pub mod scale;
 pub mod services;
+pub mod token;
 pub mod up;
 
-use crate::args::{Cli, ClusterCommand, Command, Format, GlobalArgs};
+use crate::args::{Cli, ClusterCommand, Command, Format, GlobalArgs, DEFAULT_ADDR};
 use crate::client::Client;
 
 /// What every client command needs: the output format and a connection to the cluster.
@@ -27,13 +29,27 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The client presents the resolved credentials ([`crate::login::resolve`]); a
+    /// missing or broken credentials dir fails the first call, saying what to do. The
+    /// saved address is used when neither `--addr` nor `SHOAL_ADDR` names one.
     fn new(global: &GlobalArgs) -> Ctx {
-        if let Some(dir) = &global.credentials {
-            tracing::debug!(dir = %dir.display(), "--credentials is accepted but unused until mTLS exists");
+        let resolved = crate::login::resolve(global.credentials.as_deref());
+        let mut addrs = global.addr.clone();
+        if let Ok(r) = &resolved {
+            tracing::debug!(dir = %r.dir.display(), "credentials");
+            let defaulted = addrs.0 == [DEFAULT_ADDR] && std::env::var_os("SHOAL_ADDR").is_none();
+            if let (true, Some(saved)) = (defaulted, &r.addr) {
+                if let Ok(a) = crate::args::parse_addrs(saved) {
+                    addrs = a;
+                }
+            }
         }
         Ctx {
             format: global.format,
-            client: Client::new(&global.addr),
+            client: Client::with_tls(
+                &addrs,
+                resolved.map(|r| r.tls).map_err(|e| format!("{e:#}")),
+            ),
         }
     }
 }
@@ -58,6 +74,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => rollback::run(args, &mut Ctx::new(&global)).await,
         Command::Node { command } => node::run(command, &mut Ctx::new(&global)).await,
         Command::Rebalance(args) => rebalance::run(args, &mut Ctx::new(&global)).await,
+        Command::Token { command } => token::run(command, &mut Ctx::new(&global)).await,
+        Command::Login => {
+            let addr = global.addr.0.join(",");
+            login::run(&mut Ctx::new(&global), global.credentials.as_deref(), &addr).await
+        }
     }
 }
 

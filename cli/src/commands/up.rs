@@ -1,13 +1,17 @@
 //! `shoal up`: a one-node cluster in one process: a controller (`--init`) and an agent
 //! on the local Docker, until SIGINT/SIGTERM. Containers keep running after it stops.
+//! The controller's admin credentials (`D/controller/admin`) become the local CLI's
+//! (~/.config/shoal/config), and the agent joins with the agent token.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::FutureExt;
 use shoal_controller::{Bootstrap, ControllerConfig};
+use shoal_tls::{ClientTls, CredentialFiles, Role};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{UpArgs, DEFAULT_ADDR};
@@ -57,17 +61,98 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     let shutdown = CancellationToken::new();
+    let admin_dir = data_dir.join("controller").join("admin");
+    let agent_run = run_agent(agent, admin_dir, local.to_string(), shutdown.clone());
     signal::supervise(
         vec![
             (
                 "controller",
                 shoal_controller::serve(controller, listener, shutdown.clone()).boxed(),
             ),
-            ("agent", shoal_agent::run(agent, shutdown.clone()).boxed()),
+            ("agent", agent_run.boxed()),
         ],
         shutdown,
     )
     .await
+}
+
+/// How long `up` waits for its controller to write the admin credentials and answer.
+const CONTROLLER_READY: Duration = Duration::from_secs(30);
+
+/// The agent, once the controller can hand it a join token (first start only; later
+/// it reuses its certificate). Also points the local CLI at the admin credentials.
+async fn run_agent(
+    mut agent: shoal_agent::AgentConfig,
+    admin_dir: PathBuf,
+    addr: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    let admin = loop {
+        if let Ok(Some(c)) = CredentialFiles::load(&admin_dir) {
+            break c;
+        }
+        if start.elapsed() > CONTROLLER_READY {
+            anyhow::bail!(
+                "the controller wrote no admin credentials to {} within {CONTROLLER_READY:?}",
+                admin_dir.display()
+            );
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    };
+    configure_cli(&admin_dir, &addr);
+    let agent_tls = agent.data_dir.join(shoal_agent::credentials::TLS_DIR);
+    if CredentialFiles::load(&agent_tls)?.is_none() {
+        let tls = ClientTls::from_credentials(&admin)?;
+        let addrs = [addr];
+        let token = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            t = shoal_tls::join::show_token(&addrs, &tls, Role::Agent, CONTROLLER_READY) => t?,
+        };
+        agent.token = Some(token);
+    }
+    shoal_agent::run(agent, shutdown).await
+}
+
+/// Saves the CLI config pointing at `admin_dir`, unless it points at another cluster.
+fn configure_cli(admin_dir: &Path, addr: &str) {
+    let dir = std::fs::canonicalize(admin_dir).unwrap_or_else(|_| admin_dir.to_path_buf());
+    match crate::login::load_config() {
+        Ok(Some(c)) if c.credentials != dir => {
+            println!(
+                "the CLI config points at other credentials ({}); use this cluster with --credentials {}",
+                c.credentials.display(),
+                dir.display()
+            );
+            return;
+        }
+        Err(e) => {
+            println!(
+                "{e:#}; use this cluster with --credentials {}",
+                dir.display()
+            );
+            return;
+        }
+        _ => {}
+    }
+    let cfg = crate::login::CliConfig {
+        addr: Some(addr.to_string()),
+        credentials: dir.clone(),
+    };
+    match crate::login::save_config(&cfg) {
+        Ok(path) => println!(
+            "admin credentials in {}; the CLI uses them ({})",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => println!(
+            "{e:#}; use this cluster with --credentials {}",
+            dir.display()
+        ),
+    }
 }
 
 /// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`.

@@ -50,6 +50,7 @@ impl AgentSession for AgentSessionService {
         }
         // Only the leader holds sessions: a follower tells the agent where to go.
         self.ctx.linearizable().await?;
+        let speaker = req.extensions().get::<crate::pki::auth::Peer>().cloned();
         let mut up = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, up.next()).await {
             Ok(Some(Ok(pb::AgentMessage {
@@ -66,6 +67,8 @@ impl AgentSession for AgentSessionService {
         };
         let node = convert::node_from_hello(&hello)?;
         let name = node.id.clone();
+        // An agent speaks only for the node its certificate names.
+        crate::pki::auth::check_speaks_for(speaker.as_ref(), &name)?;
         let observed = hello
             .observed
             .iter()

@@ -40,6 +40,8 @@ pub struct Context {
     /// Cancelled when the controller stops: long-lived streams (agent sessions, followed
     /// logs) end on it, since the gRPC server's graceful shutdown waits for them.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// This controller's TLS identity, the cluster key and the certificate lifetime.
+    pub pki: Arc<crate::pki::Local>,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no

@@ -39,7 +39,10 @@ use crate::state::{Command, CommandResult};
 
 pub use log_store::LogStore;
 pub use network::Network;
-pub use open::{initialize_single, open, open_with_faults, wait_for_leader, RaftNode, RaftTimings};
+pub use open::{
+    initialize_single, open, open_with_faults, open_with_tls, wait_for_leader, RaftNode,
+    RaftTimings,
+};
 pub use propose::{propose, ProposeError};
 pub use server::RaftPeerService;
 pub use state_machine::{StateHandle, StateMachine};

@@ -67,6 +67,9 @@ pub struct Network {
     /// When isolated, every RPC fails as unreachable (tests' partitions).
     faults: Arc<Faults>,
     contacts: Contacts,
+    /// The controller's client TLS (its controller certificate); `None` dials plaintext,
+    /// which only in-process tests of the Raft RPCs themselves do.
+    tls: Option<shoal_tls::ClientTls>,
 }
 
 impl Network {
@@ -79,7 +82,14 @@ impl Network {
             channels: HashMap::new(),
             faults,
             contacts,
+            tls: None,
         }
+    }
+
+    /// Dials peers over mutual TLS with `tls`.
+    pub fn with_tls(mut self, tls: Option<shoal_tls::ClientTls>) -> Network {
+        self.tls = tls;
+        self
     }
 
     fn channel(&mut self, target: RaftNodeId, addr: &str) -> Result<Channel, String> {
@@ -88,7 +98,11 @@ impl Network {
                 return Ok(channel.clone());
             }
         }
-        let channel = endpoint(addr)?.connect_lazy();
+        let endpoint = endpoint(addr)?;
+        let channel = match &self.tls {
+            Some(tls) => tls.connect_lazy(endpoint),
+            None => endpoint.connect_lazy(),
+        };
         self.channels
             .insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)

@@ -115,13 +115,25 @@ pub async fn open(
 }
 
 /// [`open`], with the fault switch tests use to partition this member.
-#[tracing::instrument(skip(timings, faults), fields(dir = %data_dir.display()))]
 pub async fn open_with_faults(
     data_dir: &Path,
     node_id: RaftNodeId,
     addr: String,
     timings: RaftTimings,
     faults: Arc<crate::faults::Faults>,
+) -> anyhow::Result<RaftNode> {
+    open_with_tls(data_dir, node_id, addr, timings, faults, None).await
+}
+
+/// [`open_with_faults`], dialing peers over mutual TLS with `tls`.
+#[tracing::instrument(skip(timings, faults, tls), fields(dir = %data_dir.display()))]
+pub async fn open_with_tls(
+    data_dir: &Path,
+    node_id: RaftNodeId,
+    addr: String,
+    timings: RaftTimings,
+    faults: Arc<crate::faults::Faults>,
+    tls: Option<shoal_tls::ClientTls>,
 ) -> anyhow::Result<RaftNode> {
     let config = Arc::new(timings.config()?);
     let dir = data_dir.to_path_buf();
@@ -136,7 +148,7 @@ pub async fn open_with_faults(
     let raft = Raft::new(
         node_id,
         config,
-        Network::with_faults(faults, contacts.clone()),
+        Network::with_faults(faults, contacts.clone()).with_tls(tls),
         log_store,
         state_machine,
     )

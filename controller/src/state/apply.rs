@@ -131,6 +131,10 @@ impl ClusterState {
                 }
                 None => CommandResult::error(format!("unknown node {node}")),
             },
+            Command::SetPki { record } => {
+                self.pki = Some(record.clone());
+                CommandResult::default()
+            }
         }
     }
 

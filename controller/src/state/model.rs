@@ -27,6 +27,9 @@ pub struct ClusterState {
     /// the node and freed with the stack.
     #[serde(default)]
     pub subnets: BTreeMap<String, BTreeMap<NodeId, u32>>,
+    /// The cluster CA and join token secrets (sealed); set once by `--init`.
+    #[serde(default)]
+    pub pki: Option<crate::pki::PkiRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +251,10 @@ pub enum Command {
     /// `shoal rebalance SERVICE`: move replicas to even out the service's spread.
     Rebalance {
         service: ServiceKey,
+    },
+    /// The cluster's PKI: written by `--init` and when a join token is rotated.
+    SetPki {
+        record: crate::pki::PkiRecord,
     },
 }
 

@@ -11,6 +11,8 @@
 #   scripts/hosts.sh docker NODE ARGS..            docker against the node's engine
 #   scripts/hosts.sh exec NODE CMD..               a command inside the node's netns
 #   scripts/hosts.sh addr | ip NODE | status       controller addresses, a node's IP, a summary
+#   scripts/hosts.sh credentials   the admin credentials dir (for --credentials or
+#                                  SHOAL_CREDENTIALS); controller 1 writes it at --init
 #
 # NODE is n1..nN (or just its number). Environment:
 #   SHOAL_HOSTS_ID       instance number 1..99 (default 7): bridge shb<ID>, subnet
@@ -19,7 +21,8 @@
 #                        different ids never collide; `up` on an id in use exits 3.
 #   SHOAL_BIN            the shoal binary (default target/debug/shoal)
 #   SHOAL_HOSTS_CONTROLLERS   number of controllers (default 3)
-#   SHOAL_HOSTS_TOKEN    join token given to every agent and joining controller
+#   SHOAL_HOSTS_TOKEN    join token given to every agent and joining controller instead
+#                        of the cluster's own (asked with `shoal token show` after init)
 #   SHOAL_HOSTS_AGENT_ARGS, SHOAL_HOSTS_AGENT_ARGS_<i>   extra agent flags (all, node i)
 #   SHOAL_HOSTS_CONTROLLER_ARGS                          extra controller flags
 #   SHOAL_LOG            log filter of the shoal processes (logs in the state dir)
@@ -68,6 +71,9 @@ sock() { echo "$(node_dir "$1")/docker.sock"; }
 ndocker() { local i="$1"; shift; docker -H "unix://$(sock "$i")" "$@"; }
 in_ns() { local i="$1"; shift; nsenter --net="/var/run/netns/$(netns "$i")" "$@"; }
 ctl_addr() { echo "$HOST_IP:$((7369 + $1))"; }
+admin_dir() { echo "$STATE/c1/admin"; }
+# token ROLE: the join token for ROLE (agent | controller), as saved after init.
+token() { [[ -n "${SHOAL_HOSTS_TOKEN:-}" ]] && echo "$SHOAL_HOSTS_TOKEN" || cat "$STATE/$1.token"; }
 controllers() {
   local k out=()
   for k in $(seq 1 "$NCTL"); do out+=("$(ctl_addr "$k")"); done
@@ -85,8 +91,7 @@ controller_cmd() {
   if [[ "$k" == 1 ]]; then
     CMD+=(--init)
   else
-    CMD+=(--join "$(ctl_addr 1)")
-    [[ -n "${SHOAL_HOSTS_TOKEN:-}" ]] && CMD+=(--token "$SHOAL_HOSTS_TOKEN")
+    CMD+=(--join "$(ctl_addr 1)" --token "$(token controller)")
   fi
   # shellcheck disable=SC2206
   CMD+=(${SHOAL_HOSTS_CONTROLLER_ARGS:-})
@@ -96,8 +101,8 @@ controller_cmd() {
 agent_cmd() {
   local i="$1" extra="SHOAL_HOSTS_AGENT_ARGS_$1"
   CMD=("$SHOAL" agent --addr "$(controllers)" --name "n$i" --advertise "$(node_ip "$i")"
-    --docker "unix://$(sock "$i")" --data-dir "$(node_dir "$i")/agent")
-  [[ -n "${SHOAL_HOSTS_TOKEN:-}" ]] && CMD+=(--token "$SHOAL_HOSTS_TOKEN")
+    --docker "unix://$(sock "$i")" --data-dir "$(node_dir "$i")/agent"
+    --token "$(token agent)")
   # shellcheck disable=SC2206
   CMD+=(${SHOAL_HOSTS_AGENT_ARGS:-} ${!extra:-})
 }
@@ -224,7 +229,18 @@ start_agent() {
 
 # --- waiting on the cluster ------------------------------------------------------------
 
-shoal_json() { "$SHOAL" "$@" --format json --addr "$(controllers)" 2>/dev/null; }
+shoal_json() {
+  "$SHOAL" "$@" --format json --addr "$(controllers)" --credentials "$(admin_dir)" 2>/dev/null
+}
+
+# save_tokens: once controller 1 leads, keep both join tokens for the joiners.
+save_tokens() {
+  local role
+  for role in controller agent; do
+    "$SHOAL" token show "$role" --addr "$(ctl_addr 1)" --credentials "$(admin_dir)" \
+      >"$STATE/$role.token" || die "shoal token show $role failed"
+  done
+}
 
 # wait_nodes STATUS NODE..: until `shoal nodes` shows each NODE with STATUS (60 s).
 wait_nodes() {
@@ -304,6 +320,7 @@ cmd_up() {
     spawn "$STATE/c$k.pid" "$STATE/c$k.log" "${CMD[@]}"
     # Join one at a time: each joiner is added as a learner, then promoted.
     wait_voters "$k"
+    [[ "$k" == 1 ]] && save_tokens
   done
   local image="$STATE/image.tar"
   docker save "$IMAGE" -o "$image"
@@ -416,6 +433,7 @@ main() {
       in_ns "$i" "$@"
       ;;
     addr) controllers ;;
+    credentials) admin_dir ;;
     ip) node_ip "$(node_index "${1:?ip NODE}")" ;;
     status) cmd_status ;;
     *)

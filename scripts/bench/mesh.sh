@@ -46,6 +46,8 @@ for _ in $(seq 1 20); do
 done
 [[ -n "$UP" ]] || { echo "no free hosts.sh instance id" >&2; exit 1; }
 ADDR="$(bash "$HOSTS" addr)"
+SHOAL_CREDENTIALS="$(bash "$HOSTS" credentials)"
+export SHOAL_CREDENTIALS
 
 cat >"$WORK/compose.yaml" <<EOF
 name: $STACK

@@ -48,6 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 ADDR="$(bash "$HOSTS" addr)"
+SHOAL_CREDENTIALS="$(bash "$HOSTS" credentials)"
+export SHOAL_CREDENTIALS
 shoal() { "$SHOAL_BIN" "$@" --addr "$ADDR"; }
 now_ms() { date +%s%3N; }
 

@@ -23,6 +23,8 @@ pub struct Hosts {
     id: u32,
     nodes: usize,
     addr: String,
+    /// The admin credentials dir (controller 1's `admin/`), for every CLI call.
+    credentials: String,
     up: bool,
 }
 
@@ -46,9 +48,11 @@ impl Hosts {
                 id,
                 nodes,
                 addr: String::new(),
+                credentials: String::new(),
                 up: true,
             };
             hosts.addr = hosts.run(&["addr"]).trim().to_string();
+            hosts.credentials = hosts.run(&["credentials"]).trim().to_string();
             return hosts;
         }
         panic!("no free test-host instance id (every SHOAL_HOSTS_ID tried is in use)");
@@ -140,6 +144,7 @@ impl Hosts {
         Command::new(shoal_bin())
             .args(args)
             .args(["--addr", &self.addr])
+            .env("SHOAL_CREDENTIALS", &self.credentials)
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")
@@ -151,6 +156,7 @@ impl Hosts {
             .current_dir(dir)
             .args(args)
             .args(["--addr", &self.addr])
+            .env("SHOAL_CREDENTIALS", &self.credentials)
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")

@@ -86,6 +86,8 @@ fn config(addr: String, dir: &std::path::Path, gpus: GpuSource) -> AgentConfig {
         heartbeat_interval: Duration::from_millis(100),
         gpus,
         gpu_rediscover_interval: Duration::from_millis(100),
+        // The fake controller here serves plaintext.
+        plaintext: true,
         ..AgentConfig::default()
     }
 }

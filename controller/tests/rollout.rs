@@ -285,7 +285,11 @@ fn a_failed_rollout_with_failure_action_rollback_returns_to_the_old_spec() {
     });
     let svc = &s.services["app/web"];
     assert_eq!((svc.generation, svc.spec.image.as_str()), (3, "img:1"));
-    assert_eq!(svc.rollout_state(None), "rolling back");
+    // It says which replica failed and why, even once that replica is gone.
+    assert_eq!(
+        svc.rollout_state(None),
+        "rolling back after web slot 1 on a: exited with code 1"
+    );
     // The replicas that never left the old version are current again, untouched.
     for id in &untouched {
         assert_eq!(s.tasks[id].generation, 3);
@@ -311,7 +315,10 @@ fn a_failed_rollout_with_failure_action_rollback_returns_to_the_old_spec() {
     settle(&mut s, 10_002);
     let svc = &s.services["app/web"];
     assert!(svc.rollout_complete);
-    assert_eq!(svc.rollout_state(None), "rolled back");
+    assert_eq!(
+        svc.rollout_state(None),
+        "rolled back after web slot 1 on a: exited with code 1"
+    );
     // A rollback that is complete does not bounce: a later crash is a restart.
     assert_eq!(live(&s, "web").len(), 3);
 }

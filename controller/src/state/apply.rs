@@ -150,6 +150,7 @@ impl ClusterState {
                         existing.previous =
                             Some(std::mem::replace(&mut existing.spec, svc.clone()));
                         existing.rolled_back = false;
+                        existing.rollback_cause.clear();
                         existing.rollout_complete = false;
                     }
                     existing.replicas = svc.replicas;
@@ -168,6 +169,7 @@ impl ClusterState {
                             removing: false,
                             previous: None,
                             rolled_back: false,
+                            rollback_cause: String::new(),
                             rollout_complete: false,
                             rebalancing: false,
                         },
@@ -269,6 +271,30 @@ impl ClusterState {
                 "{service} changed since the rollback was decided"
             ));
         }
+        if svc.previous.is_none() {
+            return CommandResult::error(format!(
+                "{service} has no previous version to roll back to"
+            ));
+        }
+        // An automatic rollback says which replica failed, and why.
+        let cause = match generation {
+            Some(g) => {
+                let mut failed: Vec<&Task> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.stack == svc.stack && t.service == svc.name)
+                    .filter(|t| t.generation == g)
+                    .filter(|t| matches!(t.state, TaskState::Failed | TaskState::Unhealthy))
+                    .collect();
+                failed.sort_by_key(|t| (t.slot, t.updated_at_ms));
+                failed.first().map(|t| failure_words(t)).unwrap_or_default()
+            }
+            None => String::new(),
+        };
+        let Some(svc) = self.services.get_mut(service) else {
+            return CommandResult::error(format!("no service named {service}"));
+        };
+        svc.rollback_cause = cause;
         let Some(previous) = svc.previous.take() else {
             return CommandResult::error(format!(
                 "{service} has no previous version to roll back to"
@@ -508,4 +534,23 @@ impl ClusterState {
         t.error = u.error.clone();
         true
     }
+}
+
+/// `web slot 1 on node-a: its healthcheck fails`: one failed replica, in words.
+fn failure_words(t: &Task) -> String {
+    let node = t
+        .node
+        .as_deref()
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    let why = if !t.error.is_empty() {
+        t.error.clone()
+    } else if t.state == TaskState::Unhealthy {
+        "its healthcheck fails".to_string()
+    } else if let Some(code) = t.exit_code {
+        format!("exited with code {code}")
+    } else {
+        "failed".to_string()
+    };
+    format!("{} slot {}{node}: {why}", t.service, t.slot)
 }

@@ -57,6 +57,11 @@ pub struct Service {
     /// The current generation is a rollback (by hand or after a failed rollout).
     #[serde(default)]
     pub rolled_back: bool,
+    /// Why an automatic rollback happened: the first failed replica of the rolled-back
+    /// generation, e.g. `web slot 1 on node-a: its healthcheck fails` (kept here because
+    /// that replica is shut down as the rollback proceeds).
+    #[serde(default)]
+    pub rollback_cause: String,
     /// Every replica of the current generation became ready once: failures after this
     /// are crashes handled by the restart policy, not a failed rollout.
     #[serde(default)]
@@ -84,9 +89,15 @@ impl Service {
     /// Where the rollout of the current generation stands, in words for `services`.
     pub fn rollout_state(&self, paused: Option<&str>) -> String {
         match (self.rollout_complete, self.rolled_back, paused) {
+            (true, true, _) if !self.rollback_cause.is_empty() => {
+                format!("rolled back after {}", self.rollback_cause)
+            }
             (true, true, _) => "rolled back".into(),
             (true, false, _) => "completed".into(),
             (false, _, Some(why)) => format!("paused: {why}"),
+            (false, true, None) if !self.rollback_cause.is_empty() => {
+                format!("rolling back after {}", self.rollback_cause)
+            }
             (false, true, None) => "rolling back".into(),
             (false, false, None) => "updating".into(),
         }

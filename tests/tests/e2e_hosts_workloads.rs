@@ -444,9 +444,9 @@ fn web_on_nodes(
     for n in ALL {
         let filter = format!("label=io.shoal.stack={stack}");
         let images = hosts.docker(n, &["ps", "--filter", &filter, "--format", "{{.Image}}"]);
-        for i in images.lines().filter(|i| *i == image) {
-            let _ = i;
-            *engines.entry(n.to_string()).or_insert(0) += 1;
+        let here = images.lines().filter(|i| *i == image).count();
+        if here > 0 {
+            engines.insert(n.to_string(), here);
         }
     }
     (ps_nodes, engines)
@@ -482,7 +482,7 @@ fn rolling_update_across_nodes(hosts: &Hosts, dir: &Path) {
     let seen = deploy_sampling(hosts, dir, ROLL, &web("b", "stop-first", "/www", "pause"));
     eprintln!("stop-first A->B: {seen:?}");
     assert_kept(&seen, 3, "stop-first");
-    let (ps_nodes, engines) = web_on_nodes(hosts, ROLL, "shoal-test/busybox:b");
+    let (ps_nodes, _) = web_on_nodes(hosts, ROLL, "shoal-test/busybox:b");
     assert_eq!(
         ps_nodes.values().sum::<usize>(),
         4,
@@ -493,7 +493,6 @@ fn rolling_update_across_nodes(hosts: &Hosts, dir: &Path) {
         let total: usize = ALL.iter().map(|n| hosts.running(n, ROLL).len()).sum();
         (e == ps_nodes && total == 4).then_some(())
     });
-    drop(engines);
 
     let seen = deploy_sampling(hosts, dir, ROLL, &web("a", "start-first", "/www", "pause"));
     eprintln!("start-first B->A: {seen:?}");

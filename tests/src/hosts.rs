@@ -26,15 +26,29 @@ pub struct Hosts {
     /// The admin credentials dir (controller 1's `admin/`), for every CLI call.
     credentials: String,
     up: bool,
+    /// Extra environment of every `hosts.sh` call (`SHOAL_HOSTS_AGENT_ARGS_<i>`, ..), so
+    /// `revive` restarts an agent with the flags it was started with.
+    env: Vec<(String, String)>,
 }
 
 impl Hosts {
     /// `hosts.sh up n`: nodes `n1..nN`, each ready in `shoal nodes`.
     pub fn up(nodes: usize) -> Hosts {
+        Hosts::up_with_agent_args(nodes, &[])
+    }
+
+    /// Like [`Hosts::up`], node `i` (1-based) also given the agent flags `args`
+    /// (`SHOAL_HOSTS_AGENT_ARGS_<i>`, split on whitespace by the script), e.g.
+    /// `(2, "--gpu-inventory /tmp/x.json")`; they apply again on `revive`.
+    pub fn up_with_agent_args(nodes: usize, args: &[(usize, &str)]) -> Hosts {
+        let env: Vec<(String, String)> = args
+            .iter()
+            .map(|(i, a)| (format!("SHOAL_HOSTS_AGENT_ARGS_{i}"), a.to_string()))
+            .collect();
         let first = std::process::id() % 90 + 1;
         for k in 0..20 {
             let id = (first + k) % 99 + 1;
-            let out = script(id, &["up", &nodes.to_string()]);
+            let out = script(id, &env, &["up", &nodes.to_string()]);
             if out.status.code() == Some(ID_IN_USE) {
                 continue;
             }
@@ -50,6 +64,7 @@ impl Hosts {
                 addr: String::new(),
                 credentials: String::new(),
                 up: true,
+                env: env.clone(),
             };
             hosts.addr = hosts.run(&["addr"]).trim().to_string();
             hosts.credentials = hosts.run(&["credentials"]).trim().to_string();
@@ -61,6 +76,11 @@ impl Hosts {
     /// The controllers' addresses, for `--addr`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The Docker socket of the node's engine, for scripts run with [`Hosts::exec`].
+    pub fn docker_sock(&self, node: &str) -> String {
+        format!("/tmp/shoal-hosts/{}/{node}/docker.sock", self.id)
     }
 
     /// The instance id (`SHOAL_HOSTS_ID`) this set runs as.
@@ -108,7 +128,7 @@ impl Hosts {
     pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
         let mut all = vec!["exec", node];
         all.extend_from_slice(cmd);
-        script(self.id, &all)
+        script(self.id, &self.env, &all)
     }
 
     /// Services (`io.shoal.service`) of the node's running containers of `stack`, one
@@ -230,7 +250,7 @@ impl Hosts {
 
     /// Runs `hosts.sh ARGS` on this instance; panics with its output on failure.
     fn run(&self, args: &[&str]) -> String {
-        let out = script(self.id, args);
+        let out = script(self.id, &self.env, args);
         assert!(
             out.status.success(),
             "scripts/hosts.sh {args:?} failed (instance {}):\n{}",
@@ -243,7 +263,7 @@ impl Hosts {
     /// `hosts.sh down`; also what Drop does.
     pub fn down(&mut self) {
         if std::mem::take(&mut self.up) {
-            let out = script(self.id, &["down"]);
+            let out = script(self.id, &self.env, &["down"]);
             if !out.status.success() {
                 eprintln!("hosts.sh down failed:\n{}", text(&out));
             }
@@ -260,10 +280,11 @@ impl Drop for Hosts {
     }
 }
 
-fn script(id: u32, args: &[&str]) -> Output {
+fn script(id: u32, env: &[(String, String)], args: &[&str]) -> Output {
     Command::new("bash")
         .arg(workspace().join("scripts/hosts.sh"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SHOAL_HOSTS_ID", id.to_string())
         .env("SHOAL_BIN", shoal_bin())
         .stdin(Stdio::null())

@@ -110,12 +110,17 @@ run_timing() {
   for i in 0 1 2; do
     ADDRS[$i]="127.0.0.1:$(free_port)"
   done
+  # Controller 0 inits (and writes the admin credentials every CLI call uses); the
+  # others join it with the controller token.
+  export SHOAL_CREDENTIALS="$dir/c0/admin"
+  local token=""
   for i in 0 1 2; do
     local boot="--init"
-    [[ "$i" -gt 0 ]] && boot="--join ${ADDRS[0]}"
+    [[ "$i" -gt 0 ]] && boot="--join ${ADDRS[0]} --token $token"
     CMDS[$i]="controller --data-dir $dir/c$i --listen ${ADDRS[$i]} --advertise ${ADDRS[$i]} $boot $flags"
     start_controller "$i"
     wait_voters $((i + 1)) "$(join_by , "${ADDRS[@]:0:$((i + 1))}")"
+    [[ "$i" == 0 ]] && token=$("$SHOAL" token show controller --addr "${ADDRS[0]}")
   done
 
   cat >"$dir/compose.yaml" <<YAML

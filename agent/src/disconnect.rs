@@ -98,8 +98,7 @@ pub fn to_stop(
 mod tests {
     use super::*;
     use crate::model::Assignment;
-    use crate::runtime::{Health, TaskIdentity};
-    use shoal_proto::labels;
+    use crate::runtime::TaskIdentity;
     use shoal_proto::spec::{DisconnectPolicy, ServiceSpec};
     use shoal_proto::task::TaskState;
 
@@ -126,19 +125,7 @@ mod tests {
         }
     }
 
-    fn container(id: &str, task: &str, state: ContainerState) -> ContainerInfo {
-        ContainerInfo {
-            id: id.into(),
-            name: id.into(),
-            state,
-            exit_code: None,
-            oom_killed: false,
-            health: Health::None,
-            ip: None,
-            labels: [(labels::TASK.to_string(), task.to_string())].into(),
-            error: None,
-        }
-    }
+    use crate::runtime::test_container as container;
 
     fn set(tasks: Vec<Assignment>) -> AssignmentSet {
         AssignmentSet {

@@ -254,21 +254,7 @@ mod tests {
         }
     }
 
-    fn container(id: &str, task: &str, state: ContainerState) -> ContainerInfo {
-        ContainerInfo {
-            id: id.into(),
-            name: id.into(),
-            state,
-            exit_code: None,
-            oom_killed: false,
-            health: Health::None,
-            ip: None,
-            labels: [(labels::TASK.to_string(), task.to_string())]
-                .into_iter()
-                .collect(),
-            error: None,
-        }
-    }
+    use crate::runtime::test_container as container;
 
     struct World {
         intent: Option<AssignmentSet>,

@@ -240,20 +240,26 @@ impl DockerRuntime {
     /// Whether any container, in any state (created and not yet started too), is on the
     /// network.
     async fn network_used(&self, name: &str) -> RuntimeResult<bool> {
-        let filters: HashMap<String, Vec<String>> =
-            [("network".to_string(), vec![name.to_string()])]
-                .into_iter()
-                .collect();
-        let list = self
-            .docker
+        Ok(!self.list_all("network", name).await?.is_empty())
+    }
+
+    /// Every container, in any state, matching one `docker ps --filter KEY=VALUE`.
+    async fn list_all(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> RuntimeResult<Vec<bollard::models::ContainerSummary>> {
+        let filters: HashMap<String, Vec<String>> = [(key.to_string(), vec![value.to_string()])]
+            .into_iter()
+            .collect();
+        self.docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
                 filters,
                 ..Default::default()
             }))
             .await
-            .map_err(engine)?;
-        Ok(!list.is_empty())
+            .map_err(engine)
     }
 
     /// `None`: no such network (or, with `recreate`, one on the wrong subnet that no
@@ -546,19 +552,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn list_managed(&self) -> RuntimeResult<Vec<ContainerInfo>> {
-        let filters: HashMap<String, Vec<String>> =
-            [("label".to_string(), vec![labels::TASK.to_string()])]
-                .into_iter()
-                .collect();
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters,
-                ..Default::default()
-            }))
-            .await
-            .map_err(engine)?;
+        let list = self.list_all("label", labels::TASK).await?;
         Ok(list.into_iter().map(from_summary).collect())
     }
 

@@ -155,3 +155,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         true
     }
 }
+
+/// A container of task `task` with nothing else set, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_container(id: &str, task: &str, state: ContainerState) -> ContainerInfo {
+    ContainerInfo {
+        id: id.into(),
+        name: id.into(),
+        state,
+        exit_code: None,
+        oom_killed: false,
+        health: Health::None,
+        ip: None,
+        labels: [(shoal_proto::labels::TASK.to_string(), task.to_string())].into(),
+        error: None,
+    }
+}

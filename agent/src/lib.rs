@@ -42,6 +42,7 @@ pub mod credentials;
 pub mod disconnect;
 pub mod gpu;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod proxy;
@@ -77,6 +78,8 @@ pub struct AgentConfig {
     pub gpus: gpu::GpuSource,
     /// How often GPUs are rediscovered.
     pub gpu_rediscover_interval: Duration,
+    /// `--metrics ADDR`: serve Prometheus metrics (per-GPU figures) on `/metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Join token, needed on the first start only (later starts reuse the credentials
     /// in `DATA_DIR/tls/`).
     pub token: Option<String>,
@@ -100,6 +103,7 @@ impl Default for AgentConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             gpus: gpu::GpuSource::default(),
             gpu_rediscover_interval: gpu::REDISCOVER_INTERVAL,
+            metrics: None,
             token: None,
             plaintext: false,
         }
@@ -131,6 +135,15 @@ pub async fn run_with_runtime(
     )
     .await
     .context("discover GPUs")?;
+    if let Some(addr) = cfg.metrics {
+        let listener = metrics::bind(addr).await?;
+        tokio::spawn(metrics::serve(
+            listener,
+            cfg.name.clone(),
+            gpus.clone(),
+            shutdown.child_token(),
+        ));
+    }
     let credentials = if cfg.plaintext {
         None
     } else {

@@ -67,6 +67,20 @@ async fn serve(leader: Leader, stop: CancellationToken) -> String {
     addr
 }
 
+/// `GET /metrics` on `addr`; the whole reply.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to /metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 /// Polls `f` every 50 ms for at most 10 s.
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     for _ in 0..200 {
@@ -111,12 +125,18 @@ async fn hello_carries_the_gpus_and_a_changed_set_is_reported_again() {
     let inventory = FakeInventory::uniform("a", 2, "NVIDIA H100 80GB HBM3", 80);
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
+    let mut cfg = config(
+        addr,
+        dir.path(),
+        GpuSource::Inventory(Arc::new(inventory.clone())),
+    );
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cfg.metrics = Some(metrics);
     let agent = tokio::spawn(shoal_agent::run_with_runtime(
-        config(
-            addr,
-            dir.path(),
-            GpuSource::Inventory(Arc::new(inventory.clone())),
-        ),
+        cfg,
         Arc::new(FakeRuntime::new()),
         shutdown.clone(),
     ));
@@ -162,6 +182,15 @@ async fn hello_carries_the_gpus_and_a_changed_set_is_reported_again() {
             .collect()
     };
     assert!(reports(&leader).is_empty(), "{:?}", reports(&leader));
+    // ... but `/metrics` shows them.
+    let page = scrape(metrics).await;
+    let labels = "node=\"gpu-node\",uuid=\"GPU-a-0\",index=\"0\",model=\"NVIDIA H100 80GB HBM3\"";
+    for line in [
+        format!("shoal_gpu_utilization_percent{{{labels}}} 93"),
+        format!("shoal_gpu_memory_used_bytes{{{labels}}} 1073741824"),
+    ] {
+        assert!(page.lines().any(|l| l == line), "no {line} in\n{page}");
+    }
 
     // A GPU disappears: the new set goes up on the open session.
     inventory.set(vec![busy]);

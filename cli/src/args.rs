@@ -257,6 +257,9 @@ pub struct AgentArgs {
     /// [{"uuid":"GPU-…","index":0,"model":"…","memory_bytes":N}]. Reread every 30 s.
     #[arg(long, value_name = "FILE")]
     pub gpu_inventory: Option<PathBuf>,
+    /// Serve Prometheus metrics (per-GPU memory and utilization) on ADDR, path /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Agent join token, needed the first time this node joins (`shoal token show
     /// agent`); later starts reuse the certificate in DATA_DIR/tls.
     #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]

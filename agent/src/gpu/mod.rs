@@ -122,11 +122,17 @@ pub async fn watch(
             }
             match discover(&inventory).await {
                 Ok(list) => {
-                    let changed = !same_set(&tx.borrow(), &list);
-                    if changed {
-                        info!(gpus = list.len(), "GPU set changed");
-                        tx.send_replace(list);
-                    }
+                    // The latest figures (utilization, memory used) are always kept for
+                    // `/metrics`; watchers are woken (and the controller told) only when
+                    // the set itself changed.
+                    tx.send_if_modified(|current| {
+                        let changed = !same_set(current, &list);
+                        if changed {
+                            info!(gpus = list.len(), "GPU set changed");
+                        }
+                        *current = list;
+                        changed
+                    });
                 }
                 Err(e) => warn!(error = %e, "GPU rediscovery failed; keeping the last set"),
             }

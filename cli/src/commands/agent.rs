@@ -23,6 +23,7 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
         labels: args.labels.map(|l| l.0).unwrap_or_default(),
         gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
         token: args.token,
+        metrics: args.metrics,
         // The agent's own defaults for what the command line does not set.
         ..shoal_agent::AgentConfig::default()
     };

@@ -14,6 +14,9 @@ use tracing::{debug, info};
 
 use crate::gpu::GpuDevice;
 
+/// A per-GPU gauge: its name, its help text and its value for one GPU (if known).
+type Gauge = (&'static str, &'static str, fn(&GpuDevice) -> Option<u64>);
+
 /// The metrics page for node `node` with `gpus`, in Prometheus' text format.
 pub fn render(node: &str, gpus: &[GpuDevice]) -> String {
     let mut out = String::new();
@@ -34,7 +37,7 @@ pub fn render(node: &str, gpus: &[GpuDevice]) -> String {
         escape(node),
         gpus.len()
     );
-    let gauges: [(&str, &str, fn(&GpuDevice) -> Option<u64>); 3] = [
+    let gauges: [Gauge; 3] = [
         (
             "shoal_gpu_memory_total_bytes",
             "Total memory of the GPU.",

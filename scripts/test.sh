@@ -41,10 +41,10 @@ fi
 log "building (once, for every test)"
 cargo build --workspace --all-targets
 
-log "unit and in-process tests"
+log "every test: unit, in-process, then end-to-end on Docker"
+# One invocation over the whole workspace, so cargo reuses the build above (selecting
+# fewer packages would change the unified features and rebuild everything). One test
+# at a time within each test binary: the end-to-end tests share the Docker engine and
+# the machine's ports; cargo runs the binaries one after another anyway.
 # shellcheck disable=SC2086
-cargo test --workspace --exclude shoal-tests --no-fail-fast -- ${SHOAL_TEST_ARGS:-}
-
-log "end-to-end tests on Docker (one at a time: they share the engine)"
-# shellcheck disable=SC2086
-cargo test -p shoal-tests --no-fail-fast -- --test-threads=1 ${SHOAL_TEST_ARGS:-}
+cargo test --workspace --no-fail-fast -- --test-threads=1 ${SHOAL_TEST_ARGS:-}

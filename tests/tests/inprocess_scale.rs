@@ -185,6 +185,9 @@ async fn a_lost_node_is_replaced_returns_without_reshuffle_and_rebalance_evens_o
             "json",
         ])
         .args(["--addr", &cl.addrs().join(",")])
+        // The admin credentials the first controller wrote at --init.
+        .arg("--credentials")
+        .arg(cl.data_dir(0).join("admin"))
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(WAIT, cli)

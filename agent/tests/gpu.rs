@@ -2,11 +2,12 @@
 //! inventory, NVML as this machine has it, a bad inventory file), and assignments with
 //! GPUs turned into the exact Docker device request and environment (recording fake).
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+mod common;
+use common::*;
+
 use shoal_agent::gpu::fake::{gpu, FakeInventory};
 use shoal_agent::gpu::{GpuInventory, GpuSource};
 use shoal_agent::model::{Assignment, AssignmentSet};
@@ -16,56 +17,9 @@ use shoal_agent::supervisor::{self, Event, SupervisorConfig};
 use shoal_agent::AgentConfig;
 use shoal_proto::pb;
 use shoal_proto::pb::agent_message::Msg;
-use shoal_proto::pb::agent_session_server::{AgentSession, AgentSessionServer};
 use shoal_proto::spec::{GpuRequest, ServiceSpec};
 use shoal_proto::task::{Desired, TaskState};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
-
-type ToAgent = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
-type Out = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
-
-/// A controller that records what agents send and keeps each session open.
-#[derive(Clone, Default)]
-struct Leader {
-    got: Arc<Mutex<Vec<Msg>>>,
-    open: Arc<Mutex<Vec<ToAgent>>>,
-}
-
-#[tonic::async_trait]
-impl AgentSession for Leader {
-    type SessionStream = Out;
-    async fn session(
-        &self,
-        req: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Out>, Status> {
-        let mut inbound = req.into_inner();
-        let got = self.got.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = inbound.message().await {
-                if let Some(m) = m.msg {
-                    got.lock().unwrap().push(m);
-                }
-            }
-        });
-        let (tx, rx) = mpsc::channel(16);
-        self.open.lock().unwrap().push(tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-async fn serve(leader: Leader, stop: CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AgentSessionServer::new(leader))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
-    );
-    addr
-}
 
 /// `GET /metrics` on `addr`; the whole reply.
 async fn scrape(addr: std::net::SocketAddr) -> String {

@@ -1,52 +1,19 @@
 //! The agent end to end against a stand-in controller (real gRPC on 127.0.0.1) and the
 //! fake runtime: leader hint, Hello, assignments, status, logs, reconnect.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
+mod common;
+use common::*;
+
 use shoal_agent::runtime::fake::FakeRuntime;
 use shoal_agent::AgentConfig;
 use shoal_proto::pb;
 use shoal_proto::pb::agent_message::Msg;
-use shoal_proto::pb::agent_session_server::{AgentSession, AgentSessionServer};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use shoal_proto::pb::agent_session_server::AgentSession;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-
-type ToAgent = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
-type Out = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
-
-/// A controller: records what agents send; `to_agent` feeds the newest session.
-#[derive(Clone, Default)]
-struct Leader {
-    got: Arc<Mutex<Vec<Msg>>>,
-    to_agent: Arc<Mutex<Option<ToAgent>>>,
-}
-
-#[tonic::async_trait]
-impl AgentSession for Leader {
-    type SessionStream = Out;
-    async fn session(
-        &self,
-        req: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Out>, Status> {
-        let mut inbound = req.into_inner();
-        let got = self.got.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = inbound.message().await {
-                if let Some(m) = m.msg {
-                    got.lock().unwrap().push(m);
-                }
-            }
-        });
-        let (tx, rx) = mpsc::channel(16);
-        *self.to_agent.lock().unwrap() = Some(tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
 
 /// A follower that points at the leader.
 struct Follower(String);
@@ -64,17 +31,6 @@ impl AgentSession for Follower {
             .insert("x-shoal-leader", self.0.parse().unwrap());
         Err(status)
     }
-}
-
-async fn serve<S: AgentSession>(svc: S, stop: CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AgentSessionServer::new(svc))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
-    );
-    addr
 }
 
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {

@@ -1,0 +1,56 @@
+//! A stand-in controller for the agent's integration tests: real gRPC on 127.0.0.1.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use shoal_proto::pb;
+use shoal_proto::pb::agent_message::Msg;
+use shoal_proto::pb::agent_session_server::{AgentSession, AgentSessionServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+pub type ToAgent = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+pub type Out = Pin<Box<dyn Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+/// A controller: records what agents send; `to_agent` feeds the newest session.
+#[derive(Clone, Default)]
+pub struct Leader {
+    pub got: Arc<Mutex<Vec<Msg>>>,
+    pub to_agent: Arc<Mutex<Option<ToAgent>>>,
+}
+
+#[tonic::async_trait]
+impl AgentSession for Leader {
+    type SessionStream = Out;
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Out>, Status> {
+        let mut inbound = req.into_inner();
+        let got = self.got.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if let Some(m) = m.msg {
+                    got.lock().unwrap().push(m);
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        *self.to_agent.lock().unwrap() = Some(tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+pub async fn serve<S: AgentSession>(svc: S, stop: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentSessionServer::new(svc))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+    );
+    addr
+}

@@ -5,35 +5,32 @@
 //! such as a healthcheck's `StartInterval`. Stop signals are sent with `kill` because
 //! `POST /containers/{id}/stop?signal=` needs API 1.42.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::net::Subnet;
 use async_trait::async_trait;
 use bollard::container::{
-    Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, LogOutput, LogsOptions, NetworkingConfig, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    LogOutput, LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
-use bollard::models::{
-    ContainerInspectResponse, ContainerSummary, DeviceRequest, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, Mount, MountTypeEnum, PortBinding as DockerPortBinding,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-};
 use bollard::models::{Ipam, IpamConfig};
 use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::labels;
-use shoal_proto::spec::{MountKind, Protocol};
 use tracing::{info, warn};
 
+mod convert;
+use convert::{docker_config, from_inspect, from_summary};
+
 use super::{
-    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
-    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult,
+    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, LogFrame,
+    LogStream, NodeResources, RuntimeError, RuntimeResult,
 };
 
 /// Seconds bollard waits for an engine's response headers.
@@ -120,122 +117,6 @@ fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
-fn port_key(target: u16, protocol: Protocol) -> String {
-    match protocol {
-        Protocol::Tcp => format!("{target}/tcp"),
-        Protocol::Udp => format!("{target}/udp"),
-    }
-}
-
-fn docker_config(req: &ContainerRequest) -> Config<String> {
-    let mut exposed: HashMap<String, HashMap<(), ()>> = HashMap::new();
-    let mut bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
-    for p in &req.ports {
-        let key = port_key(p.target, p.protocol);
-        exposed.insert(key.clone(), HashMap::new());
-        bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(DockerPortBinding {
-                host_ip: p.host_ip.clone(),
-                host_port: Some(p.host_port.to_string()),
-            });
-    }
-    let mounts = req
-        .mounts
-        .iter()
-        .map(|m| Mount {
-            target: Some(m.target.clone()),
-            source: m.source.clone(),
-            typ: Some(match m.kind {
-                MountKind::Volume => MountTypeEnum::VOLUME,
-                MountKind::Bind => MountTypeEnum::BIND,
-                MountKind::Tmpfs => MountTypeEnum::TMPFS,
-            }),
-            read_only: Some(m.read_only),
-            ..Default::default()
-        })
-        .collect::<Vec<_>>();
-    let host_config = HostConfig {
-        network_mode: Some(req.network.clone()),
-        port_bindings: (!bindings.is_empty()).then_some(bindings),
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::NO),
-            maximum_retry_count: None,
-        }),
-        mounts: (!mounts.is_empty()).then_some(mounts),
-        tmpfs: (!req.tmpfs.is_empty()).then(|| {
-            req.tmpfs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        }),
-        init: req.init,
-        cap_add: (!req.cap_add.is_empty()).then(|| req.cap_add.clone()),
-        cap_drop: (!req.cap_drop.is_empty()).then(|| req.cap_drop.clone()),
-        ulimits: (!req.ulimits.is_empty()).then(|| {
-            req.ulimits
-                .iter()
-                .map(|u| ResourcesUlimits {
-                    name: Some(u.name.clone()),
-                    soft: Some(u.soft),
-                    hard: Some(u.hard),
-                })
-                .collect()
-        }),
-        extra_hosts: (!req.extra_hosts.is_empty()).then(|| req.extra_hosts.clone()),
-        nano_cpus: req.nano_cpus,
-        memory: req.memory_bytes,
-        pids_limit: req.pids_limit,
-        device_requests: (!req.device_requests.is_empty()).then(|| {
-            req.device_requests
-                .iter()
-                .map(|d| DeviceRequest {
-                    driver: Some(d.driver.clone()),
-                    count: None,
-                    device_ids: Some(d.device_ids.clone()),
-                    capabilities: Some(d.capabilities.clone()),
-                    options: None,
-                })
-                .collect()
-        }),
-        dns: (!req.dns.is_empty()).then(|| req.dns.clone()),
-        ..Default::default()
-    };
-    let healthcheck = req.healthcheck.as_ref().map(|h| HealthConfig {
-        test: Some(h.test.clone()),
-        interval: h.interval_ns,
-        timeout: h.timeout_ns,
-        retries: h.retries,
-        start_period: h.start_period_ns,
-        start_interval: None,
-    });
-    let endpoint = EndpointSettings {
-        aliases: Some(req.aliases.clone()),
-        ..Default::default()
-    };
-    Config {
-        image: Some(req.image.clone()),
-        hostname: req.hostname.clone(),
-        user: req.user.clone(),
-        env: Some(req.env.clone()),
-        cmd: req.cmd.clone(),
-        entrypoint: req.entrypoint.clone(),
-        working_dir: req.working_dir.clone(),
-        labels: Some(req.labels.clone().into_iter().collect()),
-        exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        healthcheck,
-        stop_signal: req.stop_signal.clone(),
-        stop_timeout: Some(req.stop_timeout_secs),
-        host_config: Some(host_config),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: [(req.network.clone(), endpoint)].into_iter().collect(),
-        }),
-        ..Default::default()
-    }
-}
-
 impl DockerRuntime {
     /// Whether any container, in any state (created and not yet started too), is on the
     /// network.
@@ -309,114 +190,6 @@ impl DockerRuntime {
         Ok(Some(
             config.and_then(|c| c.gateway).and_then(|g| g.parse().ok()),
         ))
-    }
-}
-
-fn parse_state(s: &str) -> ContainerState {
-    match s {
-        "created" => ContainerState::Created,
-        "running" | "paused" | "restarting" => ContainerState::Running,
-        _ => ContainerState::Exited,
-    }
-}
-
-/// `Exited (3) 2 seconds ago` gives 3.
-fn exit_code_from_status(status: &str) -> Option<i64> {
-    let rest = status.strip_prefix("Exited (")?;
-    rest.split_once(')')?.0.parse().ok()
-}
-
-fn health_from_status(status: &str) -> Health {
-    if status.contains("(healthy)") {
-        Health::Healthy
-    } else if status.contains("(unhealthy)") {
-        Health::Unhealthy
-    } else if status.contains("(health: starting)") {
-        Health::Starting
-    } else {
-        Health::None
-    }
-}
-
-fn pick_ip(
-    labels: &BTreeMap<String, String>,
-    networks: Option<&HashMap<String, EndpointSettings>>,
-) -> Option<IpAddr> {
-    let networks = networks?;
-    let preferred = labels.get(labels::STACK).map(|s| network_name(s));
-    let parse = |e: &EndpointSettings| e.ip_address.as_deref().and_then(|ip| ip.parse().ok());
-    preferred
-        .and_then(|n| networks.get(&n).and_then(parse))
-        .or_else(|| networks.values().find_map(parse))
-}
-
-fn from_summary(c: ContainerSummary) -> ContainerInfo {
-    let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
-    let status = c.status.unwrap_or_default();
-    let state = parse_state(c.state.as_deref().unwrap_or(""));
-    let ip = pick_ip(
-        &labels,
-        c.network_settings
-            .as_ref()
-            .and_then(|n| n.networks.as_ref()),
-    );
-    ContainerInfo {
-        id: c.id.unwrap_or_default(),
-        name: c
-            .names
-            .and_then(|n| n.into_iter().next())
-            .map(|n| n.trim_start_matches('/').to_string())
-            .unwrap_or_default(),
-        state,
-        exit_code: (state == ContainerState::Exited)
-            .then(|| exit_code_from_status(&status))
-            .flatten(),
-        oom_killed: false,
-        health: health_from_status(&status),
-        ip,
-        labels,
-        error: None,
-    }
-}
-
-fn from_inspect(c: ContainerInspectResponse) -> ContainerInfo {
-    let labels: BTreeMap<String, String> = c
-        .config
-        .as_ref()
-        .and_then(|cfg| cfg.labels.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let st = c.state.unwrap_or_default();
-    let state = parse_state(&st.status.map(|s| s.to_string()).unwrap_or_default());
-    let health = match st.health.and_then(|h| h.status) {
-        Some(HealthStatusEnum::STARTING) => Health::Starting,
-        Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
-        Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-        _ => Health::None,
-    };
-    let ip = pick_ip(
-        &labels,
-        c.network_settings
-            .as_ref()
-            .and_then(|n| n.networks.as_ref()),
-    );
-    ContainerInfo {
-        id: c.id.unwrap_or_default(),
-        name: c
-            .name
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
-        state,
-        exit_code: (state == ContainerState::Exited)
-            .then_some(st.exit_code)
-            .flatten(),
-        oom_killed: st.oom_killed.unwrap_or(false),
-        health,
-        ip,
-        labels,
-        error: st.error.filter(|e| !e.is_empty()),
     }
 }
 
@@ -698,18 +471,5 @@ mod tests {
             ("localhost:5000/a/b", "v2")
         );
         assert_eq!(split_reference("a@sha256:00"), ("a", "sha256:00"));
-    }
-
-    #[test]
-    fn summary_status_gives_exit_code_and_health() {
-        assert_eq!(exit_code_from_status("Exited (3) 2 seconds ago"), Some(3));
-        assert_eq!(exit_code_from_status("Up 2 seconds"), None);
-        assert_eq!(health_from_status("Up 5 s (healthy)"), Health::Healthy);
-        assert_eq!(health_from_status("Up 5 s (unhealthy)"), Health::Unhealthy);
-        assert_eq!(
-            health_from_status("Up 1 s (health: starting)"),
-            Health::Starting
-        );
-        assert_eq!(health_from_status("Up 1 s"), Health::None);
     }
 }

@@ -1,15 +1,19 @@
-//! The command line: every subcommand and flag of `shoal`, and the strict parsers for
-//! values clap cannot check by itself (`--addr` lists, `SERVICE=N`, `k=v` labels).
+//! The command line: every subcommand and flag of `shoal` (the server roles' flags in
+//! [`roles`], the strict value parsers clap cannot check by itself in [`values`]).
 //!
 //! A value that does not parse is a usage error: clap prints it and exits 2.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Where client commands look for the cluster when neither `--addr` nor `SHOAL_ADDR` says.
+mod roles;
+mod values;
+pub use roles::*;
+pub use values::*;
+
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7370";
 
 #[derive(Debug, Parser)]
@@ -161,111 +165,6 @@ impl Command {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// Data directory (controller state in D/controller, agent state in D/agent).
-    /// Default: $XDG_DATA_HOME/shoal, else ~/.local/share/shoal.
-    #[arg(long, value_name = "D")]
-    pub data_dir: Option<PathBuf>,
-    /// Address the controller serves gRPC on.
-    #[arg(long, default_value = DEFAULT_ADDR, value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// This node's name. Default: the machine's hostname.
-    #[arg(long, value_name = "NODE")]
-    pub name: Option<String>,
-    /// Docker engine to use (e.g. unix:///var/run/docker.sock). Default: the local engine.
-    #[arg(long, value_name = "URI")]
-    pub docker: Option<String>,
-    /// JSON (or .toml) file listing this node's GPUs, standing in for NVML.
-    #[arg(long, value_name = "FILE")]
-    pub gpu_inventory: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-#[command(
-    group(clap::ArgGroup::new("bootstrap").required(true).args(["init", "join"])),
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
-)]
-pub struct ControllerArgs {
-    /// Manage the controllers of a running cluster instead of running one.
-    #[command(subcommand)]
-    pub command: Option<ControllerCommand>,
-    /// Directory for the Raft log, vote, snapshots and state.
-    #[arg(long, value_name = "D", required = true)]
-    pub data_dir: Option<PathBuf>,
-    /// Address to serve gRPC on (CLI, agents and Raft peers share it).
-    #[arg(long, value_name = "ADDR", required = true)]
-    pub listen: Option<SocketAddr>,
-    /// host:port other members, agents and clients reach this controller at.
-    #[arg(long, value_name = "ADDR")]
-    pub advertise: Option<String>,
-    /// Create a cluster of one (unless the data dir already holds one).
-    #[arg(long)]
-    pub init: bool,
-    /// Join the cluster that ADDR belongs to.
-    #[arg(long, value_name = "ADDR")]
-    pub join: Option<String>,
-    /// Controller join token, with --join (`shoal token show controller`).
-    #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
-    pub token: Option<String>,
-    /// Lifetime of the node certificates this controller issues (e.g. 90d, 12h, 30s).
-    #[arg(long, value_name = "DUR", default_value = "90d", value_parser = parse_duration, hide = true)]
-    pub cert_ttl: std::time::Duration,
-    /// Raft leader heartbeat period.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub heartbeat_ms: u64,
-    /// Election timeout. A follower that stops hearing its leader waits out the leader's
-    /// lease (1.25*MS) and then a random MS to 1.25*MS before it starts an election, so a
-    /// lost leader is replaced after about 2.25-2.5*MS.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    pub election_timeout_ms: u64,
-    /// How long an agent may stay silent before its node is declared down and its
-    /// replicas are placed elsewhere (agents heartbeat every 250 ms).
-    #[arg(long, value_name = "MS", default_value_t = 1500)]
-    pub node_grace_ms: u64,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ControllerCommand {
-    /// Take a controller out of the cluster (it no longer votes or receives the log).
-    Remove {
-        /// The controller's id, as `shoal cluster status` shows it.
-        id: u64,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct AgentArgs {
-    /// This node's name (what `node.hostname` and `node.id` constraints match).
-    /// Default: the machine's hostname.
-    #[arg(long, value_name = "NODE")]
-    pub name: Option<String>,
-    /// Directory for the agent's local state.
-    #[arg(long, value_name = "D")]
-    pub data_dir: PathBuf,
-    /// Docker engine to use (e.g. unix:///var/run/docker.sock). Default: the local engine.
-    #[arg(long, value_name = "URI")]
-    pub docker: Option<String>,
-    /// Address other nodes reach this node's containers and ingress ports at.
-    #[arg(long, value_name = "IP")]
-    pub advertise: Option<String>,
-    /// Node labels, for `node.labels.K` placement constraints.
-    #[arg(long, value_parser = parse_labels, value_name = "k=v,..")]
-    pub labels: Option<Labels>,
-    /// JSON (or .toml) file listing this node's GPUs, standing in for NVML:
-    /// [{"uuid":"GPU-…","index":0,"model":"…","memory_bytes":N}]. Reread every 30 s.
-    #[arg(long, value_name = "FILE")]
-    pub gpu_inventory: Option<PathBuf>,
-    /// Serve Prometheus metrics (per-GPU memory and utilization) on ADDR, path /metrics.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<std::net::SocketAddr>,
-    /// Agent join token, needed the first time this node joins (`shoal token show
-    /// agent`); later starts reuse the certificate in DATA_DIR/tls.
-    #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
-    pub token: Option<String>,
-}
-
 /// `--labels k=v,..` as parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Labels(pub BTreeMap<String, String>);
@@ -365,98 +264,10 @@ pub struct RollbackArgs {
     pub service: String,
 }
 
-/// `A[,B..]`: split on commas, trimmed, none empty.
-pub fn parse_addrs(s: &str) -> Result<Addrs, String> {
-    let addrs: Vec<String> = s.split(',').map(|a| a.trim().to_string()).collect();
-    if addrs.iter().any(String::is_empty) {
-        return Err(format!(
-            "`{s}` is not a list of addresses: expected HOST:PORT[,HOST:PORT..]"
-        ));
-    }
-    Ok(Addrs(addrs))
-}
-
-/// `SERVICE=N` with SERVICE `NAME` or `STACK/NAME` and N a non-negative integer.
-pub fn parse_scale(s: &str) -> Result<ScaleTarget, String> {
-    let Some((service, n)) = s.split_once('=') else {
-        return Err(format!("`{s}` is not SERVICE=N (e.g. web=3)"));
-    };
-    let parts: Vec<&str> = service.split('/').collect();
-    let valid_name = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    if parts.len() > 2 || !parts.iter().all(|p| valid_name(p)) {
-        return Err(format!(
-            "`{service}` is not a service name: expected SERVICE or STACK/SERVICE"
-        ));
-    }
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "`{n}` in `{s}` is not a number of replicas: expected a non-negative integer"
-        ));
-    }
-    let replicas = n
-        .parse::<u64>()
-        .map_err(|_| format!("`{n}` in `{s}` is too large a number of replicas"))?;
-    Ok(ScaleTarget {
-        service: service.to_string(),
-        replicas,
-    })
-}
-
-/// `N` followed by `s`, `m`, `h` or `d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration: expected e.g. 30s, 10m, 12h or 90d"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => {
-            return Err(format!(
-                "`{s}` is not a duration: the unit must be s, m, h or d"
-            ))
-        }
-    };
-    if n == 0 {
-        return Err(format!(
-            "`{s}` is not a usable lifetime: it must be more than 0"
-        ));
-    }
-    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
-}
-
-/// `k=v[,k=v..]`; keys non-empty and not repeated, values may be empty.
-pub fn parse_labels(s: &str) -> Result<Labels, String> {
-    let mut labels = BTreeMap::new();
-    for item in s.split(',') {
-        let item = item.trim();
-        let Some((k, v)) = item.split_once('=') else {
-            return Err(format!("`{item}` is not a label: expected k=v"));
-        };
-        let k = k.trim();
-        if k.is_empty() {
-            return Err(format!("`{item}` has an empty label key"));
-        }
-        if labels.insert(k.to_string(), v.trim().to_string()).is_some() {
-            return Err(format!("label `{k}` is given twice"));
-        }
-    }
-    Ok(Labels(labels))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
@@ -464,17 +275,6 @@ mod tests {
 
     fn addrs(v: &[&str]) -> Addrs {
         Addrs(v.iter().map(|s| s.to_string()).collect())
-    }
-
-    #[test]
-    fn durations() {
-        use std::time::Duration;
-        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5w").is_err());
-        assert!(parse_duration("s").is_err());
     }
 
     #[test]
@@ -597,80 +397,6 @@ mod tests {
         );
         assert_eq!(parse(&["scale", "web=x"]).unwrap_err().exit_code(), 2);
         assert_eq!(parse(&["scale"]).unwrap_err().exit_code(), 2);
-    }
-
-    #[test]
-    fn labels() {
-        let l = parse_labels("zone=a, gpu=,tier=db").unwrap();
-        assert_eq!(
-            l.0,
-            BTreeMap::from([
-                ("gpu".to_string(), String::new()),
-                ("tier".to_string(), "db".to_string()),
-                ("zone".to_string(), "a".to_string()),
-            ])
-        );
-        assert!(parse_labels("zone").is_err());
-        assert!(parse_labels("=a").is_err());
-        assert!(parse_labels("a=1,a=2").is_err());
-    }
-
-    #[test]
-    fn server_roles() {
-        let c = parse(&[
-            "controller",
-            "--data-dir",
-            "/d",
-            "--listen",
-            "0.0.0.0:7370",
-            "--join",
-            "10.0.0.1:7370",
-        ])
-        .unwrap();
-        let Command::Controller(c) = c.command else {
-            panic!("not controller")
-        };
-        assert_eq!(c.join.as_deref(), Some("10.0.0.1:7370"));
-        assert!(!c.init);
-        // --init and --join exclude each other, and one of them is required.
-        let both = [
-            "controller",
-            "--data-dir",
-            "/d",
-            "--listen",
-            "0.0.0.0:7370",
-            "--init",
-            "--join",
-            "x:1",
-        ];
-        assert_eq!(parse(&both).unwrap_err().exit_code(), 2);
-        let neither = ["controller", "--data-dir", "/d", "--listen", "0.0.0.0:7370"];
-        assert_eq!(parse(&neither).unwrap_err().exit_code(), 2);
-
-        let a = parse(&[
-            "agent",
-            "--addr",
-            "c1:7370,c2:7370",
-            "--name",
-            "node-a",
-            "--data-dir",
-            "/d",
-            "--labels",
-            "zone=a",
-            "--gpu-inventory",
-            "/g.json",
-        ])
-        .unwrap();
-        assert_eq!(a.global.addr, addrs(&["c1:7370", "c2:7370"]));
-        let Command::Agent(a) = a.command else {
-            panic!("not agent")
-        };
-        assert_eq!(a.name.as_deref(), Some("node-a"));
-        assert_eq!(
-            a.labels,
-            Some(Labels(BTreeMap::from([("zone".into(), "a".into())])))
-        );
-        assert!(parse(&["agent", "--data-dir", "/d", "--labels", "zone"]).is_err());
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! The flags of the server roles: `shoal up`, `shoal controller`, `shoal agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::{parse_duration, parse_labels, Labels, DEFAULT_ADDR};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Data directory (controller state in D/controller, agent state in D/agent).
+    /// Default: $XDG_DATA_HOME/shoal, else ~/.local/share/shoal.
+    #[arg(long, value_name = "D")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the controller serves gRPC on.
+    #[arg(long, default_value = DEFAULT_ADDR, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// This node's name. Default: the machine's hostname.
+    #[arg(long, value_name = "NODE")]
+    pub name: Option<String>,
+    /// Docker engine to use (e.g. unix:///var/run/docker.sock). Default: the local engine.
+    #[arg(long, value_name = "URI")]
+    pub docker: Option<String>,
+    /// JSON (or .toml) file listing this node's GPUs, standing in for NVML.
+    #[arg(long, value_name = "FILE")]
+    pub gpu_inventory: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    group(clap::ArgGroup::new("bootstrap").required(true).args(["init", "join"])),
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct ControllerArgs {
+    /// Manage the controllers of a running cluster instead of running one.
+    #[command(subcommand)]
+    pub command: Option<ControllerCommand>,
+    /// Directory for the Raft log, vote, snapshots and state.
+    #[arg(long, value_name = "D", required = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve gRPC on (CLI, agents and Raft peers share it).
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub listen: Option<SocketAddr>,
+    /// host:port other members, agents and clients reach this controller at.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
+    /// Create a cluster of one (unless the data dir already holds one).
+    #[arg(long)]
+    pub init: bool,
+    /// Join the cluster that ADDR belongs to.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+    /// Controller join token, with --join (`shoal token show controller`).
+    #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
+    pub token: Option<String>,
+    /// Lifetime of the node certificates this controller issues (e.g. 90d, 12h, 30s).
+    #[arg(long, value_name = "DUR", default_value = "90d", value_parser = parse_duration, hide = true)]
+    pub cert_ttl: std::time::Duration,
+    /// Raft leader heartbeat period.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Election timeout. A follower that stops hearing its leader waits out the leader's
+    /// lease (1.25*MS) and then a random MS to 1.25*MS before it starts an election, so a
+    /// lost leader is replaced after about 2.25-2.5*MS.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub election_timeout_ms: u64,
+    /// How long an agent may stay silent before its node is declared down and its
+    /// replicas are placed elsewhere (agents heartbeat every 250 ms).
+    #[arg(long, value_name = "MS", default_value_t = 1500)]
+    pub node_grace_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Take a controller out of the cluster (it no longer votes or receives the log).
+    Remove {
+        /// The controller's id, as `shoal cluster status` shows it.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name (what `node.hostname` and `node.id` constraints match).
+    /// Default: the machine's hostname.
+    #[arg(long, value_name = "NODE")]
+    pub name: Option<String>,
+    /// Directory for the agent's local state.
+    #[arg(long, value_name = "D")]
+    pub data_dir: PathBuf,
+    /// Docker engine to use (e.g. unix:///var/run/docker.sock). Default: the local engine.
+    #[arg(long, value_name = "URI")]
+    pub docker: Option<String>,
+    /// Address other nodes reach this node's containers and ingress ports at.
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<String>,
+    /// Node labels, for `node.labels.K` placement constraints.
+    #[arg(long, value_parser = parse_labels, value_name = "k=v,..")]
+    pub labels: Option<Labels>,
+    /// JSON (or .toml) file listing this node's GPUs, standing in for NVML:
+    /// [{"uuid":"GPU-…","index":0,"model":"…","memory_bytes":N}]. Reread every 30 s.
+    #[arg(long, value_name = "FILE")]
+    pub gpu_inventory: Option<PathBuf>,
+    /// Serve Prometheus metrics (per-GPU memory and utilization) on ADDR, path /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Agent join token, needed the first time this node joins (`shoal token show
+    /// agent`); later starts reuse the certificate in DATA_DIR/tls.
+    #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
+    pub token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
+    }
+
+    fn addrs(v: &[&str]) -> Addrs {
+        Addrs(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn server_roles() {
+        let c = parse(&[
+            "controller",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "0.0.0.0:7370",
+            "--join",
+            "10.0.0.1:7370",
+        ])
+        .unwrap();
+        let Command::Controller(c) = c.command else {
+            panic!("not controller")
+        };
+        assert_eq!(c.join.as_deref(), Some("10.0.0.1:7370"));
+        assert!(!c.init);
+        // --init and --join exclude each other, and one of them is required.
+        let both = [
+            "controller",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "0.0.0.0:7370",
+            "--init",
+            "--join",
+            "x:1",
+        ];
+        assert_eq!(parse(&both).unwrap_err().exit_code(), 2);
+        let neither = ["controller", "--data-dir", "/d", "--listen", "0.0.0.0:7370"];
+        assert_eq!(parse(&neither).unwrap_err().exit_code(), 2);
+
+        let a = parse(&[
+            "agent",
+            "--addr",
+            "c1:7370,c2:7370",
+            "--name",
+            "node-a",
+            "--data-dir",
+            "/d",
+            "--labels",
+            "zone=a",
+            "--gpu-inventory",
+            "/g.json",
+        ])
+        .unwrap();
+        assert_eq!(a.global.addr, addrs(&["c1:7370", "c2:7370"]));
+        let Command::Agent(a) = a.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.name.as_deref(), Some("node-a"));
+        assert_eq!(
+            a.labels,
+            Some(Labels(BTreeMap::from([("zone".into(), "a".into())])))
+        );
+        assert!(parse(&["agent", "--data-dir", "/d", "--labels", "zone"]).is_err());
+    }
+}

@@ -382,8 +382,19 @@ fn rolling_update_under_load(hosts: &Hosts, dir: &Path) {
         done.len() == 2 && done.iter().all(|(_, s)| s == "healthy"),
         "api after its rollout: {done:?}"
     );
-    // A moment of load on the new version before stopping the clients.
-    std::thread::sleep(Duration::from_millis(500));
+    // Keep the load on until the new version has answered through the mesh (bounded),
+    // then stop the clients.
+    eventually(
+        Duration::from_secs(20),
+        "v2 answering through the mesh",
+        || {
+            versions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains("v2")
+                .then_some(())
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().expect("client thread");

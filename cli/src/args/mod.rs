@@ -269,11 +269,11 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    pub(super) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
     }
 
-    fn addrs(v: &[&str]) -> Addrs {
+    pub(super) fn addrs(v: &[&str]) -> Addrs {
         Addrs(v.iter().map(|s| s.to_string()).collect())
     }
 

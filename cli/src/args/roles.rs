@@ -114,16 +114,8 @@ pub struct AgentArgs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{addrs, parse};
     use super::super::*;
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        use clap::Parser;
-        Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
-    }
-
-    fn addrs(v: &[&str]) -> Addrs {
-        Addrs(v.iter().map(|s| s.to_string()).collect())
-    }
 
     #[test]
     fn server_roles() {

@@ -102,7 +102,7 @@ agent_cmd() {
   local i="$1" extra="SHOAL_HOSTS_AGENT_ARGS_$1"
   CMD=("$SHOAL" agent --addr "$(controllers)" --name "n$i" --advertise "$(node_ip "$i")"
     --docker "unix://$(sock "$i")" --data-dir "$(node_dir "$i")/agent"
-    --token "$(token agent)")
+    --secrets-dir "$(node_dir "$i")/secrets" --token "$(token agent)")
   # shellcheck disable=SC2206
   CMD+=(${SHOAL_HOSTS_AGENT_ARGS:-} ${!extra:-})
 }

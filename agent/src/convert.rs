@@ -48,6 +48,7 @@ impl TryFrom<pb::Assignment> for Assignment {
             ended: a.ended,
             spec: Arc::new(spec),
             gpus: a.gpus.clone(),
+            secrets: a.secrets.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -268,6 +269,7 @@ mod tests {
             spec_json: spec.to_vec(),
             ended: false,
             gpus: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 

@@ -122,6 +122,7 @@ mod tests {
                 ..Default::default()
             }),
             gpus: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 

@@ -48,6 +48,7 @@ pub mod net;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;
+pub mod secrets;
 pub mod session;
 pub mod supervisor;
 
@@ -86,6 +87,9 @@ pub struct AgentConfig {
     /// Talk to the controller without TLS. Only tests against in-process fake
     /// controllers set it: real controllers have no plaintext listener.
     pub plaintext: bool,
+    /// Where tasks' secret files are kept (a tmpfs is mounted there if it is on a disk);
+    /// `None`: [`secrets::default_dir`].
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -106,6 +110,7 @@ impl Default for AgentConfig {
             metrics: None,
             token: None,
             plaintext: false,
+            secrets_dir: None,
         }
     }
 }
@@ -168,6 +173,11 @@ pub async fn run_with_runtime(
             node: cfg.name.clone(),
             poll_interval: OBSERVE_INTERVAL,
             ingress: runtime.supports_ingress(),
+            secrets: Some(Arc::new(secrets::SecretStore::open(
+                &cfg.secrets_dir
+                    .clone()
+                    .unwrap_or_else(|| secrets::default_dir(&cfg.name, &cfg.data_dir)),
+            ))),
         },
         runtime.clone(),
         Some(contact.clone()),

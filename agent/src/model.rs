@@ -22,6 +22,8 @@ pub struct Assignment {
     pub spec: Arc<ServiceSpec>,
     /// UUIDs of the GPUs the scheduler gave this task (empty: none).
     pub gpus: Vec<String>,
+    /// Its secrets with their contents (only while it is to run).
+    pub secrets: Vec<crate::secrets::SecretFile>,
 }
 
 /// The full set of tasks assigned to this node; anything else must not run here.

@@ -539,6 +539,7 @@ mod tests {
             desired: Desired::Running,
             ended: false,
             gpus: Vec::new(),
+            secrets: Vec::new(),
             spec: spec(hc),
         };
         let intent = AssignmentSet {

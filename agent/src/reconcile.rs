@@ -244,6 +244,7 @@ mod tests {
             desired,
             ended: false,
             gpus: Vec::new(),
+            secrets: Vec::new(),
             spec: Arc::new(ServiceSpec {
                 name: "web".into(),
                 image: "img".into(),

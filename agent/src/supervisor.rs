@@ -82,6 +82,8 @@ pub struct SupervisorConfig {
     pub poll_interval: Duration,
     /// Open ingress listeners for published ingress ports.
     pub ingress: bool,
+    /// Where tasks' secrets are written; `None`: tasks that use secrets fail.
+    pub secrets: Option<Arc<crate::secrets::SecretStore>>,
 }
 
 enum OpEvent {
@@ -368,6 +370,19 @@ impl Supervisor {
     /// Forget reports of tasks that are neither assigned nor have a container, and
     /// networks no task of the stack needs any more.
     fn prune(&mut self) {
+        if let (Some(store), Some(intent)) = (&self.cfg.secrets, &self.intent) {
+            let keep: BTreeSet<String> = intent
+                .tasks
+                .values()
+                .filter(|a| {
+                    a.desired == shoal_proto::task::Desired::Running
+                        && !a.ended
+                        && !a.secrets.is_empty()
+                })
+                .map(|a| a.task.task_id.clone())
+                .collect();
+            store.retain(&keep);
+        }
         let with_container: BTreeSet<String> = self
             .containers
             .values()
@@ -467,6 +482,7 @@ impl Supervisor {
                         .as_ref()
                         .and_then(|i| i.mesh.subnets.get(&assignment.task.stack).map(|(s, _)| *s)),
                     dns: self.net.as_ref().map(NodeNet::dns),
+                    secrets: self.cfg.secrets.clone(),
                 };
                 self.ops.spawn(async move {
                     let container =
@@ -563,6 +579,7 @@ struct StartNet {
     /// This node's subnet for the stack.
     subnet: Option<crate::net::Subnet>,
     dns: Option<Arc<tokio::sync::Mutex<crate::net::dns::Dns>>>,
+    secrets: Option<Arc<crate::secrets::SecretStore>>,
 }
 
 /// Pull, create and start one task's container, reporting `starting`, or `failed` with
@@ -588,6 +605,25 @@ async fn start_task(
                 .container(id)
                 .error(error),
         );
+    };
+    // Written before every start: after a reboot the tmpfs is empty again.
+    let secret_mounts = if a.secrets.is_empty() {
+        Vec::new()
+    } else {
+        let written = match &net.secrets {
+            Some(store) => store.write(task_id, &a.secrets),
+            None => Err("this agent keeps no secrets".to_string()),
+        };
+        match written {
+            Ok(m) => m,
+            Err(e) => {
+                fail(existing.as_deref(), format!("secrets: {e}"));
+                return match existing {
+                    Some(id) => runtime.inspect(&id).await.ok(),
+                    None => None,
+                };
+            }
+        }
     };
     let id = match existing {
         Some(id) => id,
@@ -615,6 +651,7 @@ async fn start_task(
                     req.aliases.clear();
                 }
             }
+            req.mounts.extend(secret_mounts);
             let req = with_gpus(req, &a.spec, &a.gpus);
             match runtime.create(&req).await {
                 Ok(id) => id,

@@ -36,6 +36,7 @@ fn assignment(id: &str, service: &str, stop_after_ms: Option<u64>) -> Assignment
             ..Default::default()
         }),
         gpus: Vec::new(),
+        secrets: Vec::new(),
     }
 }
 
@@ -82,6 +83,7 @@ async fn a_cut_off_node_stops_only_the_services_that_asked() {
             node: "node-a".into(),
             poll_interval: Duration::from_millis(100),
             ingress: false,
+            secrets: None,
         },
         Arc::new(fake.clone()),
         Some(contact.clone()),
@@ -153,6 +155,7 @@ async fn contact_in_time_keeps_the_replicas_running() {
             node: "node-a".into(),
             poll_interval: Duration::from_millis(100),
             ingress: false,
+            secrets: None,
         },
         Arc::new(fake.clone()),
         Some(contact.clone()),

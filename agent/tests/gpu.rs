@@ -253,6 +253,7 @@ fn gpu_assignment(gpus: &[&str]) -> AssignmentSet {
         ended: false,
         spec: Arc::new(gpu_spec()),
         gpus: gpus.iter().map(|g| g.to_string()).collect(),
+        secrets: Vec::new(),
     };
     AssignmentSet {
         version: 1,
@@ -270,6 +271,7 @@ async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
             node: "gpu-node".into(),
             poll_interval: Duration::from_millis(500),
             ingress: false,
+            secrets: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -320,6 +322,7 @@ async fn an_engine_without_the_gpu_runtime_fails_the_task_with_its_message() {
             node: "gpu-node".into(),
             poll_interval: Duration::from_millis(500),
             ingress: false,
+            secrets: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),

@@ -132,6 +132,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
                 spec_json: spec,
                 ended: false,
                 gpus: Vec::new(),
+                secrets: Vec::new(),
             }],
         })),
     };

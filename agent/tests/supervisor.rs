@@ -26,6 +26,7 @@ fn start(fake: &FakeRuntime) -> Node {
             node: "node-a".into(),
             poll_interval: Duration::from_millis(500),
             ingress: false,
+            secrets: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -59,6 +60,7 @@ fn assignment(id: &str, desired: Desired, spec: &ServiceSpec) -> Assignment {
         desired,
         ended: false,
         gpus: Vec::new(),
+        secrets: Vec::new(),
         spec: Arc::new(spec.clone()),
     }
 }
@@ -473,6 +475,7 @@ async fn ingress_port_forwards_to_a_running_replica_and_conflicts_fail_the_task(
             node: "node-a".into(),
             poll_interval: Duration::from_millis(50),
             ingress: true,
+            secrets: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),

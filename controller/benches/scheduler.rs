@@ -56,8 +56,10 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
             name: "bench".into(),
             services: specs.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             volumes: Default::default(),
+            secrets: Vec::new(),
         },
         now_ms: 0,
+        secrets: Default::default(),
     });
     (s, specs)
 }

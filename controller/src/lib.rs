@@ -35,6 +35,7 @@ pub mod raft;
 pub mod rebalance;
 pub mod reconciler;
 pub mod scheduler;
+pub mod secrets;
 pub mod server;
 pub mod state;
 

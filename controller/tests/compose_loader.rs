@@ -478,6 +478,7 @@ fn every_honored_key_lands_in_the_spec() {
             ..UpdateConfig::default()
         },
         disconnect: DisconnectPolicy::default(),
+        secrets: Vec::new(),
     };
     assert_eq!(app, &expected);
 

@@ -213,8 +213,10 @@ fn a_changed_spec_replaces_replicas_with_the_new_generation() {
             name: "app".into(),
             services: [("web".to_string(), v2)].into_iter().collect(),
             volumes: Default::default(),
+            secrets: Vec::new(),
         },
         now_ms: 2,
+        secrets: Default::default(),
     });
     assert_eq!(result.generations, vec![("web".to_string(), 2, true)]);
     assert_eq!(

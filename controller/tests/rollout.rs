@@ -25,8 +25,10 @@ fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
             name: "app".into(),
             services: [("web".to_string(), spec)].into_iter().collect(),
             volumes: Default::default(),
+            secrets: Vec::new(),
         },
         now_ms,
+        secrets: Default::default(),
     });
 }
 

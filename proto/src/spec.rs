@@ -20,6 +20,43 @@ pub struct StackSpec {
     /// Top-level named volumes, by their Compose name.
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeSpec>,
+    /// Top-level `secrets:` the services use, by their Compose name. Only names: the
+    /// contents travel beside the spec (`DeployRequest.secrets`) and are sealed in the
+    /// Raft state, never stored in a spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+/// A service's use of a secret (`services.X.secrets`): a file in its containers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// The top-level secret's name.
+    pub source: String,
+    /// Where the file appears: a bare name is under `/run/secrets/`, else an absolute path.
+    pub target: String,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// File mode (default 0444, as Compose).
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// A keyed digest of the contents, set by the controller when the stack is deployed
+    /// (empty in what the loader produces): a changed secret changes the spec, so its
+    /// services roll out, and a rollback finds the previous contents by it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+}
+
+impl SecretRef {
+    /// The file's path inside the container.
+    pub fn path(&self) -> String {
+        if self.target.starts_with('/') {
+            self.target.clone()
+        } else {
+            format!("/run/secrets/{}", self.target)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -113,6 +150,9 @@ pub struct ServiceSpec {
     /// controller (`x-shoal-disconnect`): keep them running (the default) or stop them.
     #[serde(default)]
     pub disconnect: DisconnectPolicy,
+    /// Secrets mounted as files in its containers (`secrets:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
 }
 
 /// `x-shoal-disconnect`: the agent-side policy for replicas on a node cut off from every

@@ -61,9 +61,11 @@ async fn bench(duration: Duration) -> anyhow::Result<()> {
         name: STACK.into(),
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
+        secrets: Vec::new(),
     };
     c.deploy(pb::DeployRequest {
         stack_json: serde_json::to_vec(&stack)?,
+        ..Default::default()
     })
     .await?;
 

@@ -164,6 +164,8 @@ pub struct ShoalUp {
     /// `XDG_CONFIG_HOME` of this instance's `shoal up` and CLI calls, so the CLI
     /// config `up` writes (pointing at its admin credentials) is this test's own.
     pub config_home: PathBuf,
+    /// `--secrets-dir`: the agent mounts a tmpfs there; unmounted on drop.
+    pub secrets_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -185,6 +187,7 @@ impl ShoalUp {
             log: tmp.path().join("shoal-up.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             config_home: tmp.path().join("config"),
+            secrets_dir: tmp.path().join("secrets"),
             _tmp: Some(tmp),
         };
         remove_node_containers(node);
@@ -208,6 +211,8 @@ impl ShoalUp {
                 "--data-dir",
             ])
             .arg(&self.data_dir)
+            .arg("--secrets-dir")
+            .arg(&self.secrets_dir)
             .args(&self.extra)
             .env("SHOAL_LOG", "info,shoal_controller=debug,shoal_agent=debug")
             .env("XDG_CONFIG_HOME", &self.config_home)
@@ -312,6 +317,11 @@ impl Drop for ShoalUp {
             eprintln!("---- shoal up log ----\n{}", self.log());
         }
         remove_node_containers(&self.node);
+        // The tmpfs a killed agent could not unmount.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.secrets_dir)
+            .output();
         // Stack networks the agent had no time to remove (unused ones only).
         let _ = Command::new("docker")
             .args(["network", "prune", "-f", "--filter", "label=io.shoal.stack"])

@@ -171,7 +171,10 @@ async fn an_isolated_old_leader_cannot_acknowledge_a_write() {
     let mut direct = cl.direct(old).await.expect("the isolated leader answers");
     let ghost = serde_json::to_vec(&stack("ghost", "img:ghost", 1)).unwrap();
     let write = direct
-        .deploy(shoal_proto::pb::DeployRequest { stack_json: ghost })
+        .deploy(shoal_proto::pb::DeployRequest {
+            stack_json: ghost,
+            ..Default::default()
+        })
         .await;
     let err = write.expect_err("an isolated leader acknowledged a write");
     eprintln!("isolated old leader refused the write: {err}");

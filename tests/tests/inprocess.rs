@@ -151,6 +151,7 @@ fn stack(replicas: u64) -> StackSpec {
         name: "app".into(),
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
+        secrets: Vec::new(),
     }
 }
 
@@ -170,6 +171,7 @@ async fn replicas_spread_over_agents_and_a_failed_one_is_replaced() {
     let reply = c
         .deploy(pb::DeployRequest {
             stack_json: serde_json::to_vec(&stack(6)).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -236,6 +238,7 @@ async fn a_pull_failure_is_reported_with_its_reason() {
     for _ in 0..100 {
         if c.deploy(pb::DeployRequest {
             stack_json: serde_json::to_vec(&stack(1)).unwrap(),
+            ..Default::default()
         })
         .await
         .is_ok()
@@ -262,6 +265,7 @@ async fn drain_label_and_activate_steer_placement() {
     web.update.monitor_ms = 0; // no healthcheck: count a running replica as moved at once
     c.deploy(pb::DeployRequest {
         stack_json: serde_json::to_vec(&spec).unwrap(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -313,6 +317,7 @@ async fn drain_label_and_activate_steer_placement() {
         }];
     c.deploy(pb::DeployRequest {
         stack_json: serde_json::to_vec(&eu).unwrap(),
+        ..Default::default()
     })
     .await
     .unwrap();

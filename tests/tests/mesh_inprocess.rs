@@ -207,6 +207,7 @@ async fn agents_hear_names_and_mesh_ports_follow_ready_replicas() {
             .into_iter()
             .collect(),
         volumes: Default::default(),
+        secrets: Vec::new(),
     };
     client.deploy(&stack).await.expect("deploy");
 

@@ -25,6 +25,10 @@ pub struct UpArgs {
     /// JSON (or .toml) file listing this node's GPUs, standing in for NVML.
     #[arg(long, value_name = "FILE")]
     pub gpu_inventory: Option<PathBuf>,
+    /// Where tasks' secrets are kept (a tmpfs is mounted there if it is on a disk).
+    /// Default: /run/shoal/secrets/NODE-HASH.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +110,10 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics (per-GPU memory and utilization) on ADDR, path /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where tasks' secrets are kept (a tmpfs is mounted there if it is on a disk).
+    /// Default: /run/shoal/secrets/NODE-HASH.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// Agent join token, needed the first time this node joins (`shoal token show
     /// agent`); later starts reuse the certificate in DATA_DIR/tls.
     #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]

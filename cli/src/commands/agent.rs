@@ -24,6 +24,7 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
         gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
         token: args.token,
         metrics: args.metrics,
+        secrets_dir: args.secrets_dir,
         // The agent's own defaults for what the command line does not set.
         ..shoal_agent::AgentConfig::default()
     };

@@ -24,6 +24,20 @@ pub fn run(args: ConfigArgs, format: Format) -> anyhow::Result<()> {
 
 /// Loads the stack; warnings go to stderr. On errors every diagnostic goes to stderr and
 /// the result is a [`UsageError`] (exit 2).
+/// Print the errors and say the input is refused (a usage error: exit code 2).
+pub fn refuse(err: &compose::LoadError) -> anyhow::Error {
+    for d in &err.diagnostics {
+        eprintln!("{d}");
+    }
+    let n = err.diagnostics.len();
+    UsageError(format!(
+        "the Compose input is invalid ({n} error{}): fix {} and retry",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it" } else { "them" }
+    ))
+    .into()
+}
+
 pub fn load_stack(args: &ComposeArgs) -> anyhow::Result<compose::Loaded> {
     let opts = compose::LoadOptions {
         files: args.files.clone(),
@@ -38,17 +52,6 @@ pub fn load_stack(args: &ComposeArgs) -> anyhow::Result<compose::Loaded> {
             }
             Ok(loaded)
         }
-        Err(err) => {
-            for d in &err.diagnostics {
-                eprintln!("{d}");
-            }
-            let n = err.diagnostics.len();
-            Err(UsageError(format!(
-                "the Compose input is invalid ({n} error{}): fix {} and retry",
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "it" } else { "them" }
-            ))
-            .into())
-        }
+        Err(err) => Err(refuse(&err)),
     }
 }

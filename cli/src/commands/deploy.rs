@@ -21,7 +21,15 @@ pub async fn run(args: DeployArgs, ctx: &mut Ctx) -> anyhow::Result<()> {
     let loaded = super::config::load_stack(&args.compose)?;
     let stack = loaded.stack.name.clone();
     let stack_json = serde_json::to_vec(&loaded.stack).context("serialize the stack")?;
-    let req = DeployRequest { stack_json };
+    // Read now, not at load: `shoal config` works without the secret files.
+    let secrets = shoal_controller::compose::secret_contents(&loaded)
+        .map_err(|e| super::config::refuse(&e))?
+        .into_iter()
+        .collect();
+    let req = DeployRequest {
+        stack_json,
+        secrets,
+    };
     let reply = ctx
         .client
         .call(|mut c| {

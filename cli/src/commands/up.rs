@@ -39,6 +39,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         advertise: None,
         labels: BTreeMap::new(),
         gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
+        secrets_dir: args.secrets_dir,
         ..shoal_agent::AgentConfig::default()
     };
     let addr_flag = if local.to_string() == DEFAULT_ADDR {

@@ -17,6 +17,7 @@ use super::control::now_ms;
 use super::{convert, SessionHandle, Shared};
 use crate::logs::Chunk;
 use crate::state::{Command, TaskUpdate};
+use shoal_proto::task::Desired;
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,18 +123,25 @@ async fn serve(
     let mut last_mesh: Option<crate::endpoints::NodeMesh> = None;
     loop {
         // Send the node its assignments (and its view of the mesh) whenever they change.
-        let (version, current, mesh) = {
+        let update = {
             let state = ctx.node.state.read();
             let version = state.last_applied().map_or(0, |l| l.index);
-            (
-                version,
-                crate::assignments::for_node(&state, node),
-                crate::endpoints::for_node(&state, node),
-            )
+            let current = crate::assignments::for_node(&state, node);
+            let mesh = crate::endpoints::for_node(&state, node);
+            (last_sent.as_ref() != Some(&current) || last_mesh.as_ref() != Some(&mesh)).then(|| {
+                let mut set = convert::assignments(version, &current);
+                // Secrets' contents, unsealed here, only for the tasks to be run.
+                for (pb_task, a) in set.tasks.iter_mut().zip(&current) {
+                    if a.desired == Desired::Running && !a.ended {
+                        pb_task.secrets =
+                            crate::secrets::files(&state, &a.spec.secrets, &ctx.pki.key);
+                    }
+                }
+                set.mesh = Some(convert::mesh(&mesh));
+                (set, current, mesh)
+            })
         };
-        if last_sent.as_ref() != Some(&current) || last_mesh.as_ref() != Some(&mesh) {
-            let mut set = convert::assignments(version, &current);
-            set.mesh = Some(convert::mesh(&mesh));
+        if let Some((set, current, mesh)) = update {
             let msg = pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Assignments(set)),
             };

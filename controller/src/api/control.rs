@@ -63,7 +63,8 @@ impl Control for ControlService {
         &self,
         req: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployReply>, Status> {
-        let spec: StackSpec = serde_json::from_slice(&req.get_ref().stack_json)
+        let req = req.into_inner();
+        let mut spec: StackSpec = serde_json::from_slice(&req.stack_json)
             .map_err(|e| Status::invalid_argument(format!("stack spec: {e}")))?;
         if spec.name.is_empty() {
             return Err(Status::invalid_argument("the stack has no name"));
@@ -75,10 +76,14 @@ impl Control for ControlService {
             )));
         }
         let stack = spec.name.clone();
+        // Sealed here, before anything is proposed: the Raft log never holds them in clear.
+        let secrets = crate::secrets::seal_stack(&mut spec, &req.secrets, &self.ctx.pki.key)
+            .map_err(Status::invalid_argument)?;
         let result = self
             .apply(Command::DeployStack {
                 spec,
                 now_ms: now_ms(),
+                secrets,
             })
             .await?;
         tracing::info!(%stack, "stack deployed");

@@ -110,6 +110,7 @@ pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
                 spec_json: serde_json::to_vec(&a.spec).unwrap_or_default(),
                 ended: a.ended,
                 gpus: a.gpus.clone(),
+                secrets: Vec::new(),
             })
             .collect(),
         mesh: None,

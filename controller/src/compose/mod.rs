@@ -25,6 +25,7 @@ mod mounts;
 mod ports;
 mod render;
 pub mod schema;
+mod secrets;
 mod service;
 mod stack;
 pub mod units;
@@ -40,6 +41,7 @@ use shoal_proto::spec::StackSpec;
 pub use deploy::parse_constraint;
 pub use diag::{Diagnostic, LoadError, Severity};
 pub use render::render;
+pub use secrets::{contents as secret_contents, SecretSource, SourceKind, MAX_SECRET_BYTES};
 pub use stack::load;
 
 /// What to load, as the CLI was asked.
@@ -63,6 +65,8 @@ pub struct Loaded {
     /// Warnings only: with any error, [`load`] returns [`LoadError`] instead.
     pub diagnostics: Vec<Diagnostic>,
     pub keys: Vec<KeyReport>,
+    /// Where each top-level secret's contents come from; [`secret_contents`] reads them.
+    pub secret_sources: BTreeMap<String, SecretSource>,
 }
 
 /// What shoal does with one key of one service.

@@ -26,6 +26,8 @@ pub(crate) struct Ctx<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Top-level `volumes:`, to check named volumes against.
     pub volumes: &'a BTreeMap<String, VolumeSpec>,
+    /// Top-level `secrets:`, to check the services' secrets against.
+    pub secrets: &'a BTreeMap<String, super::secrets::SecretSource>,
 }
 
 impl Ctx<'_> {
@@ -46,7 +48,6 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
         "network_mode" => "every replica joins the stack network; other network modes are not supported yet",
         "links" => "services reach each other by name on the stack network",
         "external_links" => "containers outside the stack are not linked; reach them by address",
-        "secrets" => "secrets are not yet supported; the container runs without them",
         "configs" => "configs are not yet supported; the container runs without them",
         "stdin_open" | "tty" => "replicas run detached; there is no terminal to attach",
         "privileged" => "privileged containers are not supported yet; the container runs unprivileged",
@@ -94,6 +95,7 @@ const HONORED: &[&str] = &[
     "mem_reservation",
     "cpus",
     "pids_limit",
+    "secrets",
 ];
 
 /// Convert one (merged, profile-selected) service.
@@ -277,6 +279,9 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
     }
     if let Some(n) = get("networks") {
         spec.aliases = aliases(n, ctx.sink, &format!("{base}.networks"));
+    }
+    if let Some(n) = get("secrets") {
+        spec.secrets = super::secrets::service(n, ctx, &format!("{base}.secrets"));
     }
     if let Some(d) = get("depends_on") {
         spec.depends_on = deploy::depends_on(d, ctx.sink, &format!("{base}.depends_on"));

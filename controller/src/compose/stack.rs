@@ -113,6 +113,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     if let Some(v) = tree.get("volumes") {
         stack.volumes = volumes(v, &mut sink);
     }
+    let mut secret_sources = tree
+        .get("secrets")
+        .map(|v| super::secrets::top_level(v, &mut sink))
+        .unwrap_or_default();
+    super::secrets::resolve_environment(&mut secret_sources, &env);
 
     let services: Vec<(String, Node)> = tree
         .get("services")
@@ -175,6 +180,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             sink: &mut sink,
             env: &env,
             volumes: &stack.volumes,
+            secrets: &secret_sources,
         };
         let (spec, mut k) = service::convert(name, node, &mut ctx);
         check_depends(name, node, &spec.depends_on, &enabled, &mut sink);
@@ -185,10 +191,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     if sink.has_errors() {
         return Err(finish_err(sink));
     }
+    let used: BTreeSet<String> = stack
+        .services
+        .values()
+        .flat_map(|s| s.secrets.iter().map(|r| r.source.clone()))
+        .collect();
+    stack.secrets = used.into_iter().collect();
     Ok(Loaded {
         stack,
         diagnostics: sink.diags,
         keys,
+        secret_sources,
     })
 }
 
@@ -275,13 +288,10 @@ fn top_level(tree: &Node, sink: &mut Sink) {
                     "ignored: all services of a stack share one network for now",
                 );
             }
-            "secrets" | "configs" => {
-                external_name_conflicts(v, sink, &k.name);
-                sink.warn(
-                    k.pos,
-                    &k.name,
-                    format!("ignored: {} are not yet supported", k.name),
-                );
+            "secrets" => external_name_conflicts(v, sink, "secrets"),
+            "configs" => {
+                external_name_conflicts(v, sink, "configs");
+                sink.warn(k.pos, "configs", "ignored: configs are not yet supported");
             }
             "models" => sink.warn(k.pos, "models", "ignored: models are not supported"),
             _ => {}

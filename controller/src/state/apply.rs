@@ -31,7 +31,12 @@ impl ClusterState {
     /// Applies one committed command. Deterministic: no clock, no I/O.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::DeployStack { spec, .. } => self.deploy_stack(spec),
+            Command::DeployStack { spec, secrets, .. } => {
+                self.secrets.extend(secrets.clone());
+                let result = self.deploy_stack(spec);
+                self.prune_secrets();
+                result
+            }
             Command::RemoveStack { stack } => self.remove_stack(stack),
             Command::Scale { service, replicas } => self.scale(service, *replicas),
             Command::Rollback { service } => self.roll_back(service, None),
@@ -103,6 +108,12 @@ impl ClusterState {
                         count += 1;
                     }
                 }
+                if decisions
+                    .iter()
+                    .any(|d| matches!(d, Decision::DropService { .. }))
+                {
+                    self.prune_secrets();
+                }
                 CommandResult {
                     count,
                     ..Default::default()
@@ -136,6 +147,21 @@ impl ClusterState {
                 CommandResult::default()
             }
         }
+    }
+
+    /// Drop sealed secrets no service's spec (current or previous) refers to.
+    fn prune_secrets(&mut self) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        let used: std::collections::BTreeSet<&str> = self
+            .services
+            .values()
+            .flat_map(|s| std::iter::once(&s.spec).chain(s.previous.as_ref()))
+            .flat_map(|spec| spec.secrets.iter().map(|r| r.digest.as_str()))
+            .collect();
+        self.secrets
+            .retain(|digest, _| used.contains(digest.as_str()));
     }
 
     fn deploy_stack(&mut self, spec: &shoal_proto::spec::StackSpec) -> CommandResult {

@@ -30,6 +30,35 @@ pub struct ClusterState {
     /// The cluster CA and join token secrets (sealed); set once by `--init`.
     #[serde(default)]
     pub pki: Option<crate::pki::PkiRecord>,
+    /// Compose secrets' contents, sealed with the cluster key, by their keyed digest
+    /// (`SecretRef::digest`). Kept while a service's spec or previous spec refers to it.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SealedSecret>,
+}
+
+/// A secret's contents sealed with the cluster key ([`crate::pki::seal`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret(#[serde(with = "serde_bytes_hex")] pub Vec<u8>);
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedSecret({} bytes)", self.0.len())
+    }
+}
+
+/// Sealed bytes as one hex string in the JSON of commands and snapshots (a byte array
+/// would be a number per byte).
+mod serde_bytes_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +236,9 @@ pub enum Command {
     DeployStack {
         spec: StackSpec,
         now_ms: u64,
+        /// The stack's secrets, sealed by the controller that took the request, by digest.
+        #[serde(default)]
+        secrets: BTreeMap<String, SealedSecret>,
     },
     /// Shut down all of a stack's tasks; the stack is dropped once they are gone.
     RemoveStack {

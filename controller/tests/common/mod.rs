@@ -37,10 +37,12 @@ pub fn deployed(nodes: Vec<Node>, services: Vec<ServiceSpec>) -> ClusterState {
         name: "app".into(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         volumes: Default::default(),
+        secrets: Vec::new(),
     };
     s.apply(&Command::DeployStack {
         spec: stack,
         now_ms: 0,
+        secrets: Default::default(),
     });
     s
 }

@@ -158,10 +158,26 @@ impl Client {
     }
 
     pub async fn deploy(&self, stack: &StackSpec) -> Result<pb::DeployReply, Status> {
+        self.deploy_with_secrets(stack, &[]).await
+    }
+
+    /// Deploy `stack` with the contents of its secrets, as `shoal deploy` sends them.
+    pub async fn deploy_with_secrets(
+        &self,
+        stack: &StackSpec,
+        secrets: &[(&str, &[u8])],
+    ) -> Result<pb::DeployReply, Status> {
         let json = serde_json::to_vec(stack).expect("a stack spec serializes");
+        let secrets: std::collections::HashMap<String, Vec<u8>> = secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
         self.call(|mut c| {
-            let stack_json = json.clone();
-            async move { c.deploy(pb::DeployRequest { stack_json }).await }
+            let req = pb::DeployRequest {
+                stack_json: json.clone(),
+                secrets: secrets.clone(),
+            };
+            async move { c.deploy(req).await }
         })
         .await
     }

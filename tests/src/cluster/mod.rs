@@ -138,6 +138,8 @@ pub struct Cluster {
     controller_token: Option<String>,
     agent_token: Option<String>,
     _dir: tempfile::TempDir,
+    /// The agents' secrets, on /dev/shm (a tmpfs, so no agent mounts one).
+    secrets: tempfile::TempDir,
 }
 
 /// Sets up `tracing` once for the test binary (`RUST_LOG`, default `warn`), written to
@@ -198,6 +200,7 @@ impl Cluster {
             opts,
             root: CancellationToken::new(),
             ca: Arc::new(ClusterCa::generate().expect("make a CA")),
+            secrets: tempfile::tempdir_in("/dev/shm").expect("a directory on /dev/shm"),
             admin: None,
             controller_token: None,
             agent_token: None,
@@ -302,6 +305,7 @@ impl Cluster {
             gpu_rediscover_interval: Duration::from_millis(200),
             labels: labels.clone(),
             token: self.agent_token.clone(),
+            secrets_dir: Some(self.secrets_dir(name)),
             ..AgentConfig::default()
         };
         let stop = self.root.child_token();
@@ -540,6 +544,11 @@ impl Cluster {
     }
 
     /// Agent `name`'s data dir (its `tls/` holds its certificate).
+    /// Where agent `name` keeps its tasks' secret files.
+    pub fn secrets_dir(&self, name: &str) -> PathBuf {
+        self.secrets.path().join(name)
+    }
+
     pub fn agent_dir(&self, name: &str) -> PathBuf {
         self._dir.path().join(format!("agent-{name}"))
     }
@@ -620,5 +629,6 @@ pub fn stack(name: &str, image: &str, replicas: u64) -> StackSpec {
         name: name.into(),
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
+        secrets: Vec::new(),
     }
 }

@@ -1,0 +1,327 @@
+//! `secrets:`: the top-level definitions (where each secret's contents come from) and
+//! each service's use of them (which file in its containers).
+//!
+//! Loading only records the sources, so `shoal config` works on a machine without the
+//! secret files; [`contents`] reads them when the stack is deployed. The contents never
+//! enter the [`StackSpec`](shoal_proto::spec::StackSpec): they travel beside it in
+//! `DeployRequest.secrets` and are sealed by the controller.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use shoal_proto::spec::SecretRef;
+
+use super::diag::{Diagnostic, LoadError, Severity, Sink};
+use super::service::Ctx;
+use super::value::{entries, string_map, text};
+use super::yaml::{Node, Value};
+
+/// Docker's limit for one secret (Swarm refuses larger ones too).
+pub const MAX_SECRET_BYTES: usize = 500 * 1024;
+
+/// Where a top-level secret's contents come from, and where it was defined.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    pub kind: SourceKind,
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// `secrets.NAME`.
+    pub key: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `file:`, resolved against the directory of the Compose file that names it.
+    File(PathBuf),
+    /// `environment:`: the variable and its value in the loader's environment.
+    Environment { var: String, value: Option<String> },
+    /// `external: true`: a secret kept outside the stack.
+    External,
+    /// Neither `file:`, `environment:` nor `external:`.
+    Missing,
+}
+
+// Hand-written so that a value read from the environment is never printed.
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            SourceKind::File(p) => format!("file {}", p.display()),
+            SourceKind::Environment { var, .. } => format!("environment {var}"),
+            SourceKind::External => "external".into(),
+            SourceKind::Missing => "no source".into(),
+        };
+        write!(f, "SecretSource({} at {}: {kind})", self.key, self.place())
+    }
+}
+
+impl SecretSource {
+    fn place(&self) -> String {
+        format!("{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+
+    fn error(&self, message: String) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            line: Some(self.line),
+            column: Some(self.column),
+            key: self.key.clone(),
+            message,
+            severity: Severity::Error,
+        }
+    }
+}
+
+/// The top-level `secrets:` section.
+pub(crate) fn top_level(n: &Node, sink: &mut Sink) -> BTreeMap<String, SecretSource> {
+    let mut out = BTreeMap::new();
+    for (k, v) in entries(n, sink, "secrets") {
+        let path = format!("secrets.{}", k.name);
+        let dir = sink
+            .file(k.pos.file)
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let mut kind = SourceKind::Missing;
+        for (vk, vv) in entries(v, sink, &path) {
+            let p = format!("{path}.{}", vk.name);
+            match vk.name.as_str() {
+                "file" => {
+                    if let Some(f) = text(vv, sink, &p) {
+                        kind = SourceKind::File(resolve(&dir, &f));
+                    }
+                }
+                "environment" => {
+                    if let Some(var) = text(vv, sink, &p) {
+                        kind = SourceKind::Environment { var, value: None };
+                    }
+                }
+                "external" => {
+                    let external = match &vv.value {
+                        Value::Map(_) => true,
+                        _ => super::value::boolean(vv, sink, &p).unwrap_or(false),
+                    };
+                    if external {
+                        kind = SourceKind::External;
+                    }
+                }
+                "name" => {
+                    text(vv, sink, &p);
+                }
+                "labels" => {
+                    string_map(vv, sink, &p);
+                }
+                x if x.starts_with("x-") => {}
+                other => sink.warn(
+                    vk.pos,
+                    &p,
+                    format!("ignored: secret option `{other}` is not supported; the contents come from file: or environment:"),
+                ),
+            }
+        }
+        out.insert(
+            k.name.clone(),
+            SecretSource {
+                kind,
+                file: sink.file(k.pos.file),
+                line: k.pos.line,
+                column: k.pos.col,
+                key: path,
+            },
+        );
+    }
+    out
+}
+
+/// Fill in environment-sourced values from the loader's environment.
+pub(crate) fn resolve_environment(
+    sources: &mut BTreeMap<String, SecretSource>,
+    env: &BTreeMap<String, String>,
+) {
+    for s in sources.values_mut() {
+        if let SourceKind::Environment { var, value } = &mut s.kind {
+            *value = env.get(var.as_str()).cloned();
+        }
+    }
+}
+
+fn resolve(dir: &std::path::Path, file: &str) -> PathBuf {
+    let expanded = match file.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| PathBuf::from(file)),
+        None => PathBuf::from(file),
+    };
+    let joined = if expanded.is_absolute() {
+        expanded
+    } else {
+        dir.join(expanded)
+    };
+    // `./x` is shown as `x` in messages.
+    joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// A service's `secrets:` (short names or `{source, target, uid, gid, mode}`).
+pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<SecretRef> {
+    let Some(items) = n.as_seq() else {
+        ctx.sink.error(
+            n.pos,
+            path,
+            format!("must be a list, not {}", n.type_name()),
+        );
+        return Vec::new();
+    };
+    let mut out: Vec<SecretRef> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let Some(r) = one(item, ctx.sink, &p) else {
+            continue;
+        };
+        if !ctx.secrets.contains_key(&r.source) {
+            ctx.sink.error(
+                item.pos,
+                &p,
+                format!(
+                    "refers to undefined secret {}: declare it under the top-level secrets: key",
+                    r.source
+                ),
+            );
+            continue;
+        }
+        if out.iter().any(|o| o.path() == r.path()) {
+            ctx.sink.error(
+                item.pos,
+                &p,
+                format!("two secrets are mounted at {}", r.path()),
+            );
+            continue;
+        }
+        if r.target.contains("..") || (!r.target.starts_with('/') && r.target.contains('/')) {
+            ctx.sink.error(
+                item.pos,
+                &p,
+                format!(
+                    "target `{}` must be a file name (under /run/secrets/) or an absolute path without `..`",
+                    r.target
+                ),
+            );
+            continue;
+        }
+        out.push(r);
+    }
+    out
+}
+
+fn one(item: &Node, sink: &mut Sink, path: &str) -> Option<SecretRef> {
+    if let Some(name) = item.as_scalar() {
+        return Some(SecretRef {
+            source: name.to_string(),
+            target: name.to_string(),
+            ..SecretRef::default()
+        });
+    }
+    let mut r = SecretRef::default();
+    for (k, v) in entries(item, sink, path) {
+        let p = format!("{path}.{}", k.name);
+        match k.name.as_str() {
+            "source" => r.source = text(v, sink, &p)?,
+            "target" => r.target = text(v, sink, &p)?,
+            "uid" => r.uid = id(v, sink, &p),
+            "gid" => r.gid = id(v, sink, &p),
+            "mode" => r.mode = mode(v, sink, &p),
+            x if x.starts_with("x-") => {}
+            other => sink.warn(k.pos, &p, format!("ignored: `{other}` is not supported")),
+        }
+    }
+    if r.source.is_empty() {
+        sink.error(item.pos, path, "a secret needs a source:");
+        return None;
+    }
+    if r.target.is_empty() {
+        r.target = r.source.clone();
+    }
+    Some(r)
+}
+
+fn id(n: &Node, sink: &mut Sink, path: &str) -> Option<u32> {
+    let t = text(n, sink, path)?;
+    match t.trim().parse::<u32>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            sink.error(
+                n.pos,
+                path,
+                format!("must be a numeric user or group id, not `{t}`"),
+            );
+            None
+        }
+    }
+}
+
+/// `0o440`, `0440` (octal, as YAML 1.1 and Compose read it) or a decimal number.
+fn mode(n: &Node, sink: &mut Sink, path: &str) -> Option<u32> {
+    let t = text(n, sink, path)?;
+    let t = t.trim();
+    let parsed = if let Some(oct) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(oct, 8).ok()
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8).ok()
+    } else {
+        t.parse::<u32>().ok()
+    };
+    match parsed {
+        Some(m) if m <= 0o7777 => Some(m),
+        _ => {
+            sink.error(
+                n.pos,
+                path,
+                format!("must be a file mode such as 0440, not `{t}`"),
+            );
+            None
+        }
+    }
+}
+
+/// The contents of every secret the stack's services use, read now (at deploy): a file
+/// that cannot be read, a variable that is not set, an external secret or one over
+/// [`MAX_SECRET_BYTES`] is an error at the secret's definition.
+pub fn contents(loaded: &super::Loaded) -> Result<BTreeMap<String, Vec<u8>>, LoadError> {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for name in &loaded.stack.secrets {
+        let Some(source) = loaded.secret_sources.get(name) else {
+            continue;
+        };
+        let read = match &source.kind {
+            SourceKind::File(path) => std::fs::read(path).map_err(|e| {
+                format!("cannot read the secret's file {}: {e}", path.display())
+            }),
+            SourceKind::Environment { var, value } => value
+                .as_ref()
+                .map(|v| v.as_bytes().to_vec())
+                .ok_or_else(|| format!("the environment variable {var} is not set")),
+            SourceKind::External => Err("external secrets are not supported: shoal keeps a stack's secrets with the stack; give it file: or environment:".to_string()),
+            SourceKind::Missing => Err("a secret needs file: or environment:".to_string()),
+        };
+        match read {
+            Ok(bytes) if bytes.len() > MAX_SECRET_BYTES => errors.push(source.error(format!(
+                "the secret is {} bytes; at most {MAX_SECRET_BYTES} are allowed",
+                bytes.len()
+            ))),
+            Ok(bytes) => {
+                out.insert(name.clone(), bytes);
+            }
+            Err(message) => errors.push(source.error(message)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(LoadError {
+            diagnostics: errors,
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Compose secrets on the controller: sealed with the cluster key before they enter the
+//! Raft log, unsealed only into the assignments of the node that runs a task using them.
+//!
+//! A secret is known by a keyed digest of its contents (HMAC-SHA256 under the cluster
+//! key), written into each `SecretRef` of the spec: changed contents change the spec,
+//! so the services that use it roll out, and a rollback finds the previous contents by
+//! the previous spec's digest. Being keyed, the digest says nothing about a guessable
+//! secret to whoever reads the state without the key.
+
+use std::collections::BTreeMap;
+
+use ring::hmac;
+use shoal_proto::pb;
+use shoal_proto::spec::StackSpec;
+
+use crate::pki::ClusterKey;
+use crate::state::{ClusterState, SealedSecret};
+
+/// The keyed digest of `contents`.
+pub fn digest(key: &ClusterKey, contents: &[u8]) -> String {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key.bytes());
+    hex::encode(hmac::sign(&k, contents).as_ref())
+}
+
+/// Check that every secret the spec's services use came with contents, stamp each
+/// `SecretRef` with its digest, and seal the contents. An error says what is missing.
+pub fn seal_stack(
+    spec: &mut StackSpec,
+    contents: &std::collections::HashMap<String, Vec<u8>>,
+    key: &ClusterKey,
+) -> Result<BTreeMap<String, SealedSecret>, String> {
+    let mut digests = BTreeMap::new();
+    let mut sealed = BTreeMap::new();
+    for (name, svc) in spec.services.iter_mut() {
+        for r in &mut svc.secrets {
+            let Some(bytes) = contents.get(&r.source) else {
+                return Err(format!(
+                    "service {name} uses secret {} but the request carries no contents for it (deploy with a shoal CLI of this version)",
+                    r.source
+                ));
+            };
+            let d = digests
+                .entry(r.source.clone())
+                .or_insert_with(|| digest(key, bytes))
+                .clone();
+            if !sealed.contains_key(&d) {
+                let s = key
+                    .seal(bytes)
+                    .map_err(|e| format!("seal secret {}: {e}", r.source))?;
+                sealed.insert(d.clone(), SealedSecret(s));
+            }
+            r.digest = d;
+        }
+    }
+    Ok(sealed)
+}
+
+/// The files of a task's secrets, with their contents, for its node's agent.
+pub fn files(
+    state: &ClusterState,
+    refs: &[shoal_proto::spec::SecretRef],
+    key: &ClusterKey,
+) -> Vec<pb::SecretFile> {
+    refs.iter()
+        .map(|r| {
+            let (data, error) = match state.secrets.get(&r.digest) {
+                Some(sealed) => match key.open(&sealed.0) {
+                    Ok(d) => (d, String::new()),
+                    Err(e) => (Vec::new(), format!("secret {}: {e}", r.source)),
+                },
+                None => (
+                    Vec::new(),
+                    format!(
+                        "secret {}: its contents are not in the cluster state",
+                        r.source
+                    ),
+                ),
+            };
+            pb::SecretFile {
+                name: r.source.clone(),
+                path: r.path(),
+                uid: r.uid,
+                gid: r.gid,
+                mode: r.mode,
+                data,
+                error,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,159 @@
+//! Compose `secrets:` through `shoal up` and `shoal deploy` on the local Docker: a file
+//! secret and an environment secret are readable in the container at their paths, kept
+//! on a tmpfs on the node, and in clear nowhere else: not in the data dir, `ps`,
+//! `services`, nor in what Docker was asked (no environment variable carries them).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use shoal_tests::{docker, ensure_test_image, eventually, service_containers, text, ShoalUp};
+
+const STACK: &str = "e2esecret";
+const PASSWORD: &str = "pa55-w0rd-from-a-file";
+const API_KEY: &str = "api-key-from-the-environment";
+
+fn write_stack(dir: &Path) {
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            r#"name: {STACK}
+services:
+  app:
+    image: shoal-test/busybox:latest
+    command: ["sleep", "3600"]
+    init: true
+    secrets:
+      - db_password
+      - source: api_key
+        target: /etc/app/key
+        mode: 0400
+secrets:
+  db_password:
+    file: ./db_password.txt
+  api_key:
+    environment: E2E_API_KEY
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("db_password.txt"), PASSWORD).unwrap();
+    // Environment secrets come from the CLI's environment, here through `.env`.
+    std::fs::write(dir.join(".env"), format!("E2E_API_KEY={API_KEY}\n")).unwrap();
+}
+
+/// Every file under `dir` holding `needle` in clear or as hex (how the state keeps bytes).
+fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut hits = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let found = [needle.as_bytes(), hex.as_bytes()]
+                    .iter()
+                    .any(|n| bytes.windows(n.len()).any(|w| w == *n));
+                if found {
+                    hits.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn secrets_are_files_in_the_container_and_in_clear_nowhere_else() {
+    ensure_test_image();
+    let dir = tempfile::tempdir().unwrap();
+    write_stack(dir.path());
+    let up = ShoalUp::start("e2e-secrets");
+
+    let out = up.shoal_in(
+        dir.path(),
+        &["deploy", "-c", "compose.yaml", "--timeout", "120"],
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), up.log());
+    let container = eventually(Duration::from_secs(30), "the app container", || {
+        service_containers(STACK, "app").into_iter().next()
+    });
+
+    // Readable inside at /run/secrets/NAME and at the long form's target, with its mode.
+    let cat = |path: &str| docker(&["exec", &container, "cat", path]);
+    assert_eq!(cat("/run/secrets/db_password"), PASSWORD);
+    assert_eq!(cat("/etc/app/key"), API_KEY);
+    assert_eq!(
+        docker(&["exec", &container, "stat", "-c", "%a", "/etc/app/key"]).trim(),
+        "400"
+    );
+    // Read-only in the container.
+    let write = Command::new("docker")
+        .args([
+            "exec",
+            &container,
+            "sh",
+            "-c",
+            "echo x > /run/secrets/db_password",
+        ])
+        .output()
+        .unwrap();
+    assert!(!write.status.success(), "the secret file is writable");
+
+    // On the node, the files are on a tmpfs.
+    let sources = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{if eq .Destination \"/run/secrets/db_password\"}}{{.Source}}{{end}}{{end}}",
+        &container,
+    ]);
+    let source = sources.trim();
+    assert!(!source.is_empty(), "no bind mount for the secret");
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T", source])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fs.stdout).trim(), "tmpfs");
+
+    // Nowhere else in clear: not in what Docker holds of the container, not in `ps` or
+    // `services`, not in the data dir (Raft log, snapshots, agent state).
+    let inspect = docker(&["inspect", &container]);
+    for secret in [PASSWORD, API_KEY] {
+        assert!(!inspect.contains(secret), "{secret} in docker inspect");
+        for args in [
+            vec!["ps", STACK, "--format", "json"],
+            vec!["services", "--format", "json"],
+            vec!["ps", STACK],
+            vec!["services"],
+        ] {
+            let out = up.shoal(&args);
+            assert!(out.status.success(), "{}", text(&out));
+            assert!(!text(&out).contains(secret), "{secret} in shoal {args:?}");
+        }
+        let hits = files_holding(&up.data_dir, secret);
+        assert!(hits.is_empty(), "{secret} in clear in {hits:?}");
+    }
+
+    // A secret file that cannot be read refuses the deploy where it is defined, and
+    // what runs is left alone.
+    std::fs::remove_file(dir.path().join("db_password.txt")).unwrap();
+    let out = up.shoal_in(dir.path(), &["deploy", "-c", "compose.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("compose.yaml:")
+            && err.contains("secrets.db_password")
+            && err.contains("db_password.txt"),
+        "{err}"
+    );
+    assert_eq!(service_containers(STACK, "app"), vec![container.clone()]);
+
+    // Removing the stack removes the files from the node's tmpfs.
+    let out = up.shoal(&["rm", STACK]);
+    assert!(out.status.success(), "{}", text(&out));
+    eventually(Duration::from_secs(30), "the secret files removed", || {
+        (!Path::new(source).exists()).then_some(())
+    });
+}

@@ -1,0 +1,224 @@
+//! Compose secrets in one process: three controllers, two fake agents, real gRPC and
+//! mTLS on 127.0.0.1. A secret reaches only the node running a task that uses it, as a
+//! read-only file bind-mounted at its path; it is sealed in the Raft state (no
+//! controller's data dir holds it in clear) and absent from `ps` and `services`; new
+//! contents roll the service out and a rollback brings the old contents back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_agent::runtime::fake::Call;
+use shoal_agent::runtime::MountRequest;
+use shoal_proto::pb;
+use shoal_proto::spec::{
+    Constraint, ConstraintField, MountKind, SecretRef, ServiceSpec, StackSpec,
+};
+use shoal_tests::cluster::{eventually, Cluster};
+use tonic::Code;
+
+const STACK: &str = "vault";
+const OLD: &str = "correct-horse-battery-staple";
+const NEW: &str = "tr0ub4dor-and-3-more-words";
+
+fn on(node: &str) -> Constraint {
+    Constraint {
+        field: ConstraintField::Hostname,
+        equal: true,
+        value: node.into(),
+    }
+}
+
+fn stack() -> StackSpec {
+    let mut api = ServiceSpec {
+        name: "api".into(),
+        image: "img:1".into(),
+        replicas: 1,
+        secrets: vec![SecretRef {
+            source: "db_password".into(),
+            target: "db_password".into(),
+            mode: Some(0o400),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    api.placement.constraints = vec![on("s1")];
+    let mut web = ServiceSpec {
+        name: "web".into(),
+        image: "img:1".into(),
+        replicas: 1,
+        ..Default::default()
+    };
+    web.placement.constraints = vec![on("s2")];
+    StackSpec {
+        name: STACK.into(),
+        services: [("api".to_string(), api), ("web".to_string(), web)]
+            .into_iter()
+            .collect(),
+        volumes: Default::default(),
+        secrets: vec!["db_password".into()],
+    }
+}
+
+/// The secret bind mounts of every container `calls` created, in order.
+fn secret_mounts(calls: Vec<Call>) -> Vec<MountRequest> {
+    calls
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Create(r) => Some(r.mounts),
+            _ => None,
+        })
+        .flatten()
+        .filter(|m| m.target.starts_with("/run/secrets/"))
+        .collect()
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Neither `secret` nor its hex form (how the state writes bytes) is in a file under `dir`.
+fn assert_not_on_disk(dir: &Path, secret: &str) {
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    for needle in [secret, hex.as_str()] {
+        let hits = files_containing(dir, needle.as_bytes());
+        assert!(hits.is_empty(), "{needle:?} in clear in {hits:?}");
+    }
+}
+
+async fn running(cl: &Cluster, service: &str, generation: u64) -> Option<pb::TaskRow> {
+    cl.client().ps(STACK).await.ok()?.into_iter().find(|t| {
+        t.service == service
+            && t.generation == generation
+            && t.desired == "running"
+            && t.state == "running"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear() {
+    let cl = Cluster::start(3, &["s1", "s2"]).await;
+    cl.wait_nodes_ready().await;
+    let client = cl.client();
+
+    // Without its contents the deploy is refused, and nothing is stored.
+    let e = client.deploy(&stack()).await.expect_err("no contents");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("db_password"), "{e}");
+
+    client
+        .deploy_with_secrets(&stack(), &[("db_password", OLD.as_bytes())])
+        .await
+        .expect("deploy");
+    let api = eventually(Duration::from_secs(30), "api running", || {
+        running(&cl, "api", 1)
+    })
+    .await;
+    assert_eq!(api.node, "s1");
+    eventually(Duration::from_secs(30), "web running", || {
+        running(&cl, "web", 1)
+    })
+    .await;
+
+    // s1 created api's container with the secret as a read-only bind mount of a file
+    // holding the contents, with the mode asked for.
+    let mounts = secret_mounts(cl.agents["s1"].fake.calls());
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    let m = &mounts[0];
+    assert_eq!(
+        (m.kind, m.target.as_str(), m.read_only),
+        (MountKind::Bind, "/run/secrets/db_password", true)
+    );
+    let source = Path::new(m.source.as_deref().expect("a bind source"));
+    assert!(source.starts_with(cl.secrets_dir("s1")), "{source:?}");
+    assert_eq!(std::fs::read_to_string(source).unwrap(), OLD);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(source).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    assert!(shoal_agent::secrets::in_memory(source.parent().unwrap()).unwrap());
+
+    // s2 runs no task that uses it: nothing there, and no mount.
+    assert!(secret_mounts(cl.agents["s2"].fake.calls()).is_empty());
+    assert!(files_containing(&cl.secrets_dir("s2"), OLD.as_bytes()).is_empty());
+
+    // Not in `ps` or `services`, nor on any controller's disk.
+    let ps = format!("{:?}", client.ps(STACK).await.unwrap());
+    let services = format!("{:?}", client.services().await.unwrap());
+    assert!(!ps.contains(OLD) && !services.contains(OLD));
+    for i in 0..cl.len() {
+        assert_not_on_disk(&cl.data_dir(i), OLD);
+    }
+
+    // New contents: the service rolls out, and the new replica reads the new contents.
+    let reply = client
+        .deploy_with_secrets(&stack(), &[("db_password", NEW.as_bytes())])
+        .await
+        .expect("redeploy");
+    let api_gen = reply
+        .services
+        .iter()
+        .find(|s| s.service == "api")
+        .expect("api in the reply");
+    assert!(api_gen.changed && api_gen.generation == 2, "{reply:?}");
+    let web_gen = reply.services.iter().find(|s| s.service == "web").unwrap();
+    assert!(!web_gen.changed, "web does not use the secret: {reply:?}");
+    eventually(Duration::from_secs(30), "api v2 running", || {
+        running(&cl, "api", 2)
+    })
+    .await;
+    let mounts = secret_mounts(cl.agents["s1"].fake.calls());
+    let latest = Path::new(mounts.last().unwrap().source.as_deref().unwrap());
+    assert_eq!(std::fs::read_to_string(latest).unwrap(), NEW);
+    // The old task's files go once it no longer runs.
+    eventually(
+        Duration::from_secs(30),
+        "old secret files removed",
+        || async {
+            files_containing(&cl.secrets_dir("s1"), OLD.as_bytes())
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A rollback returns to the previous spec, and with it the previous contents.
+    client
+        .call(|mut c| async move {
+            c.rollback(pb::RollbackRequest {
+                service: "api".into(),
+            })
+            .await
+        })
+        .await
+        .expect("rollback");
+    eventually(Duration::from_secs(30), "api v3 running", || {
+        running(&cl, "api", 3)
+    })
+    .await;
+    let mounts = secret_mounts(cl.agents["s1"].fake.calls());
+    let latest = Path::new(mounts.last().unwrap().source.as_deref().unwrap());
+    assert_eq!(std::fs::read_to_string(latest).unwrap(), OLD);
+    for i in 0..cl.len() {
+        assert_not_on_disk(&cl.data_dir(i), OLD);
+        assert_not_on_disk(&cl.data_dir(i), NEW);
+    }
+}

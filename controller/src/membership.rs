@@ -119,12 +119,17 @@ pub async fn promote(raft: &Raft) -> anyhow::Result<()> {
 }
 
 /// Takes controller `id` out of the group; it no longer votes or receives the log.
-pub async fn remove(raft: &Raft, id: RaftNodeId) -> Result<(), RemoveError> {
+/// Returns the removed controller's address (its certificate's name).
+pub async fn remove(raft: &Raft, id: RaftNodeId) -> Result<String, RemoveError> {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
-    if !membership.nodes().any(|(n, _)| *n == id) {
+    let Some(addr) = membership
+        .nodes()
+        .find(|(n, _)| **n == id)
+        .map(|(_, node)| node.addr.clone())
+    else {
         return Err(RemoveError::NotAMember(id));
-    }
+    };
     let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
     if voters.len() == 1 && voters.contains(&id) {
         return Err(RemoveError::LastVoter(id));
@@ -138,7 +143,7 @@ pub async fn remove(raft: &Raft, id: RaftNodeId) -> Result<(), RemoveError> {
         .await
         .map_err(|e| RemoveError::Raft(e.to_string()))?;
     tracing::info!(id, "controller removed");
-    Ok(())
+    Ok(addr)
 }
 
 #[derive(Debug, thiserror::Error)]

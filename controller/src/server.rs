@@ -208,18 +208,18 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(InterceptedService::new(
             pb::control_server::ControlServer::new(api::control::ControlService::new(ctx.clone())),
-            pki::auth::ADMIN,
+            pki::auth::Guard::admin(ctx.node.state.clone()),
         ))
         .add_service(InterceptedService::new(
             pb::agent_session_server::AgentSessionServer::new(
                 api::agent_session::AgentSessionService::new(ctx.clone()),
             ),
-            pki::auth::AGENT,
+            pki::auth::Guard::agent(ctx.node.state.clone()),
         ))
         .add_service(InterceptedService::new(
             raft::RaftPeerService::with_faults(ctx.node.raft.clone(), cfg.faults.clone())
                 .into_server(),
-            pki::auth::CONTROLLER,
+            pki::auth::Guard::controller(ctx.node.state.clone()),
         ))
         .add_service(pb::pki_server::PkiServer::new(
             pki::service::PkiService::new(ctx.clone()),

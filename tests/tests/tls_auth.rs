@@ -10,24 +10,12 @@ use shoal_agent::runtime::fake::{Call, FakeRuntime};
 use shoal_agent::AgentConfig;
 use shoal_controller::pki::ClusterCa;
 use shoal_proto::pb::{self, agent_message::Msg};
-use shoal_tests::cluster::{eventually, stack, Cluster, Options};
+use shoal_tests::cluster::{channel, eventually, mint, stack, Cluster, Options};
 use shoal_tls::{ClientTls, CredentialFiles, Identity, JoinToken, Role};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
 
 const IMAGE: &str = "shoal-test/busybox:latest";
-
-/// A certificate for `who` from `ca`, valid from `not_before` for `ttl`.
-fn mint(ca: &ClusterCa, who: Identity, not_before: SystemTime, ttl: Duration) -> ClientTls {
-    let (cert_pem, key_pem) = ca.issue_with_key(&who, &[], not_before, ttl).unwrap();
-    ClientTls::from_credentials(&CredentialFiles {
-        ca_pem: ca.cert_pem().to_string(),
-        cert_pem,
-        key_pem,
-    })
-    .unwrap()
-}
 
 /// No client certificate, but the cluster CA trusted (so only the server is checked).
 fn anonymous(ca: &ClusterCa) -> ClientTls {
@@ -42,12 +30,6 @@ fn anonymous(ca: &ClusterCa) -> ClientTls {
         .with_no_client_auth();
     config.alpn_protocols = vec![shoal_tls::ALPN_H2.to_vec()];
     ClientTls::new(config)
-}
-
-async fn channel(tls: &ClientTls, addr: &str) -> Result<Channel, String> {
-    tls.connect(shoal_tls::client::endpoint(addr).unwrap())
-        .await
-        .map_err(|e| shoal_tls::join::error_chain(&e))
 }
 
 /// The server's verdict on `tls`'s client certificate, read off the TLS stream itself.

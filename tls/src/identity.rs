@@ -87,6 +87,10 @@ pub enum IdentityError {
     Missing,
 }
 
+/// How far back the cluster CA starts a certificate's validity (at most half its
+/// lifetime), for clocks slightly behind the issuer's.
+pub const BACKDATE_MAX: Duration = Duration::from_secs(60);
+
 /// What a certificate says about itself (its chain is verified elsewhere, by rustls).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -103,6 +107,21 @@ impl CertInfo {
             .duration_since(self.not_before)
             .unwrap_or(Duration::ZERO);
         self.not_before + life * 2 / 3
+    }
+
+    /// When the cluster CA issued it: its validity starts [`BACKDATE_MAX`] earlier, or
+    /// half its lifetime for shorter ones (to the second, as X.509 times are).
+    pub fn issued_at(&self) -> SystemTime {
+        let total = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or(Duration::ZERO);
+        let back = if total >= 2 * BACKDATE_MAX {
+            BACKDATE_MAX
+        } else {
+            total / 2
+        };
+        self.not_before + back
     }
 }
 

@@ -99,8 +99,11 @@ impl AgentSession for AgentSessionService {
         );
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(&ctx, &name, up, tx).await {
+            let ended = tx.clone();
+            if let Err(e) = serve(&ctx, &name, speaker, up, tx).await {
                 tracing::warn!(node = %name, error = %e, "agent session ended");
+                // The agent learns why (e.g. its certificate was revoked).
+                let _ = ended.send(Err(e)).await;
             } else {
                 tracing::info!(node = %name, "agent session closed");
             }
@@ -115,6 +118,7 @@ impl AgentSession for AgentSessionService {
 async fn serve(
     ctx: &Shared,
     node: &str,
+    speaker: Option<crate::pki::auth::Peer>,
     mut up: Streaming<pb::AgentMessage>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 ) -> Result<(), Status> {
@@ -162,6 +166,10 @@ async fn serve(
                 if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
                     return Err(Status::unavailable("this controller no longer leads"));
                 }
+                // Revoked while connected (`node rm`): the session ends now.
+                if let Some(crate::pki::auth::Peer(id, issued)) = &speaker {
+                    crate::pki::auth::check_revoked(&ctx.node.state.read().revoked, id, *issued)?;
+                }
             }
             _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
                 if ctx.faults.is_isolated() {
@@ -169,6 +177,10 @@ async fn serve(
                 }
                 if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
                     return Err(Status::unavailable("this controller no longer leads"));
+                }
+                // Revoked while connected (`node rm`): the session ends now.
+                if let Some(crate::pki::auth::Peer(id, issued)) = &speaker {
+                    crate::pki::auth::check_revoked(&ctx.node.state.read().revoked, id, *issued)?;
                 }
             }
             msg = up.next() => {

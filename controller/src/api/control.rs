@@ -332,6 +332,13 @@ impl Control for ControlService {
             }
             _ => {}
         }
+        // First its certificate: the agent's session ends, and it cannot open another
+        // or renew; joining again needs a token.
+        self.apply(Command::Revoke {
+            identity: shoal_tls::Identity::new(shoal_tls::Role::Agent, &req.node).uri(),
+            before_ms: now_ms(),
+        })
+        .await?;
         let r = self
             .apply(Command::RemoveNode {
                 node: req.node.clone(),
@@ -387,7 +394,7 @@ impl Control for ControlService {
         self.ctx.linearizable().await?;
         let id = req.into_inner().id;
         let _one = self.ctx.join_lock.lock().await;
-        crate::membership::remove(&self.ctx.node.raft, id)
+        let addr = crate::membership::remove(&self.ctx.node.raft, id)
             .await
             .map_err(|e| match e {
                 crate::membership::RemoveError::NotAMember(_) => Status::not_found(e.to_string()),
@@ -396,6 +403,12 @@ impl Control for ControlService {
                 }
                 crate::membership::RemoveError::Raft(_) => Status::unavailable(e.to_string()),
             })?;
+        // Its certificate may no longer speak Raft (nor renew); joining again needs a token.
+        self.apply(Command::Revoke {
+            identity: shoal_tls::Identity::new(shoal_tls::Role::Controller, &addr).uri(),
+            before_ms: now_ms(),
+        })
+        .await?;
         Ok(Response::new(pb::RemoveControllerReply {}))
     }
 

@@ -14,8 +14,7 @@ use shoal_tls::Identity;
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Default lifetime of node and admin certificates.
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-/// How far back a certificate's validity starts, for clocks slightly behind ours.
-const BACKDATE_MAX: Duration = Duration::from_secs(60);
+use shoal_tls::identity::BACKDATE_MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {

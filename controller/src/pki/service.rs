@@ -98,6 +98,15 @@ impl Pki for PkiService {
         let local = &self.ctx.pki;
         check_token(&record, &local.key, role, &req.token)?;
         let who = Identity::new(role, req.name.clone());
+        // Revocations compare whole seconds: a node removed this very second gets its
+        // new certificate from the next one, so that it is not revoked too.
+        let revoked_at = self.ctx.node.state.read().revoked.get(&who.uri()).copied();
+        if let Some(at) = revoked_at {
+            let next = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at / 1000 + 1);
+            if let Ok(wait) = next.duration_since(std::time::SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let cert = local
             .issue(&record, &req.csr_der, &who)
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
@@ -124,7 +133,8 @@ impl Pki for PkiService {
         &self,
         req: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewReply>, Status> {
-        let who = auth::require(&req, &[Role::Agent, Role::Controller])?;
+        let auth::Peer(who, _) =
+            auth::require(&req, &[Role::Agent, Role::Controller], &self.ctx.node.state)?;
         let record = self.record()?;
         let mut cert = self
             .ctx
@@ -142,7 +152,7 @@ impl Pki for PkiService {
         &self,
         req: Request<pb::TokenRequest>,
     ) -> Result<Response<pb::TokenReply>, Status> {
-        auth::require(&req, &[Role::Admin])?;
+        auth::require(&req, &[Role::Admin], &self.ctx.node.state)?;
         let role = token_role(&req.into_inner().role)?;
         self.ctx.linearizable().await?;
         let token = self
@@ -158,7 +168,7 @@ impl Pki for PkiService {
         &self,
         req: Request<pb::TokenRequest>,
     ) -> Result<Response<pb::TokenReply>, Status> {
-        auth::require(&req, &[Role::Admin])?;
+        auth::require(&req, &[Role::Admin], &self.ctx.node.state)?;
         let role = token_role(&req.into_inner().role)?;
         self.ctx.linearizable().await?;
         let key = &self.ctx.pki.key;

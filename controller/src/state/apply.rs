@@ -38,6 +38,14 @@ impl ClusterState {
                 result
             }
             Command::RemoveStack { stack } => self.remove_stack(stack),
+            Command::Revoke {
+                identity,
+                before_ms,
+            } => {
+                let at = self.revoked.entry(identity.clone()).or_default();
+                *at = (*at).max(*before_ms);
+                CommandResult::default()
+            }
             Command::Scale { service, replicas } => self.scale(service, *replicas),
             Command::Rollback { service } => self.roll_back(service, None),
             Command::SetAvailability { node, availability } => match self.nodes.get_mut(node) {

@@ -34,6 +34,12 @@ pub struct ClusterState {
     /// (`SecretRef::digest`). Kept while a service's spec or previous spec refers to it.
     #[serde(default)]
     pub secrets: BTreeMap<String, SealedSecret>,
+    /// Revoked identities (`shoal://ROLE/NAME`): a certificate naming one that was
+    /// issued at or before this time (ms since the epoch) is refused. A node removed
+    /// with `node rm` (or a controller removed) is revoked; joining again with a token
+    /// gives a newer certificate, which is accepted.
+    #[serde(default)]
+    pub revoked: BTreeMap<String, u64>,
 }
 
 /// A secret's contents sealed with the cluster key ([`crate::pki::seal`]).
@@ -239,6 +245,11 @@ pub enum Command {
         /// The stack's secrets, sealed by the controller that took the request, by digest.
         #[serde(default)]
         secrets: BTreeMap<String, SealedSecret>,
+    },
+    /// Refuse the certificates of `identity` issued at or before `before_ms`.
+    Revoke {
+        identity: String,
+        before_ms: u64,
     },
     /// Shut down all of a stack's tasks; the stack is dropped once they are gone.
     RemoveStack {

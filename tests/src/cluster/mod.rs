@@ -632,3 +632,27 @@ pub fn stack(name: &str, image: &str, replicas: u64) -> StackSpec {
         secrets: Vec::new(),
     }
 }
+
+/// A certificate for `who` from `ca`, valid from `not_before` for `ttl` (tests mint
+/// their own: other roles, expired ones, other clusters').
+pub fn mint(
+    ca: &ClusterCa,
+    who: shoal_tls::Identity,
+    not_before: std::time::SystemTime,
+    ttl: Duration,
+) -> ClientTls {
+    let (cert_pem, key_pem) = ca.issue_with_key(&who, &[], not_before, ttl).unwrap();
+    ClientTls::from_credentials(&shoal_tls::CredentialFiles {
+        ca_pem: ca.cert_pem().to_string(),
+        cert_pem,
+        key_pem,
+    })
+    .unwrap()
+}
+
+/// A channel to `addr` over `tls`, or the whole error chain of why not.
+pub async fn channel(tls: &ClientTls, addr: &str) -> Result<Channel, String> {
+    tls.connect(shoal_tls::client::endpoint(addr).unwrap())
+        .await
+        .map_err(|e| shoal_tls::join::error_chain(&e))
+}

@@ -57,6 +57,7 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
             services: specs.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             volumes: Default::default(),
             secrets: Vec::new(),
+            configs: Vec::new(),
         },
         now_ms: 0,
         secrets: Default::default(),

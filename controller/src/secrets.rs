@@ -1,5 +1,6 @@
-//! Compose secrets on the controller: sealed with the cluster key before they enter the
-//! Raft log, unsealed only into the assignments of the node that runs a task using them.
+//! Compose secrets (and configs, which take the same path) on the controller: sealed
+//! with the cluster key before they enter the Raft log, unsealed only into the
+//! assignments of the node that runs a task using them.
 //!
 //! A secret is known by a keyed digest of its contents (HMAC-SHA256 under the cluster
 //! key), written into each `SecretRef` of the spec: changed contents change the spec,
@@ -7,7 +8,7 @@
 //! the previous spec's digest. Being keyed, the digest says nothing about a guessable
 //! secret to whoever reads the state without the key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ring::hmac;
 use shoal_proto::pb;
@@ -22,46 +23,51 @@ pub fn digest(key: &ClusterKey, contents: &[u8]) -> String {
     hex::encode(hmac::sign(&k, contents).as_ref())
 }
 
-/// Check that every secret the spec's services use came with contents, stamp each
-/// `SecretRef` with its digest, and seal the contents. An error says what is missing.
+/// Check that every secret and config the spec's services use came with contents,
+/// stamp each `SecretRef` with its digest, and seal the contents. An error says what
+/// is missing.
 pub fn seal_stack(
     spec: &mut StackSpec,
-    contents: &std::collections::HashMap<String, Vec<u8>>,
+    secrets: &HashMap<String, Vec<u8>>,
+    configs: &HashMap<String, Vec<u8>>,
     key: &ClusterKey,
 ) -> Result<BTreeMap<String, SealedSecret>, String> {
-    let mut digests = BTreeMap::new();
     let mut sealed = BTreeMap::new();
     for (name, svc) in spec.services.iter_mut() {
-        for r in &mut svc.secrets {
-            let Some(bytes) = contents.get(&r.source) else {
-                return Err(format!(
-                    "service {name} uses secret {} but the request carries no contents for it (deploy with a shoal CLI of this version)",
-                    r.source
-                ));
-            };
-            let d = digests
-                .entry(r.source.clone())
-                .or_insert_with(|| digest(key, bytes))
-                .clone();
-            if !sealed.contains_key(&d) {
-                let s = key
-                    .seal(bytes)
-                    .map_err(|e| format!("seal secret {}: {e}", r.source))?;
-                sealed.insert(d.clone(), SealedSecret(s));
+        for (refs, contents, noun) in [
+            (&mut svc.secrets, secrets, "secret"),
+            (&mut svc.configs, configs, "config"),
+        ] {
+            for r in refs.iter_mut() {
+                let Some(bytes) = contents.get(&r.source) else {
+                    return Err(format!(
+                        "service {name} uses {noun} {} but the request carries no contents for it (deploy with a shoal CLI of this version)",
+                        r.source
+                    ));
+                };
+                let d = digest(key, bytes);
+                if !sealed.contains_key(&d) {
+                    let s = key
+                        .seal(bytes)
+                        .map_err(|e| format!("seal {noun} {}: {e}", r.source))?;
+                    sealed.insert(d.clone(), SealedSecret(s));
+                }
+                r.digest = d;
             }
-            r.digest = d;
         }
     }
     Ok(sealed)
 }
 
-/// The files of a task's secrets, with their contents, for its node's agent.
+/// The files of a task's secrets and configs, with their contents, for its node's agent.
 pub fn files(
     state: &ClusterState,
-    refs: &[shoal_proto::spec::SecretRef],
+    spec: &shoal_proto::spec::ServiceSpec,
     key: &ClusterKey,
 ) -> Vec<pb::SecretFile> {
-    refs.iter()
+    spec.secrets
+        .iter()
+        .chain(&spec.configs)
         .map(|r| {
             let (data, error) = match state.secrets.get(&r.digest) {
                 Some(sealed) => match key.open(&sealed.0) {

@@ -479,6 +479,7 @@ fn every_honored_key_lands_in_the_spec() {
         },
         disconnect: DisconnectPolicy::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     };
     assert_eq!(app, &expected);
 

@@ -1,5 +1,6 @@
-//! The loader's `secrets:`: sources recorded at load, contents read at deploy
-//! (`compose::secret_contents`), and every mistake reported at its file:line and key.
+//! The loader's `secrets:` and `configs:`: sources recorded at load, contents read at
+//! deploy (`compose::secret_contents`, `config_contents`), and every mistake reported at
+//! its file:line and key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -208,8 +209,83 @@ secrets:
         format!("{file}:7:9: error: services.app.secrets[1]: target `../../etc/passwd` must be a file name"),
         format!("{file}:11:9: error: services.app.secrets[3]: two secrets are mounted at /run/secrets/b"),
         format!("{file}:13:15: error: services.app.secrets[4].mode: must be a file mode such as 0440, not `rwx`"),
-        format!("{file}:14:9: error: services.app.secrets[5]: a secret needs a source:"),
+        format!("{file}:14:9: error: services.app.secrets[5]: needs a source:"),
     ] {
         assert!(m.iter().any(|l| l.starts_with(x.as_str())), "no {x:?} in {m:#?}");
     }
+}
+
+#[test]
+fn configs_take_the_same_path_with_their_own_targets_and_inline_content() {
+    let dir = tempfile::tempdir().unwrap();
+    // docker/compose's own e2e fixture for configs (TestConfigFromEnv), with a file.
+    write(
+        dir.path(),
+        "compose.yaml",
+        r#"name: conf
+services:
+  from_env:
+    image: alpine
+    configs:
+      - source: from_env
+  from_file:
+    image: alpine
+    configs:
+      - source: from_file
+  inlined:
+    image: alpine
+    configs:
+      - source: inlined
+        target: /target
+  relative:
+    image: alpine
+    configs:
+      - source: inlined
+        target: etc/x.conf
+  ghost:
+    image: alpine
+    configs: [nope]
+configs:
+  from_env:
+    environment: CONFIG
+  from_file:
+    file: config.txt
+  inlined:
+    content: This is my $CONFIG
+"#,
+    );
+    write(dir.path(), "config.txt", "from a file");
+    let e = load(dir.path(), &[("CONFIG", "config")]).unwrap_err();
+    let m = messages(&e);
+    assert_eq!(m.len(), 1, "{m:#?}");
+    assert!(
+        m[0].contains(":23:15: error: services.ghost.configs[0]: refers to undefined config nope: declare it under the top-level configs: key"),
+        "{m:#?}"
+    );
+
+    let text = std::fs::read_to_string(dir.path().join("compose.yaml")).unwrap();
+    let cut = text.find("  ghost:").unwrap();
+    let end = text.find("configs:\n  from_env").unwrap();
+    write(
+        dir.path(),
+        "compose.yaml",
+        &format!("{}{}", &text[..cut], &text[end..]),
+    );
+    let l = load(dir.path(), &[("CONFIG", "config")]).unwrap();
+    let path = |svc: &str| l.stack.services[svc].configs[0].path();
+    assert_eq!(path("from_env"), "/from_env");
+    assert_eq!(path("from_file"), "/from_file");
+    assert_eq!(path("inlined"), "/target");
+    assert_eq!(path("relative"), "/etc/x.conf");
+    assert!(l.stack.services["inlined"].secrets.is_empty());
+    assert_eq!(l.stack.configs, vec!["from_env", "from_file", "inlined"]);
+    assert!(l.stack.secrets.is_empty());
+    assert_eq!(
+        compose::config_contents(&l).unwrap(),
+        BTreeMap::from([
+            ("from_env".to_string(), b"config".to_vec()),
+            ("from_file".to_string(), b"from a file".to_vec()),
+            ("inlined".to_string(), b"This is my config".to_vec()),
+        ])
+    );
 }

@@ -214,6 +214,7 @@ fn a_changed_spec_replaces_replicas_with_the_new_generation() {
             services: [("web".to_string(), v2)].into_iter().collect(),
             volumes: Default::default(),
             secrets: Vec::new(),
+            configs: Vec::new(),
         },
         now_ms: 2,
         secrets: Default::default(),

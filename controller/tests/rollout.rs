@@ -26,6 +26,7 @@ fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
             services: [("web".to_string(), spec)].into_iter().collect(),
             volumes: Default::default(),
             secrets: Vec::new(),
+            configs: Vec::new(),
         },
         now_ms,
         secrets: Default::default(),

@@ -25,9 +25,13 @@ pub struct StackSpec {
     /// Raft state, never stored in a spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Top-level `configs:` the services use, likewise (`DeployRequest.configs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<String>,
 }
 
-/// A service's use of a secret (`services.X.secrets`): a file in its containers.
+/// A service's use of a secret or a config (`services.X.secrets`, `.configs`): a
+/// read-only file in its containers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SecretRef {
     /// The top-level secret's name.
@@ -153,6 +157,9 @@ pub struct ServiceSpec {
     /// Secrets mounted as files in its containers (`secrets:`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretRef>,
+    /// Configs mounted as files in its containers (`configs:`; targets are absolute).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<SecretRef>,
 }
 
 /// `x-shoal-disconnect`: the agent-side policy for replicas on a node cut off from every

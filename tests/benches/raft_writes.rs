@@ -62,6 +62,7 @@ async fn bench(duration: Duration) -> anyhow::Result<()> {
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     };
     c.deploy(pb::DeployRequest {
         stack_json: serde_json::to_vec(&stack)?,

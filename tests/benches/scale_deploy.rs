@@ -41,6 +41,7 @@ fn stack(name: &str, replicas: u64) -> StackSpec {
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Compose `secrets:` through `shoal up` and `shoal deploy` on the local Docker: a file
-//! secret and an environment secret are readable in the container at their paths, kept
+//! Compose `secrets:` (and a `configs:` entry) through `shoal up` and `shoal deploy` on
+//! the local Docker: a file secret and an environment secret are readable in the
+//! container at their paths, kept
 //! on a tmpfs on the node, and in clear nowhere else: not in the data dir, `ps`,
 //! `services`, nor in what Docker was asked (no environment variable carries them).
 
@@ -28,6 +29,12 @@ services:
       - source: api_key
         target: /etc/app/key
         mode: 0400
+    configs:
+      - source: app_conf
+        target: /etc/app.conf
+configs:
+  app_conf:
+    content: "greeting=hello from ${{E2E_GREETER}}"
 secrets:
   db_password:
     file: ./db_password.txt
@@ -39,7 +46,11 @@ secrets:
     .unwrap();
     std::fs::write(dir.join("db_password.txt"), PASSWORD).unwrap();
     // Environment secrets come from the CLI's environment, here through `.env`.
-    std::fs::write(dir.join(".env"), format!("E2E_API_KEY={API_KEY}\n")).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        format!("E2E_API_KEY={API_KEY}\nE2E_GREETER=shoal\n"),
+    )
+    .unwrap();
 }
 
 /// Every file under `dir` holding `needle` in clear or as hex (how the state keeps bytes).
@@ -89,6 +100,8 @@ fn secrets_are_files_in_the_container_and_in_clear_nowhere_else() {
         docker(&["exec", &container, "stat", "-c", "%a", "/etc/app/key"]).trim(),
         "400"
     );
+    // A config (inline content, interpolated) at its target.
+    assert_eq!(cat("/etc/app.conf"), "greeting=hello from shoal");
     // Read-only in the container.
     let write = Command::new("docker")
         .args([

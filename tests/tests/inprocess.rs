@@ -152,6 +152,7 @@ fn stack(replicas: u64) -> StackSpec {
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -92,6 +92,7 @@ async fn gpu_services_land_where_they_fit_and_a_lost_node_s_task_waits_then_retu
             .collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     };
     cl.client().deploy(&stack).await.expect("deploy");
 

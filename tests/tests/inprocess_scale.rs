@@ -40,6 +40,7 @@ fn stack_of(name: &str, services: Vec<ServiceSpec>) -> StackSpec {
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -208,6 +208,7 @@ async fn agents_hear_names_and_mesh_ports_follow_ready_replicas() {
             .collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     };
     client.deploy(&stack).await.expect("deploy");
 

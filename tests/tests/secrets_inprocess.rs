@@ -19,6 +19,7 @@ use tonic::Code;
 const STACK: &str = "vault";
 const OLD: &str = "correct-horse-battery-staple";
 const NEW: &str = "tr0ub4dor-and-3-more-words";
+const CONF: &[(&str, &[u8])] = &[("app_conf", b"listen 8080\n")];
 
 fn on(node: &str) -> Constraint {
     Constraint {
@@ -39,6 +40,11 @@ fn stack() -> StackSpec {
             mode: Some(0o400),
             ..Default::default()
         }],
+        configs: vec![SecretRef {
+            source: "app_conf".into(),
+            target: "/etc/app.conf".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     api.placement.constraints = vec![on("s1")];
@@ -56,11 +62,12 @@ fn stack() -> StackSpec {
             .collect(),
         volumes: Default::default(),
         secrets: vec!["db_password".into()],
+        configs: vec!["app_conf".into()],
     }
 }
 
-/// The secret bind mounts of every container `calls` created, in order.
-fn secret_mounts(calls: Vec<Call>) -> Vec<MountRequest> {
+/// The bind mounts at `target` of every container `calls` created, in order.
+fn mounts_at(calls: Vec<Call>, target: &str) -> Vec<MountRequest> {
     calls
         .into_iter()
         .filter_map(|c| match c {
@@ -68,8 +75,12 @@ fn secret_mounts(calls: Vec<Call>) -> Vec<MountRequest> {
             _ => None,
         })
         .flatten()
-        .filter(|m| m.target.starts_with("/run/secrets/"))
+        .filter(|m| m.target == target)
         .collect()
+}
+
+fn secret_mounts(calls: Vec<Call>) -> Vec<MountRequest> {
+    mounts_at(calls, "/run/secrets/db_password")
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
@@ -124,7 +135,7 @@ async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear()
     assert!(e.message().contains("db_password"), "{e}");
 
     client
-        .deploy_with_secrets(&stack(), &[("db_password", OLD.as_bytes())])
+        .deploy_with_files(&stack(), &[("db_password", OLD.as_bytes())], CONF)
         .await
         .expect("deploy");
     let api = eventually(Duration::from_secs(30), "api running", || {
@@ -156,6 +167,13 @@ async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear()
     );
     assert!(shoal_agent::secrets::in_memory(source.parent().unwrap()).unwrap());
 
+    // The config, likewise, at its absolute target.
+    let conf = mounts_at(cl.agents["s1"].fake.calls(), "/etc/app.conf");
+    assert_eq!(conf.len(), 1, "{conf:?}");
+    assert!(conf[0].read_only);
+    let conf_file = Path::new(conf[0].source.as_deref().unwrap());
+    assert_eq!(std::fs::read(conf_file).unwrap(), b"listen 8080\n");
+
     // s2 runs no task that uses it: nothing there, and no mount.
     assert!(secret_mounts(cl.agents["s2"].fake.calls()).is_empty());
     assert!(files_containing(&cl.secrets_dir("s2"), OLD.as_bytes()).is_empty());
@@ -170,7 +188,7 @@ async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear()
 
     // New contents: the service rolls out, and the new replica reads the new contents.
     let reply = client
-        .deploy_with_secrets(&stack(), &[("db_password", NEW.as_bytes())])
+        .deploy_with_files(&stack(), &[("db_password", NEW.as_bytes())], CONF)
         .await
         .expect("redeploy");
     let api_gen = reply

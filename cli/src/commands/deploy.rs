@@ -26,9 +26,14 @@ pub async fn run(args: DeployArgs, ctx: &mut Ctx) -> anyhow::Result<()> {
         .map_err(|e| super::config::refuse(&e))?
         .into_iter()
         .collect();
+    let configs = shoal_controller::compose::config_contents(&loaded)
+        .map_err(|e| super::config::refuse(&e))?
+        .into_iter()
+        .collect();
     let req = DeployRequest {
         stack_json,
         secrets,
+        configs,
     };
     let reply = ctx
         .client

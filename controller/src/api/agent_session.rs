@@ -137,8 +137,7 @@ async fn serve(
                 // Secrets' contents, unsealed here, only for the tasks to be run.
                 for (pb_task, a) in set.tasks.iter_mut().zip(&current) {
                     if a.desired == Desired::Running && !a.ended {
-                        pb_task.secrets =
-                            crate::secrets::files(&state, &a.spec.secrets, &ctx.pki.key);
+                        pb_task.secrets = crate::secrets::files(&state, &a.spec, &ctx.pki.key);
                     }
                 }
                 set.mesh = Some(convert::mesh(&mesh));

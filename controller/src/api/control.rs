@@ -77,8 +77,9 @@ impl Control for ControlService {
         }
         let stack = spec.name.clone();
         // Sealed here, before anything is proposed: the Raft log never holds them in clear.
-        let secrets = crate::secrets::seal_stack(&mut spec, &req.secrets, &self.ctx.pki.key)
-            .map_err(Status::invalid_argument)?;
+        let secrets =
+            crate::secrets::seal_stack(&mut spec, &req.secrets, &req.configs, &self.ctx.pki.key)
+                .map_err(Status::invalid_argument)?;
         let result = self
             .apply(Command::DeployStack {
                 spec,

@@ -41,7 +41,9 @@ use shoal_proto::spec::StackSpec;
 pub use deploy::parse_constraint;
 pub use diag::{Diagnostic, LoadError, Severity};
 pub use render::render;
-pub use secrets::{contents as secret_contents, SecretSource, SourceKind, MAX_SECRET_BYTES};
+pub use secrets::{
+    config_contents, contents as secret_contents, SecretSource, SourceKind, MAX_SECRET_BYTES,
+};
 pub use stack::load;
 
 /// What to load, as the CLI was asked.
@@ -67,6 +69,8 @@ pub struct Loaded {
     pub keys: Vec<KeyReport>,
     /// Where each top-level secret's contents come from; [`secret_contents`] reads them.
     pub secret_sources: BTreeMap<String, SecretSource>,
+    /// The same for configs ([`config_contents`]).
+    pub config_sources: BTreeMap<String, SecretSource>,
 }
 
 /// What shoal does with one key of one service.

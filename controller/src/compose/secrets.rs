@@ -1,10 +1,12 @@
-//! `secrets:`: the top-level definitions (where each secret's contents come from) and
-//! each service's use of them (which file in its containers).
+//! `secrets:` and `configs:`: the top-level definitions (where each one's contents come
+//! from) and each service's use of them (which file in its containers). Both become
+//! read-only files in the container; they differ in where (`/run/secrets/NAME`, or
+//! `/NAME` for a config) and in the sources allowed (a config may be inline `content:`).
 //!
 //! Loading only records the sources, so `shoal config` works on a machine without the
-//! secret files; [`contents`] reads them when the stack is deployed. The contents never
-//! enter the [`StackSpec`](shoal_proto::spec::StackSpec): they travel beside it in
-//! `DeployRequest.secrets` and are sealed by the controller.
+//! files; [`contents`] reads them when the stack is deployed. The contents never enter
+//! the [`StackSpec`](shoal_proto::spec::StackSpec): they travel beside it in
+//! `DeployRequest.secrets`/`configs` and are sealed by the controller.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,8 +18,40 @@ use super::service::Ctx;
 use super::value::{entries, string_map, text};
 use super::yaml::{Node, Value};
 
-/// Docker's limit for one secret (Swarm refuses larger ones too).
+/// Docker's limit for one secret (Swarm refuses larger ones too); configs share it.
 pub const MAX_SECRET_BYTES: usize = 500 * 1024;
+
+/// Which of the two sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Secret,
+    Config,
+}
+
+impl FileKind {
+    fn section(self) -> &'static str {
+        match self {
+            FileKind::Secret => "secrets",
+            FileKind::Config => "configs",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            FileKind::Secret => "secret",
+            FileKind::Config => "config",
+        }
+    }
+
+    /// A target as the container sees it: secrets' bare names are under
+    /// `/run/secrets/` (kept bare, see `SecretRef::path`), configs' at the root.
+    fn target(self, t: &str) -> String {
+        match self {
+            FileKind::Config if !t.starts_with('/') => format!("/{t}"),
+            _ => t.to_string(),
+        }
+    }
+}
 
 /// Where a top-level secret's contents come from, and where it was defined.
 #[derive(Clone, PartialEq, Eq)]
@@ -36,6 +70,8 @@ pub enum SourceKind {
     File(PathBuf),
     /// `environment:`: the variable and its value in the loader's environment.
     Environment { var: String, value: Option<String> },
+    /// `content:` (configs): the text itself, interpolated.
+    Content(String),
     /// `external: true`: a secret kept outside the stack.
     External,
     /// Neither `file:`, `environment:` nor `external:`.
@@ -48,6 +84,7 @@ impl std::fmt::Debug for SecretSource {
         let kind = match &self.kind {
             SourceKind::File(p) => format!("file {}", p.display()),
             SourceKind::Environment { var, .. } => format!("environment {var}"),
+            SourceKind::Content(c) => format!("{} bytes of content", c.len()),
             SourceKind::External => "external".into(),
             SourceKind::Missing => "no source".into(),
         };
@@ -72,28 +109,37 @@ impl SecretSource {
     }
 }
 
-/// The top-level `secrets:` section.
-pub(crate) fn top_level(n: &Node, sink: &mut Sink) -> BTreeMap<String, SecretSource> {
+/// The top-level `secrets:` or `configs:` section.
+pub(crate) fn top_level(
+    n: &Node,
+    sink: &mut Sink,
+    kind: FileKind,
+) -> BTreeMap<String, SecretSource> {
     let mut out = BTreeMap::new();
-    for (k, v) in entries(n, sink, "secrets") {
-        let path = format!("secrets.{}", k.name);
+    for (k, v) in entries(n, sink, kind.section()) {
+        let path = format!("{}.{}", kind.section(), k.name);
         let dir = sink
             .file(k.pos.file)
             .parent()
             .map(PathBuf::from)
             .unwrap_or_default();
-        let mut kind = SourceKind::Missing;
+        let mut source = SourceKind::Missing;
         for (vk, vv) in entries(v, sink, &path) {
             let p = format!("{path}.{}", vk.name);
             match vk.name.as_str() {
                 "file" => {
                     if let Some(f) = text(vv, sink, &p) {
-                        kind = SourceKind::File(resolve(&dir, &f));
+                        source = SourceKind::File(resolve(&dir, &f));
                     }
                 }
                 "environment" => {
                     if let Some(var) = text(vv, sink, &p) {
-                        kind = SourceKind::Environment { var, value: None };
+                        source = SourceKind::Environment { var, value: None };
+                    }
+                }
+                "content" => {
+                    if let Some(c) = text(vv, sink, &p) {
+                        source = SourceKind::Content(c);
                     }
                 }
                 "external" => {
@@ -102,7 +148,7 @@ pub(crate) fn top_level(n: &Node, sink: &mut Sink) -> BTreeMap<String, SecretSou
                         _ => super::value::boolean(vv, sink, &p).unwrap_or(false),
                     };
                     if external {
-                        kind = SourceKind::External;
+                        source = SourceKind::External;
                     }
                 }
                 "name" => {
@@ -115,14 +161,17 @@ pub(crate) fn top_level(n: &Node, sink: &mut Sink) -> BTreeMap<String, SecretSou
                 other => sink.warn(
                     vk.pos,
                     &p,
-                    format!("ignored: secret option `{other}` is not supported; the contents come from file: or environment:"),
+                    format!(
+                        "ignored: {} option `{other}` is not supported; the contents come from file: or environment:",
+                        kind.noun()
+                    ),
                 ),
             }
         }
         out.insert(
             k.name.clone(),
             SecretSource {
-                kind,
+                kind: source,
                 file: sink.file(k.pos.file),
                 line: k.pos.line,
                 column: k.pos.col,
@@ -164,8 +213,9 @@ fn resolve(dir: &std::path::Path, file: &str) -> PathBuf {
         .collect()
 }
 
-/// A service's `secrets:` (short names or `{source, target, uid, gid, mode}`).
-pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<SecretRef> {
+/// A service's `secrets:` or `configs:` (short names or `{source, target, uid, gid,
+/// mode}`).
+pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str, kind: FileKind) -> Vec<SecretRef> {
     let Some(items) = n.as_seq() else {
         ctx.sink.error(
             n.pos,
@@ -177,16 +227,23 @@ pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<SecretRef>
     let mut out: Vec<SecretRef> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(r) = one(item, ctx.sink, &p) else {
+        let Some(mut r) = one(item, ctx.sink, &p) else {
             continue;
         };
-        if !ctx.secrets.contains_key(&r.source) {
+        r.target = kind.target(&r.target);
+        let defined = match kind {
+            FileKind::Secret => ctx.secrets,
+            FileKind::Config => ctx.configs,
+        };
+        if !defined.contains_key(&r.source) {
             ctx.sink.error(
                 item.pos,
                 &p,
                 format!(
-                    "refers to undefined secret {}: declare it under the top-level secrets: key",
-                    r.source
+                    "refers to undefined {} {}: declare it under the top-level {}: key",
+                    kind.noun(),
+                    r.source,
+                    kind.section()
                 ),
             );
             continue;
@@ -195,7 +252,7 @@ pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<SecretRef>
             ctx.sink.error(
                 item.pos,
                 &p,
-                format!("two secrets are mounted at {}", r.path()),
+                format!("two {} are mounted at {}", kind.section(), r.path()),
             );
             continue;
         }
@@ -204,7 +261,7 @@ pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<SecretRef>
                 item.pos,
                 &p,
                 format!(
-                    "target `{}` must be a file name (under /run/secrets/) or an absolute path without `..`",
+                    "target `{}` must be a file name or an absolute path without `..`",
                     r.target
                 ),
             );
@@ -237,7 +294,7 @@ fn one(item: &Node, sink: &mut Sink, path: &str) -> Option<SecretRef> {
         }
     }
     if r.source.is_empty() {
-        sink.error(item.pos, path, "a secret needs a source:");
+        sink.error(item.pos, path, "needs a source:");
         return None;
     }
     if r.target.is_empty() {
@@ -289,26 +346,55 @@ fn mode(n: &Node, sink: &mut Sink, path: &str) -> Option<u32> {
 /// that cannot be read, a variable that is not set, an external secret or one over
 /// [`MAX_SECRET_BYTES`] is an error at the secret's definition.
 pub fn contents(loaded: &super::Loaded) -> Result<BTreeMap<String, Vec<u8>>, LoadError> {
+    read_all(
+        &loaded.stack.secrets,
+        &loaded.secret_sources,
+        FileKind::Secret,
+    )
+}
+
+/// [`contents`] for configs.
+pub fn config_contents(loaded: &super::Loaded) -> Result<BTreeMap<String, Vec<u8>>, LoadError> {
+    read_all(
+        &loaded.stack.configs,
+        &loaded.config_sources,
+        FileKind::Config,
+    )
+}
+
+fn read_all(
+    names: &[String],
+    sources: &BTreeMap<String, SecretSource>,
+    kind: FileKind,
+) -> Result<BTreeMap<String, Vec<u8>>, LoadError> {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
-    for name in &loaded.stack.secrets {
-        let Some(source) = loaded.secret_sources.get(name) else {
+    let noun = kind.noun();
+    for name in names {
+        let Some(source) = sources.get(name) else {
             continue;
         };
         let read = match &source.kind {
-            SourceKind::File(path) => std::fs::read(path).map_err(|e| {
-                format!("cannot read the secret's file {}: {e}", path.display())
-            }),
+            SourceKind::File(path) => std::fs::read(path)
+                .map_err(|e| format!("cannot read the {noun}'s file {}: {e}", path.display())),
             SourceKind::Environment { var, value } => value
                 .as_ref()
                 .map(|v| v.as_bytes().to_vec())
                 .ok_or_else(|| format!("the environment variable {var} is not set")),
-            SourceKind::External => Err("external secrets are not supported: shoal keeps a stack's secrets with the stack; give it file: or environment:".to_string()),
-            SourceKind::Missing => Err("a secret needs file: or environment:".to_string()),
+            SourceKind::Content(c) => Ok(c.as_bytes().to_vec()),
+            SourceKind::External => Err(format!(
+                "external {} are not supported: shoal keeps a stack's {} with the stack; give it file: or environment:",
+                kind.section(),
+                kind.section()
+            )),
+            SourceKind::Missing => Err(match kind {
+                FileKind::Secret => "a secret needs file: or environment:".to_string(),
+                FileKind::Config => "a config needs file:, environment: or content:".to_string(),
+            }),
         };
         match read {
             Ok(bytes) if bytes.len() > MAX_SECRET_BYTES => errors.push(source.error(format!(
-                "the secret is {} bytes; at most {MAX_SECRET_BYTES} are allowed",
+                "the {noun} is {} bytes; at most {MAX_SECRET_BYTES} are allowed",
                 bytes.len()
             ))),
             Ok(bytes) => {

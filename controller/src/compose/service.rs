@@ -28,6 +28,8 @@ pub(crate) struct Ctx<'a> {
     pub volumes: &'a BTreeMap<String, VolumeSpec>,
     /// Top-level `secrets:`, to check the services' secrets against.
     pub secrets: &'a BTreeMap<String, super::secrets::SecretSource>,
+    /// Top-level `configs:`, likewise.
+    pub configs: &'a BTreeMap<String, super::secrets::SecretSource>,
 }
 
 impl Ctx<'_> {
@@ -48,7 +50,6 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
         "network_mode" => "every replica joins the stack network; other network modes are not supported yet",
         "links" => "services reach each other by name on the stack network",
         "external_links" => "containers outside the stack are not linked; reach them by address",
-        "configs" => "configs are not yet supported; the container runs without them",
         "stdin_open" | "tty" => "replicas run detached; there is no terminal to attach",
         "privileged" => "privileged containers are not supported yet; the container runs unprivileged",
         "pull_policy" => "agents pull the image when the node does not have it",
@@ -96,6 +97,7 @@ const HONORED: &[&str] = &[
     "cpus",
     "pids_limit",
     "secrets",
+    "configs",
 ];
 
 /// Convert one (merged, profile-selected) service.
@@ -281,7 +283,12 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
         spec.aliases = aliases(n, ctx.sink, &format!("{base}.networks"));
     }
     if let Some(n) = get("secrets") {
-        spec.secrets = super::secrets::service(n, ctx, &format!("{base}.secrets"));
+        let path = format!("{base}.secrets");
+        spec.secrets = super::secrets::service(n, ctx, &path, super::secrets::FileKind::Secret);
+    }
+    if let Some(n) = get("configs") {
+        let path = format!("{base}.configs");
+        spec.configs = super::secrets::service(n, ctx, &path, super::secrets::FileKind::Config);
     }
     if let Some(d) = get("depends_on") {
         spec.depends_on = deploy::depends_on(d, ctx.sink, &format!("{base}.depends_on"));

@@ -115,9 +115,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let mut secret_sources = tree
         .get("secrets")
-        .map(|v| super::secrets::top_level(v, &mut sink))
+        .map(|v| super::secrets::top_level(v, &mut sink, super::secrets::FileKind::Secret))
         .unwrap_or_default();
     super::secrets::resolve_environment(&mut secret_sources, &env);
+    let mut config_sources = tree
+        .get("configs")
+        .map(|v| super::secrets::top_level(v, &mut sink, super::secrets::FileKind::Config))
+        .unwrap_or_default();
+    super::secrets::resolve_environment(&mut config_sources, &env);
 
     let services: Vec<(String, Node)> = tree
         .get("services")
@@ -181,6 +186,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             env: &env,
             volumes: &stack.volumes,
             secrets: &secret_sources,
+            configs: &config_sources,
         };
         let (spec, mut k) = service::convert(name, node, &mut ctx);
         check_depends(name, node, &spec.depends_on, &enabled, &mut sink);
@@ -197,11 +203,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .flat_map(|s| s.secrets.iter().map(|r| r.source.clone()))
         .collect();
     stack.secrets = used.into_iter().collect();
+    let used: BTreeSet<String> = stack
+        .services
+        .values()
+        .flat_map(|s| s.configs.iter().map(|r| r.source.clone()))
+        .collect();
+    stack.configs = used.into_iter().collect();
     Ok(Loaded {
         stack,
         diagnostics: sink.diags,
         keys,
         secret_sources,
+        config_sources,
     })
 }
 
@@ -289,10 +302,7 @@ fn top_level(tree: &Node, sink: &mut Sink) {
                 );
             }
             "secrets" => external_name_conflicts(v, sink, "secrets"),
-            "configs" => {
-                external_name_conflicts(v, sink, "configs");
-                sink.warn(k.pos, "configs", "ignored: configs are not yet supported");
-            }
+            "configs" => external_name_conflicts(v, sink, "configs"),
             "models" => sink.warn(k.pos, "models", "ignored: models are not supported"),
             _ => {}
         }

@@ -166,7 +166,8 @@ impl ClusterState {
             .services
             .values()
             .flat_map(|s| std::iter::once(&s.spec).chain(s.previous.as_ref()))
-            .flat_map(|spec| spec.secrets.iter().map(|r| r.digest.as_str()))
+            .flat_map(|spec| spec.secrets.iter().chain(&spec.configs))
+            .map(|r| r.digest.as_str())
             .collect();
         self.secrets
             .retain(|digest, _| used.contains(digest.as_str()));

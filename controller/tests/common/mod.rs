@@ -38,6 +38,7 @@ pub fn deployed(nodes: Vec<Node>, services: Vec<ServiceSpec>) -> ClusterState {
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     };
     s.apply(&Command::DeployStack {
         spec: stack,

@@ -158,24 +158,29 @@ impl Client {
     }
 
     pub async fn deploy(&self, stack: &StackSpec) -> Result<pb::DeployReply, Status> {
-        self.deploy_with_secrets(stack, &[]).await
+        self.deploy_with_files(stack, &[], &[]).await
     }
 
-    /// Deploy `stack` with the contents of its secrets, as `shoal deploy` sends them.
-    pub async fn deploy_with_secrets(
+    /// Deploy `stack` with the contents of its secrets and configs, as `shoal deploy`
+    /// sends them.
+    pub async fn deploy_with_files(
         &self,
         stack: &StackSpec,
         secrets: &[(&str, &[u8])],
+        configs: &[(&str, &[u8])],
     ) -> Result<pb::DeployReply, Status> {
         let json = serde_json::to_vec(stack).expect("a stack spec serializes");
-        let secrets: std::collections::HashMap<String, Vec<u8>> = secrets
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect();
+        let map = |list: &[(&str, &[u8])]| -> std::collections::HashMap<String, Vec<u8>> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect()
+        };
+        let (secrets, configs) = (map(secrets), map(configs));
         self.call(|mut c| {
             let req = pb::DeployRequest {
                 stack_json: json.clone(),
                 secrets: secrets.clone(),
+                configs: configs.clone(),
             };
             async move { c.deploy(req).await }
         })

@@ -630,6 +630,7 @@ pub fn stack(name: &str, image: &str, replicas: u64) -> StackSpec {
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
         secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -200,9 +200,22 @@ pub fn log_message(c: LogChunk) -> pb::AgentMessage {
     }
 }
 
-pub fn heartbeat_message(seq: u64) -> pb::AgentMessage {
+/// A heartbeat, with the figures of the GPUs that have any.
+pub fn heartbeat_message(seq: u64, gpus: &[GpuDevice]) -> pb::AgentMessage {
+    let gpus = gpus
+        .iter()
+        .filter(|g| g.utilization_percent.is_some() || g.memory_used_bytes.is_some())
+        .map(|g| pb::GpuUsage {
+            uuid: g.uuid.clone(),
+            utilization_percent: g.utilization_percent,
+            memory_used_bytes: g.memory_used_bytes,
+        })
+        .collect();
     pb::AgentMessage {
-        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { seq })),
+        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+            seq,
+            gpus,
+        })),
     }
 }
 

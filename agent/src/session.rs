@@ -267,7 +267,7 @@ async fn session(
             _ = shutdown.cancelled() => return Ended::Shutdown,
             _ = heartbeat.tick() => {
                 seq += 1;
-                convert::heartbeat_message(seq)
+                convert::heartbeat_message(seq, &gpus.borrow())
             }
             ev = events.recv() => match ev {
                 None => return Ended::Shutdown,

@@ -20,6 +20,15 @@ pub struct Liveness {
     grace: Duration,
     since: Instant,
     last_seen: HashMap<NodeId, Instant>,
+    /// Each node's latest per-GPU figures, from its heartbeats, by GPU UUID.
+    gpu_usage: HashMap<NodeId, HashMap<String, GpuUsage>>,
+}
+
+/// What a heartbeat says of one GPU's use, where NVML gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GpuUsage {
+    pub utilization_percent: Option<u32>,
+    pub memory_used_bytes: Option<u64>,
 }
 
 impl Liveness {
@@ -28,7 +37,29 @@ impl Liveness {
             grace,
             since: now,
             last_seen: HashMap::new(),
+            gpu_usage: HashMap::new(),
         }
+    }
+
+    /// The figures of `node`'s latest heartbeat (replacing the previous ones).
+    pub fn gpu_usage_seen(&mut self, node: &str, usage: HashMap<String, GpuUsage>) {
+        self.gpu_usage.insert(node.to_string(), usage);
+    }
+
+    /// `node`'s latest figures for GPU `uuid`, while the node is heard from.
+    pub fn gpu_usage(&self, node: &str, uuid: &str, now: Instant) -> GpuUsage {
+        let fresh = self
+            .last_seen
+            .get(node)
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.grace);
+        if !fresh {
+            return GpuUsage::default();
+        }
+        self.gpu_usage
+            .get(node)
+            .and_then(|g| g.get(uuid))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The node's agent said something (hello, heartbeat, status).

@@ -199,3 +199,37 @@ async fn gpu_services_land_where_they_fit_and_a_lost_node_s_task_waits_then_retu
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_gpu_figures_reach_nodes_through_heartbeats_and_follow_changes() {
+    let mut cl = Cluster::start(1, &[]).await;
+    let with = |util: u32, used_gib: u64| {
+        let mut g = gpu("gf", 0, "NVIDIA A10", 24);
+        g.utilization_percent = Some(util);
+        g.memory_used_bytes = Some(used_gib << 30);
+        vec![g, gpu("gf", 1, "NVIDIA A10", 24)]
+    };
+    let inventory = FakeInventory::new(with(37, 5));
+    cl.add_agent_with_gpus("gf", inventory.clone()).await;
+    let figures = |want: (Option<u32>, Option<u64>)| {
+        let cl = &cl;
+        async move {
+            let nodes = cl.client().nodes().await.ok()?;
+            let gpus = &nodes.iter().find(|n| n.name == "gf")?.gpus;
+            let first = (gpus[0].utilization_percent, gpus[0].memory_used_bytes);
+            // The GPU without figures has none.
+            let second = (gpus[1].utilization_percent, gpus[1].memory_used_bytes);
+            (first == want && second == (None, None)).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(20), "the first figures", || {
+        figures((Some(37), Some(5 << 30)))
+    })
+    .await;
+    // New figures (same GPUs): no state change, the next heartbeats carry them.
+    inventory.set(with(90, 20));
+    eventually(Duration::from_secs(20), "the new figures", || {
+        figures((Some(90), Some(20 << 30)))
+    })
+    .await;
+}

@@ -77,7 +77,10 @@ impl Agent {
         tokio::spawn(async move {
             for seq in 0.. {
                 let msg = pb::AgentMessage {
-                    msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { seq })),
+                    msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+                        seq,
+                        ..Default::default()
+                    })),
                 };
                 tokio::select! {
                     _ = stop.cancelled() => return,

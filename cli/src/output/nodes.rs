@@ -5,6 +5,8 @@ use shoal_proto::pb::NodeRow;
 
 /// `[{"id","name","address","status","availability","labels","cpus","memory_bytes",
 /// "gpus":[{"uuid","index","model","memory_bytes","assigned_to"}]}]`, labels an object.
+/// A GPU whose node reports figures (NVML, or an inventory file that lists them) also
+/// has `utilization_percent` and `memory_used_bytes`, shoal's addition to the contract.
 pub fn json(nodes: &[NodeRow]) -> Value {
     Value::Array(
         nodes
@@ -21,13 +23,20 @@ pub fn json(nodes: &[NodeRow]) -> Value {
                     .gpus
                     .iter()
                     .map(|g| {
-                        json!({
+                        let mut v = json!({
                             "uuid": g.uuid,
                             "index": g.index,
                             "model": g.model,
                             "memory_bytes": g.memory_bytes,
                             "assigned_to": g.assigned_to,
-                        })
+                        });
+                        if let Some(u) = g.utilization_percent {
+                            v["utilization_percent"] = json!(u);
+                        }
+                        if let Some(m) = g.memory_used_bytes {
+                            v["memory_used_bytes"] = json!(m);
+                        }
+                        v
                     })
                     .collect();
                 json!({
@@ -46,6 +55,29 @@ pub fn json(nodes: &[NodeRow]) -> Value {
     )
 }
 
+/// `2/4 used`, then the mean utilization and the memory in use where figures exist.
+fn gpu_column(n: &NodeRow, used: usize) -> String {
+    if n.gpus.is_empty() {
+        return "-".to_string();
+    }
+    let mut out = format!("{used}/{} used", n.gpus.len());
+    let utils: Vec<u32> = n
+        .gpus
+        .iter()
+        .filter_map(|g| g.utilization_percent)
+        .collect();
+    if !utils.is_empty() {
+        let mean = utils.iter().sum::<u32>() / utils.len() as u32;
+        out.push_str(&format!(", {mean}% busy"));
+    }
+    let mem: Vec<u64> = n.gpus.iter().filter_map(|g| g.memory_used_bytes).collect();
+    if !mem.is_empty() {
+        let used = i64::try_from(mem.iter().sum::<u64>()).unwrap_or(i64::MAX);
+        out.push_str(&format!(", {} in use", super::bytes(used)));
+    }
+    out
+}
+
 pub fn table(nodes: &[NodeRow]) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -61,11 +93,7 @@ pub fn table(nodes: &[NodeRow]) -> String {
                 n.availability.clone(),
                 format!("{}", n.cpus),
                 super::bytes(n.memory_bytes),
-                if n.gpus.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!("{gpus_used}/{} used", n.gpus.len())
-                },
+                gpu_column(n, gpus_used),
                 labels.join(","),
             ]
         })
@@ -112,6 +140,8 @@ mod tests {
                     model: "NVIDIA H100 80GB HBM3".into(),
                     memory_bytes: 85899345920,
                     assigned_to: "t-3".into(),
+                    utilization_percent: None,
+                    memory_used_bytes: None,
                 },
                 GpuRow {
                     uuid: "GPU-2".into(),
@@ -119,6 +149,8 @@ mod tests {
                     model: "NVIDIA H100 80GB HBM3".into(),
                     memory_bytes: 85899345920,
                     assigned_to: String::new(),
+                    utilization_percent: None,
+                    memory_used_bytes: None,
                 },
             ],
         }
@@ -151,6 +183,20 @@ mod tests {
         let v = json(&[bare]);
         assert_eq!(v[0]["labels"], serde_json::json!({}));
         assert_eq!(v[0]["gpus"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn gpu_figures_show_where_the_node_reports_them() {
+        let mut n = node();
+        n.gpus[0].utilization_percent = Some(80);
+        n.gpus[0].memory_used_bytes = Some(40 << 30);
+        n.gpus[1].utilization_percent = Some(10);
+        let v = json(&[n.clone()]);
+        assert_eq!(v[0]["gpus"][0]["utilization_percent"], 80);
+        assert_eq!(v[0]["gpus"][0]["memory_used_bytes"], 40_u64 << 30);
+        assert_eq!(v[0]["gpus"][1]["utilization_percent"], 10);
+        assert!(v[0]["gpus"][1].get("memory_used_bytes").is_none());
+        assert!(table(&[n]).contains("1/2 used, 45% busy, 40.0GiB in use"));
     }
 
     #[test]

@@ -187,6 +187,10 @@ async fn serve(
                 let msg = msg?;
                 ctx.lock_liveness().seen(node, Instant::now());
                 if let Some(Msg::Heartbeat(h)) = &msg.msg {
+                    if !h.gpus.is_empty() {
+                        let usage = convert::gpu_usage_from_pb(&h.gpus);
+                        ctx.lock_liveness().gpu_usage_seen(node, usage);
+                    }
                     let ack = pb::ControllerMessage {
                         msg: Some(pb::controller_message::Msg::HeartbeatAck(pb::HeartbeatAck {
                             seq: h.seq,

@@ -151,11 +151,23 @@ impl Control for ControlService {
     ) -> Result<Response<pb::NodesReply>, Status> {
         self.ctx.linearizable().await?;
         let state = self.ctx.node.state.snapshot();
+        let live = self.ctx.lock_liveness();
+        let now = std::time::Instant::now();
         let nodes = state
             .nodes
             .values()
-            .map(|n| convert::node_row(&state, n))
+            .map(|n| {
+                let mut row = convert::node_row(&state, n);
+                // Figures live in the leader's memory, not in the replicated state.
+                for g in &mut row.gpus {
+                    let u = live.gpu_usage(&n.id, &g.uuid, now);
+                    g.utilization_percent = u.utilization_percent;
+                    g.memory_used_bytes = u.memory_used_bytes;
+                }
+                row
+            })
             .collect();
+        drop(live);
         Ok(Response::new(pb::NodesReply { nodes }))
     }
 

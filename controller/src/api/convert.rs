@@ -214,6 +214,8 @@ pub fn node_row(state: &ClusterState, n: &Node) -> pb::NodeRow {
                 model: g.model.clone(),
                 memory_bytes: i64::try_from(g.memory_bytes).unwrap_or(i64::MAX),
                 assigned_to: holders.get(g.uuid.as_str()).unwrap_or(&"").to_string(),
+                utilization_percent: None,
+                memory_used_bytes: None,
             })
             .collect(),
     }
@@ -262,4 +264,21 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
             .collect(),
         nodes: strings(&m.nodes),
     }
+}
+
+/// A heartbeat's per-GPU figures, by UUID.
+pub fn gpu_usage_from_pb(
+    gpus: &[pb::GpuUsage],
+) -> std::collections::HashMap<String, crate::liveness::GpuUsage> {
+    gpus.iter()
+        .map(|g| {
+            (
+                g.uuid.clone(),
+                crate::liveness::GpuUsage {
+                    utilization_percent: g.utilization_percent,
+                    memory_used_bytes: g.memory_used_bytes,
+                },
+            )
+        })
+        .collect()
 }

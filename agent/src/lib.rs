@@ -90,6 +90,8 @@ pub struct AgentConfig {
     /// Where tasks' secret files are kept (a tmpfs is mounted there if it is on a disk);
     /// `None`: [`secrets::default_dir`].
     pub secrets_dir: Option<PathBuf>,
+    /// How assigned GPUs are named to Docker (`--gpu-cdi`: CDI names).
+    pub gpu_mode: runtime::GpuDeviceMode,
 }
 
 impl Default for AgentConfig {
@@ -111,6 +113,7 @@ impl Default for AgentConfig {
             token: None,
             plaintext: false,
             secrets_dir: None,
+            gpu_mode: runtime::GpuDeviceMode::Nvidia,
         }
     }
 }
@@ -178,6 +181,7 @@ pub async fn run_with_runtime(
                     .clone()
                     .unwrap_or_else(|| secrets::default_dir(&cfg.name, &cfg.data_dir)),
             ))),
+            gpu_mode: cfg.gpu_mode.clone(),
         },
         runtime.clone(),
         Some(contact.clone()),

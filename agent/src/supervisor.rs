@@ -24,7 +24,7 @@ use crate::net::node::{ingress_targets, NodeNet};
 use crate::proxy::{ingress_routes, mesh_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
 use crate::runtime::{
-    container_request, with_gpus, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+    container_request, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
 };
 
 /// The longest a stopping replica waits for its ingress connections to finish.
@@ -84,6 +84,8 @@ pub struct SupervisorConfig {
     pub ingress: bool,
     /// Where tasks' secrets are written; `None`: tasks that use secrets fail.
     pub secrets: Option<Arc<crate::secrets::SecretStore>>,
+    /// How assigned GPUs are named to Docker (NVIDIA runtime or CDI).
+    pub gpu_mode: crate::runtime::GpuDeviceMode,
 }
 
 enum OpEvent {
@@ -483,6 +485,7 @@ impl Supervisor {
                         .and_then(|i| i.mesh.subnets.get(&assignment.task.stack).map(|(s, _)| *s)),
                     dns: self.net.as_ref().map(NodeNet::dns),
                     secrets: self.cfg.secrets.clone(),
+                    gpu_mode: self.cfg.gpu_mode.clone(),
                 };
                 self.ops.spawn(async move {
                     let container =
@@ -580,6 +583,7 @@ struct StartNet {
     subnet: Option<crate::net::Subnet>,
     dns: Option<Arc<tokio::sync::Mutex<crate::net::dns::Dns>>>,
     secrets: Option<Arc<crate::secrets::SecretStore>>,
+    gpu_mode: crate::runtime::GpuDeviceMode,
 }
 
 /// Pull, create and start one task's container, reporting `starting`, or `failed` with
@@ -652,7 +656,7 @@ async fn start_task(
                 }
             }
             req.mounts.extend(secret_mounts);
-            let req = with_gpus(req, &a.spec, &a.gpus);
+            let req = crate::runtime::with_gpu_devices(req, &a.spec, &a.gpus, &net.gpu_mode);
             match runtime.create(&req).await {
                 Ok(id) => id,
                 Err(e) => {

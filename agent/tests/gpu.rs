@@ -262,8 +262,11 @@ fn gpu_assignment(gpus: &[&str]) -> AssignmentSet {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
+/// The create request of task t1, assigned `gpus`, under `mode`.
+async fn created_with(
+    gpus: &[&str],
+    mode: shoal_agent::runtime::GpuDeviceMode,
+) -> shoal_agent::runtime::ContainerRequest {
     let fake = FakeRuntime::new();
     let stop = CancellationToken::new();
     let (handle, mut events) = supervisor::spawn(
@@ -272,11 +275,12 @@ async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
             poll_interval: Duration::from_millis(500),
             ingress: false,
             secrets: None,
+            gpu_mode: mode,
         },
         Arc::new(fake.clone()),
         stop.clone(),
     );
-    handle.assign(gpu_assignment(&["GPU-a-3", "GPU-a-1"]));
+    handle.assign(gpu_assignment(gpus));
     loop {
         match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
             Ok(Some(Event::Report(r))) if r.task_id == "t1" && r.state == TaskState::Running => {
@@ -286,14 +290,19 @@ async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
             other => panic!("no running report: {other:?}"),
         }
     }
-    let create = fake
-        .calls()
+    stop.cancel();
+    fake.calls()
         .into_iter()
         .find_map(|c| match c {
-            Call::Create(req) => Some(req),
+            Call::Create(req) => Some(*req),
             _ => None,
         })
-        .expect("a create call");
+        .expect("a create call")
+}
+
+#[tokio::test(start_paused = true)]
+async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
+    let create = created_with(&["GPU-a-3", "GPU-a-1"], Default::default()).await;
     assert_eq!(
         create.device_requests,
         vec![DeviceRequest {
@@ -308,7 +317,20 @@ async fn assigned_gpus_become_one_device_request_and_nvidia_visible_devices() {
         .filter(|e| e.starts_with("NVIDIA_VISIBLE_DEVICES="))
         .collect();
     assert_eq!(visible, vec!["NVIDIA_VISIBLE_DEVICES=GPU-a-3,GPU-a-1"]);
-    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_cdi_the_gpus_are_cdi_device_names() {
+    let mode = shoal_agent::runtime::GpuDeviceMode::Cdi("nvidia.com/gpu".into());
+    let create = created_with(&["GPU-a-3"], mode).await;
+    assert_eq!(
+        create.device_requests,
+        vec![DeviceRequest {
+            driver: "cdi".into(),
+            device_ids: vec!["nvidia.com/gpu=GPU-a-3".into()],
+            capabilities: Vec::new(),
+        }]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -323,6 +345,7 @@ async fn an_engine_without_the_gpu_runtime_fails_the_task_with_its_message() {
             poll_interval: Duration::from_millis(500),
             ingress: false,
             secrets: None,
+            gpu_mode: Default::default(),
         },
         Arc::new(fake.clone()),
         stop.clone(),

@@ -23,8 +23,9 @@ pub mod fake;
 pub mod request;
 
 pub use request::{
-    container_name, container_request, network_name, with_gpus, ContainerRequest, DeviceRequest,
-    HealthcheckRequest, MountRequest, PortBinding, TaskIdentity, UlimitRequest,
+    container_name, container_request, network_name, with_gpu_devices, with_gpus, ContainerRequest,
+    DeviceRequest, GpuDeviceMode, HealthcheckRequest, MountRequest, PortBinding, TaskIdentity,
+    UlimitRequest,
 };
 
 /// What a runtime call failed with; callers branch on [`RuntimeError::NotFound`].

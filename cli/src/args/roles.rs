@@ -110,6 +110,11 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics (per-GPU memory and utilization) on ADDR, path /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Name GPUs to Docker as CDI devices, KIND=UUID (default kind nvidia.com/gpu;
+    /// Docker 25+ with CDI specs from `nvidia-ctk cdi generate`) instead of through the
+    /// NVIDIA runtime's device request.
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "nvidia.com/gpu")]
+    pub gpu_cdi: Option<String>,
     /// Where tasks' secrets are kept (a tmpfs is mounted there if it is on a disk).
     /// Default: /run/shoal/secrets/NODE-HASH.
     #[arg(long, value_name = "DIR")]
@@ -181,5 +186,25 @@ mod tests {
             Some(Labels(BTreeMap::from([("zone".into(), "a".into())])))
         );
         assert!(parse(&["agent", "--data-dir", "/d", "--labels", "zone"]).is_err());
+        assert_eq!(a.gpu_cdi, None);
+        assert_eq!(a.secrets_dir, None);
+    }
+
+    #[test]
+    fn gpu_cdi_takes_an_optional_kind() {
+        let cdi = |args: &[&str]| {
+            let mut all = vec!["agent", "--data-dir", "/d"];
+            all.extend_from_slice(args);
+            match parse(&all).unwrap().command {
+                Command::Agent(a) => a.gpu_cdi,
+                _ => panic!("not agent"),
+            }
+        };
+        assert_eq!(cdi(&["--gpu-cdi"]).as_deref(), Some("nvidia.com/gpu"));
+        assert_eq!(
+            cdi(&["--gpu-cdi", "example.com/gpu"]).as_deref(),
+            Some("example.com/gpu")
+        );
+        assert_eq!(cdi(&[]), None);
     }
 }

@@ -24,6 +24,10 @@ pub async fn run(args: AgentArgs, controllers: &Addrs) -> anyhow::Result<()> {
         gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
         token: args.token,
         metrics: args.metrics,
+        gpu_mode: match args.gpu_cdi {
+            Some(kind) => shoal_agent::runtime::GpuDeviceMode::Cdi(kind),
+            None => shoal_agent::runtime::GpuDeviceMode::Nvidia,
+        },
         secrets_dir: args.secrets_dir,
         // The agent's own defaults for what the command line does not set.
         ..shoal_agent::AgentConfig::default()

@@ -56,6 +56,7 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
             name: "bench".into(),
             services: specs.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             volumes: Default::default(),
+            networks: Default::default(),
         },
         now_ms: 0,
     });

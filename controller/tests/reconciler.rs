@@ -213,6 +213,7 @@ fn a_changed_spec_replaces_replicas_with_the_new_generation() {
             name: "app".into(),
             services: [("web".to_string(), v2)].into_iter().collect(),
             volumes: Default::default(),
+            networks: Default::default(),
         },
         now_ms: 2,
     });
@@ -254,6 +255,7 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
                 exit_code: Some(0),
                 error: String::new(),
                 ip: None,
+                ips: Default::default(),
             }],
             now_ms: 4,
         });
@@ -332,6 +334,7 @@ fn agents_speak_only_for_their_own_tasks() {
             exit_code: Some(1),
             error: String::new(),
             ip: None,
+            ips: Default::default(),
         }],
         now_ms: 1,
     });
@@ -365,6 +368,7 @@ fn history_is_bounded_per_slot() {
                     exit_code: None,
                     error: String::new(),
                     ip: None,
+                    ips: Default::default(),
                 }],
                 now_ms: 10 + i,
             });

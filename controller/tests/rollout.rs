@@ -25,6 +25,7 @@ fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
             name: "app".into(),
             services: [("web".to_string(), spec)].into_iter().collect(),
             volumes: Default::default(),
+            networks: Default::default(),
         },
         now_ms,
     });
@@ -83,6 +84,7 @@ fn new_ones(s: &mut ClusterState, state: TaskState, now_ms: u64) {
                 exit_code: (state == TaskState::Failed).then_some(1),
                 error: String::new(),
                 ip: None,
+                ips: Default::default(),
             }],
             now_ms,
         });

@@ -61,6 +61,7 @@ async fn bench(duration: Duration) -> anyhow::Result<()> {
         name: STACK.into(),
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
+        networks: Default::default(),
     };
     c.deploy(pb::DeployRequest {
         stack_json: serde_json::to_vec(&stack)?,

@@ -40,6 +40,7 @@ fn stack(name: &str, replicas: u64) -> StackSpec {
         name: name.into(),
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
+        networks: Default::default(),
     }
 }
 

@@ -151,6 +151,7 @@ fn stack(replicas: u64) -> StackSpec {
         name: "app".into(),
         services: [("web".to_string(), web)].into_iter().collect(),
         volumes: Default::default(),
+        networks: Default::default(),
     }
 }
 

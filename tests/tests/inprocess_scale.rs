@@ -39,6 +39,7 @@ fn stack_of(name: &str, services: Vec<ServiceSpec>) -> StackSpec {
         name: name.into(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         volumes: Default::default(),
+        networks: Default::default(),
     }
 }
 

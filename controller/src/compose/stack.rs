@@ -10,6 +10,7 @@ use super::diag::{LoadError, Severity, Sink};
 use super::dotenv;
 use super::files::FileLoader;
 use super::merge::{merge, strip_resets};
+use super::networks;
 use super::service::{self, Ctx};
 use super::value::{boolean, entries, list_or_dict, opt_text, string_list, string_map, text};
 use super::yaml::{Node, Pos, Value};
@@ -113,6 +114,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     if let Some(v) = tree.get("volumes") {
         stack.volumes = volumes(v, &mut sink);
     }
+    let declared = match tree.get("networks") {
+        Some(n) => networks::top_level(n, &stack.name, &mut sink),
+        None => BTreeMap::new(),
+    };
 
     let services: Vec<(String, Node)> = tree
         .get("services")
@@ -175,10 +180,19 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             sink: &mut sink,
             env: &env,
             volumes: &stack.volumes,
+            stack: &stack.name,
+            networks: &declared,
         };
         let (spec, mut k) = service::convert(name, node, &mut ctx);
         check_depends(name, node, &spec.depends_on, &enabled, &mut sink);
         keys.append(&mut k);
+        for a in &spec.networks {
+            let net = declared
+                .get(&a.name)
+                .cloned()
+                .unwrap_or_else(|| networks::implicit_default(&stack.name));
+            stack.networks.insert(a.name.clone(), net);
+        }
         stack.services.insert(name.clone(), spec);
     }
     check_cycles(&stack, &services, &mut sink);
@@ -267,14 +281,7 @@ fn top_level(tree: &Node, sink: &mut Sink) {
                 "version",
                 "`version` is obsolete and ignored; the Compose Specification has no versions",
             ),
-            "networks" => {
-                external_name_conflicts(v, sink, "networks");
-                sink.warn(
-                    k.pos,
-                    "networks",
-                    "ignored: all services of a stack share one network for now",
-                );
-            }
+            "networks" => external_name_conflicts(v, sink, "networks"),
             "secrets" | "configs" => {
                 external_name_conflicts(v, sink, &k.name);
                 sink.warn(

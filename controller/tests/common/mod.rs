@@ -36,6 +36,7 @@ pub fn deployed(nodes: Vec<Node>, services: Vec<ServiceSpec>) -> ClusterState {
     let stack = StackSpec {
         name: "app".into(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        networks: Default::default(),
         volumes: Default::default(),
     };
     s.apply(&Command::DeployStack {
@@ -85,6 +86,7 @@ pub fn report(
                 exit_code: exit,
                 error: String::new(),
                 ip: None,
+                ips: Default::default(),
             }],
             now_ms,
         });

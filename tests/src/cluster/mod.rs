@@ -619,6 +619,7 @@ pub fn stack(name: &str, image: &str, replicas: u64) -> StackSpec {
     StackSpec {
         name: name.into(),
         services: [("web".to_string(), web)].into_iter().collect(),
+        networks: Default::default(),
         volumes: Default::default(),
     }
 }

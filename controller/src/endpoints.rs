@@ -6,7 +6,10 @@
 //! network shared by every stack declaring it.
 //!
 //! - its subnet on every network it hosts, and all that network's subnets (the peers it
-//!   accepts forwarded traffic from), and which of them are `internal`;
+//!   accepts forwarded traffic from), and which of them are `internal`. The peers also
+//!   hold, as `/32`, the other addresses of every container on the network that is on
+//!   other networks too: such a container reaches another node by its default route,
+//!   from the address of whichever of its networks that route goes through;
 //! - a route to every other node's subnets (host-gw: via that node's address), whatever
 //!   the network: any node's mesh proxy may forward to any replica, and replies must
 //!   come back the way they went (reverse-path filtering);
@@ -36,7 +39,8 @@ use crate::state::{subnets, ClusterState, Task};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeMesh {
     pub pool: String,
-    /// By network: this node's subnet, and all the network's subnets (this one included).
+    /// By network: this node's subnet, and all the network's subnets (this one
+    /// included), then the `/32` other addresses of its containers on several networks.
     pub subnets: BTreeMap<String, (String, Vec<String>)>,
     /// Networks of `subnets` that are `internal: true`.
     pub internal: BTreeSet<String>,
@@ -111,6 +115,17 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
         .filter(|n| n.internal)
         .map(|n| n.key.as_str())
         .collect();
+    // By network: addresses of its containers on their other networks.
+    let mut also_from: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if t.state.is_terminal() || t.ips.len() < 2 {
+            continue;
+        }
+        for key in t.ips.keys() {
+            let others = t.ips.iter().filter(|(k, _)| *k != key).map(|(_, ip)| *ip);
+            also_from.entry(key.clone()).or_default().extend(others);
+        }
+    }
     for (key, nodes) in &state.subnets {
         for (other, index) in nodes {
             if other == node {
@@ -123,7 +138,14 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
         let Some(mine) = nodes.get(node) else {
             continue;
         };
-        let all = nodes.values().map(|i| subnets::cidr(*i)).collect();
+        let mut all: Vec<String> = nodes.values().map(|i| subnets::cidr(*i)).collect();
+        all.extend(
+            also_from
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|ip| format!("{ip}/32")),
+        );
         mesh.subnets
             .insert(key.clone(), (subnets::cidr(*mine), all));
         if internal.contains(key.as_str()) {

@@ -290,12 +290,25 @@ fn each_network_gets_its_own_subnet_per_node_names_and_members() {
         m.subnets.keys().cloned().collect::<Vec<_>>(),
         vec!["app.back".to_string(), "app.front".to_string()]
     );
+    // web's front address is let into back too: it may reach db by its default route.
     assert_eq!(
         m.subnets.get("app.back"),
         Some(&(
             "10.208.3.0/24".to_string(),
-            vec!["10.208.3.0/24".to_string(), "10.208.0.0/24".to_string()]
+            vec![
+                "10.208.3.0/24".to_string(),
+                "10.208.0.0/24".to_string(),
+                "10.208.2.2/32".to_string()
+            ]
         ))
+    );
+    assert_eq!(
+        m.subnets.get("app.front").map(|(_, peers)| peers.clone()),
+        Some(vec![
+            "10.208.2.0/24".to_string(),
+            "10.208.1.0/24".to_string(),
+            "10.208.3.2/32".to_string()
+        ])
     );
     let names: Vec<((String, String), Vec<IpAddr>)> = m.names.clone().into_iter().collect();
     let n = |net: &str, name: &str, a: &[&str]| {
@@ -370,7 +383,7 @@ fn an_external_network_is_shared_by_the_stacks_declaring_it() {
         &mut s,
         "two",
         "client",
-        &[("two", "10.208.2.2"), ("ext:shared", "10.208.1.2")],
+        &[("two", "10.208.1.2"), ("ext:shared", "10.208.2.2")],
     );
     report_ips(&mut s, "three", "loner", &[("three", "10.208.3.2")]);
     let m = for_node(&s, "bb");
@@ -379,12 +392,20 @@ fn an_external_network_is_shared_by_the_stacks_declaring_it() {
         .get("ext:shared")
         .expect("bb hosts the shared network")
         .1;
-    assert_eq!(shared.len(), 2, "peers are both nodes' subnets of it");
+    assert_eq!(
+        shared,
+        &vec![
+            "10.208.0.0/24".to_string(),
+            "10.208.2.0/24".to_string(),
+            "10.208.1.2/32".to_string()
+        ],
+        "both nodes' subnets of it, and client's other address"
+    );
     let get = |net: &str, name: &str| m.names.get(&(net.to_string(), name.to_string())).cloned();
     assert_eq!(get("ext:shared", "api"), Some(vec![ip("10.208.0.2")]));
     assert_eq!(get("ext:shared", "api-alias"), Some(vec![ip("10.208.0.2")]));
-    assert_eq!(get("ext:shared", "client"), Some(vec![ip("10.208.1.2")]));
-    assert_eq!(get("two", "client"), Some(vec![ip("10.208.2.2")]));
+    assert_eq!(get("ext:shared", "client"), Some(vec![ip("10.208.2.2")]));
+    assert_eq!(get("two", "client"), Some(vec![ip("10.208.1.2")]));
     // The third stack's names are on its own network only.
     assert_eq!(get("three", "loner"), Some(vec![ip("10.208.3.2")]));
     assert_eq!(get("ext:shared", "loner"), None);

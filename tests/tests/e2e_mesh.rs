@@ -6,13 +6,13 @@
 //!    that turns unhealthy stops receiving traffic;
 //! 3. two stacks with a same-named service resolve their own, and cannot reach each
 //!    other's replicas;
-//! 3b. Compose networks limit who sees whom: `web` (front and back) reaches `db` (back)
+//! 4. Compose networks limit who sees whom: `web` (front and back) reaches `db` (back)
 //!    by name across nodes, `proxy` (front) can neither resolve nor reach `db`;
-//! 3c. two stacks sharing an external network reach each other's service by name, a
+//! 5. two stacks sharing an external network reach each other's service by name, a
 //!    third stack does not;
-//! 4. under continuous HTTP load through the mesh, a rolling update completes with no
+//! 6. under continuous HTTP load through the mesh, a rolling update completes with no
 //!    failed request, and both versions answer;
-//! 5. (last: it takes a node) after db's node is power-cut and db rescheduled, the same
+//! 7. (last: it takes a node) after db's node is power-cut and db rescheduled, the same
 //!    web container reaches it again by the same name.
 //!
 //! Needs root, iproute2, iptables, nsenter, dockerd and the test image.
@@ -219,7 +219,7 @@ fn three_hosts_find_each_other_by_name_and_answer_published_ports_everywhere() {
     rolling_update_under_load(&hosts, dir.path());
     eprintln!("rolling update under load: {:?}", started.elapsed());
 
-    // 5. db's node loses power; db comes back elsewhere; the same web container finds it.
+    // 7. db's node loses power; db comes back elsewhere; the same web container finds it.
     hosts.cut(&db_node);
     let moved = eventually(WAIT, "db healthy on another node", || {
         placed(&hosts, "app", "db")
@@ -360,7 +360,7 @@ fn on_node(node: &str, networks: &str) -> String {
     )
 }
 
-/// Scenario 3b: stack `tiers` with networks `front` and `back`: web (both, on n1), db
+/// Scenario 4: stack `tiers` with networks `front` and `back`: web (both, on n1), db
 /// (back, on n2, alias `store` there), proxy (front, on n3).
 fn networks_limit_who_sees_whom(hosts: &Hosts, dir: &Path) {
     deploy_with(
@@ -414,7 +414,7 @@ fn networks_limit_who_sees_whom(hosts: &Hosts, dir: &Path) {
     assert!(out.status.success(), "rm tiers: {}", text(&out));
 }
 
-/// Scenario 3c: stacks `ea` (alpha, on n1, also on its default network) and `eb` (beta,
+/// Scenario 5: stacks `ea` (alpha, on n1, also on its default network) and `eb` (beta,
 /// on n2) declare the external network `x-e2e-shared`; `ec` (gamma, on n3) does not.
 fn external_networks_are_shared(hosts: &Hosts, dir: &Path) {
     // Named to sort after `shoal-ea`: alpha's default route (Docker takes the first
@@ -483,7 +483,7 @@ fn external_networks_are_shared(hosts: &Hosts, dir: &Path) {
     }
 }
 
-/// Scenario 4: four clients (two on a 0.2 s path) send requests through all three
+/// Scenario 6: four clients (two on a 0.2 s path) send requests through all three
 /// nodes' 8081 while api rolls from v1 to v2 (stop-first, one at a time); none may
 /// fail, both versions must answer.
 fn rolling_update_under_load(hosts: &Hosts, dir: &Path) {

@@ -176,15 +176,15 @@ impl DockerRuntime {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(name);
             if want != has && recreate && !fallback && !self.network_used(name).await? {
-                info!(network = %name, %want, %has, "recreating the unused stack network on its cluster subnet");
+                info!(network = %name, %want, %has, "recreating the unused network on its cluster subnet");
                 match self.docker.remove_network(name).await {
                     Ok(()) => return Ok(None),
                     Err(e) if status_of(&e) == Some(404) => return Ok(None),
-                    Err(e) => warn!(network = %name, error = %e, "cannot remove the stack network"),
+                    Err(e) => warn!(network = %name, error = %e, "cannot remove the network"),
                 }
             } else if want != has {
                 warn!(network = %name, %want, %has,
-                    "the stack network has another subnet; keeping it (other nodes cannot route to it)");
+                    "the network has another subnet; keeping it (other nodes cannot route to it)");
             }
         }
         Ok(Some(
@@ -433,7 +433,7 @@ impl ContainerRuntime for DockerRuntime {
                 // subnet (two clusters, or two agents, on one engine). Containers still
                 // run and find each other on this node; other nodes cannot route here.
                 warn!(network = %name, subnet = ?subnet, error = %e,
-                    "cannot create the stack network with its cluster subnet; using one Docker picks");
+                    "cannot create the network with its cluster subnet; using one Docker picks");
                 self.fallback_networks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -452,3 +452,17 @@ fn internal_networks_are_marked_and_old_single_addresses_still_count() {
     assert_eq!(old.ip_on("app"), Some(ip("10.208.0.9")));
     assert_eq!(old.ip_on("app.back"), None);
 }
+
+#[test]
+fn a_spec_stored_without_networks_is_not_changed_by_saying_default() {
+    // `deployed` stores specs as older controllers did: no networks listed.
+    let mut s = cluster();
+    let gen = |s: &ClusterState| s.services["app/web"].generation;
+    assert_eq!(gen(&s), 1);
+    let mut web = s.services["app/web"].spec.clone();
+    let db = s.services["app/db"].spec.clone();
+    web.networks = vec![attach("app", "default", &[])];
+    deploy(&mut s, "app", vec![web.clone(), db], 5);
+    assert_eq!(gen(&s), 1, "the same network as before: no rollout");
+    assert_eq!(s.services["app/web"].spec.networks, web.networks);
+}

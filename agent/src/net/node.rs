@@ -37,9 +37,13 @@ impl NodeNet {
         }
     }
 
-    /// Once shutdown was asked: wait until the host is cleaned up.
+    /// Stop applying meshes (if shutdown was not asked already) and wait until the host
+    /// is cleaned up.
     pub async fn stopped(self) {
-        let _ = self.worker.await;
+        let NodeNet { latest, worker, .. } = self;
+        // Closing the channel ends the worker even without a cancelled shutdown.
+        drop(latest);
+        let _ = worker.await;
     }
 
     /// The DNS servers, for a starting container to be given one.

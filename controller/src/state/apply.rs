@@ -146,7 +146,12 @@ impl ClusterState {
             let key = service_key(&spec.name, name);
             match self.services.get_mut(&key) {
                 Some(existing) => {
-                    let changed = existing.spec != *svc || existing.removing;
+                    let same = same_spec(&spec.name, &existing.spec, svc);
+                    if same && existing.spec != *svc {
+                        // Stored before services had networks: now it lists them.
+                        existing.spec = svc.clone();
+                    }
+                    let changed = !same || existing.removing;
                     if changed {
                         existing.generation += 1;
                         existing.previous =
@@ -569,6 +574,22 @@ impl ClusterState {
         t.error = u.error.clone();
         true
     }
+}
+
+/// Whether deploying `new` changes nothing in `old`. A spec stored before services had
+/// networks (it lists none) is on its stack's default network, with no aliases: the
+/// same as a new one saying so, so upgrading does not roll every service out again.
+fn same_spec(
+    stack: &str,
+    old: &shoal_proto::spec::ServiceSpec,
+    new: &shoal_proto::spec::ServiceSpec,
+) -> bool {
+    if old.networks.is_empty() && !new.networks.is_empty() {
+        let mut old = old.clone();
+        old.networks = shoal_proto::network::attachments(stack, &old).into_owned();
+        return old == *new;
+    }
+    old == new
 }
 
 /// `web slot 1 on node-a: its healthcheck fails`: one failed replica, in words.

@@ -317,82 +317,23 @@ async fn apply(sh: &dyn Shell, mesh: &Mesh) -> Result<(), String> {
     Ok(())
 }
 
+/// A recording [`Shell`] for tests: a host that remembers routes, chains and jumps.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
     use super::*;
-
-    fn s(x: &str) -> Subnet {
-        x.parse().unwrap()
-    }
-
-    #[test]
-    fn routes_to_other_nodes_and_filters_into_own_subnets() {
-        let mesh = Mesh {
-            pool: Some(s("10.208.0.0/12")),
-            subnets: [(
-                "app".to_string(),
-                (
-                    s("10.208.1.0/24"),
-                    vec![s("10.208.0.0/24"), s("10.208.1.0/24")],
-                ),
-            )]
-            .into_iter()
-            .collect(),
-            routes: [
-                (s("10.208.0.0/24"), Ipv4Addr::new(10, 77, 7, 12)),
-                (s("10.208.2.0/24"), Ipv4Addr::new(10, 77, 7, 11)),
-            ]
-            .into_iter()
-            .collect(),
-            nodes: vec![Ipv4Addr::new(10, 77, 7, 11), Ipv4Addr::new(10, 77, 7, 12)],
-            ..Mesh::default()
-        };
-        let owned = [s("10.208.0.0/24"), s("10.208.9.0/24")];
-        // 10.77.7.11 is this host: nothing is routed via it.
-        let local = [Ipv4Addr::new(10, 77, 7, 11)].into_iter().collect();
-        let p = plan(&mesh, &owned, &local);
-        assert_eq!(
-            p.replace,
-            vec![(s("10.208.0.0/24"), Ipv4Addr::new(10, 77, 7, 12))]
-        );
-        assert_eq!(p.delete, vec![s("10.208.9.0/24")]);
-        assert_eq!(
-            p.rules,
-            "*filter\n:SHOAL-MESH - [0:0]\n\
-             -A SHOAL-MESH -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n\
-             -A SHOAL-MESH -s 10.208.0.0/24 -d 10.208.1.0/24 -j ACCEPT\n\
-             -A SHOAL-MESH -s 10.208.1.0/24 -d 10.208.1.0/24 -j ACCEPT\n\
-             -A SHOAL-MESH -s 10.77.7.11/32 -d 10.208.1.0/24 -j ACCEPT\n\
-             -A SHOAL-MESH -s 10.77.7.12/32 -d 10.208.1.0/24 -j ACCEPT\n\
-             -A SHOAL-MESH -d 10.208.1.0/24 -j DROP\n\
-             COMMIT\n\
-             *nat\n:SHOAL-NAT - [0:0]\n\
-             -A SHOAL-NAT -s 10.208.0.0/12 -d 10.208.0.0/12 -j ACCEPT\n\
-             COMMIT\n"
-        );
-    }
-
-    #[test]
-    fn an_empty_mesh_removes_every_owned_route_and_empties_the_chains() {
-        let p = plan(&Mesh::default(), &[s("10.208.4.0/24")], &BTreeSet::new());
-        assert!(p.replace.is_empty());
-        assert_eq!(p.delete, vec![s("10.208.4.0/24")]);
-        assert!(!p.rules.contains("-A SHOAL-MESH -s"));
-        assert!(!p.rules.contains("-A SHOAL-NAT"));
-    }
 
     /// A host that remembers routes and jumps, and records every command.
     #[derive(Default)]
-    struct FakeHost {
-        state: std::sync::Mutex<FakeState>,
+    pub(crate) struct FakeHost {
+        pub(crate) state: std::sync::Mutex<FakeState>,
     }
 
     #[derive(Default)]
-    struct FakeState {
-        calls: Vec<String>,
-        routes: BTreeSet<String>,
-        jumps: std::collections::BTreeMap<String, usize>,
-        chains: BTreeSet<String>,
+    pub(crate) struct FakeState {
+        pub(crate) calls: Vec<String>,
+        pub(crate) routes: BTreeSet<String>,
+        pub(crate) jumps: std::collections::BTreeMap<String, usize>,
+        pub(crate) chains: BTreeSet<String>,
     }
 
     #[async_trait]
@@ -454,6 +395,72 @@ mod tests {
                 _ => Err(format!("unexpected {cmd} {args:?}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeHost;
+    use super::*;
+
+    fn s(x: &str) -> Subnet {
+        x.parse().unwrap()
+    }
+
+    #[test]
+    fn routes_to_other_nodes_and_filters_into_own_subnets() {
+        let mesh = Mesh {
+            pool: Some(s("10.208.0.0/12")),
+            subnets: [(
+                "app".to_string(),
+                (
+                    s("10.208.1.0/24"),
+                    vec![s("10.208.0.0/24"), s("10.208.1.0/24")],
+                ),
+            )]
+            .into_iter()
+            .collect(),
+            routes: [
+                (s("10.208.0.0/24"), Ipv4Addr::new(10, 77, 7, 12)),
+                (s("10.208.2.0/24"), Ipv4Addr::new(10, 77, 7, 11)),
+            ]
+            .into_iter()
+            .collect(),
+            nodes: vec![Ipv4Addr::new(10, 77, 7, 11), Ipv4Addr::new(10, 77, 7, 12)],
+            ..Mesh::default()
+        };
+        let owned = [s("10.208.0.0/24"), s("10.208.9.0/24")];
+        // 10.77.7.11 is this host: nothing is routed via it.
+        let local = [Ipv4Addr::new(10, 77, 7, 11)].into_iter().collect();
+        let p = plan(&mesh, &owned, &local);
+        assert_eq!(
+            p.replace,
+            vec![(s("10.208.0.0/24"), Ipv4Addr::new(10, 77, 7, 12))]
+        );
+        assert_eq!(p.delete, vec![s("10.208.9.0/24")]);
+        assert_eq!(
+            p.rules,
+            "*filter\n:SHOAL-MESH - [0:0]\n\
+             -A SHOAL-MESH -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n\
+             -A SHOAL-MESH -s 10.208.0.0/24 -d 10.208.1.0/24 -j ACCEPT\n\
+             -A SHOAL-MESH -s 10.208.1.0/24 -d 10.208.1.0/24 -j ACCEPT\n\
+             -A SHOAL-MESH -s 10.77.7.11/32 -d 10.208.1.0/24 -j ACCEPT\n\
+             -A SHOAL-MESH -s 10.77.7.12/32 -d 10.208.1.0/24 -j ACCEPT\n\
+             -A SHOAL-MESH -d 10.208.1.0/24 -j DROP\n\
+             COMMIT\n\
+             *nat\n:SHOAL-NAT - [0:0]\n\
+             -A SHOAL-NAT -s 10.208.0.0/12 -d 10.208.0.0/12 -j ACCEPT\n\
+             COMMIT\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_mesh_removes_every_owned_route_and_empties_the_chains() {
+        let p = plan(&Mesh::default(), &[s("10.208.4.0/24")], &BTreeSet::new());
+        assert!(p.replace.is_empty());
+        assert_eq!(p.delete, vec![s("10.208.4.0/24")]);
+        assert!(!p.rules.contains("-A SHOAL-MESH -s"));
+        assert!(!p.rules.contains("-A SHOAL-NAT"));
     }
 
     #[tokio::test]

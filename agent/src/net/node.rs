@@ -109,3 +109,52 @@ pub fn ingress_targets(spec: &shoal_proto::spec::ServiceSpec) -> Vec<u16> {
         .map(|p| p.target)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::net::host::fake::FakeHost;
+
+    #[tokio::test]
+    async fn stopping_removes_what_the_mesh_installed_on_the_host() {
+        let fake = Arc::new(FakeHost::default());
+        let shutdown = CancellationToken::new();
+        let mut net = NodeNet::with_host(HostNet::with_shell(fake.clone()), shutdown.clone());
+        let s = |x: &str| x.parse::<crate::net::Subnet>().unwrap();
+        let mesh = Mesh {
+            pool: Some(s("10.208.0.0/12")),
+            // 192.0.2.0/24 is not this host's: the DNS server cannot bind, as without root.
+            subnets: [(
+                "app".to_string(),
+                (s("192.0.2.0/24"), vec![s("192.0.2.0/24")]),
+            )]
+            .into_iter()
+            .collect(),
+            routes: [(s("10.208.0.0/24"), Ipv4Addr::new(10, 77, 7, 12))]
+                .into_iter()
+                .collect(),
+            ..Mesh::default()
+        };
+        net.update(&Arc::new(mesh));
+        let installed = async {
+            while fake.state.lock().unwrap().routes.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), installed)
+            .await
+            .expect("the route installed");
+        // SIGTERM / Ctrl-C: the agent's shutdown token.
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), net.stopped())
+            .await
+            .expect("stopped");
+        let st = fake.state.lock().unwrap();
+        assert!(st.routes.is_empty(), "routes left: {:?}", st.routes);
+        assert!(st.chains.is_empty(), "chains left: {:?}", st.chains);
+        assert_eq!(st.jumps.values().sum::<usize>(), 0);
+    }
+}

@@ -108,8 +108,14 @@ pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
             .filter_map(|s| {
                 let mine: Subnet = parse("subnet", &s.subnet)?;
                 let peers = s.peers.iter().filter_map(|p| parse("subnet", p)).collect();
-                Some((s.stack.clone(), (mine, peers)))
+                Some((s.network.clone(), (mine, peers)))
             })
+            .collect(),
+        internal: m
+            .subnets
+            .iter()
+            .filter(|s| s.internal)
+            .map(|s| s.network.clone())
             .collect(),
         routes: m
             .routes
@@ -120,7 +126,17 @@ pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
         names: m
             .names
             .iter()
-            .map(|n| ((n.stack.clone(), n.name.to_ascii_lowercase()), ips(&n.ips)))
+            .map(|n| {
+                (
+                    (n.network.clone(), n.name.to_ascii_lowercase()),
+                    ips(&n.ips),
+                )
+            })
+            .collect(),
+        members: m
+            .members
+            .iter()
+            .filter_map(|d| Some((parse("address", &d.ip)?, d.networks.clone())))
             .collect(),
         ports: m
             .ports
@@ -177,6 +193,14 @@ impl From<&TaskReport> for pb::TaskStatus {
             exit_code: r.exit_code.unwrap_or(0),
             error: r.error.clone().unwrap_or_default(),
             ip: r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            ips: r
+                .ips
+                .iter()
+                .map(|(network, ip)| pb::NetworkAddress {
+                    network: network.clone(),
+                    ip: ip.to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -339,9 +363,10 @@ mod tests {
         let m = mesh_from_pb(pb::Mesh {
             pool: "10.208.0.0/12".into(),
             subnets: vec![pb::StackSubnet {
-                stack: "shop".into(),
+                network: "shop".into(),
                 subnet: "10.208.1.0/24".into(),
                 peers: vec!["10.208.0.0/24".into(), "bad".into()],
+                internal: true,
             }],
             routes: vec![
                 pb::SubnetRoute {
@@ -354,7 +379,7 @@ mod tests {
                 },
             ],
             names: vec![pb::DnsName {
-                stack: "shop".into(),
+                network: "shop".into(),
                 name: "DB".into(),
                 ips: vec!["10.208.0.2".into()],
             }],
@@ -373,6 +398,16 @@ mod tests {
                 },
             ],
             nodes: vec!["10.77.7.11".into()],
+            members: vec![
+                pb::DnsMember {
+                    ip: "10.208.1.2".into(),
+                    networks: vec!["shop".into(), "ext:shared".into()],
+                },
+                pb::DnsMember {
+                    ip: "nope".into(),
+                    networks: vec![],
+                },
+            ],
         });
         let s = |x: &str| x.parse::<Subnet>().unwrap();
         let ip = |x: &str| x.parse::<Ipv4Addr>().unwrap();
@@ -383,6 +418,13 @@ mod tests {
                 subnets: [(
                     "shop".to_string(),
                     (s("10.208.1.0/24"), vec![s("10.208.0.0/24")])
+                )]
+                .into_iter()
+                .collect(),
+                internal: ["shop".to_string()].into_iter().collect(),
+                members: [(
+                    ip("10.208.1.2"),
+                    vec!["shop".to_string(), "ext:shared".to_string()]
                 )]
                 .into_iter()
                 .collect(),

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub mod convert;
 pub mod credentials;
@@ -187,6 +187,7 @@ pub async fn run_with_runtime(
         Some(contact.clone()),
         stop_supervisor.clone(),
     );
+    let supervisor = handle.clone();
     let result = session::run(
         session::SessionConfig {
             controllers: cfg.controllers,
@@ -205,6 +206,13 @@ pub async fn run_with_runtime(
     )
     .await;
     stop_supervisor.cancel();
+    // The supervisor removes the routes and filters it installed on the host.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), supervisor.stopped())
+        .await
+        .is_err()
+    {
+        warn!(node = %cfg.name, "the supervisor did not stop within 10 s");
+    }
     if let Some(r) = renewal {
         r.abort();
     }

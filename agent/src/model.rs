@@ -1,7 +1,7 @@
 //! The agent's own words for what the controller asks and what the agent reports.
 //! [`crate::convert`] translates them from and to the wire types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -42,14 +42,20 @@ pub struct AssignmentSet {
 pub struct Mesh {
     /// The pool every stack subnet comes from.
     pub pool: Option<Subnet>,
-    /// By stack: this node's subnet, and all the stack's subnets.
+    /// By network key (`shoal_proto::network`): this node's subnet, and all the
+    /// network's subnets.
     pub subnets: BTreeMap<String, (Subnet, Vec<Subnet>)>,
+    /// Networks of `subnets` that are `internal: true`: nothing leaves the pool from them.
+    pub internal: BTreeSet<String>,
     /// Other nodes' subnets and the node to route each via.
     pub routes: BTreeMap<Subnet, Ipv4Addr>,
     /// Every node's address.
     pub nodes: Vec<Ipv4Addr>,
-    /// By (stack, name): the ready replicas' addresses.
+    /// By (network, name): the ready replicas' addresses on that network.
     pub names: BTreeMap<(String, String), Vec<Ipv4Addr>>,
+    /// This node's containers' addresses, and the networks each container is on in
+    /// attachment order: who asks the DNS server.
+    pub members: BTreeMap<Ipv4Addr, Vec<String>>,
     pub ports: Vec<MeshPort>,
 }
 
@@ -70,8 +76,10 @@ pub struct TaskReport {
     pub container_id: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
-    /// The container's address on its stack network.
+    /// The container's address on its first network.
     pub ip: Option<IpAddr>,
+    /// Its address on each of its networks, by network key.
+    pub ips: BTreeMap<String, IpAddr>,
 }
 
 impl TaskReport {
@@ -83,11 +91,21 @@ impl TaskReport {
             exit_code: None,
             error: None,
             ip: None,
+            ips: BTreeMap::new(),
         }
     }
 
     pub fn ip(mut self, ip: Option<IpAddr>) -> TaskReport {
         self.ip = ip;
+        self
+    }
+
+    /// Its addresses by Docker network name, reported by network key.
+    pub fn ips(mut self, by_docker_name: &BTreeMap<String, IpAddr>) -> TaskReport {
+        self.ips = by_docker_name
+            .iter()
+            .map(|(name, ip)| (shoal_proto::network::key_of_docker_name(name), *ip))
+            .collect();
         self
     }
 

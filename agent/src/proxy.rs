@@ -88,8 +88,10 @@ pub fn mesh_routes(
     mesh: &Mesh,
     containers: &BTreeMap<String, ContainerInfo>,
 ) -> BTreeMap<SocketAddr, Route> {
-    let here: std::collections::BTreeSet<IpAddr> =
-        containers.values().filter_map(|c| c.ip).collect();
+    let here: std::collections::BTreeSet<IpAddr> = containers
+        .values()
+        .flat_map(|c| c.ip.into_iter().chain(c.ips.values().copied()))
+        .collect();
     for p in &mesh.ports {
         let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let route = local.entry(SocketAddr::new(ip, p.published)).or_default();
@@ -489,6 +491,7 @@ mod tests {
             oom_killed: false,
             health,
             ip: Some(ip.parse().unwrap()),
+            ips: Default::default(),
             labels: [(labels::TASK.to_string(), task.to_string())]
                 .into_iter()
                 .collect(),

@@ -64,6 +64,7 @@ pub fn observed_report(task_id: &str, c: &ContainerInfo) -> TaskReport {
         TaskReport::new(task_id, state)
             .container(Some(&c.id))
             .ip(c.ip)
+            .ips(&c.ips)
     };
     match c.state {
         ContainerState::Created => base(TaskState::Starting),

@@ -24,7 +24,7 @@ use crate::net::node::{ingress_targets, NodeNet};
 use crate::proxy::{ingress_routes, mesh_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
 use crate::runtime::{
-    container_request, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+    container_request, network_name, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
 };
 
 /// The longest a stopping replica waits for its ingress connections to finish.
@@ -50,9 +50,18 @@ enum Command {
 #[derive(Clone)]
 pub struct SupervisorHandle {
     commands: mpsc::UnboundedSender<Command>,
+    /// Closed once the supervisor has stopped (and cleaned the host's network up).
+    done: tokio::sync::watch::Receiver<()>,
 }
 
 impl SupervisorHandle {
+    /// Wait until the supervisor has stopped after its shutdown, the host's routes and
+    /// filters removed.
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        while done.changed().await.is_ok() {}
+    }
+
     /// The controller's full set of tasks for this node.
     pub fn assign(&self, set: AssignmentSet) {
         let _ = self.commands.send(Command::Assign(set));
@@ -107,7 +116,7 @@ struct Supervisor {
     busy: BTreeSet<String>,
     reported: BTreeMap<String, TaskReport>,
     ingress_errors: BTreeMap<String, String>,
-    /// Stacks whose network this supervisor made sure of.
+    /// Networks (keys) this supervisor made sure of.
     networks: BTreeSet<String>,
     proxy: Option<Proxy>,
     /// The cluster network on this node (with the proxy: only on a real runtime).
@@ -159,8 +168,12 @@ pub fn spawn_with_contact(
         op_tx,
         contact,
     };
-    tokio::spawn(sup.run(command_rx, op_rx, shutdown));
-    (SupervisorHandle { commands }, event_rx)
+    let (done_tx, done) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        sup.run(command_rx, op_rx, shutdown).await;
+        drop(done_tx);
+    });
+    (SupervisorHandle { commands, done }, event_rx)
 }
 
 impl Supervisor {
@@ -204,6 +217,9 @@ impl Supervisor {
         }
         // Dropping the op set aborts in-flight operations; containers stay as they are.
         self.ops.abort_all();
+        if let Some(net) = self.net.take() {
+            net.stopped().await;
+        }
         debug!("supervisor stopped");
     }
 
@@ -370,7 +386,7 @@ impl Supervisor {
     }
 
     /// Forget reports of tasks that are neither assigned nor have a container, and
-    /// networks no task of the stack needs any more.
+    /// networks no assigned task and no container needs any more.
     fn prune(&mut self) {
         if let (Some(store), Some(intent)) = (&self.cfg.secrets, &self.intent) {
             let keep: BTreeSet<String> = intent
@@ -394,28 +410,31 @@ impl Supervisor {
             self.reported.retain(|t, _| {
                 intent.tasks.contains_key(t) || with_container.contains(t) || self.busy.contains(t)
             });
-            let needed: BTreeSet<&str> = intent
-                .tasks
-                .values()
-                .map(|a| a.task.stack.as_str())
-                .chain(
-                    self.containers
-                        .values()
-                        .filter_map(|c| c.labels.get(labels::STACK).map(String::as_str)),
-                )
-                .collect();
+            let mut needed: BTreeSet<String> = BTreeSet::new();
+            for a in intent.tasks.values() {
+                let attached = shoal_proto::network::attachments(&a.task.stack, &a.spec);
+                needed.extend(attached.iter().map(|n| n.key.clone()));
+            }
+            for c in self.containers.values() {
+                needed.extend(c.labels.get(labels::STACK).cloned());
+                needed.extend(
+                    c.ips
+                        .keys()
+                        .map(|n| shoal_proto::network::key_of_docker_name(n)),
+                );
+            }
             let unused: Vec<String> = self
                 .networks
                 .iter()
                 .filter(|s| !needed.contains(s.as_str()))
                 .cloned()
                 .collect();
-            for stack in unused {
-                self.networks.remove(&stack);
+            for network in unused {
+                self.networks.remove(&network);
                 let runtime = self.runtime.clone();
                 self.ops.spawn(async move {
-                    if let Err(e) = runtime.remove_network(&stack).await {
-                        debug!(%stack, error = %e, "cannot remove stack network");
+                    if let Err(e) = runtime.remove_network(&network).await {
+                        debug!(%network, error = %e, "cannot remove network");
                     }
                 });
             }
@@ -476,13 +495,23 @@ impl Supervisor {
             } => {
                 let task_id = assignment.task.task_id.clone();
                 self.busy.insert(task_id.clone());
-                self.networks.insert(assignment.task.stack.clone());
+                let attached =
+                    shoal_proto::network::attachments(&assignment.task.stack, &assignment.spec);
+                let mesh = self.intent.as_ref().map(|i| i.mesh.clone());
+                let networks: Vec<(String, Option<crate::net::Subnet>)> = attached
+                    .iter()
+                    .map(|a| {
+                        let subnet = mesh
+                            .as_ref()
+                            .and_then(|m| m.subnets.get(&a.key).map(|(s, _)| *s));
+                        (a.key.clone(), subnet)
+                    })
+                    .collect();
+                self.networks
+                    .extend(networks.iter().map(|(k, _)| k.clone()));
                 let node = self.cfg.node.clone();
                 let net = StartNet {
-                    subnet: self
-                        .intent
-                        .as_ref()
-                        .and_then(|i| i.mesh.subnets.get(&assignment.task.stack).map(|(s, _)| *s)),
+                    networks,
                     dns: self.net.as_ref().map(NodeNet::dns),
                     secrets: self.cfg.secrets.clone(),
                     gpu_mode: self.cfg.gpu_mode.clone(),
@@ -579,8 +608,8 @@ impl Supervisor {
 
 /// What a starting container needs from the cluster network.
 struct StartNet {
-    /// This node's subnet for the stack.
-    subnet: Option<crate::net::Subnet>,
+    /// Its networks in attachment order, with this node's subnet of each.
+    networks: Vec<(String, Option<crate::net::Subnet>)>,
     dns: Option<Arc<tokio::sync::Mutex<crate::net::dns::Dns>>>,
     secrets: Option<Arc<crate::secrets::SecretStore>>,
     gpu_mode: crate::runtime::GpuDeviceMode,
@@ -636,23 +665,28 @@ async fn start_task(
                 fail(None, e.to_string());
                 return None;
             }
-            let gateway = match runtime.ensure_network_in(&a.task.stack, net.subnet).await {
-                Ok(g) => g,
-                Err(e) => {
-                    fail(
-                        None,
-                        format!("create network for stack {}: {e}", a.task.stack),
-                    );
-                    return None;
+            let mut first_gateway = None;
+            for (i, (key, subnet)) in net.networks.iter().enumerate() {
+                match runtime.ensure_network_in(key, *subnet).await {
+                    Ok(g) if i == 0 => first_gateway = g.map(|g| (key.clone(), g)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        fail(None, format!("create network {}: {e}", network_name(key)));
+                        return None;
+                    }
                 }
-            };
+            }
             let mut req = container_request(&a.task, &a.spec, node);
-            // The agent's DNS answers the stack's names with ready replicas cluster-wide;
-            // without it (no root, no gateway) Docker's aliases answer on this node.
-            if let (Some(dns), Some(gateway)) = (&net.dns, gateway) {
-                if dns.lock().await.serve(&a.task.stack, gateway).await {
+            // The agent's DNS answers the names of the container's networks with ready
+            // replicas cluster-wide; without it (no root, no gateway) Docker's aliases
+            // answer on this node.
+            if let (Some(dns), Some((key, gateway))) = (&net.dns, first_gateway) {
+                if dns.lock().await.serve(&key, gateway).await {
                     req.dns = vec![gateway.to_string()];
                     req.aliases.clear();
+                    for extra in &mut req.extra_networks {
+                        extra.aliases.clear();
+                    }
                 }
             }
             req.mounts.extend(secret_mounts);

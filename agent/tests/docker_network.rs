@@ -1,19 +1,21 @@
-//! Stack networks on their cluster subnets, on the real Docker engine: created on the
-//! subnet asked for, an unused one on another subnet recreated, a used one kept.
+//! Cluster networks on their subnets, on the real Docker engine: created on the subnet
+//! asked for, an unused one on another subnet recreated, a used one kept; a service on
+//! several networks gets a container with an address on each (connected before start).
 
 use std::sync::Arc;
 
 use shoal_agent::net::Subnet;
 use shoal_agent::runtime::docker::DockerRuntime;
-use shoal_agent::runtime::{container_request, ContainerRuntime, TaskIdentity};
-use shoal_proto::spec::ServiceSpec;
+use shoal_agent::runtime::{container_request, network_name, ContainerRuntime, TaskIdentity};
+use shoal_proto::spec::{ServiceNetwork, ServiceSpec};
 
 const IMAGE: &str = "shoal-test/busybox:latest";
 
-/// Removes the test's container and network however the test ends.
+/// Removes the test's containers and networks however the test ends.
 struct Cleanup {
     network: String,
     containers: Vec<String>,
+    more_networks: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -23,9 +25,11 @@ impl Drop for Cleanup {
                 .args(["rm", "-f", c])
                 .output();
         }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
+        for n in std::iter::once(&self.network).chain(&self.more_networks) {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", n])
+                .output();
+        }
     }
 }
 
@@ -41,6 +45,7 @@ async fn stack_networks_take_their_cluster_subnet() {
     let mut cleanup = Cleanup {
         network: format!("shoal-{stack}"),
         containers: vec![],
+        more_networks: vec![],
     };
 
     let gateway = docker.ensure_network_in(&stack, Some(first)).await.unwrap();
@@ -94,4 +99,78 @@ async fn stack_networks_take_their_cluster_subnet() {
     docker.remove(&id).await.unwrap();
     cleanup.containers.clear();
     docker.remove_network(&stack).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_service_on_several_networks_has_an_address_on_each() {
+    let docker: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::connect(None).await.unwrap());
+    let pid = std::process::id();
+    let stack = format!("dm{pid:x}");
+    let third = 20 + pid % 200;
+    let front: Subnet = format!("10.221.{third}.0/24").parse().unwrap();
+    let back: Subnet = format!("10.220.{third}.0/24").parse().unwrap();
+    let (front_key, back_key) = (format!("{stack}.front"), format!("{stack}.back"));
+    let mut cleanup = Cleanup {
+        network: network_name(&front_key),
+        containers: vec![],
+        more_networks: vec![network_name(&back_key)],
+    };
+    docker
+        .ensure_network_in(&front_key, Some(front))
+        .await
+        .unwrap();
+    docker
+        .ensure_network_in(&back_key, Some(back))
+        .await
+        .unwrap();
+    docker
+        .ensure_image(IMAGE)
+        .await
+        .expect("test image present");
+    let task = TaskIdentity {
+        task_id: format!("t{pid:x}m"),
+        stack: stack.clone(),
+        service: "web".into(),
+        slot: 1,
+        generation: 1,
+    };
+    let net = |name: &str, key: &str| ServiceNetwork {
+        name: name.into(),
+        key: key.into(),
+        aliases: vec![],
+    };
+    let spec = ServiceSpec {
+        name: "web".into(),
+        image: IMAGE.into(),
+        command: Some(vec!["sleep".into(), "30".into()]),
+        networks: vec![net("front", &front_key), net("back", &back_key)],
+        ..Default::default()
+    };
+    let id = docker
+        .create(&container_request(&task, &spec, "node-test"))
+        .await
+        .expect("create on front, connect to back");
+    cleanup.containers.push(id.clone());
+    docker.start(&id).await.expect("start");
+    let info = docker.inspect(&id).await.unwrap();
+    let on = |name: &str| info.ips.get(name).copied();
+    let (Some(std::net::IpAddr::V4(f)), Some(std::net::IpAddr::V4(b))) =
+        (on(&network_name(&front_key)), on(&network_name(&back_key)))
+    else {
+        panic!("an address on each network: {:?}", info.ips);
+    };
+    assert!(front.contains(f) && back.contains(b), "{f} {b}");
+    assert_eq!(
+        info.ip,
+        Some(std::net::IpAddr::V4(f)),
+        "the first network's address first"
+    );
+    docker
+        .stop(&id, std::time::Duration::from_secs(1), None)
+        .await
+        .unwrap();
+    docker.remove(&id).await.unwrap();
+    cleanup.containers.clear();
+    docker.remove_network(&front_key).await.unwrap();
+    docker.remove_network(&back_key).await.unwrap();
 }

@@ -58,6 +58,7 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
             volumes: Default::default(),
             secrets: Vec::new(),
             configs: Vec::new(),
+            networks: Default::default(),
         },
         now_ms: 0,
         secrets: Default::default(),

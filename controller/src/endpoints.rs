@@ -1,24 +1,36 @@
 //! What each node's agent needs to join the cluster network: a pure view of the state,
 //! like [`crate::assignments`], re-sent to the agent whenever it changes.
 //!
-//! - its subnet for every stack it hosts, and every subnet of those stacks (the peers it
-//!   accepts forwarded traffic from);
+//! Networks are keyed as in [`shoal_proto::network`]: each Compose network of a stack
+//! (its implicit `default` too) is its own network, and an external network is one
+//! network shared by every stack declaring it.
+//!
+//! - its subnet on every network it hosts, and all that network's subnets (the peers it
+//!   accepts forwarded traffic from), and which of them are `internal`. The peers also
+//!   hold, as `/32`, the other addresses of every container on the network that is on
+//!   other networks too: such a container reaches another node by its default route,
+//!   from the address of whichever of its networks that route goes through;
 //! - a route to every other node's subnets (host-gw: via that node's address), whatever
-//!   the stack: any node's mesh proxy may forward to any replica, and replies must come
-//!   back the way they went (reverse-path filtering);
+//!   the network: any node's mesh proxy may forward to any replica, and replies must
+//!   come back the way they went (reverse-path filtering);
 //! - every node's address (the mesh proxies that may forward into this node's subnets);
-//! - the names containers of those stacks resolve (service names and aliases) with the
-//!   addresses of the ready replicas, on any node;
-//! - every published ingress TCP port of the cluster with its ready replicas, so that
-//!   every node answers every published port (the routing mesh).
+//! - the names of every network (service names, and the aliases given on that network)
+//!   with the ready replicas' addresses on that network, on any node: the DNS server
+//!   answers a container the names of its own networks and NXDOMAIN for the others';
+//! - its containers' addresses with the networks each is on (how the DNS server tells
+//!   who asks);
+//! - every published ingress TCP port of the cluster with its ready replicas (each by
+//!   its address on its first network), so that every node answers every published
+//!   port (the routing mesh).
 //!
 //! A replica is listed only while it is desired running and ready (healthy, or running
 //! without a healthcheck): a replica told to stop leaves names and mesh at once, before
 //! its agent stops it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use shoal_proto::network;
 use shoal_proto::spec::{PortMode, Protocol};
 use shoal_proto::task::{Desired, TaskState};
 
@@ -27,14 +39,20 @@ use crate::state::{subnets, ClusterState, Task};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeMesh {
     pub pool: String,
-    /// By stack: this node's subnet, and all the stack's subnets (this one included).
+    /// By network: this node's subnet, and all the network's subnets (this one
+    /// included), then the `/32` other addresses of its containers on several networks.
     pub subnets: BTreeMap<String, (String, Vec<String>)>,
+    /// Networks of `subnets` that are `internal: true`.
+    pub internal: BTreeSet<String>,
     /// Every other node's subnets, and the node address to route via.
     pub routes: BTreeMap<String, IpAddr>,
     /// Every node's address, sorted.
     pub nodes: Vec<IpAddr>,
-    /// By (stack, name): ready replicas' addresses, sorted.
+    /// By (network, name): ready replicas' addresses on that network, sorted.
     pub names: BTreeMap<(String, String), Vec<IpAddr>>,
+    /// This node's containers: each address, and the networks of its container in
+    /// attachment order.
+    pub members: BTreeMap<IpAddr, Vec<String>>,
     pub ports: Vec<MeshPort>,
 }
 
@@ -55,18 +73,19 @@ fn node_ip(address: &str) -> Option<IpAddr> {
         .or_else(|| address.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
-/// The task's address, when it is desired running and ready to serve.
-fn ready_ip(state: &ClusterState, t: &Task) -> Option<IpAddr> {
+/// Whether the task is desired running and ready to serve.
+fn is_ready(state: &ClusterState, t: &Task) -> bool {
     if t.desired != Desired::Running {
-        return None;
+        return false;
     }
-    let svc = state.services.get(&t.service_key())?;
-    let ready = match t.state {
+    let Some(svc) = state.services.get(&t.service_key()) else {
+        return false;
+    };
+    match t.state {
         TaskState::Healthy => true,
         TaskState::Running => !svc.spec.has_healthcheck(),
         _ => false,
-    };
-    ready.then_some(t.ip?)
+    }
 }
 
 /// The mesh as `node` must see it.
@@ -75,14 +94,12 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
         pool: subnets::POOL.to_string(),
         ..NodeMesh::default()
     };
-    let mut ready: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    // Ready tasks by service.
+    let mut ready: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
     for t in state.tasks.values() {
-        if let Some(ip) = ready_ip(state, t) {
-            ready.entry(t.service_key()).or_default().push(ip);
+        if is_ready(state, t) {
+            ready.entry(t.service_key()).or_default().push(t);
         }
-    }
-    for v in ready.values_mut() {
-        v.sort();
     }
     mesh.nodes = state
         .nodes
@@ -91,7 +108,25 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
         .collect();
     mesh.nodes.sort();
     mesh.nodes.dedup();
-    for nodes in state.subnets.values() {
+    let internal: BTreeSet<&str> = state
+        .stacks
+        .values()
+        .flat_map(|s| s.spec.networks.values())
+        .filter(|n| n.internal)
+        .map(|n| n.key.as_str())
+        .collect();
+    // By network: addresses of its containers on their other networks.
+    let mut also_from: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if t.state.is_terminal() || t.ips.len() < 2 {
+            continue;
+        }
+        for key in t.ips.keys() {
+            let others = t.ips.iter().filter(|(k, _)| *k != key).map(|(_, ip)| *ip);
+            also_from.entry(key.clone()).or_default().extend(others);
+        }
+    }
+    for (key, nodes) in &state.subnets {
         for (other, index) in nodes {
             if other == node {
                 continue;
@@ -100,26 +135,70 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
                 mesh.routes.insert(subnets::cidr(*index), ip);
             }
         }
-    }
-    for (stack, nodes) in &state.subnets {
         let Some(mine) = nodes.get(node) else {
             continue;
         };
-        let all = nodes.values().map(|i| subnets::cidr(*i)).collect();
+        let mut all: Vec<String> = nodes.values().map(|i| subnets::cidr(*i)).collect();
+        all.extend(
+            also_from
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|ip| format!("{ip}/32")),
+        );
         mesh.subnets
-            .insert(stack.clone(), (subnets::cidr(*mine), all));
-        for svc in state.services.values().filter(|s| &s.stack == stack) {
-            let ips = ready.get(&svc.key()).cloned().unwrap_or_default();
-            let names = std::iter::once(&svc.name).chain(svc.spec.aliases.iter());
+            .insert(key.clone(), (subnets::cidr(*mine), all));
+        if internal.contains(key.as_str()) {
+            mesh.internal.insert(key.clone());
+        }
+    }
+    for svc in state.services.values() {
+        let tasks = ready.get(&svc.key()).map(Vec::as_slice).unwrap_or_default();
+        for a in network::attachments(&svc.stack, &svc.spec).iter() {
+            let ips: Vec<IpAddr> = tasks.iter().filter_map(|t| t.ip_on(&a.key)).collect();
+            let names = std::iter::once(&svc.name).chain(a.aliases.iter());
             for name in names {
-                let entry = mesh.names.entry((stack.clone(), name.clone())).or_default();
+                let entry = mesh
+                    .names
+                    .entry((a.key.clone(), name.to_ascii_lowercase()))
+                    .or_default();
                 entry.extend(ips.iter().copied());
                 entry.sort();
                 entry.dedup();
             }
         }
     }
+    for t in state.tasks.values() {
+        if t.node.as_deref() != Some(node) || t.state.is_terminal() {
+            continue;
+        }
+        let Some(svc) = state.services.get(&t.service_key()) else {
+            continue;
+        };
+        let attached = network::attachments(&svc.stack, &svc.spec);
+        let on: Vec<String> = attached
+            .iter()
+            .filter(|a| t.ip_on(&a.key).is_some())
+            .map(|a| a.key.clone())
+            .collect();
+        for a in attached.iter() {
+            if let Some(ip) = t.ip_on(&a.key) {
+                mesh.members.insert(ip, on.clone());
+            }
+        }
+    }
     for svc in state.services.values() {
+        let first = network::attachments(&svc.stack, &svc.spec)
+            .first()
+            .map(|a| a.key.clone())
+            .unwrap_or_default();
+        let mut ips: Vec<IpAddr> = ready
+            .get(&svc.key())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.ip_on(&first).or_else(|| t.ips.values().next().copied()))
+            .collect();
+        ips.sort();
         for p in &svc.spec.ports {
             let (Some(published), PortMode::Ingress, Protocol::Tcp) =
                 (p.published, p.mode, p.protocol)
@@ -130,7 +209,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
                 published,
                 target: p.target,
                 host_ip: p.host_ip.clone(),
-                ips: ready.get(&svc.key()).cloned().unwrap_or_default(),
+                ips: ips.clone(),
             });
         }
     }

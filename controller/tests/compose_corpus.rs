@@ -262,15 +262,16 @@ fn full_example(name: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn full_examples_fail_only_where_shoal_is_stricter() {
     // Upstream loads these with consistency checks off; shoal always checks: `network_mode`
-    // with `networks`, depends_on services that are not defined, a volume not declared at
-    // the top level, and Swarm constraint syntax it does not match (`node=foo`). Cluster
-    // volumes are not supported.
+    // with `networks`, depends_on services that are not defined, a volume (or, like
+    // `docker compose`, a network) not declared at the top level, and Swarm constraint
+    // syntax it does not match (`node=foo`). Cluster volumes are not supported.
     let common: &[&str] = &[
         "services.foo: service foo declares mutually exclusive `network_mode` and `networks`",
         "services.foo.depends_on.db: service foo depends on undefined service `db`",
         "services.foo.depends_on.redis: service foo depends on undefined service `redis`",
         "invalid constraint `node=foo`",
         "service uses the undeclared volume `datavolume`",
+        "services.foo.networks.other-other-network: refers to undefined network other-other-network",
     ];
     let (_d, f) = full_example("compose-go-full-example.yml");
     let mut expected = common.to_vec();
@@ -589,5 +590,58 @@ fn secret_modes_parse_like_compose() {
     assert_eq!(
         (r[1].path().as_str(), r[1].uid, r[1].gid, r[1].mode),
         ("/run/secrets/my_secret", Some(103), Some(103), Some(0o440))
+    );
+}
+
+#[test]
+fn network_snippets_give_each_network_its_key_and_aliases() {
+    use shoal_proto::spec::*;
+    let l = snippet("networks--TestServiceNetworks.yaml");
+    let net = |name: &str, aliases: &[&str]| ServiceNetwork {
+        name: name.into(),
+        key: format!("test.{name}"),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    };
+    assert_eq!(
+        l.stack.services["foo"].networks,
+        vec![
+            net("some-network", &["alias1", "alias3"]),
+            net("other-network", &[]),
+            net("other-other-network", &[]),
+        ]
+    );
+    // Static addresses cannot hold across nodes: said, not silently dropped.
+    assert!(l
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("ignored: `ipv4_address`")));
+
+    // A service listing no networks is on the implicit default one; declared externals
+    // are keyed by their name.
+    let l = snippet("networks--TestTopLevelNetworks.yaml");
+    assert_eq!(
+        l.stack.services["foo"].networks,
+        vec![ServiceNetwork {
+            name: "default".into(),
+            key: "test".into(),
+            aliases: vec![],
+        }]
+    );
+    assert_eq!(l.stack.networks.keys().collect::<Vec<_>>(), vec!["default"]);
+    for why in [
+        "ignored: shoal gives each network its subnets",
+        "driver_opts",
+    ] {
+        assert!(
+            l.diagnostics.iter().any(|d| d.message.contains(why)),
+            "{why}: {:?}",
+            l.diagnostics
+        );
+    }
+
+    let l = snippet("network_internal--TestNetworkInternal.yaml");
+    assert!(
+        l.stack.networks.values().all(|n| !n.internal),
+        "unused networks are not kept"
     );
 }

@@ -469,7 +469,11 @@ fn every_honored_key_lands_in_the_spec() {
             model: Some("NVIDIA H100*".into()),
             ..Default::default()
         }],
-        aliases: vec!["api".into(), "backend".into()],
+        networks: vec![ServiceNetwork {
+            name: "default".into(),
+            key: l.stack.name.clone(),
+            aliases: vec!["api".into(), "backend".into()],
+        }],
         // `update_config: {parallelism: 1}`: the defaults, written out.
         update: UpdateConfig::default(),
         rollback: UpdateConfig {
@@ -725,4 +729,61 @@ fn the_default_file_is_found_in_the_working_directory() {
     std::env::set_current_dir(before).expect("chdir back");
     let l = result.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(l.stack.services.keys().collect::<Vec<_>>(), vec!["one"]);
+}
+
+#[test]
+fn each_compose_network_is_its_own_with_its_own_aliases() {
+    let l = ok(&opts(&["networks/compose.yaml"]));
+    let net = |name: &str, key: &str, aliases: &[&str]| ServiceNetwork {
+        name: name.into(),
+        key: key.into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    };
+    let s = &l.stack.services;
+    assert_eq!(s["proxy"].networks, vec![net("front", "shop.front", &[])]);
+    // Aliases belong to the network they are given on; an external network is keyed
+    // by its name, whatever the stack.
+    assert_eq!(
+        s["web"].networks,
+        vec![
+            net("front", "shop.front", &[]),
+            net("back", "shop.back", &["www"]),
+            net("shared", "ext:shop-and-blog", &[]),
+        ]
+    );
+    // `priority` orders the attachments (the first is the one created on).
+    assert_eq!(
+        s["db"].networks,
+        vec![
+            net("back", "shop.back", &["db2"]),
+            net("private", "shop.private", &[]),
+        ]
+    );
+    // No networks: the implicit default, keyed by the stack.
+    assert_eq!(s["worker"].networks, vec![net("default", "shop", &[])]);
+    let n = &l.stack.networks;
+    assert_eq!(
+        n.keys().collect::<Vec<_>>(),
+        vec!["back", "default", "front", "private", "shared"]
+    );
+    assert!(n["private"].internal && !n["back"].internal);
+    assert!(n["shared"].external);
+    let warned = |what: &str| l.diagnostics.iter().any(|d| d.message.contains(what));
+    assert!(warned("ignored: driver `macvlan`"), "{:?}", l.diagnostics);
+    assert!(warned(
+        "ignored: shoal gives each network its subnets from the cluster pool"
+    ));
+    assert!(!warned("ignored: driver `bridge`"));
+}
+
+#[test]
+fn a_service_on_an_undeclared_network_is_an_error() {
+    let e = err(&opts(&["networks/undefined.yaml"]));
+    let l = lines(&e);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(
+        l[0].contains("services.web.networks.nowhere: refers to undefined network nowhere"),
+        "{}",
+        l[0]
+    );
 }

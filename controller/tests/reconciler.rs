@@ -215,6 +215,7 @@ fn a_changed_spec_replaces_replicas_with_the_new_generation() {
             volumes: Default::default(),
             secrets: Vec::new(),
             configs: Vec::new(),
+            networks: Default::default(),
         },
         now_ms: 2,
         secrets: Default::default(),
@@ -257,6 +258,7 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
                 exit_code: Some(0),
                 error: String::new(),
                 ip: None,
+                ips: Default::default(),
             }],
             now_ms: 4,
         });
@@ -335,6 +337,7 @@ fn agents_speak_only_for_their_own_tasks() {
             exit_code: Some(1),
             error: String::new(),
             ip: None,
+            ips: Default::default(),
         }],
         now_ms: 1,
     });
@@ -368,6 +371,7 @@ fn history_is_bounded_per_slot() {
                     exit_code: None,
                     error: String::new(),
                     ip: None,
+                    ips: Default::default(),
                 }],
                 now_ms: 10 + i,
             });

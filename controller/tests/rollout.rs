@@ -27,6 +27,7 @@ fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
             volumes: Default::default(),
             secrets: Vec::new(),
             configs: Vec::new(),
+            networks: Default::default(),
         },
         now_ms,
         secrets: Default::default(),
@@ -86,6 +87,7 @@ fn new_ones(s: &mut ClusterState, state: TaskState, now_ms: u64) {
                 exit_code: (state == TaskState::Failed).then_some(1),
                 error: String::new(),
                 ip: None,
+                ips: Default::default(),
             }],
             now_ms,
         });

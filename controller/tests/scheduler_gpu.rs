@@ -83,7 +83,8 @@ fn holding(s: &mut ClusterState, id: &str, service: &str, node: &str, gpus: &[&s
     s.tasks.insert(
         id.into(),
         Task {
-            ip: None,
+            ips: Default::default(),
+            legacy_ip: None,
             id: id.into(),
             stack: "app".into(),
             service: service.into(),
@@ -539,7 +540,7 @@ proptest! {
                     if let Some(node) = t.node {
                         s.apply(&Command::TaskStatus {
                             node,
-                            updates: vec![TaskUpdate { ip: None,
+                            updates: vec![TaskUpdate { ip: None, ips: Default::default(),
                                 task: t.id,
                                 state: TaskState::Failed,
                                 container_id: String::new(),

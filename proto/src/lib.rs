@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+pub mod network;
 pub mod spec;
 pub mod task;
 

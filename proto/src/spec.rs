@@ -17,6 +17,9 @@ pub struct StackSpec {
     pub name: String,
     /// By service name.
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Top-level networks the services use (the implicit `default` too), by Compose name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkSpec>,
     /// Top-level named volumes, by their Compose name.
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeSpec>,
@@ -61,6 +64,20 @@ impl SecretRef {
             format!("/run/secrets/{}", self.target)
         }
     }
+}
+
+/// A Compose network of the stack, as shoal runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Its cluster key ([`crate::network`]): `STACK`, `STACK.NET` or `ext:NAME`.
+    pub key: String,
+    /// `external: true`: shared with every stack that declares the same name.
+    #[serde(default)]
+    pub external: bool,
+    /// `internal: true`: its containers reach the cluster's networks but nothing outside
+    /// (no route or NAT out of the pool).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -140,9 +157,11 @@ pub struct ServiceSpec {
     /// GPU requests from `gpus:` and `deploy.resources.reservations.devices`.
     #[serde(default)]
     pub gpus: Vec<GpuRequest>,
-    /// Network aliases this service answers to besides its name.
+    /// The networks the service is attached to, in attachment order (Compose's
+    /// `priority`, then as written); empty only in specs stored before networks were
+    /// honoured (see [`crate::network::attachments`]).
     #[serde(default)]
-    pub aliases: Vec<String>,
+    pub networks: Vec<ServiceNetwork>,
     /// How a changed spec rolls out (`deploy.update_config`).
     #[serde(default)]
     pub update: UpdateConfig,
@@ -160,6 +179,18 @@ pub struct ServiceSpec {
     /// Configs mounted as files in its containers (`configs:`; targets are absolute).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<SecretRef>,
+}
+
+/// One network a service is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceNetwork {
+    /// The Compose name in the stack (`default`, `back`, ...).
+    pub name: String,
+    /// The cluster key ([`crate::network`]).
+    pub key: String,
+    /// Names the service answers to on this network only, besides its own name.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// `x-shoal-disconnect`: the agent-side policy for replicas on a node cut off from every

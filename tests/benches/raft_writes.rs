@@ -63,6 +63,7 @@ async fn bench(duration: Duration) -> anyhow::Result<()> {
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),
+        networks: Default::default(),
     };
     c.deploy(pb::DeployRequest {
         stack_json: serde_json::to_vec(&stack)?,

@@ -42,6 +42,7 @@ fn stack(name: &str, replicas: u64) -> StackSpec {
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),
+        networks: Default::default(),
     }
 }
 

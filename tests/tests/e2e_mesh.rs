@@ -6,9 +6,13 @@
 //!    that turns unhealthy stops receiving traffic;
 //! 3. two stacks with a same-named service resolve their own, and cannot reach each
 //!    other's replicas;
-//! 4. under continuous HTTP load through the mesh, a rolling update completes with no
+//! 4. Compose networks limit who sees whom: `web` (front and back) reaches `db` (back)
+//!    by name across nodes, `proxy` (front) can neither resolve nor reach `db`;
+//! 5. two stacks sharing an external network reach each other's service by name, a
+//!    third stack does not;
+//! 6. under continuous HTTP load through the mesh, a rolling update completes with no
 //!    failed request, and both versions answer;
-//! 5. (last: it takes a node) after db's node is power-cut and db rescheduled, the same
+//! 7. (last: it takes a node) after db's node is power-cut and db rescheduled, the same
 //!    web container reaches it again by the same name.
 //!
 //! Needs root, iproute2, iptables, nsenter, dockerd and the test image.
@@ -79,8 +83,13 @@ fn slow_http_service(name: &str, port: u16, version: &str, extra: &str) -> Strin
 }
 
 fn deploy(hosts: &Hosts, dir: &Path, stack: &str, services: &[String]) {
+    deploy_with(hosts, dir, stack, services, "");
+}
+
+/// [`deploy`] with top-level sections after `services:` (e.g. `networks:`).
+fn deploy_with(hosts: &Hosts, dir: &Path, stack: &str, services: &[String], top: &str) {
     let file = dir.join(format!("{stack}.yaml"));
-    let yaml = format!("name: {stack}\nservices:\n{}", services.concat());
+    let yaml = format!("name: {stack}\nservices:\n{}{top}", services.concat());
     std::fs::write(&file, yaml).expect("write compose file");
     let out = hosts.shoal(&["deploy", "-c", file.to_str().expect("utf-8 path")]);
     assert!(out.status.success(), "deploy {stack}: {}", text(&out));
@@ -203,10 +212,14 @@ fn three_hosts_find_each_other_by_name_and_answer_published_ports_everywhere() {
     eprintln!("mesh and health: {:?}", started.elapsed());
     stacks_are_isolated(&hosts, dir.path(), &web);
     eprintln!("isolation: {:?}", started.elapsed());
+    networks_limit_who_sees_whom(&hosts, dir.path());
+    eprintln!("networks: {:?}", started.elapsed());
+    external_networks_are_shared(&hosts, dir.path());
+    eprintln!("external networks: {:?}", started.elapsed());
     rolling_update_under_load(&hosts, dir.path());
     eprintln!("rolling update under load: {:?}", started.elapsed());
 
-    // 5. db's node loses power; db comes back elsewhere; the same web container finds it.
+    // 7. db's node loses power; db comes back elsewhere; the same web container finds it.
     hosts.cut(&db_node);
     let moved = eventually(WAIT, "db healthy on another node", || {
         placed(&hosts, "app", "db")
@@ -325,7 +338,152 @@ fn stacks_are_isolated(hosts: &Hosts, dir: &Path, web: &str) {
     assert!(out.status.success(), "rm other: {}", text(&out));
 }
 
-/// Scenario 4: four clients (two on a 0.2 s path) send requests through all three
+/// What busybox wget says fetching `url` from a container: the body, or its error
+/// (`bad address` when the name does not resolve).
+fn wget_says(hosts: &Hosts, node: &str, container: &str, url: &str) -> String {
+    exec_in(
+        hosts,
+        node,
+        container,
+        &[
+            "sh",
+            "-c",
+            &format!("timeout 3 wget -q -O - {url} 2>&1; true"),
+        ],
+    )
+    .unwrap_or_default()
+}
+
+fn on_node(node: &str, networks: &str) -> String {
+    format!(
+        "    networks: {networks}\n    deploy:\n      placement:\n        constraints: [\"node.hostname=={node}\"]\n"
+    )
+}
+
+/// Scenario 4: stack `tiers` with networks `front` and `back`: web (both, on n1), db
+/// (back, on n2, alias `store` there), proxy (front, on n3).
+fn networks_limit_who_sees_whom(hosts: &Hosts, dir: &Path) {
+    deploy_with(
+        hosts,
+        dir,
+        "tiers",
+        &[
+            http_service("web", 8000, "tiers", &on_node("n1", "[front, back]")),
+            http_service(
+                "db",
+                5432,
+                "tiers",
+                &on_node("n2", "{back: {aliases: [store]}}"),
+            ),
+            http_service("proxy", 8000, "tiers", &on_node("n3", "[front]")),
+        ],
+        "networks:\n  front:\n  back:\n",
+    );
+    let web = container(hosts, "n1", "tiers", "web");
+    let proxy = container(hosts, "n3", "tiers", "proxy");
+    let db = container(hosts, "n2", "tiers", "db");
+    let answer = eventually(WAIT, "tiers/web reaches db by name", || {
+        get_from(hosts, "n1", &web, "http://db:5432/")
+    });
+    assert!(answer.starts_with("db tiers "), "db answered {answer}");
+    let alias = get_from(hosts, "n1", &web, "http://store:5432/");
+    assert_eq!(
+        alias.as_deref(),
+        Some(answer.as_str()),
+        "back's alias names db"
+    );
+    let front = eventually(WAIT, "proxy reaches web by name on front", || {
+        get_from(hosts, "n3", &proxy, "http://web:8000/")
+    });
+    assert!(front.starts_with("web tiers "), "web answered {front}");
+    for name in ["db", "store"] {
+        let said = wget_says(hosts, "n3", &proxy, &format!("http://{name}:5432/"));
+        assert!(
+            said.contains("bad address"),
+            "proxy (front only) must not resolve {name}: {said}"
+        );
+    }
+    let db_ip = exec_in(hosts, "n2", &db, &["hostname", "-i"]).expect("db's address");
+    assert!(db_ip.starts_with("10.208."), "a cluster address: {db_ip}");
+    assert_eq!(
+        get_from(hosts, "n3", &proxy, &format!("http://{db_ip}:5432/")),
+        None,
+        "proxy (front only) must not reach db at {db_ip}"
+    );
+    let out = hosts.shoal(&["rm", "tiers"]);
+    assert!(out.status.success(), "rm tiers: {}", text(&out));
+}
+
+/// Scenario 5: stacks `ea` (alpha, on n1, also on its default network) and `eb` (beta,
+/// on n2) declare the external network `x-e2e-shared`; `ec` (gamma, on n3) does not.
+fn external_networks_are_shared(hosts: &Hosts, dir: &Path) {
+    // Named to sort after `shoal-ea`: alpha's default route (Docker takes the first
+    // network in lexical order) is then not the shared network, so alpha reaches beta
+    // from its address on `ea`'s default network.
+    let shared = "networks:\n  shared:\n    external: true\n    name: x-e2e-shared\n";
+    deploy_with(
+        hosts,
+        dir,
+        "ea",
+        &[http_service(
+            "alpha",
+            8000,
+            "ea",
+            &on_node("n1", "[default, shared]"),
+        )],
+        shared,
+    );
+    deploy_with(
+        hosts,
+        dir,
+        "eb",
+        &[http_service("beta", 8000, "eb", &on_node("n2", "[shared]"))],
+        shared,
+    );
+    deploy(
+        hosts,
+        dir,
+        "ec",
+        &[http_service(
+            "gamma",
+            8000,
+            "ec",
+            &on_node("n3", "[default]"),
+        )],
+    );
+    let alpha = container(hosts, "n1", "ea", "alpha");
+    let beta = container(hosts, "n2", "eb", "beta");
+    let gamma = container(hosts, "n3", "ec", "gamma");
+    let b = eventually(WAIT, "ea/alpha reaches eb/beta by name", || {
+        get_from(hosts, "n1", &alpha, "http://beta:8000/")
+    });
+    assert!(b.starts_with("beta eb "), "beta answered {b}");
+    eprintln!(
+        "alpha's routes (printed, not asserted): {:?}",
+        exec_in(hosts, "n1", &alpha, &["ip", "route"])
+    );
+    let a = eventually(WAIT, "eb/beta reaches ea/alpha by name", || {
+        get_from(hosts, "n2", &beta, "http://alpha:8000/")
+    });
+    assert!(a.starts_with("alpha ea "), "alpha answered {a}");
+    let said = wget_says(hosts, "n3", &gamma, "http://beta:8000/");
+    assert!(
+        said.contains("bad address"),
+        "ec must not resolve beta: {said}"
+    );
+    let beta_ip = exec_in(hosts, "n2", &beta, &["hostname", "-i"]).expect("beta's address");
+    assert_eq!(
+        get_from(hosts, "n3", &gamma, &format!("http://{beta_ip}:8000/")),
+        None,
+        "ec's gamma must not reach beta at {beta_ip}"
+    );
+    for stack in ["ea", "eb", "ec"] {
+        let out = hosts.shoal(&["rm", stack]);
+        assert!(out.status.success(), "rm {stack}: {}", text(&out));
+    }
+}
+
+/// Scenario 6: four clients (two on a 0.2 s path) send requests through all three
 /// nodes' 8081 while api rolls from v1 to v2 (stop-first, one at a time); none may
 /// fail, both versions must answer.
 fn rolling_update_under_load(hosts: &Hosts, dir: &Path) {

@@ -153,6 +153,7 @@ fn stack(replicas: u64) -> StackSpec {
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),
+        networks: Default::default(),
     }
 }
 

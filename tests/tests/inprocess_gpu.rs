@@ -90,6 +90,7 @@ async fn gpu_services_land_where_they_fit_and_a_lost_node_s_task_waits_then_retu
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect(),
+        networks: Default::default(),
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),

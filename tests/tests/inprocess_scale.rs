@@ -41,6 +41,7 @@ fn stack_of(name: &str, services: Vec<ServiceSpec>) -> StackSpec {
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),
+        networks: Default::default(),
     }
 }
 

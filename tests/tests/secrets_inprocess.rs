@@ -60,6 +60,7 @@ fn stack() -> StackSpec {
         services: [("api".to_string(), api), ("web".to_string(), web)]
             .into_iter()
             .collect(),
+        networks: Default::default(),
         volumes: Default::default(),
         secrets: vec!["db_password".into()],
         configs: vec!["app_conf".into()],

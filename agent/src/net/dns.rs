@@ -1,12 +1,19 @@
-//! The agent's DNS server: one UDP socket per stack network, on the network's gateway
-//! address, port 53. Containers get it as their DNS server (Docker's embedded resolver
-//! at 127.0.0.11 still answers container names and forwards everything else here).
+//! The agent's DNS server: one UDP socket per cluster network on this node, on the
+//! network's gateway address, port 53. Containers get the gateway of their first
+//! network as their DNS server (Docker's embedded resolver at 127.0.0.11 still answers
+//! container names and forwards everything else here, from the container's address).
 //!
-//! A query for a name of the stack (a service name or a `networks.*.aliases` entry)
-//! is answered with the addresses of that service's ready replicas on every node, with
-//! TTL 0 so that clients ask again and follow replicas as they move; a known name with
-//! no ready replica gets an empty answer. Other names are relayed to the first
-//! `nameserver` of this host's `/etc/resolv.conf`. The wire format is parsed by hand:
+//! Who asks is told by the source address ([`Names::lookup`]): the controller lists
+//! this node's containers' addresses with the networks each container is on; an
+//! address it does not list yet (a container that just started) is taken to be on the
+//! network of the server it asked. A name (a service name or that network's
+//! `networks.NET.aliases`) of one of the asker's networks is answered with the
+//! addresses of that service's ready replicas on that network (the first of the
+//! asker's networks that has the name), on every node, with TTL 0 so that clients ask
+//! again and follow replicas as they move; a known name with no ready replica gets an
+//! empty answer. A name only other networks have gets NXDOMAIN (networks limit who
+//! sees whom). Other names are relayed to the first `nameserver` of this host's
+//! `/etc/resolv.conf`. The wire format is parsed by hand:
 //! only the header and the question are read, nothing else is needed to answer.
 //! The same is served over TCP on the same address (length-prefixed messages, one
 //! connection at a time per client, closed after 10 s idle).
@@ -20,8 +27,44 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// By (stack, lower-case name): ready replicas' addresses.
-pub type Names = BTreeMap<(String, String), Vec<Ipv4Addr>>;
+/// What the servers answer, for every network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// By (network, lower-case name): ready replicas' addresses on that network.
+    pub names: BTreeMap<(String, String), Vec<Ipv4Addr>>,
+    /// This node's containers' addresses: the networks of each, in attachment order.
+    pub members: BTreeMap<Ipv4Addr, Vec<String>>,
+}
+
+/// What to do with a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Answer(Vec<Ipv4Addr>),
+    /// The name is another network's: not for this asker.
+    NxDomain,
+    /// Not a cluster name: ask upstream.
+    Relay,
+}
+
+impl Names {
+    /// The answer to `from` asking the server on `network` for `name` (lower case).
+    pub fn lookup(&self, network: &str, from: std::net::IpAddr, name: &str) -> Lookup {
+        let own = [network.to_string()];
+        let networks: &[String] = match from {
+            std::net::IpAddr::V4(ip) => self.members.get(&ip).map_or(&own[..], Vec::as_slice),
+            std::net::IpAddr::V6(_) => &own[..],
+        };
+        for n in networks {
+            if let Some(ips) = self.names.get(&(n.clone(), name.to_string())) {
+                return Lookup::Answer(ips.clone());
+            }
+        }
+        if self.names.keys().any(|(_, known)| known == name) {
+            return Lookup::NxDomain;
+        }
+        Lookup::Relay
+    }
+}
 
 const TYPE_A: u16 = 1;
 const TYPE_ANY: u16 = 255;
@@ -105,6 +148,32 @@ pub fn answer(query: &[u8], q: &Question, ips: &[Ipv4Addr]) -> Vec<u8> {
     out
 }
 
+/// NXDOMAIN for `query` (whose question is `q`).
+pub fn nxdomain(query: &[u8], q: &Question) -> Vec<u8> {
+    let mut out = answer(query, q, &[]);
+    out[3] = 0x83; // RA, RCODE 3 (name error)
+    out
+}
+
+/// The reply to `query`, or `None` when it must be relayed upstream.
+fn reply(
+    names: &RwLock<Names>,
+    network: &str,
+    from: std::net::IpAddr,
+    query: &[u8],
+    q: &Question,
+) -> Option<Vec<u8>> {
+    let lookup = names
+        .read()
+        .map(|n| n.lookup(network, from, &q.name))
+        .unwrap_or(Lookup::Relay);
+    match lookup {
+        Lookup::Answer(ips) => Some(answer(query, q, &ips)),
+        Lookup::NxDomain => Some(nxdomain(query, q)),
+        Lookup::Relay => None,
+    }
+}
+
 /// The first nameserver of `/etc/resolv.conf` text.
 pub fn upstream(resolv_conf: &str) -> Option<SocketAddr> {
     resolv_conf.lines().find_map(|l| {
@@ -116,10 +185,10 @@ pub fn upstream(resolv_conf: &str) -> Option<SocketAddr> {
     })
 }
 
-/// The DNS servers of this node, one per stack network.
+/// The DNS servers of this node, one per cluster network.
 pub struct Dns {
     names: Arc<RwLock<Names>>,
-    /// By stack: the address served on and how to stop it.
+    /// By network key: the address served on and how to stop it.
     servers: BTreeMap<String, (Ipv4Addr, CancellationToken)>,
     shutdown: CancellationToken,
 }
@@ -140,13 +209,14 @@ impl Dns {
         }
     }
 
-    /// Is a server answering `stack`'s names on `gateway`?
+    /// Is a server answering on network `stack`'s gateway `gateway`?
     pub fn serving(&self, stack: &str, gateway: Ipv4Addr) -> bool {
         self.servers.get(stack).is_some_and(|(g, _)| *g == gateway)
     }
 
-    /// Serve `stack` on `gateway:53` (a no-op if it already is). False when the address
-    /// cannot be bound (not root, not a local address yet, port taken).
+    /// Serve network `stack` (a network key) on `gateway:53` (a no-op if it already
+    /// is). False when the address cannot be bound (not root, not a local address yet,
+    /// port taken).
     pub async fn serve(&mut self, stack: &str, gateway: Ipv4Addr) -> bool {
         if self.serving(stack, gateway) {
             return true;
@@ -159,7 +229,7 @@ impl Dns {
                 return false;
             }
         };
-        info!(%stack, %gateway, "serving stack names");
+        info!(network = %stack, %gateway, "serving names");
         let stop = self.shutdown.child_token();
         match tokio::net::TcpListener::bind(SocketAddr::from((gateway, 53))).await {
             Ok(l) => {
@@ -188,7 +258,7 @@ impl Dns {
         }
     }
 
-    /// Stacks served now.
+    /// Networks served now.
     pub fn stacks(&self) -> Vec<String> {
         self.servers.keys().cloned().collect()
     }
@@ -217,13 +287,9 @@ async fn serve(
         let Some(q) = parse_query(query) else {
             continue;
         };
-        let known = names
-            .read()
-            .ok()
-            .and_then(|n| n.get(&(stack.clone(), q.name.clone())).cloned());
-        match known {
-            Some(ips) => {
-                let _ = socket.send_to(&answer(query, &q, &ips), from).await;
+        match reply(&names, &stack, from.ip(), query, &q) {
+            Some(r) => {
+                let _ = socket.send_to(&r, from).await;
             }
             None => {
                 let socket = socket.clone();
@@ -246,7 +312,7 @@ async fn serve_tcp(
     stop: CancellationToken,
 ) {
     loop {
-        let (conn, _) = tokio::select! {
+        let (conn, from) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -260,7 +326,7 @@ async fn serve_tcp(
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = tcp_conversation(conn, &stack, &names) => {
+                r = tcp_conversation(conn, &stack, from.ip(), &names) => {
                     if let Err(e) = r {
                         debug!(%stack, error = %e, "DNS over TCP ended");
                     }
@@ -273,6 +339,7 @@ async fn serve_tcp(
 async fn tcp_conversation(
     mut conn: tokio::net::TcpStream,
     stack: &str,
+    from: std::net::IpAddr,
     names: &RwLock<Names>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -287,12 +354,8 @@ async fn tcp_conversation(
         let Some(q) = parse_query(&query) else {
             return Ok(());
         };
-        let known = names
-            .read()
-            .ok()
-            .and_then(|n| n.get(&(stack.to_string(), q.name.clone())).cloned());
-        let reply = match known {
-            Some(ips) => answer(&query, &q, &ips),
+        let reply = match reply(names, stack, from, &query, &q) {
+            Some(r) => r,
             None => match ask_upstream(&query).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -414,16 +477,98 @@ mod tests {
         assert_eq!(upstream("search lan\n"), None);
     }
 
+    #[test]
+    fn askers_get_the_names_of_their_own_networks_and_nxdomain_for_others() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let n = |net: &str, name: &str, ips: &[&str]| {
+            (
+                (net.to_string(), name.to_string()),
+                ips.iter().map(|s| ip(s)).collect::<Vec<_>>(),
+            )
+        };
+        let names = Names {
+            names: [
+                n("app.front", "web", &["10.208.0.2"]),
+                n("app.back", "web", &["10.208.1.2"]),
+                n("app.back", "db", &["10.208.1.3"]),
+                n("app.back", "db2", &["10.208.1.3"]),
+                n("app.front", "proxy", &["10.208.0.4"]),
+            ]
+            .into_iter()
+            .collect(),
+            members: [
+                (
+                    ip("10.208.0.2"),
+                    vec!["app.front".into(), "app.back".into()],
+                ),
+                (
+                    ip("10.208.1.2"),
+                    vec!["app.front".into(), "app.back".into()],
+                ),
+                (ip("10.208.0.4"), vec!["app.front".into()]),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let from = |s: &str| std::net::IpAddr::V4(ip(s));
+        // web (front and back) asks through the front server: db on back.
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.2"), "db"),
+            Lookup::Answer(vec![ip("10.208.1.3")])
+        );
+        // A name on both: the asker's first network's addresses.
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.2"), "web"),
+            Lookup::Answer(vec![ip("10.208.0.2")])
+        );
+        // proxy (front only) does not see db or its back-only alias.
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.4"), "db"),
+            Lookup::NxDomain
+        );
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.4"), "db2"),
+            Lookup::NxDomain
+        );
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.4"), "web"),
+            Lookup::Answer(vec![ip("10.208.0.2")])
+        );
+        // An address not listed yet: the network of the server asked.
+        assert_eq!(
+            names.lookup("app.back", from("10.208.1.9"), "db"),
+            Lookup::Answer(vec![ip("10.208.1.3")])
+        );
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.9"), "db"),
+            Lookup::NxDomain
+        );
+        // Not a cluster name: upstream.
+        assert_eq!(
+            names.lookup("app.front", from("10.208.0.4"), "example.com"),
+            Lookup::Relay
+        );
+    }
+
+    #[test]
+    fn nxdomain_keeps_the_question_and_says_name_error() {
+        let q = query(3, "db", TYPE_A);
+        let r = nxdomain(&q, &parse_query(&q).unwrap());
+        assert_eq!(&r[..8], &[0, 3, 0x85, 0x83, 0, 1, 0, 0]);
+        assert_eq!(&r[12..], &q[12..]);
+    }
+
     #[tokio::test]
     async fn a_server_answers_its_stack_names_only() {
         let stop = CancellationToken::new();
         let dns = Dns::new(stop.clone());
         let db = Ipv4Addr::new(10, 208, 0, 2);
-        dns.set_names(
-            [(("shop".to_string(), "db".to_string()), vec![db])]
+        dns.set_names(Names {
+            names: [(("shop".to_string(), "db".to_string()), vec![db])]
                 .into_iter()
                 .collect(),
-        );
+            ..Names::default()
+        });
         // 127.0.0.1 port 53 needs root; the test binds the socket itself instead.
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
@@ -450,11 +595,12 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let stop = CancellationToken::new();
         let db = Ipv4Addr::new(10, 208, 0, 9);
-        let names: Arc<RwLock<Names>> = Arc::new(RwLock::new(
-            [(("shop".to_string(), "db".to_string()), vec![db])]
+        let names: Arc<RwLock<Names>> = Arc::new(RwLock::new(Names {
+            names: [(("shop".to_string(), "db".to_string()), vec![db])]
                 .into_iter()
                 .collect(),
-        ));
+            ..Names::default()
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve_tcp(listener, "shop".into(), names, stop.clone()));

@@ -1,15 +1,19 @@
 //! The cluster network on this node (issue 8, host-gw):
 //!
-//! - every (stack, node) pair has a cluster-unique /24 from one pool (allocated by the
-//!   controller); the stack's Docker network `shoal-STACK` is created with it;
+//! - every (network, node) pair has a cluster-unique /24 from one pool (allocated by the
+//!   controller); the network's Docker network (`shoal_proto::network::docker_name`) is
+//!   created with it on the node;
 //! - [`host`]: a route to every other node's subnets via that node's address, no
-//!   masquerade between pool addresses, and forwarding into a stack's subnet accepted only
-//!   from the stack's own subnets and from the nodes (their mesh proxies);
-//! - [`dns`]: a DNS server on each stack network's gateway answering the stack's service
-//!   names with the ready replicas cluster-wide, forwarding other names upstream.
+//!   masquerade between pool addresses, and forwarding into a network's subnet accepted
+//!   only from the network's own peers and from the nodes (their mesh proxies); removed
+//!   when the agent stops;
+//! - [`dns`]: a DNS server on each network's gateway answering a container the names of
+//!   its networks with the ready replicas cluster-wide, NXDOMAIN for other networks'
+//!   names, forwarding other names upstream.
 //!
-//! The pure parts ([`host::plan`], [`dns::answer`]) are unit tested; the rest shells out
-//! to `ip` and `iptables` and binds sockets.
+//! The pure parts ([`host::plan`], [`dns::answer`], [`dns::Names::lookup`]) are unit
+//! tested, [`host::HostNet`] on a recording shell; the rest shells out to `ip` and
+//! `iptables` and binds sockets.
 
 use std::net::Ipv4Addr;
 

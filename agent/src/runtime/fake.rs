@@ -64,6 +64,8 @@ pub enum Op {
 #[derive(Debug)]
 struct FakeContainer {
     info: ContainerInfo,
+    /// The Docker networks it was created on and connected to, in order.
+    networks: Vec<String>,
     has_healthcheck: bool,
     logs: Vec<LogFrame>,
 }
@@ -186,9 +188,11 @@ impl FakeRuntime {
                     oom_killed: false,
                     health: Health::None,
                     ip: (state == ContainerState::Running).then_some(ip),
+                    ips: BTreeMap::new(),
                     labels,
                     error: None,
                 },
+                networks: Vec::new(),
                 has_healthcheck: false,
                 logs: Vec::new(),
             },
@@ -284,7 +288,13 @@ impl FakeRuntime {
     }
 
     pub fn set_ip(&self, task_id: &str, ip: IpAddr) -> bool {
-        self.with_task(task_id, |c| c.info.ip = Some(ip)).is_some()
+        self.with_task(task_id, |c| {
+            c.info.ip = Some(ip);
+            if let Some(first) = c.networks.first() {
+                c.info.ips.insert(first.clone(), ip);
+            }
+        })
+        .is_some()
     }
 
     /// The task's container prints `data`.
@@ -382,9 +392,13 @@ impl ContainerRuntime for FakeRuntime {
                     oom_killed: false,
                     health: Health::None,
                     ip: None,
+                    ips: BTreeMap::new(),
                     labels: req.labels.clone(),
                     error: None,
                 },
+                networks: std::iter::once(req.network.clone())
+                    .chain(req.extra_networks.iter().map(|e| e.network.clone()))
+                    .collect(),
                 has_healthcheck,
                 logs: Vec::new(),
             },
@@ -407,8 +421,30 @@ impl ContainerRuntime for FakeRuntime {
                 (true, true) => Health::Healthy,
                 (true, false) => Health::Starting,
             };
+            let mut took_id = false;
             if c.info.ip.is_none() {
                 c.info.ip = Some(ip_for(n));
+                took_id = true;
+            }
+            if c.info.ips.is_empty() {
+                // The first network gets `ip`; the others one each in 10.89 and up.
+                for (i, net) in c.networks.iter().enumerate() {
+                    let ip = match (i, c.info.ip) {
+                        (0, Some(ip)) => ip,
+                        _ => {
+                            let low = n.to_be_bytes();
+                            IpAddr::V4(Ipv4Addr::new(
+                                10,
+                                88u8.wrapping_add(i as u8),
+                                low[6],
+                                low[7],
+                            ))
+                        }
+                    };
+                    c.info.ips.insert(net.clone(), ip);
+                }
+            }
+            if took_id {
                 st.next_id = n;
             }
         }

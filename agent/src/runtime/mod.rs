@@ -2,7 +2,7 @@
 //!
 //! [`ContainerRuntime`] is everything the agent asks of a container engine: make an image
 //! present, create/start/stop/remove a container, observe shoal's containers, read their
-//! logs, and manage one network per stack. [`docker`] implements it with bollard; [`fake`]
+//! logs, and manage the Docker network of each cluster network. [`docker`] implements it with bollard; [`fake`]
 //! is an in-memory recording fake for tests (hundreds of agents in one process).
 //!
 //! [`request::container_request`] is the pure translation of a [`ServiceSpec`] into a
@@ -24,8 +24,8 @@ pub mod request;
 
 pub use request::{
     container_name, container_request, network_name, with_gpu_devices, with_gpus, ContainerRequest,
-    DeviceRequest, GpuDeviceMode, HealthcheckRequest, MountRequest, PortBinding, TaskIdentity,
-    UlimitRequest,
+    DeviceRequest, GpuDeviceMode, HealthcheckRequest, MountRequest, NetworkEndpoint, PortBinding,
+    TaskIdentity, UlimitRequest,
 };
 
 /// What a runtime call failed with; callers branch on [`RuntimeError::NotFound`].
@@ -76,8 +76,11 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub health: Health,
-    /// Its address on the stack network (`shoal-STACK`), else on any network.
+    /// Its address on the network it was created on (its service's first), else on
+    /// any network: what the ingress forwards to.
     pub ip: Option<IpAddr>,
+    /// Its address on each Docker network it is on, by Docker network name.
+    pub ips: BTreeMap<String, IpAddr>,
     pub labels: BTreeMap<String, String>,
     /// The engine's own error for the container (e.g. why its start failed).
     pub error: Option<String>,
@@ -130,18 +133,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// The container's output: the last `tail` frames (`None`: all), then, with `follow`,
     /// new output until the container stops.
     async fn logs(&self, id: &str, follow: bool, tail: Option<u64>) -> RuntimeResult<LogStream>;
-    /// Create the stack's network [`network_name`] if missing; returns its name.
-    async fn ensure_network(&self, stack: &str) -> RuntimeResult<String>;
-    async fn remove_network(&self, stack: &str) -> RuntimeResult<()>;
-    /// Like [`ContainerRuntime::ensure_network`], with the stack's cluster subnet on this
-    /// node; returns the network's gateway address when known.
+    /// Create the Docker network [`network_name`] of cluster network `key` if missing;
+    /// returns its name.
+    async fn ensure_network(&self, key: &str) -> RuntimeResult<String>;
+    async fn remove_network(&self, key: &str) -> RuntimeResult<()>;
+    /// Like [`ContainerRuntime::ensure_network`], with the network's cluster subnet on
+    /// this node; returns the network's gateway address when known.
     async fn ensure_network_in(
         &self,
-        stack: &str,
+        key: &str,
         subnet: Option<crate::net::Subnet>,
     ) -> RuntimeResult<Option<std::net::Ipv4Addr>> {
         let _ = subnet;
-        self.ensure_network(stack).await.map(|_| None)
+        self.ensure_network(key).await.map(|_| None)
     }
     /// The process id of a running container's init (to read its sockets from `/proc`).
     async fn container_pid(&self, id: &str) -> Option<u32> {
@@ -168,6 +172,7 @@ pub(crate) fn test_container(id: &str, task: &str, state: ContainerState) -> Con
         oom_killed: false,
         health: Health::None,
         ip: None,
+        ips: BTreeMap::new(),
         labels: [(shoal_proto::labels::TASK.to_string(), task.to_string())].into(),
         error: None,
     }

@@ -46,15 +46,26 @@ pub struct ContainerRequest {
     pub mounts: Vec<MountRequest>,
     /// Host-mode published ports; ingress ports are served by the agent's proxy instead.
     pub ports: Vec<PortBinding>,
-    /// The stack network the container joins.
+    /// The Docker network the container is created on: its service's first network.
     pub network: String,
     /// Names it answers to on that network (Docker's embedded DNS). Empty when the
-    /// agent's own DNS answers the stack's names (`dns`), which knows only ready replicas.
+    /// agent's own DNS answers the names (`dns`), which knows only ready replicas.
     pub aliases: Vec<String>,
-    /// DNS servers (the agent's, on the stack network's gateway); empty: Docker's default.
+    /// The service's other networks, connected after create and before start (API 1.41
+    /// takes only one network at create).
+    pub extra_networks: Vec<NetworkEndpoint>,
+    /// DNS servers (the agent's, on the first network's gateway); empty: Docker's default.
     pub dns: Vec<String>,
     /// GPUs handed to the container (`HostConfig.DeviceRequests`); see [`with_gpus`].
     pub device_requests: Vec<DeviceRequest>,
+}
+
+/// A network a container is connected to besides the one it is created on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkEndpoint {
+    pub network: String,
+    /// As [`ContainerRequest::aliases`], on this network.
+    pub aliases: Vec<String>,
 }
 
 /// One Docker device request, as `docker run --gpus` makes it.
@@ -170,9 +181,14 @@ pub struct PortBinding {
     pub host_port: u16,
 }
 
-/// The network every container of `stack` joins.
-pub fn network_name(stack: &str) -> String {
-    format!("shoal-{}", docker_safe(stack))
+/// The Docker network of the cluster network `key` (`shoal_proto::network`): `shoal-KEY`
+/// for a stack's own networks (`shoal-STACK` for its default one), the external
+/// network's own name for an external one.
+pub fn network_name(key: &str) -> String {
+    match shoal_proto::network::external_name(key) {
+        Some(name) => docker_safe(name),
+        None => format!("shoal-{}", docker_safe(key)),
+    }
 }
 
 /// `STACK_SERVICE.SLOT.TASK`, with characters Docker refuses in names replaced by `-`.
@@ -269,8 +285,19 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
         })
         .collect();
 
-    let mut aliases = vec![spec.name.clone()];
-    aliases.extend(spec.aliases.iter().filter(|a| **a != spec.name).cloned());
+    let attached = shoal_proto::network::attachments(&task.stack, spec);
+    let endpoint = |a: &shoal_proto::spec::ServiceNetwork| NetworkEndpoint {
+        network: network_name(&a.key),
+        aliases: std::iter::once(spec.name.clone())
+            .chain(a.aliases.iter().filter(|x| **x != spec.name).cloned())
+            .collect(),
+    };
+    let mut endpoints = attached.iter().map(endpoint);
+    let first = endpoints.next().unwrap_or_else(|| NetworkEndpoint {
+        network: network_name(&task.stack),
+        aliases: vec![spec.name.clone()],
+    });
+    let extra_networks: Vec<NetworkEndpoint> = endpoints.collect();
 
     ContainerRequest {
         name: container_name(task),
@@ -308,8 +335,9 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
         pids_limit: spec.resources.limits.pids,
         mounts,
         ports,
-        network: network_name(&task.stack),
-        aliases,
+        network: first.network,
+        aliases: first.aliases,
+        extra_networks,
         device_requests: Vec::new(),
         dns: Vec::new(),
     }
@@ -318,7 +346,9 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::spec::{HealthcheckSpec, Limits, MountSpec, PortSpec, Resources, Ulimit};
+    use shoal_proto::spec::{
+        HealthcheckSpec, Limits, MountSpec, PortSpec, Resources, ServiceNetwork, Ulimit,
+    };
 
     fn task() -> TaskIdentity {
         TaskIdentity {
@@ -432,7 +462,23 @@ mod tests {
                 },
                 ..Default::default()
             },
-            aliases: vec!["www".into(), "web".into()],
+            networks: vec![
+                ServiceNetwork {
+                    name: "default".into(),
+                    key: "shop".into(),
+                    aliases: vec!["www".into(), "web".into()],
+                },
+                ServiceNetwork {
+                    name: "back".into(),
+                    key: "shop.back".into(),
+                    aliases: vec!["api".into()],
+                },
+                ServiceNetwork {
+                    name: "shared".into(),
+                    key: "ext:shared".into(),
+                    aliases: vec![],
+                },
+            ],
             ..Default::default()
         }
     }
@@ -589,6 +635,20 @@ mod tests {
         assert_eq!(req.pids_limit, Some(100));
         assert_eq!(req.network, "shoal-shop");
         assert_eq!(req.aliases, vec!["web".to_string(), "www".to_string()]);
+        // The other networks are connected before start, each with its own aliases.
+        assert_eq!(
+            req.extra_networks,
+            vec![
+                NetworkEndpoint {
+                    network: "shoal-shop.back".into(),
+                    aliases: vec!["web".into(), "api".into()],
+                },
+                NetworkEndpoint {
+                    network: "shared".into(),
+                    aliases: vec!["web".into()],
+                },
+            ]
+        );
     }
 
     #[test]

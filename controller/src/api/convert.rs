@@ -43,6 +43,20 @@ impl TryFrom<&pb::TaskStatus> for TaskUpdate {
                     why: format!("bad container address {:?} for task {}", s.ip, s.task_id),
                 })?)
             },
+            ips: s
+                .ips
+                .iter()
+                .map(|a| {
+                    let ip = a.ip.parse().map_err(|_| Invalid {
+                        what: "task status",
+                        why: format!(
+                            "bad container address {:?} on network {} for task {}",
+                            a.ip, a.network, s.task_id
+                        ),
+                    })?;
+                    Ok((a.network.clone(), ip))
+                })
+                .collect::<Result<_, Invalid>>()?,
         })
     }
 }
@@ -229,10 +243,11 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
         subnets: m
             .subnets
             .iter()
-            .map(|(stack, (subnet, peers))| pb::StackSubnet {
-                stack: stack.clone(),
+            .map(|(network, (subnet, peers))| pb::StackSubnet {
+                network: network.clone(),
                 subnet: subnet.clone(),
                 peers: peers.clone(),
+                internal: m.internal.contains(network),
             })
             .collect(),
         routes: m
@@ -246,8 +261,8 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
         names: m
             .names
             .iter()
-            .map(|((stack, name), ips)| pb::DnsName {
-                stack: stack.clone(),
+            .map(|((network, name), ips)| pb::DnsName {
+                network: network.clone(),
                 name: name.clone(),
                 ips: strings(ips),
             })
@@ -263,6 +278,14 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
             })
             .collect(),
         nodes: strings(&m.nodes),
+        members: m
+            .members
+            .iter()
+            .map(|(ip, networks)| pb::DnsMember {
+                ip: ip.to_string(),
+                networks: networks.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -109,7 +109,7 @@ pub(crate) fn convert(
                     report(&rkey, Disposition::Ignored(why.into()));
                 }
                 "endpoint_mode" => {
-                    let why = "shoal routes published ports through its own ingress; service names resolve on the stack network";
+                    let why = "shoal routes published ports through its own ingress; service names resolve on the networks services share";
                     sink.warn(k.pos, &p, format!("ignored: {why}"));
                     report(&rkey, Disposition::Ignored(why.into()));
                 }

@@ -8,7 +8,8 @@
 //! - [`schema`]: the Compose Specification's schema, so unknown keys and wrong types are
 //!   errors with file:line (and a suggestion for typos).
 //! - `files`: `include` and `extends`; [`merge`]: several `-c` files in order.
-//! - `stack`: project name, profiles, top-level volumes, depends_on checks; `service` /
+//! - `stack`: project name, profiles, top-level volumes, depends_on checks; `networks`:
+//!   top-level networks and each service's attachments; `service` /
 //!   `deploy` / `update`: each service key honored, ignored with a warning, or refused.
 //! - [`render`]: the normalized model and the per-key table for `shoal config`.
 //!
@@ -22,6 +23,7 @@ mod files;
 pub mod interpolate;
 pub mod merge;
 mod mounts;
+mod networks;
 mod ports;
 mod render;
 pub mod schema;

@@ -30,6 +30,9 @@ pub(crate) struct Ctx<'a> {
     pub secrets: &'a BTreeMap<String, super::secrets::SecretSource>,
     /// Top-level `configs:`, likewise.
     pub configs: &'a BTreeMap<String, super::secrets::SecretSource>,
+    /// The stack's name, and its top-level `networks:` by Compose name.
+    pub stack: &'a str,
+    pub networks: &'a BTreeMap<String, shoal_proto::spec::NetworkSpec>,
 }
 
 impl Ctx<'_> {
@@ -45,10 +48,10 @@ impl Ctx<'_> {
 /// Why shoal accepts but does not act on a service key.
 fn ignored_reason(key: &str) -> Option<&'static str> {
     Some(match key {
-        "expose" => "ports are reachable by every service of the stack on its network; expose only documents them",
+        "expose" => "ports are reachable by every service sharing a network with it; expose only documents them",
         "logging" => "shoal does not configure log drivers yet; read logs with `shoal logs`",
-        "network_mode" => "every replica joins the stack network; other network modes are not supported yet",
-        "links" => "services reach each other by name on the stack network",
+        "network_mode" => "every replica joins its Compose networks (the stack's default one when it lists none); other network modes are not supported yet",
+        "links" => "services reach each other by name on the networks they share",
         "external_links" => "containers outside the stack are not linked; reach them by address",
         "stdin_open" | "tty" => "replicas run detached; there is no terminal to attach",
         "privileged" => "privileged containers are not supported yet; the container runs unprivileged",
@@ -126,7 +129,7 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
     };
     let get = |k: &str| map.iter().find(|(key, _)| key.name == k).map(|(_, v)| v);
 
-    for (k, v) in map {
+    for (k, _) in map {
         let key = k.name.as_str();
         let path = format!("{base}.{key}");
         if HONORED.contains(&key) {
@@ -140,19 +143,6 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
                     let why = "deploy.restart_policy is given and takes precedence";
                     ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
                     report(&mut keys, key, Disposition::Ignored(why.into()));
-                }
-                "networks" => {
-                    let why =
-                        "all services of a stack share one network for now; only aliases are used";
-                    let named: Vec<&str> = match &v.value {
-                        Value::Map(m) => m.iter().map(|(k, _)| k.name.as_str()).collect(),
-                        Value::Seq(s) => s.iter().filter_map(Node::as_scalar).collect(),
-                        _ => Vec::new(),
-                    };
-                    if named.iter().any(|n| *n != "default") {
-                        ctx.sink.warn(k.pos, &path, why);
-                    }
-                    report(&mut keys, key, Disposition::Honored);
                 }
                 _ => report(&mut keys, key, Disposition::Honored),
             }
@@ -279,9 +269,6 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
     if let Some(h) = get("extra_hosts") {
         spec.extra_hosts = extra_hosts(h, ctx.sink, &format!("{base}.extra_hosts"));
     }
-    if let Some(n) = get("networks") {
-        spec.aliases = aliases(n, ctx.sink, &format!("{base}.networks"));
-    }
     if let Some(n) = get("secrets") {
         let path = format!("{base}.secrets");
         spec.secrets = super::secrets::service(n, ctx, &path, super::secrets::FileKind::Secret);
@@ -290,6 +277,13 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
         let path = format!("{base}.configs");
         spec.configs = super::secrets::service(n, ctx, &path, super::secrets::FileKind::Config);
     }
+    spec.networks = super::networks::attachments(
+        get("networks"),
+        ctx.networks,
+        ctx.stack,
+        ctx.sink,
+        &format!("{base}.networks"),
+    );
     if let Some(d) = get("depends_on") {
         spec.depends_on = deploy::depends_on(d, ctx.sink, &format!("{base}.depends_on"));
     }
@@ -547,22 +541,6 @@ fn extra_hosts(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
                         &format!("{path}[{i}]"),
                         format!("invalid extra host `{entry}`: use HOST:IP or HOST=IP"),
                     ),
-                }
-            }
-        }
-    }
-    out
-}
-
-fn aliases(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Value::Map(m) = &n.value {
-        for (k, v) in m {
-            if let Some(a) = v.get("aliases") {
-                for alias in string_list(a, sink, &format!("{path}.{}.aliases", k.name)) {
-                    if !out.contains(&alias) {
-                        out.push(alias);
-                    }
                 }
             }
         }

@@ -10,6 +10,7 @@ use super::diag::{LoadError, Severity, Sink};
 use super::dotenv;
 use super::files::FileLoader;
 use super::merge::{merge, strip_resets};
+use super::networks;
 use super::service::{self, Ctx};
 use super::value::{boolean, entries, list_or_dict, opt_text, string_list, string_map, text};
 use super::yaml::{Node, Pos, Value};
@@ -123,6 +124,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .map(|v| super::secrets::top_level(v, &mut sink, super::secrets::FileKind::Config))
         .unwrap_or_default();
     super::secrets::resolve_environment(&mut config_sources, &env);
+    let declared = match tree.get("networks") {
+        Some(n) => networks::top_level(n, &stack.name, &mut sink),
+        None => BTreeMap::new(),
+    };
 
     let services: Vec<(String, Node)> = tree
         .get("services")
@@ -187,10 +192,19 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             volumes: &stack.volumes,
             secrets: &secret_sources,
             configs: &config_sources,
+            stack: &stack.name,
+            networks: &declared,
         };
         let (spec, mut k) = service::convert(name, node, &mut ctx);
         check_depends(name, node, &spec.depends_on, &enabled, &mut sink);
         keys.append(&mut k);
+        for a in &spec.networks {
+            let net = declared
+                .get(&a.name)
+                .cloned()
+                .unwrap_or_else(|| networks::implicit_default(&stack.name));
+            stack.networks.insert(a.name.clone(), net);
+        }
         stack.services.insert(name.clone(), spec);
     }
     check_cycles(&stack, &services, &mut sink);
@@ -293,14 +307,7 @@ fn top_level(tree: &Node, sink: &mut Sink) {
                 "version",
                 "`version` is obsolete and ignored; the Compose Specification has no versions",
             ),
-            "networks" => {
-                external_name_conflicts(v, sink, "networks");
-                sink.warn(
-                    k.pos,
-                    "networks",
-                    "ignored: all services of a stack share one network for now",
-                );
-            }
+            "networks" => external_name_conflicts(v, sink, "networks"),
             "secrets" => external_name_conflicts(v, sink, "secrets"),
             "configs" => external_name_conflicts(v, sink, "configs"),
             "models" => sink.warn(k.pos, "models", "ignored: models are not supported"),

@@ -1,3 +1,5 @@
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 use shoal_proto::spec::ServiceMode;
 use shoal_proto::task::{Desired, TaskState};
@@ -179,7 +181,12 @@ impl ClusterState {
             let key = service_key(&spec.name, name);
             match self.services.get_mut(&key) {
                 Some(existing) => {
-                    let changed = existing.spec != *svc || existing.removing;
+                    let same = same_spec(&spec.name, &existing.spec, svc);
+                    if same && existing.spec != *svc {
+                        // Stored before services had networks: now it lists them.
+                        existing.spec = svc.clone();
+                    }
+                    let changed = !same || existing.removing;
                     if changed {
                         existing.generation += 1;
                         existing.previous =
@@ -389,7 +396,8 @@ impl ClusterState {
                     pinned: node.clone(),
                     image: svc.spec.image.clone(),
                     gpus: Vec::new(),
-                    ip: None,
+                    ips: BTreeMap::new(),
+                    legacy_ip: None,
                 };
                 self.tasks.insert(id, task);
                 true
@@ -404,12 +412,12 @@ impl ClusterState {
                 if !self.nodes.contains_key(node) {
                     return false;
                 }
-                let stack = t.stack.clone();
                 t.node = Some(node.clone());
                 t.state = TaskState::Assigned;
                 t.error.clear();
                 t.updated_at_ms = now_ms;
-                crate::state::subnets::allocate(&mut self.subnets, &stack, node);
+                let service = t.service_key();
+                self.allocate_subnets(&service, node);
                 true
             }
             Decision::Pending { task, reason } => {
@@ -490,10 +498,37 @@ impl ClusterState {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);
                 self.tasks.retain(|_, t| &t.stack != stack);
-                self.subnets.remove(stack);
+                self.free_unused_subnets();
                 gone
             }
         }
+    }
+
+    /// Give every network of `service` a subnet on `node` (those it has keep theirs).
+    fn allocate_subnets(&mut self, service: &str, node: &str) {
+        let Some(svc) = self.services.get(service) else {
+            return;
+        };
+        for a in shoal_proto::network::attachments(&svc.stack, &svc.spec).iter() {
+            crate::state::subnets::allocate(&mut self.subnets, &a.key, node);
+        }
+    }
+
+    /// Free the subnets of networks no service and no task uses any more (a removed
+    /// stack's own networks; an external network once no stack declares it).
+    fn free_unused_subnets(&mut self) {
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for svc in self.services.values() {
+            used.extend(
+                shoal_proto::network::attachments(&svc.stack, &svc.spec)
+                    .iter()
+                    .map(|a| a.key.clone()),
+            );
+        }
+        for t in self.tasks.values() {
+            used.extend(t.ips.keys().cloned());
+        }
+        self.subnets.retain(|key, _| used.contains(key));
     }
 
     /// `Assign` that also hands the task `gpus`. Refused (the task stays pending and is
@@ -563,12 +598,33 @@ impl ClusterState {
         if u.exit_code.is_some() {
             t.exit_code = u.exit_code;
         }
-        if u.ip.is_some() {
-            t.ip = u.ip;
+        if !u.ips.is_empty() {
+            t.ips = u.ips.clone();
+            t.legacy_ip = None;
+        } else if let Some(ip) = u.ip {
+            // An agent that reports one address: its stack's default network.
+            t.ips = [(t.stack.clone(), ip)].into_iter().collect();
+            t.legacy_ip = None;
         }
         t.error = u.error.clone();
         true
     }
+}
+
+/// Whether deploying `new` changes nothing in `old`. A spec stored before services had
+/// networks (it lists none) is on its stack's default network, with no aliases: the
+/// same as a new one saying so, so upgrading does not roll every service out again.
+fn same_spec(
+    stack: &str,
+    old: &shoal_proto::spec::ServiceSpec,
+    new: &shoal_proto::spec::ServiceSpec,
+) -> bool {
+    if old.networks.is_empty() && !new.networks.is_empty() {
+        let mut old = old.clone();
+        old.networks = shoal_proto::network::attachments(stack, &old).into_owned();
+        return old == *new;
+    }
+    old == new
 }
 
 /// `web slot 1 on node-a: its healthcheck fails`: one failed replica, in words.

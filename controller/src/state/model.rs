@@ -22,9 +22,10 @@ pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, Node>,
     /// Source of task ids: monotonically increasing, so ids are never reused.
     pub next_task: u64,
-    /// Each (stack, node) pair's container subnet: an index into the cluster pool
-    /// ([`crate::state::subnets`]), allocated when the stack's first task is assigned to
-    /// the node and freed with the stack.
+    /// Each (network, node) pair's container subnet, by network key
+    /// ([`shoal_proto::network`]): an index into the cluster pool
+    /// ([`crate::state::subnets`]), allocated when the first task on the network is
+    /// assigned to the node, freed when the last stack using the network is removed.
     #[serde(default)]
     pub subnets: BTreeMap<String, BTreeMap<NodeId, u32>>,
     /// The cluster CA and join token secrets (sealed); set once by `--init`.
@@ -166,15 +167,28 @@ pub struct Task {
     /// UUIDs of the node's GPUs this task holds, exclusively while it is live.
     #[serde(default)]
     pub gpus: Vec<String>,
-    /// The container's address on its stack network, as its agent reported it: what
-    /// the names and the routing mesh answer with.
+    /// The container's address on each of its networks (by network key), as its agent
+    /// reported them: what the names and the routing mesh answer with.
     #[serde(default)]
-    pub ip: Option<std::net::IpAddr>,
+    pub ips: BTreeMap<String, std::net::IpAddr>,
+    /// The single address of a task stored before tasks had one per network: its
+    /// address on the stack's default network.
+    #[serde(default, rename = "ip", skip_serializing_if = "Option::is_none")]
+    pub legacy_ip: Option<std::net::IpAddr>,
 }
 
 impl Task {
     pub fn service_key(&self) -> ServiceKey {
         service_key(&self.stack, &self.service)
+    }
+
+    /// The container's address on network `key`.
+    pub fn ip_on(&self, key: &str) -> Option<std::net::IpAddr> {
+        self.ips.get(key).copied().or_else(|| {
+            (key == self.stack && self.ips.is_empty())
+                .then_some(self.legacy_ip)
+                .flatten()
+        })
     }
 }
 
@@ -319,9 +333,14 @@ pub struct TaskUpdate {
     pub container_id: String,
     pub exit_code: Option<i64>,
     pub error: String,
-    /// The container's address (None: not reported, keep what is known).
+    /// The container's address on its first network (None: not reported); only read
+    /// when `ips` is empty (an agent that predates networks per service).
     #[serde(default)]
     pub ip: Option<std::net::IpAddr>,
+    /// The container's address on each of its networks (empty: not reported, keep
+    /// what is known).
+    #[serde(default)]
+    pub ips: BTreeMap<String, std::net::IpAddr>,
 }
 
 /// One decision of the reconciler or scheduler.

@@ -1,7 +1,9 @@
-//! Container subnets: every (stack, node) pair gets a cluster-unique /24 from one pool,
-//! so a container's address says which node it lives on and nodes can route to each
-//! other's containers without NAT (host-gw). Allocation happens in `apply` (it must be
-//! deterministic: every controller applying the same log allocates the same subnets).
+//! Container subnets: every (network, node) pair gets a cluster-unique /24 from one
+//! pool, so a container's address says which network and node it is on, and nodes can
+//! route to each other's containers without NAT (host-gw). Networks are keyed as in
+//! [`shoal_proto::network`]: a stack's own networks and external ones (shared by the
+//! stacks declaring them) draw from the same pool. Allocation happens in `apply` (it
+//! must be deterministic: every controller applying the same log allocates the same).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -14,20 +16,20 @@ const POOL_BASE: u32 = u32::from_be_bytes([10, 208, 0, 0]);
 /// How many /24 the pool holds.
 pub const POOL_SIZE: u32 = 1 << 12;
 
-/// Give `stack` on `node` a subnet if it has none: the lowest index no pair uses.
+/// Give `network` on `node` a subnet if it has none: the lowest index no pair uses.
 /// Returns the index, `None` when the pool is exhausted.
 pub fn allocate(
     subnets: &mut BTreeMap<String, BTreeMap<NodeId, u32>>,
-    stack: &str,
+    network: &str,
     node: &str,
 ) -> Option<u32> {
-    if let Some(i) = subnets.get(stack).and_then(|n| n.get(node)) {
+    if let Some(i) = subnets.get(network).and_then(|n| n.get(node)) {
         return Some(*i);
     }
     let used: BTreeSet<u32> = subnets.values().flat_map(|n| n.values().copied()).collect();
     let free = (0..POOL_SIZE).find(|i| !used.contains(i))?;
     subnets
-        .entry(stack.to_string())
+        .entry(network.to_string())
         .or_default()
         .insert(node.to_string(), free);
     Some(free)

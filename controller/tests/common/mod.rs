@@ -36,6 +36,7 @@ pub fn deployed(nodes: Vec<Node>, services: Vec<ServiceSpec>) -> ClusterState {
     let stack = StackSpec {
         name: "app".into(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        networks: Default::default(),
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),
@@ -88,6 +89,7 @@ pub fn report(
                 exit_code: exit,
                 error: String::new(),
                 ip: None,
+                ips: Default::default(),
             }],
             now_ms,
         });

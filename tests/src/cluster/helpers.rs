@@ -52,6 +52,7 @@ pub fn stack(name: &str, image: &str, replicas: u64) -> StackSpec {
     StackSpec {
         name: name.into(),
         services: [("web".to_string(), web)].into_iter().collect(),
+        networks: Default::default(),
         volumes: Default::default(),
         secrets: Vec::new(),
         configs: Vec::new(),

@@ -158,24 +158,44 @@ fn health_from_status(status: &str) -> Health {
     }
 }
 
-fn pick_ip(
+/// The address on the network the container was created on (`NetworkMode`), else on
+/// its stack's default network, else on any; and its address on every network.
+fn pick_ips(
     labels: &BTreeMap<String, String>,
+    network_mode: Option<&str>,
     networks: Option<&HashMap<String, EndpointSettings>>,
-) -> Option<IpAddr> {
-    let networks = networks?;
-    let preferred = labels.get(labels::STACK).map(|s| network_name(s));
-    let parse = |e: &EndpointSettings| e.ip_address.as_deref().and_then(|ip| ip.parse().ok());
-    preferred
-        .and_then(|n| networks.get(&n).and_then(parse))
-        .or_else(|| networks.values().find_map(parse))
+) -> (Option<IpAddr>, BTreeMap<String, IpAddr>) {
+    let Some(networks) = networks else {
+        return (None, BTreeMap::new());
+    };
+    let parse = |e: &EndpointSettings| -> Option<IpAddr> {
+        e.ip_address
+            .as_deref()
+            .filter(|ip| !ip.is_empty())
+            .and_then(|ip| ip.parse().ok())
+    };
+    let all: BTreeMap<String, IpAddr> = networks
+        .iter()
+        .filter_map(|(name, e)| Some((name.clone(), parse(e)?)))
+        .collect();
+    let stack_default = labels.get(labels::STACK).map(|s| network_name(s));
+    let ip = network_mode
+        .and_then(|n| all.get(n))
+        .or_else(|| stack_default.and_then(|n| all.get(&n)))
+        .or_else(|| all.values().next())
+        .copied();
+    (ip, all)
 }
 
 pub(super) fn from_summary(c: ContainerSummary) -> ContainerInfo {
     let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
     let status = c.status.unwrap_or_default();
     let state = parse_state(c.state.as_deref().unwrap_or(""));
-    let ip = pick_ip(
+    let (ip, ips) = pick_ips(
         &labels,
+        c.host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref()),
         c.network_settings
             .as_ref()
             .and_then(|n| n.networks.as_ref()),
@@ -194,6 +214,7 @@ pub(super) fn from_summary(c: ContainerSummary) -> ContainerInfo {
         oom_killed: false,
         health: health_from_status(&status),
         ip,
+        ips,
         labels,
         error: None,
     }
@@ -215,8 +236,11 @@ pub(super) fn from_inspect(c: ContainerInspectResponse) -> ContainerInfo {
         Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
         _ => Health::None,
     };
-    let ip = pick_ip(
+    let (ip, ips) = pick_ips(
         &labels,
+        c.host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref()),
         c.network_settings
             .as_ref()
             .and_then(|n| n.networks.as_ref()),
@@ -235,6 +259,7 @@ pub(super) fn from_inspect(c: ContainerInspectResponse) -> ContainerInfo {
         oom_killed: st.oom_killed.unwrap_or(false),
         health,
         ip,
+        ips,
         labels,
         error: st.error.filter(|e| !e.is_empty()),
     }

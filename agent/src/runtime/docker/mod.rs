@@ -18,8 +18,8 @@ use bollard::container::{
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
-use bollard::models::{Ipam, IpamConfig};
-use bollard::network::{CreateNetworkOptions, InspectNetworkOptions};
+use bollard::models::{EndpointSettings, Ipam, IpamConfig};
+use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions};
 use bollard::Docker;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::labels;
@@ -176,15 +176,15 @@ impl DockerRuntime {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(name);
             if want != has && recreate && !fallback && !self.network_used(name).await? {
-                info!(network = %name, %want, %has, "recreating the unused stack network on its cluster subnet");
+                info!(network = %name, %want, %has, "recreating the unused network on its cluster subnet");
                 match self.docker.remove_network(name).await {
                     Ok(()) => return Ok(None),
                     Err(e) if status_of(&e) == Some(404) => return Ok(None),
-                    Err(e) => warn!(network = %name, error = %e, "cannot remove the stack network"),
+                    Err(e) => warn!(network = %name, error = %e, "cannot remove the network"),
                 }
             } else if want != has {
                 warn!(network = %name, %want, %has,
-                    "the stack network has another subnet; keeping it (other nodes cannot route to it)");
+                    "the network has another subnet; keeping it (other nodes cannot route to it)");
             }
         }
         Ok(Some(
@@ -261,6 +261,24 @@ impl ContainerRuntime for DockerRuntime {
             .create_container(Some(options), docker_config(req))
             .await
             .map_err(engine)?;
+        // API 1.41 attaches one network at create: connect the others before start.
+        for extra in &req.extra_networks {
+            let connect = ConnectNetworkOptions {
+                container: created.id.clone(),
+                endpoint_config: EndpointSettings {
+                    aliases: Some(extra.aliases.clone()),
+                    ..Default::default()
+                },
+            };
+            if let Err(e) = self.docker.connect_network(&extra.network, connect).await {
+                let _ = self.remove(&created.id).await;
+                return Err(RuntimeError::Engine(format!(
+                    "connect to network {}: {}",
+                    extra.network,
+                    engine(e)
+                )));
+            }
+        }
         Ok(created.id)
     }
 
@@ -372,17 +390,22 @@ impl ContainerRuntime for DockerRuntime {
         Ok(stream.boxed())
     }
 
-    async fn ensure_network(&self, stack: &str) -> RuntimeResult<String> {
-        self.ensure_network_in(stack, None).await?;
-        Ok(network_name(stack))
+    async fn ensure_network(&self, key: &str) -> RuntimeResult<String> {
+        self.ensure_network_in(key, None).await?;
+        Ok(network_name(key))
     }
 
     async fn ensure_network_in(
         &self,
-        stack: &str,
+        key: &str,
         subnet: Option<Subnet>,
     ) -> RuntimeResult<Option<Ipv4Addr>> {
-        let name = network_name(stack);
+        let name = network_name(key);
+        // A stack's own network is labelled with its stack, an external one with its key.
+        let label = match shoal_proto::network::stack_of(key) {
+            Some(stack) => (labels::STACK.to_string(), stack.to_string()),
+            None => ("io.shoal.network".to_string(), key.to_string()),
+        };
         let _one_at_a_time = self.network_lock.lock().await;
         if let Some(gateway) = self.network_gateway(&name, subnet, true).await? {
             return Ok(gateway);
@@ -391,9 +414,7 @@ impl ContainerRuntime for DockerRuntime {
             name: name.clone(),
             check_duplicate: true,
             driver: "bridge".to_string(),
-            labels: [(labels::STACK.to_string(), stack.to_string())]
-                .into_iter()
-                .collect(),
+            labels: [label.clone()].into_iter().collect(),
             ipam: Ipam {
                 config: subnet.map(|s| {
                     vec![IpamConfig {
@@ -412,7 +433,7 @@ impl ContainerRuntime for DockerRuntime {
                 // subnet (two clusters, or two agents, on one engine). Containers still
                 // run and find each other on this node; other nodes cannot route here.
                 warn!(network = %name, subnet = ?subnet, error = %e,
-                    "cannot create the stack network with its cluster subnet; using one Docker picks");
+                    "cannot create the network with its cluster subnet; using one Docker picks");
                 self.fallback_networks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -438,8 +459,8 @@ impl ContainerRuntime for DockerRuntime {
             .filter(|p| *p > 0)
     }
 
-    async fn remove_network(&self, stack: &str) -> RuntimeResult<()> {
-        match self.docker.remove_network(&network_name(stack)).await {
+    async fn remove_network(&self, key: &str) -> RuntimeResult<()> {
+        match self.docker.remove_network(&network_name(key)).await {
             Err(e) if status_of(&e) == Some(404) => Ok(()),
             other => other.map_err(engine),
         }

@@ -145,6 +145,11 @@ pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
                 Some(MeshPort {
                     published: u16::try_from(p.published).ok()?,
                     target: u16::try_from(p.target).ok()?,
+                    protocol: if p.protocol == "udp" {
+                        shoal_proto::spec::Protocol::Udp
+                    } else {
+                        shoal_proto::spec::Protocol::Tcp
+                    },
                     host_ip: (!p.host_ip.is_empty())
                         .then(|| parse("host ip", &p.host_ip))
                         .flatten(),
@@ -389,12 +394,14 @@ mod tests {
                     target: 80,
                     ips: vec!["10.208.0.3".into()],
                     host_ip: String::new(),
+                    protocol: "udp".into(),
                 },
                 pb::MeshPort {
                     published: 70000,
                     target: 80,
                     ips: vec![],
                     host_ip: String::new(),
+                    protocol: String::new(),
                 },
             ],
             nodes: vec!["10.77.7.11".into()],
@@ -441,6 +448,7 @@ mod tests {
                 ports: vec![MeshPort {
                     published: 8080,
                     target: 80,
+                    protocol: shoal_proto::spec::Protocol::Udp,
                     host_ip: None,
                     ips: vec![ip("10.208.0.3")],
                 }],

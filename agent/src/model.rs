@@ -64,6 +64,7 @@ pub struct Mesh {
 pub struct MeshPort {
     pub published: u16,
     pub target: u16,
+    pub protocol: shoal_proto::spec::Protocol,
     pub host_ip: Option<IpAddr>,
     pub ips: Vec<Ipv4Addr>,
 }

@@ -1,6 +1,6 @@
 //! Ingress ports and the routing mesh: the agent answers every published ingress port of
-//! the cluster on this node and forwards each TCP connection to a ready replica,
-//! round-robin, on this node or any other (their container addresses are routed, see
+//! the cluster on this node and forwards each TCP connection (and each UDP client's
+//! datagrams) to a ready replica, round-robin, on this node or any other (their container addresses are routed, see
 //! [`crate::net`]). This is how several replicas share one published port, how every
 //! node answers it even with no replica of its own, and how a rolling update keeps the
 //! port open while replicas come and go. A userspace proxy: the replica sees the
@@ -8,7 +8,10 @@
 //!
 //! A listener is open while a local replica runs behind it or the controller lists the
 //! port; connections already forwarded live on. A replica is ready when it is healthy,
-//! or running when it has no healthcheck. UDP ingress ports are not served (TCP only).
+//! or running when it has no healthcheck. UDP has no connections: each client address
+//! gets a session bound to one replica, which ends after [`UDP_IDLE`] without replies or
+//! when that replica leaves the route (its next datagram picks another); a replica is
+//! not drained of UDP sessions before it stops.
 //! [`ingress_routes`] and [`mesh_routes`] are the pure part; [`Proxy`] owns the sockets.
 
 use std::collections::BTreeMap;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use shoal_proto::spec::{PortMode, Protocol};
 use shoal_proto::task::Desired;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -27,6 +30,25 @@ use crate::model::{AssignmentSet, Mesh};
 use crate::runtime::{ContainerInfo, ContainerState, Health};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a UDP session lives without a reply from its replica.
+pub const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// A published port: its protocol and listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteKey {
+    pub protocol: Protocol,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        write!(f, "{}/{p}", self.addr)
+    }
+}
 
 /// One published port on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -41,8 +63,8 @@ pub struct Route {
 pub fn ingress_routes(
     intent: &AssignmentSet,
     containers: &BTreeMap<String, ContainerInfo>,
-) -> BTreeMap<SocketAddr, Route> {
-    let mut routes: BTreeMap<SocketAddr, Route> = BTreeMap::new();
+) -> BTreeMap<RouteKey, Route> {
+    let mut routes: BTreeMap<RouteKey, Route> = BTreeMap::new();
     for c in containers.values() {
         if c.state != ContainerState::Running {
             continue;
@@ -59,9 +81,7 @@ pub fn ingress_routes(
             Health::Starting | Health::Unhealthy => false,
         };
         for p in &a.spec.ports {
-            let (Some(published), PortMode::Ingress, Protocol::Tcp) =
-                (p.published, p.mode, p.protocol)
-            else {
+            let (Some(published), PortMode::Ingress) = (p.published, p.mode) else {
                 continue;
             };
             let ip = p
@@ -69,7 +89,11 @@ pub fn ingress_routes(
                 .as_deref()
                 .and_then(|ip| ip.parse::<IpAddr>().ok())
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let route = routes.entry(SocketAddr::new(ip, published)).or_default();
+            let key = RouteKey {
+                protocol: p.protocol,
+                addr: SocketAddr::new(ip, published),
+            };
+            let route = routes.entry(key).or_default();
             route.tasks.push(a.task.task_id.clone());
             if let (true, Some(ip)) = (ready, c.ip) {
                 route.backends.push(SocketAddr::new(ip, p.target));
@@ -84,17 +108,21 @@ pub fn ingress_routes(
 /// every port even with no replica of its own. Replicas on this node are taken from the
 /// local view only (it is fresher: a replica told to stop leaves it before it stops).
 pub fn mesh_routes(
-    mut local: BTreeMap<SocketAddr, Route>,
+    mut local: BTreeMap<RouteKey, Route>,
     mesh: &Mesh,
     containers: &BTreeMap<String, ContainerInfo>,
-) -> BTreeMap<SocketAddr, Route> {
+) -> BTreeMap<RouteKey, Route> {
     let here: std::collections::BTreeSet<IpAddr> = containers
         .values()
         .flat_map(|c| c.ip.into_iter().chain(c.ips.values().copied()))
         .collect();
     for p in &mesh.ports {
         let ip = p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let route = local.entry(SocketAddr::new(ip, p.published)).or_default();
+        let key = RouteKey {
+            protocol: p.protocol,
+            addr: SocketAddr::new(ip, p.published),
+        };
+        let route = local.entry(key).or_default();
         for ip in &p.ips {
             let ip = IpAddr::V4(*ip);
             let backend = SocketAddr::new(ip, p.target);
@@ -173,7 +201,7 @@ struct Listener {
 
 /// The open ingress listeners of one node.
 pub struct Proxy {
-    listeners: BTreeMap<SocketAddr, Listener>,
+    listeners: BTreeMap<RouteKey, Listener>,
     connections: Connections,
     /// Ends listeners and forwarded connections (agent shutdown).
     shutdown: CancellationToken,
@@ -193,36 +221,32 @@ impl Proxy {
         self.connections.clone()
     }
 
-    /// Listen addresses now open.
-    pub fn listening(&self) -> Vec<SocketAddr> {
+    /// Ports now open.
+    pub fn listening(&self) -> Vec<RouteKey> {
         self.listeners.keys().copied().collect()
     }
 
     /// Open, update and close listeners to match `routes`. Returns, per task, why its
     /// port could not be opened.
-    pub async fn update(
-        &mut self,
-        routes: &BTreeMap<SocketAddr, Route>,
-    ) -> BTreeMap<String, String> {
+    pub async fn update(&mut self, routes: &BTreeMap<RouteKey, Route>) -> BTreeMap<String, String> {
         let mut errors = BTreeMap::new();
-        self.listeners.retain(|addr, l| {
-            let keep = routes.contains_key(addr);
+        self.listeners.retain(|key, l| {
+            let keep = routes.contains_key(key);
             if !keep {
-                info!(%addr, "closing ingress listener");
+                info!(port = %key, "closing ingress listener");
                 l.stop.cancel();
             }
             keep
         });
-        for (addr, route) in routes {
-            if let Some(l) = self.listeners.get(addr) {
+        for (key, route) in routes {
+            if let Some(l) = self.listeners.get(key) {
                 *l.backends.write().unwrap_or_else(|p| p.into_inner()) = route.backends.clone();
                 continue;
             }
-            match TcpListener::bind(addr).await {
-                Ok(socket) => {
-                    info!(%addr, backends = route.backends.len(), "opened ingress listener");
-                    let backends: Backends = Arc::new(RwLock::new(route.backends.clone()));
-                    let stop = self.shutdown.child_token();
+            let backends: Backends = Arc::new(RwLock::new(route.backends.clone()));
+            let stop = self.shutdown.child_token();
+            let opened = match key.protocol {
+                Protocol::Tcp => TcpListener::bind(key.addr).await.map(|socket| {
                     tokio::spawn(accept_loop(
                         socket,
                         backends.clone(),
@@ -230,10 +254,18 @@ impl Proxy {
                         stop.clone(),
                         self.shutdown.clone(),
                     ));
-                    self.listeners.insert(*addr, Listener { backends, stop });
+                }),
+                Protocol::Udp => UdpSocket::bind(key.addr).await.map(|socket| {
+                    tokio::spawn(udp_loop(socket, backends.clone(), stop.clone()));
+                }),
+            };
+            match opened {
+                Ok(()) => {
+                    info!(port = %key, backends = route.backends.len(), "opened ingress listener");
+                    self.listeners.insert(*key, Listener { backends, stop });
                 }
                 Err(e) => {
-                    let error = format!("ingress port {addr}: {e}");
+                    let error = format!("ingress port {key}: {e}");
                     warn!(%error, "cannot open ingress listener");
                     for t in &route.tasks {
                         errors.insert(t.clone(), error.clone());
@@ -316,6 +348,135 @@ async fn forward(
     debug!(%peer, "no ready backend for ingress connection");
 }
 
+/// A UDP client's session: the replica it was given and the socket facing it.
+struct UdpSession {
+    backend: SocketAddr,
+    upstream: Arc<UdpSocket>,
+}
+
+type UdpSessions = Arc<std::sync::Mutex<std::collections::HashMap<SocketAddr, UdpSession>>>;
+
+/// Relay datagrams between clients of `socket` and the backends, one session (and one
+/// upstream socket) per client address, until `stop`.
+async fn udp_loop(socket: UdpSocket, backends: Backends, stop: CancellationToken) {
+    let socket = Arc::new(socket);
+    let sessions: UdpSessions = Arc::default();
+    let next = AtomicUsize::new(0);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "ingress UDP receive failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let candidates = backends.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let existing = {
+            let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+            // A session whose replica left the route ends; the client gets another.
+            if map
+                .get(&client)
+                .is_some_and(|s| !candidates.contains(&s.backend))
+            {
+                map.remove(&client);
+            }
+            map.get(&client).map(|s| s.upstream.clone())
+        };
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                if candidates.is_empty() {
+                    debug!(%client, "no ready backend for ingress datagram");
+                    continue;
+                }
+                let backend = candidates[next.fetch_add(1, Ordering::Relaxed) % candidates.len()];
+                match udp_upstream(backend).await {
+                    Ok(up) => {
+                        let up = Arc::new(up);
+                        sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                            client,
+                            UdpSession {
+                                backend,
+                                upstream: up.clone(),
+                            },
+                        );
+                        tokio::spawn(udp_replies(
+                            up.clone(),
+                            socket.clone(),
+                            client,
+                            sessions.clone(),
+                            stop.clone(),
+                        ));
+                        up
+                    }
+                    Err(e) => {
+                        debug!(%backend, error = %e, "cannot open a UDP upstream");
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Err(e) = upstream.send(&buf[..n]).await {
+            debug!(%client, error = %e, "ingress datagram not forwarded");
+        }
+    }
+}
+
+async fn udp_upstream(backend: SocketAddr) -> std::io::Result<UdpSocket> {
+    let any: SocketAddr = match backend {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let up = UdpSocket::bind(any).await?;
+    up.connect(backend).await?;
+    Ok(up)
+}
+
+/// Send `upstream`'s replies back to `client` until the session idles out, the replica
+/// refuses (ICMP), the session is replaced or `stop`.
+async fn udp_replies(
+    upstream: Arc<UdpSocket>,
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+    sessions: UdpSessions,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let got = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = tokio::time::timeout(UDP_IDLE, upstream.recv(&mut buf)) => r,
+        };
+        match got {
+            Ok(Ok(n)) => {
+                let _ = socket.send_to(&buf[..n], client).await;
+            }
+            Ok(Err(_)) | Err(_) => break,
+        }
+        // Replaced (its replica left the route): the new session answers from now on.
+        let current = sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&client)
+            .is_some_and(|s| Arc::ptr_eq(&s.upstream, &upstream));
+        if !current {
+            return;
+        }
+    }
+    let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if map
+        .get(&client)
+        .is_some_and(|s| Arc::ptr_eq(&s.upstream, &upstream))
+    {
+        map.remove(&client);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +485,86 @@ mod tests {
     use shoal_proto::labels;
     use shoal_proto::spec::{HealthcheckSpec, PortSpec, ServiceSpec};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn tcp(addr: SocketAddr) -> RouteKey {
+        RouteKey {
+            protocol: Protocol::Tcp,
+            addr,
+        }
+    }
+
+    fn udp(addr: SocketAddr) -> RouteKey {
+        RouteKey {
+            protocol: Protocol::Udp,
+            addr,
+        }
+    }
+
+    /// A UDP echo server that prefixes replies with its name.
+    async fn udp_echo(name: &'static str) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+                let _ = s.send_to(reply.as_bytes(), from).await;
+            }
+        });
+        addr
+    }
+
+    /// Sends `msg` from `client` to `to`; the reply, if one comes within a second.
+    async fn udp_ask(client: &UdpSocket, to: SocketAddr, msg: &str) -> Option<String> {
+        client.send_to(msg.as_bytes(), to).await.unwrap();
+        let mut buf = [0u8; 512];
+        let r = tokio::time::timeout(Duration::from_secs(1), client.recv_from(&mut buf)).await;
+        let (n, from) = r.ok()?.ok()?;
+        assert_eq!(from, to, "the reply comes from the published port");
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
+    }
+
+    #[tokio::test]
+    async fn udp_clients_keep_their_replica_and_move_when_it_leaves() {
+        let a = udp_echo("a").await;
+        let b = udp_echo("b").await;
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = port.local_addr().unwrap();
+        drop(port);
+        let mut proxy = Proxy::new(CancellationToken::new());
+        let route = |backends: Vec<SocketAddr>| {
+            [(
+                udp(listen),
+                Route {
+                    tasks: vec!["t1".into()],
+                    backends,
+                },
+            )]
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+        };
+        assert!(proxy.update(&route(vec![a, b])).await.is_empty());
+        assert_eq!(proxy.listening(), vec![udp(listen)]);
+
+        // Two clients, round-robin; each keeps its replica (its session).
+        let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(udp_ask(&c1, listen, "1").await.as_deref(), Some("a:1"));
+        assert_eq!(udp_ask(&c2, listen, "2").await.as_deref(), Some("b:2"));
+        assert_eq!(udp_ask(&c1, listen, "3").await.as_deref(), Some("a:3"));
+        assert_eq!(udp_ask(&c2, listen, "4").await.as_deref(), Some("b:4"));
+
+        // `a` leaves the route: its client goes to `b` with its next datagram.
+        proxy.update(&route(vec![b])).await;
+        assert_eq!(udp_ask(&c1, listen, "5").await.as_deref(), Some("b:5"));
+
+        // No ready replica: datagrams are dropped, nothing answers.
+        proxy.update(&route(vec![])).await;
+        let c3 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(udp_ask(&c3, listen, "6").await, None);
+        // A TCP port of the same number is another route.
+        assert!(TcpStream::connect(listen).await.is_err());
+    }
 
     /// An echo server that prefixes replies with its name.
     async fn echo(name: &'static str) -> SocketAddr {
@@ -369,7 +610,7 @@ mod tests {
             tasks: vec!["t1".into(), "t2".into()],
             backends: vec![a, b],
         };
-        let routes = [(listen, route)].into_iter().collect();
+        let routes = [(tcp(listen), route)].into_iter().collect();
         assert!(proxy.update(&routes).await.is_empty());
         let mut seen = vec![ask(listen).await, ask(listen).await, ask(listen).await];
         assert_eq!(seen[0], "a:hi");
@@ -378,7 +619,7 @@ mod tests {
 
         // One replica left: all traffic goes there.
         let routes = [(
-            listen,
+            tcp(listen),
             Route {
                 tasks: vec!["t2".into()],
                 backends: vec![b],
@@ -416,7 +657,7 @@ mod tests {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut proxy = Proxy::new(CancellationToken::new());
         let routes = [(
-            listen,
+            tcp(listen),
             Route {
                 tasks: vec!["t1".into()],
                 backends: vec![backend],
@@ -467,7 +708,7 @@ mod tests {
         let listen = taken.local_addr().unwrap();
         let mut proxy = Proxy::new(CancellationToken::new());
         let routes = [(
-            listen,
+            tcp(listen),
             Route {
                 tasks: vec!["t1".into()],
                 backends: vec![],
@@ -500,7 +741,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_only_ready_replicas_of_ingress_tcp_ports() {
+    fn routes_only_ready_replicas_of_ingress_ports() {
         let spec = |hc: bool| {
             Arc::new(ServiceSpec {
                 name: "web".into(),
@@ -565,18 +806,31 @@ mod tests {
         .map(|c| (c.id.clone(), c))
         .collect();
         let routes = ingress_routes(&intent, &containers);
+        let tasks = vec!["t1".into(), "t2".into(), "t3".into()];
         assert_eq!(
             routes,
-            [(
-                "0.0.0.0:8080".parse().unwrap(),
-                Route {
-                    tasks: vec!["t1".into(), "t2".into(), "t3".into()],
-                    backends: vec![
-                        "10.0.0.1:80".parse().unwrap(),
-                        "10.0.0.3:80".parse().unwrap()
-                    ],
-                }
-            )]
+            [
+                (
+                    tcp("0.0.0.0:8080".parse().unwrap()),
+                    Route {
+                        tasks: tasks.clone(),
+                        backends: vec![
+                            "10.0.0.1:80".parse().unwrap(),
+                            "10.0.0.3:80".parse().unwrap()
+                        ],
+                    }
+                ),
+                (
+                    udp("0.0.0.0:5353".parse().unwrap()),
+                    Route {
+                        tasks,
+                        backends: vec![
+                            "10.0.0.1:53".parse().unwrap(),
+                            "10.0.0.3:53".parse().unwrap()
+                        ],
+                    }
+                ),
+            ]
             .into_iter()
             .collect()
         );
@@ -585,8 +839,8 @@ mod tests {
     #[test]
     fn the_mesh_adds_every_published_port_and_remote_replicas_only() {
         let local_backend: SocketAddr = "10.208.1.2:80".parse().unwrap();
-        let local: BTreeMap<SocketAddr, Route> = [(
-            "0.0.0.0:8080".parse().unwrap(),
+        let local: BTreeMap<RouteKey, Route> = [(
+            tcp("0.0.0.0:8080".parse().unwrap()),
             Route {
                 tasks: vec!["t1".into()],
                 backends: vec![local_backend],
@@ -609,12 +863,14 @@ mod tests {
                 crate::model::MeshPort {
                     published: 8080,
                     target: 80,
+                    protocol: Protocol::Tcp,
                     host_ip: None,
                     ips: vec![ip("10.208.0.5"), ip("10.208.1.2"), ip("10.208.1.3")],
                 },
                 crate::model::MeshPort {
                     published: 9000,
                     target: 9,
+                    protocol: Protocol::Udp,
                     host_ip: None,
                     ips: vec![ip("10.208.2.7")],
                 },
@@ -626,14 +882,14 @@ mod tests {
             routes,
             [
                 (
-                    "0.0.0.0:8080".parse().unwrap(),
+                    tcp("0.0.0.0:8080".parse().unwrap()),
                     Route {
                         tasks: vec!["t1".into()],
                         backends: vec![local_backend, "10.208.0.5:80".parse().unwrap()],
                     }
                 ),
                 (
-                    "0.0.0.0:9000".parse().unwrap(),
+                    udp("0.0.0.0:9000".parse().unwrap()),
                     Route {
                         tasks: vec![],
                         backends: vec!["10.208.2.7:9".parse().unwrap()],

@@ -121,7 +121,7 @@ struct Supervisor {
     proxy: Option<Proxy>,
     /// The cluster network on this node (with the proxy: only on a real runtime).
     net: Option<NodeNet>,
-    routes: BTreeMap<std::net::SocketAddr, Route>,
+    routes: BTreeMap<crate::proxy::RouteKey, Route>,
     ops: JoinSet<()>,
     op_tx: mpsc::UnboundedSender<OpEvent>,
     /// When a controller was last heard from, for the disconnect policy; `None`: the

@@ -19,7 +19,7 @@
 //!   answers a container the names of its own networks and NXDOMAIN for the others';
 //! - its containers' addresses with the networks each is on (how the DNS server tells
 //!   who asks);
-//! - every published ingress TCP port of the cluster with its ready replicas (each by
+//! - every published ingress port (TCP and UDP) of the cluster with its ready replicas (each by
 //!   its address on its first network), so that every node answers every published
 //!   port (the routing mesh).
 //!
@@ -60,6 +60,7 @@ pub struct NodeMesh {
 pub struct MeshPort {
     pub published: u16,
     pub target: u16,
+    pub protocol: Protocol,
     pub host_ip: Option<String>,
     /// Ready replicas' addresses, sorted.
     pub ips: Vec<IpAddr>,
@@ -200,14 +201,13 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
             .collect();
         ips.sort();
         for p in &svc.spec.ports {
-            let (Some(published), PortMode::Ingress, Protocol::Tcp) =
-                (p.published, p.mode, p.protocol)
-            else {
+            let (Some(published), PortMode::Ingress) = (p.published, p.mode) else {
                 continue;
             };
             mesh.ports.push(MeshPort {
                 published,
                 target: p.target,
+                protocol: p.protocol,
                 host_ip: p.host_ip.clone(),
                 ips: ips.clone(),
             });

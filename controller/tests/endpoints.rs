@@ -115,13 +115,30 @@ fn deploy(s: &mut ClusterState, name: &str, services: Vec<ServiceSpec>, now_ms: 
 fn cluster() -> ClusterState {
     // Addresses: node `a` is 10.0.0.1, `bb` 10.0.0.2, `ccc` 10.0.0.3.
     let mut web = on("web", "a");
-    web.ports = vec![PortSpec {
-        target: 8080,
-        published: Some(80),
-        protocol: Protocol::Tcp,
-        host_ip: None,
-        mode: PortMode::Ingress,
-    }];
+    web.ports = vec![
+        PortSpec {
+            target: 8080,
+            published: Some(80),
+            protocol: Protocol::Tcp,
+            host_ip: None,
+            mode: PortMode::Ingress,
+        },
+        PortSpec {
+            target: 5353,
+            published: Some(53),
+            protocol: Protocol::Udp,
+            host_ip: None,
+            mode: PortMode::Ingress,
+        },
+        // Host mode: only where a replica runs, not in the mesh.
+        PortSpec {
+            target: 9000,
+            published: Some(9000),
+            protocol: Protocol::Tcp,
+            host_ip: None,
+            mode: PortMode::Host,
+        },
+    ];
     let mut db = on("db", "bb");
     db.networks = vec![attach("app", "default", &["database"])];
     let mut s = deployed(
@@ -177,13 +194,24 @@ fn a_node_routes_to_the_other_subnets_of_its_stacks_and_answers_ready_replicas()
             ("web".into(), vec![ip("10.208.1.2")]),
         ]
     );
-    // Every node serves the published port, also one hosting nothing.
-    let port = vec![MeshPort {
-        published: 80,
-        target: 8080,
-        host_ip: None,
-        ips: vec![ip("10.208.1.2")],
-    }];
+    // Every node serves the published ingress ports, TCP and UDP, also one hosting
+    // nothing.
+    let port = vec![
+        MeshPort {
+            published: 80,
+            target: 8080,
+            protocol: Protocol::Tcp,
+            host_ip: None,
+            ips: vec![ip("10.208.1.2")],
+        },
+        MeshPort {
+            published: 53,
+            target: 5353,
+            protocol: Protocol::Udp,
+            host_ip: None,
+            ips: vec![ip("10.208.1.2")],
+        },
+    ];
     assert_eq!(m.ports, port);
     let idle = for_node(&s, "ccc");
     assert_eq!(idle.ports, port);

@@ -275,6 +275,11 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
                 target: p.target.into(),
                 ips: strings(&p.ips),
                 host_ip: p.host_ip.clone().unwrap_or_default(),
+                protocol: match p.protocol {
+                    shoal_proto::spec::Protocol::Tcp => "tcp",
+                    shoal_proto::spec::Protocol::Udp => "udp",
+                }
+                .to_string(),
             })
             .collect(),
         nodes: strings(&m.nodes),

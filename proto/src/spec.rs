@@ -347,7 +347,7 @@ pub enum PortMode {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PortSpec {
     pub target: u16,
-    /// `None`: not published (exposed on the stack network only).
+    /// `None`: not published (reachable on the service's networks only).
     #[serde(default)]
     pub published: Option<u16>,
     #[serde(default)]

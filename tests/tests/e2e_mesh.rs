@@ -12,8 +12,10 @@
 //!    third stack does not;
 //! 6. under continuous HTTP load through the mesh, a rolling update completes with no
 //!    failed request, and both versions answer;
-//! 7. (last: it takes a node) after db's node is power-cut and db rescheduled, the same
-//!    web container reaches it again by the same name.
+//! 7. (it takes a node) after db's node is power-cut and db rescheduled, the same
+//!    web container reaches it again by the same name;
+//! 8. (last: it stops an agent) an agent stopped with SIGTERM removes the routes and
+//!    iptables chains it installed on its node.
 //!
 //! Needs root, iproute2, iptables, nsenter, dockerd and the test image.
 
@@ -238,6 +240,57 @@ fn three_hosts_find_each_other_by_name_and_answer_published_ports_everywhere() {
     eprintln!(
         "db moved to {moved:?} after a power cut: {:?}",
         started.elapsed()
+    );
+
+    // 8. n1's agent stops gracefully: its routes and chains go with it.
+    agent_stop_cleans_its_host(&hosts, "n1");
+    eprintln!("graceful agent stop: {:?}", started.elapsed());
+}
+
+/// Scenario 8: `node`'s mesh routes (`proto 208`) and the `SHOAL-MESH`/`SHOAL-NAT`
+/// chains are there while its agent runs and gone once it stopped on SIGTERM.
+fn agent_stop_cleans_its_host(hosts: &Hosts, node: &str) {
+    let routes = || {
+        let out = hosts.exec(node, &["ip", "-4", "route", "show", "proto", "208"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let chains = || {
+        let mut all = String::new();
+        for table in ["filter", "nat"] {
+            let out = hosts.exec(node, &["iptables", "-w", "-t", table, "-S"]);
+            all += &String::from_utf8_lossy(&out.stdout);
+        }
+        all.lines()
+            .filter(|l| l.contains("SHOAL-"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !routes().is_empty(),
+        "{node} has mesh routes while its agent runs"
+    );
+    assert!(
+        !chains().is_empty(),
+        "{node} has shoal's chains while its agent runs"
+    );
+    let pid_file = format!("/tmp/shoal-hosts/{}/{node}/agent.pid", hosts.id());
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("read {pid_file}: {e}"))
+        .trim()
+        .to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "SIGTERM {node}'s agent ({pid})");
+    eventually(Duration::from_secs(15), "the agent exits", || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert_eq!(routes(), "", "{node}'s mesh routes are removed");
+    assert_eq!(
+        chains(),
+        Vec::<String>::new(),
+        "{node}'s chains and jumps are removed"
     );
 }
 

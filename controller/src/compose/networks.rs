@@ -55,7 +55,7 @@ pub(crate) fn top_level(n: &Node, stack: &str, sink: &mut Sink) -> BTreeMap<Stri
                     &p,
                     format!(
                         "ignored: shoal gives each network its subnets from the cluster pool {}",
-                        "10.208.0.0/12"
+                        crate::state::subnets::POOL
                     ),
                 ),
                 "enable_ipv6" => {

@@ -70,10 +70,11 @@ pub fn save_config(cfg: &CliConfig) -> anyhow::Result<PathBuf> {
 }
 
 /// What a client command authenticates with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resolved {
     pub dir: PathBuf,
     pub tls: ClientTls,
+    pub creds: CredentialFiles,
     /// The saved cluster address, when the credentials came from the config.
     pub addr: Option<String>,
 }
@@ -92,7 +93,53 @@ pub fn resolve(flag: Option<&Path>) -> anyhow::Result<Resolved> {
     let creds = CredentialFiles::require(&dir)?;
     let tls = ClientTls::from_credentials(&creds)
         .with_context(|| format!("the credentials in {}", dir.display()))?;
-    Ok(Resolved { dir, tls, addr })
+    Ok(Resolved {
+        dir,
+        tls,
+        creds,
+        addr,
+    })
+}
+
+/// Renews the CLI's certificate once it is two thirds into its lifetime, as agents
+/// and controllers renew theirs: a fresh key and CSR to `Pki.Renew`, the new
+/// certificate and key written over the old ones. A failure only warns: the old
+/// certificate is still valid.
+pub async fn renew_if_due(client: &mut crate::client::Client, r: &Resolved) {
+    let Ok(info) = shoal_tls::identity::cert_info_pem(&r.creds.cert_pem) else {
+        return;
+    };
+    if std::time::SystemTime::now() < info.renew_at() {
+        return;
+    }
+    let renewed = async {
+        let (key_pem, csr) = shoal_tls::csr::new_key_and_csr()?;
+        let reply = client
+            .call_pki(|mut c| {
+                let csr_der = csr.clone();
+                async move { c.renew(shoal_proto::pb::RenewRequest { csr_der }).await }
+            })
+            .await?;
+        let creds = CredentialFiles {
+            ca_pem: r.creds.ca_pem.clone(),
+            cert_pem: reply.cert_pem,
+            key_pem,
+        };
+        let config = shoal_tls::client::client_config(&creds)?;
+        creds
+            .store(&r.dir)
+            .with_context(|| format!("save the renewed credentials in {}", r.dir.display()))?;
+        r.tls.set(config);
+        anyhow::Ok(())
+    };
+    match renewed.await {
+        Ok(()) => tracing::info!(dir = %r.dir.display(), "renewed the CLI certificate"),
+        Err(e) => eprintln!(
+            "shoal: warning: could not renew the certificate in {} ({e:#}); it expires at {}",
+            r.dir.display(),
+            humantime::format_rfc3339_seconds(info.not_after)
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod up;
 
 use crate::args::{Cli, ClusterCommand, Command, Format, GlobalArgs, DEFAULT_ADDR};
 use crate::client::Client;
+use crate::login::Resolved;
 
 /// What every client command needs: the output format and a connection to the cluster.
 pub struct Ctx {
@@ -33,7 +34,21 @@ impl Ctx {
     /// missing or broken credentials dir fails the first call, saying what to do. The
     /// saved address is used when neither `--addr` nor `SHOAL_ADDR` names one.
     fn new(global: &GlobalArgs) -> Ctx {
+        Ctx::with(global, crate::login::resolve(global.credentials.as_deref()))
+    }
+
+    /// [`Ctx::new`], having renewed the credentials first when they are due.
+    async fn ready(global: &GlobalArgs) -> Ctx {
         let resolved = crate::login::resolve(global.credentials.as_deref());
+        let renew = resolved.as_ref().ok().cloned();
+        let mut ctx = Ctx::with(global, resolved);
+        if let Some(r) = renew {
+            crate::login::renew_if_due(&mut ctx.client, &r).await;
+        }
+        ctx
+    }
+
+    fn with(global: &GlobalArgs, resolved: anyhow::Result<Resolved>) -> Ctx {
         let mut addrs = global.addr.clone();
         if let Ok(r) = &resolved {
             tracing::debug!(dir = %r.dir.display(), "credentials");
@@ -61,23 +76,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controller::run(args, || Ctx::new(&global)).await,
         Command::Agent(args) => agent::run(args, &global.addr).await,
         Command::Config(args) => config::run(args, global.format),
-        Command::Deploy(args) => deploy::run(args, &mut Ctx::new(&global)).await,
-        Command::Ps(args) => ps::run(args, &mut Ctx::new(&global)).await,
-        Command::Services => services::run(&mut Ctx::new(&global)).await,
-        Command::Nodes => nodes::run(&mut Ctx::new(&global)).await,
+        Command::Deploy(args) => deploy::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Ps(args) => ps::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Services => services::run(&mut Ctx::ready(&global).await).await,
+        Command::Nodes => nodes::run(&mut Ctx::ready(&global).await).await,
         Command::Cluster {
             command: ClusterCommand::Status,
-        } => cluster::run(&mut Ctx::new(&global)).await,
-        Command::Logs(args) => logs::run(args, &mut Ctx::new(&global)).await,
-        Command::Scale(args) => scale::run(args, &mut Ctx::new(&global)).await,
-        Command::Rm(args) => rm::run(args, &mut Ctx::new(&global)).await,
-        Command::Rollback(args) => rollback::run(args, &mut Ctx::new(&global)).await,
-        Command::Node { command } => node::run(command, &mut Ctx::new(&global)).await,
-        Command::Rebalance(args) => rebalance::run(args, &mut Ctx::new(&global)).await,
-        Command::Token { command } => token::run(command, &mut Ctx::new(&global)).await,
+        } => cluster::run(&mut Ctx::ready(&global).await).await,
+        Command::Logs(args) => logs::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Scale(args) => scale::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Rm(args) => rm::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Rollback(args) => rollback::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Node { command } => node::run(command, &mut Ctx::ready(&global).await).await,
+        Command::Rebalance(args) => rebalance::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Token { command } => token::run(command, &mut Ctx::ready(&global).await).await,
         Command::Login => {
             let addr = global.addr.0.join(",");
-            login::run(&mut Ctx::new(&global), global.credentials.as_deref(), &addr).await
+            login::run(
+                &mut Ctx::ready(&global).await,
+                global.credentials.as_deref(),
+                &addr,
+            )
+            .await
         }
     }
 }

@@ -6,7 +6,7 @@
 //! | `Control`      | admin                                  |
 //! | `AgentSession` | agent, and only for the node it names  |
 //! | `RaftPeer`     | controller                             |
-//! | `Pki`          | `Join`: anyone with a token; `Renew`: agent, controller; tokens: admin |
+//! | `Pki`          | `Join`: anyone with a token; `Renew`: any role, for itself; tokens: admin |
 //!
 //! A client without a certificate gets `Unauthenticated` from everything but `Pki.Join`,
 //! and a revoked certificate (`ClusterState::revoked`) `PermissionDenied`.

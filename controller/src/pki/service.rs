@@ -133,8 +133,11 @@ impl Pki for PkiService {
         &self,
         req: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewReply>, Status> {
-        let auth::Peer(who, _) =
-            auth::require(&req, &[Role::Agent, Role::Controller], &self.ctx.node.state)?;
+        let auth::Peer(who, _) = auth::require(
+            &req,
+            &[Role::Agent, Role::Controller, Role::Admin],
+            &self.ctx.node.state,
+        )?;
         let record = self.record()?;
         let mut cert = self
             .ctx

@@ -57,7 +57,12 @@ enum Ended {
         error: String,
         established: bool,
     },
+    /// The cluster revoked this node's certificate (`shoal node rm`).
+    Revoked(String),
 }
+
+/// How long a removed node waits for its containers to be stopped before it exits.
+const REMOVED_STOP_BOUND: Duration = Duration::from_secs(60);
 
 /// Keep a session open until `shutdown`.
 pub async fn run(
@@ -99,6 +104,7 @@ pub async fn run(
                 }
                 hint = Some(leader);
             }
+            Ended::Revoked(error) => return removed(&supervisor, &error).await,
             Ended::Failed { error, established } => {
                 if established {
                     warn!(controller = %addr, %error, "session lost; reconnecting");
@@ -137,7 +143,33 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
         .map(str::to_string)
 }
 
+/// This node was removed from the cluster: its replicas were replaced elsewhere, so its
+/// containers are stopped and removed (an empty assignment set fences them all), and
+/// the agent ends with what to do to bring the node back.
+async fn removed(supervisor: &SupervisorHandle, error: &str) -> anyhow::Result<()> {
+    warn!(%error, "this node was removed from the cluster; stopping its containers");
+    supervisor.assign(crate::model::AssignmentSet::default());
+    let deadline = tokio::time::Instant::now() + REMOVED_STOP_BOUND;
+    loop {
+        let left = supervisor.containers().await.len();
+        if left == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(left, "containers still there after {REMOVED_STOP_BOUND:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!(
+        "{error}: its containers were stopped. To bring this node back, delete DATA_DIR/tls and start the agent with a join token (`shoal token show agent`)"
+    )
+}
+
 fn ended_by(status: tonic::Status, established: bool) -> Ended {
+    if status.code() == tonic::Code::PermissionDenied && status.message().contains("was revoked") {
+        return Ended::Revoked(status.message().to_string());
+    }
     match leader_hint(&status) {
         Some(l) => Ended::Leader(l),
         None => Ended::Failed {

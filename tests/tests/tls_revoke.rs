@@ -1,6 +1,7 @@
 //! Revocation: removing a node (or a controller) revokes its certificate. Its open
 //! session ends at once, the certificate opens no new one and cannot be renewed; the
-//! node is accepted again once it joins with a token.
+//! node's agent stops its containers and exits saying how to come back; the node is
+//! accepted again once it joins with a token.
 
 use std::time::{Duration, SystemTime};
 
@@ -126,4 +127,60 @@ async fn a_removed_node_s_certificate_is_revoked_until_it_joins_again() {
     let creds = CredentialFiles::require(&cl.agent_dir("r2").join("tls")).unwrap();
     let info = shoal_tls::identity::cert_info_pem(&creds.cert_pem).unwrap();
     assert_eq!(info.identity, Identity::new(Role::Agent, "r2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_s_agent_stops_its_containers_and_says_how_to_come_back() {
+    let mut cl = Cluster::start(1, &["gone", "stays"]).await;
+    cl.wait_nodes_ready().await;
+    cl.client()
+        .deploy(&shoal_tests::cluster::stack("rev", "img:1", 4))
+        .await
+        .expect("deploy");
+    eventually(
+        Duration::from_secs(30),
+        "replicas on both nodes",
+        || async {
+            let ps = cl.client().ps("rev").await.ok()?;
+            let on = |n: &str| {
+                ps.iter()
+                    .filter(|t| t.node == n && t.state == "running")
+                    .count()
+            };
+            (on("gone") > 0 && on("stays") > 0).then_some(())
+        },
+    )
+    .await;
+
+    remove_node(&cl, "gone").await;
+    let (result, fake) = cl
+        .agent_exit("gone", Duration::from_secs(60))
+        .await
+        .expect("the removed node's agent did not stop");
+    let err = format!(
+        "{:#}",
+        result.expect_err("the agent ended without an error")
+    );
+    assert!(err.contains("was revoked"), "{err}");
+    assert!(err.contains("its containers were stopped"), "{err}");
+    assert!(err.contains("join token"), "{err}");
+    assert!(
+        fake.containers().is_empty(),
+        "containers left: {:?}",
+        fake.containers()
+    );
+    // Its replicas run on the node that stays.
+    eventually(
+        Duration::from_secs(30),
+        "4 replicas on the other node",
+        || async {
+            let ps = cl.client().ps("rev").await.ok()?;
+            let running = ps
+                .iter()
+                .filter(|t| t.desired == "running" && t.state == "running")
+                .collect::<Vec<_>>();
+            (running.len() == 4 && running.iter().all(|t| t.node == "stays")).then_some(())
+        },
+    )
+    .await;
 }

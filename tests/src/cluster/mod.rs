@@ -340,6 +340,28 @@ impl Cluster {
         agent.fake
     }
 
+    /// Waits (at most `bound`) for agent `name` to end by itself; what it returned, and
+    /// its engine. `None`: it still runs (it is left running).
+    pub async fn agent_exit(
+        &mut self,
+        name: &str,
+        bound: Duration,
+    ) -> Option<(anyhow::Result<()>, FakeRuntime)> {
+        let deadline = tokio::time::Instant::now() + bound;
+        while !self.agents.get(name)?.task.is_finished() {
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let agent = self.agents.remove(name)?;
+        let result = agent
+            .task
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the agent task panicked: {e}")));
+        Some((result, agent.fake))
+    }
+
     /// Starts agent `name` again with the same data dir and the engine `fake` (what was
     /// left running on the node), as a machine that comes back, with its GPUs and labels.
     pub fn revive_agent(&mut self, name: &str, fake: FakeRuntime) {

@@ -139,6 +139,24 @@ impl Control for Fake {
     ) -> Result<Response<pb::RebalanceReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn create_secret(
+        &self,
+        _: Request<pb::CreateSecretRequest>,
+    ) -> Result<Response<pb::CreateSecretReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_secrets(
+        &self,
+        _: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_secret(
+        &self,
+        _: Request<pb::RemoveSecretRequest>,
+    ) -> Result<Response<pb::RemoveSecretReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn update_node(
         &self,
         _: Request<pb::UpdateNodeRequest>,

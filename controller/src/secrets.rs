@@ -15,7 +15,7 @@ use shoal_proto::pb;
 use shoal_proto::spec::StackSpec;
 
 use crate::pki::ClusterKey;
-use crate::state::{ClusterState, SealedSecret};
+use crate::state::{ClusterSecret, ClusterState, SealedSecret};
 
 /// The keyed digest of `contents`.
 pub fn digest(key: &ClusterKey, contents: &[u8]) -> String {
@@ -30,6 +30,7 @@ pub fn seal_stack(
     spec: &mut StackSpec,
     secrets: &HashMap<String, Vec<u8>>,
     configs: &HashMap<String, Vec<u8>>,
+    kept: &BTreeMap<String, ClusterSecret>,
     key: &ClusterKey,
 ) -> Result<BTreeMap<String, SealedSecret>, String> {
     let mut sealed = BTreeMap::new();
@@ -39,6 +40,16 @@ pub fn seal_stack(
             (&mut svc.configs, configs, "config"),
         ] {
             for r in refs.iter_mut() {
+                // `external: true`: the cluster's own secret of that name.
+                if let Some(ext) = &r.external {
+                    let Some(c) = kept.get(ext) else {
+                        return Err(format!(
+                            "service {name} uses external secret {ext}, which the cluster does not have: create it with `shoal secret create {ext} FILE`"
+                        ));
+                    };
+                    r.digest = c.digest.clone();
+                    continue;
+                }
                 let Some(bytes) = contents.get(&r.source) else {
                     return Err(format!(
                         "service {name} uses {noun} {} but the request carries no contents for it (deploy with a shoal CLI of this version)",
@@ -93,4 +104,21 @@ pub fn files(
             }
         })
         .collect()
+}
+
+/// A name `shoal secret create` accepts: what Docker accepts for secret names.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a secret name: use up to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
 }

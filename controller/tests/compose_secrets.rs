@@ -153,15 +153,21 @@ secrets:
         "big.bin",
         &"x".repeat(compose::MAX_SECRET_BYTES + 1),
     );
-    // Loading works (so `shoal config` does); reading the contents does not.
+    // Loading works (so `shoal config` does); reading the contents does not. An
+    // external secret is the cluster's to give (`shoal secret create`): not read here.
     let l = load(dir.path(), &[]).unwrap();
+    let outside = l.stack.services["app"]
+        .secrets
+        .iter()
+        .find(|r| r.source == "outside")
+        .unwrap();
+    assert_eq!(outside.external.as_deref(), Some("outside"));
     let e = compose::secret_contents(&l).unwrap_err();
     let m = messages(&e);
     let file = dir.path().join("compose.yaml").display().to_string();
     let expect = [
         format!("{file}:7:3: error: secrets.missing_file: cannot read the secret's file {}", dir.path().join("nope.txt").display()),
         format!("{file}:9:3: error: secrets.unset_env: the environment variable NOT_SET_ANYWHERE is not set"),
-        format!("{file}:11:3: error: secrets.outside: external secrets are not supported"),
         format!("{file}:13:3: error: secrets.nothing: a secret needs file: or environment:"),
         format!("{file}:15:3: error: secrets.big: the secret is {} bytes; at most {} are allowed", compose::MAX_SECRET_BYTES + 1, compose::MAX_SECRET_BYTES),
     ];
@@ -287,5 +293,50 @@ configs:
             ("from_file".to_string(), b"from a file".to_vec()),
             ("inlined".to_string(), b"This is my config".to_vec()),
         ])
+    );
+}
+
+#[test]
+fn external_secrets_are_named_as_compose_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "compose.yaml",
+        r#"name: ext
+services:
+  app:
+    image: busybox
+    secrets: [plain, renamed, legacy]
+    configs: [conf]
+secrets:
+  plain:
+    external: true
+  renamed:
+    external: true
+    name: prod_db_password
+  legacy:
+    external:
+      name: old_style
+configs:
+  conf:
+    external: true
+"#,
+    );
+    let l = load(dir.path(), &[]).unwrap();
+    let ext: Vec<Option<&str>> = l.stack.services["app"]
+        .secrets
+        .iter()
+        .map(|r| r.external.as_deref())
+        .collect();
+    assert_eq!(
+        ext,
+        vec![Some("plain"), Some("prod_db_password"), Some("old_style")]
+    );
+    // Nothing to read for external secrets; external configs have no store.
+    assert!(compose::secret_contents(&l).unwrap().is_empty());
+    let e = compose::config_contents(&l).unwrap_err();
+    assert!(
+        messages(&e)[0].contains("configs.conf: external configs are not supported"),
+        "{e}"
     );
 }

@@ -53,6 +53,10 @@ pub struct SecretRef {
     /// services roll out, and a rollback finds the previous contents by it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
+    /// `external: true`: the name of the secret the cluster keeps (`shoal secret
+    /// create`), whose contents the controller takes instead of the deploy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
 }
 
 impl SecretRef {

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use shoal_tests::{docker, ensure_test_image, eventually, service_containers, text, ShoalUp};
+use shoal_tests::{
+    docker, ensure_test_image, eventually, service_containers, shoal_bin, text, ShoalUp,
+};
 
 const STACK: &str = "e2esecret";
 const PASSWORD: &str = "pa55-w0rd-from-a-file";
@@ -163,10 +165,79 @@ fn secrets_are_files_in_the_container_and_in_clear_nowhere_else() {
     );
     assert_eq!(service_containers(STACK, "app"), vec![container.clone()]);
 
+    kept_secrets(&up);
+
     // Removing the stack removes the files from the node's tmpfs.
     let out = up.shoal(&["rm", STACK]);
     assert!(out.status.success(), "{}", text(&out));
     eventually(Duration::from_secs(30), "the secret files removed", || {
         (!Path::new(source).exists()).then_some(())
+    });
+}
+
+/// `shoal secret create` from standard input, a stack using it as `external: true`,
+/// `secret ls` naming its user, and `secret rm` refused while it is used.
+fn kept_secrets(up: &ShoalUp) {
+    use std::io::Write as _;
+    const KEPT: &str = "kept-through-stdin-7734";
+    let mut create = Command::new(shoal_bin())
+        .args(["secret", "create", "e2e_kept", "--addr", &up.addr])
+        .env("XDG_CONFIG_HOME", &up.config_home)
+        .env_remove("SHOAL_CREDENTIALS")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(KEPT.as_bytes())
+        .unwrap();
+    let out = create.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "name: e2ekept\nservices:\n  app:\n    image: shoal-test/busybox:latest\n    command: [\"sleep\", \"3600\"]\n    init: true\n    secrets: [db]\nsecrets:\n  db:\n    external: true\n    name: e2e_kept\n",
+    )
+    .unwrap();
+    let out = up.shoal_in(
+        dir.path(),
+        &["deploy", "-c", "compose.yaml", "--timeout", "120"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let container = eventually(Duration::from_secs(30), "the e2ekept container", || {
+        service_containers("e2ekept", "app").into_iter().next()
+    });
+    assert_eq!(
+        docker(&["exec", &container, "cat", "/run/secrets/db"]),
+        KEPT
+    );
+
+    let out = up.shoal(&["secret", "ls", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "e2e_kept");
+    assert_eq!(rows[0]["used_by"], serde_json::json!(["e2ekept/app"]));
+    assert!(!text(&out).contains(KEPT));
+    let out = up.shoal(&["secret", "rm", "e2e_kept"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("in use by e2ekept/app"),
+        "{}",
+        text(&out)
+    );
+    assert!(files_holding(&up.data_dir, KEPT).is_empty());
+
+    let out = up.shoal(&["rm", "e2ekept"]);
+    assert!(out.status.success(), "{}", text(&out));
+    eventually(Duration::from_secs(30), "the kept secret removable", || {
+        up.shoal(&["secret", "rm", "e2e_kept"])
+            .status
+            .success()
+            .then_some(())
     });
 }

@@ -241,3 +241,102 @@ async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear()
         assert_not_on_disk(&cl.data_dir(i), NEW);
     }
 }
+
+async fn create_secret(cl: &Cluster, name: &str, data: &[u8]) -> Result<(), tonic::Status> {
+    cl.client()
+        .call(|mut c| {
+            let req = pb::CreateSecretRequest {
+                name: name.into(),
+                data: data.to_vec(),
+            };
+            async move { c.create_secret(req).await }
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn list_secrets(cl: &Cluster) -> Vec<pb::SecretRow> {
+    cl.client()
+        .call(|mut c| async move { c.list_secrets(pb::ListSecretsRequest {}).await })
+        .await
+        .expect("list secrets")
+        .secrets
+}
+
+async fn remove_secret(cl: &Cluster, name: &str) -> Result<(), tonic::Status> {
+    cl.client()
+        .call(|mut c| {
+            let name = name.to_string();
+            async move { c.remove_secret(pb::RemoveSecretRequest { name }).await }
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_secret_is_the_one_the_cluster_keeps() {
+    const KEPT: &str = "kept-by-the-cluster-0451";
+    let cl = Cluster::start(1, &["s1"]).await;
+    cl.wait_nodes_ready().await;
+    let mut stack = stack();
+    stack.services.remove("web");
+    stack.configs.clear();
+    let api = stack.services.get_mut("api").unwrap();
+    api.configs.clear();
+    api.secrets[0].external = Some("prod_db".into());
+
+    // Not there yet: the deploy says how to make it.
+    let e = cl
+        .client()
+        .deploy(&stack)
+        .await
+        .expect_err("no such secret");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("shoal secret create prod_db"), "{e}");
+
+    create_secret(&cl, "prod_db", KEPT.as_bytes())
+        .await
+        .unwrap();
+    let again = create_secret(&cl, "prod_db", b"other").await.unwrap_err();
+    assert!(again.message().contains("cannot be changed"), "{again}");
+    let bad = create_secret(&cl, "../etc", b"x").await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
+
+    // The deploy carries no contents: the kept ones are mounted.
+    cl.client().deploy(&stack).await.expect("deploy");
+    eventually(Duration::from_secs(30), "api running", || {
+        running(&cl, "api", 1)
+    })
+    .await;
+    let mounts = secret_mounts(cl.agents["s1"].fake.calls());
+    let file = Path::new(mounts.last().unwrap().source.as_deref().unwrap());
+    assert_eq!(std::fs::read_to_string(file).unwrap(), KEPT);
+
+    // Listed by name with its users, never its contents; not removable while used.
+    let rows = list_secrets(&cl).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].used_by.clone()),
+        ("prod_db", vec![format!("{STACK}/api")])
+    );
+    assert!(!format!("{rows:?}").contains(KEPT));
+    let used = remove_secret(&cl, "prod_db").await.unwrap_err();
+    assert!(used.message().contains("in use by vault/api"), "{used}");
+    assert_not_on_disk(&cl.data_dir(0), KEPT);
+
+    // Once no service uses it, it goes.
+    cl.client()
+        .call(|mut c| async move {
+            c.remove_stack(pb::RemoveStackRequest {
+                stack: STACK.into(),
+            })
+            .await
+        })
+        .await
+        .expect("rm the stack");
+    eventually(Duration::from_secs(30), "the secret removable", || async {
+        remove_secret(&cl, "prod_db").await.ok()
+    })
+    .await;
+    assert!(list_secrets(&cl).await.is_empty());
+}

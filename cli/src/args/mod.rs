@@ -108,6 +108,25 @@ pub enum Command {
     /// Point this CLI at a cluster: check `--addr` and `--credentials` work and save them
     /// to ~/.config/shoal/config (or $XDG_CONFIG_HOME/shoal/config).
     Login,
+    /// Secrets the cluster keeps, for Compose secrets declared `external: true`.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Keep a secret: its contents from FILE, or standard input without FILE (or with
+    /// `-`). A secret cannot be changed; create a new one and point the stack at it.
+    Create {
+        name: String,
+        file: Option<std::path::PathBuf>,
+    },
+    /// List the kept secrets (names, never contents) and the services using each.
+    Ls,
+    /// Forget a secret no service uses.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

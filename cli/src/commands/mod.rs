@@ -15,6 +15,7 @@ pub mod rebalance;
 pub mod rm;
 pub mod rollback;
 pub mod scale;
+pub mod secret;
 pub mod services;
 pub mod token;
 pub mod up;
@@ -90,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => node::run(command, &mut Ctx::ready(&global).await).await,
         Command::Rebalance(args) => rebalance::run(args, &mut Ctx::ready(&global).await).await,
         Command::Token { command } => token::run(command, &mut Ctx::ready(&global).await).await,
+        Command::Secret { command } => secret::run(command, &mut Ctx::ready(&global).await).await,
         Command::Login => {
             let addr = global.addr.0.join(",");
             login::run(

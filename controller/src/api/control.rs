@@ -77,9 +77,15 @@ impl Control for ControlService {
         }
         let stack = spec.name.clone();
         // Sealed here, before anything is proposed: the Raft log never holds them in clear.
-        let secrets =
-            crate::secrets::seal_stack(&mut spec, &req.secrets, &req.configs, &self.ctx.pki.key)
-                .map_err(Status::invalid_argument)?;
+        let kept = self.ctx.node.state.read().cluster_secrets.clone();
+        let secrets = crate::secrets::seal_stack(
+            &mut spec,
+            &req.secrets,
+            &req.configs,
+            &kept,
+            &self.ctx.pki.key,
+        )
+        .map_err(Status::invalid_argument)?;
         let result = self
             .apply(Command::DeployStack {
                 spec,
@@ -517,6 +523,63 @@ impl Control for ControlService {
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_secret(
+        &self,
+        req: Request<pb::CreateSecretRequest>,
+    ) -> Result<Response<pb::CreateSecretReply>, Status> {
+        let req = req.into_inner();
+        crate::secrets::check_name(&req.name).map_err(Status::invalid_argument)?;
+        let max = crate::compose::MAX_SECRET_BYTES;
+        if req.data.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "the secret is {} bytes; at most {max} are allowed",
+                req.data.len()
+            )));
+        }
+        let key = &self.ctx.pki.key;
+        let sealed = key
+            .seal(&req.data)
+            .map_err(|e| Status::internal(format!("seal the secret: {e}")))?;
+        self.apply(Command::CreateSecret {
+            name: req.name.clone(),
+            digest: crate::secrets::digest(key, &req.data),
+            sealed: crate::state::SealedSecret(sealed),
+            now_ms: now_ms(),
+        })
+        .await?;
+        tracing::info!(secret = %req.name, "secret created");
+        Ok(Response::new(pb::CreateSecretReply {}))
+    }
+
+    async fn list_secrets(
+        &self,
+        _req: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsReply>, Status> {
+        self.ctx.linearizable().await?;
+        let state = self.ctx.node.state.read();
+        let secrets = state
+            .cluster_secrets
+            .iter()
+            .map(|(name, c)| pb::SecretRow {
+                name: name.clone(),
+                created_ms: c.created_ms,
+                used_by: state.secret_users(name),
+            })
+            .collect();
+        Ok(Response::new(pb::ListSecretsReply { secrets }))
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<pb::RemoveSecretRequest>,
+    ) -> Result<Response<pb::RemoveSecretReply>, Status> {
+        let name = req.into_inner().name;
+        self.apply(Command::RemoveSecret { name: name.clone() })
+            .await?;
+        tracing::info!(secret = %name, "secret removed");
+        Ok(Response::new(pb::RemoveSecretReply {}))
     }
 }
 

@@ -72,8 +72,9 @@ pub enum SourceKind {
     Environment { var: String, value: Option<String> },
     /// `content:` (configs): the text itself, interpolated.
     Content(String),
-    /// `external: true`: a secret kept outside the stack.
-    External,
+    /// `external: true`: a secret kept outside the stack, by the cluster (`shoal secret
+    /// create`), under this name (`name:`, `external.name` or the key).
+    External(String),
     /// Neither `file:`, `environment:` nor `external:`.
     Missing,
 }
@@ -85,7 +86,7 @@ impl std::fmt::Debug for SecretSource {
             SourceKind::File(p) => format!("file {}", p.display()),
             SourceKind::Environment { var, .. } => format!("environment {var}"),
             SourceKind::Content(c) => format!("{} bytes of content", c.len()),
-            SourceKind::External => "external".into(),
+            SourceKind::External(n) => format!("external {n}"),
             SourceKind::Missing => "no source".into(),
         };
         write!(f, "SecretSource({} at {}: {kind})", self.key, self.place())
@@ -124,6 +125,7 @@ pub(crate) fn top_level(
             .map(PathBuf::from)
             .unwrap_or_default();
         let mut source = SourceKind::Missing;
+        let mut external_name = None;
         for (vk, vv) in entries(v, sink, &path) {
             let p = format!("{path}.{}", vk.name);
             match vk.name.as_str() {
@@ -144,15 +146,22 @@ pub(crate) fn top_level(
                 }
                 "external" => {
                     let external = match &vv.value {
-                        Value::Map(_) => true,
+                        Value::Map(_) => {
+                            if let Some(n) = vv.get("name") {
+                                external_name = text(n, sink, &format!("{p}.name"));
+                            }
+                            true
+                        }
                         _ => super::value::boolean(vv, sink, &p).unwrap_or(false),
                     };
                     if external {
-                        source = SourceKind::External;
+                        source = SourceKind::External(String::new());
                     }
                 }
                 "name" => {
-                    text(vv, sink, &p);
+                    if let Some(n) = text(vv, sink, &p) {
+                        external_name.get_or_insert(n);
+                    }
                 }
                 "labels" => {
                     string_map(vv, sink, &p);
@@ -167,6 +176,9 @@ pub(crate) fn top_level(
                     ),
                 ),
             }
+        }
+        if let SourceKind::External(n) = &mut source {
+            *n = external_name.unwrap_or_else(|| k.name.clone());
         }
         out.insert(
             k.name.clone(),
@@ -235,6 +247,11 @@ pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str, kind: FileKind) -
             FileKind::Secret => ctx.secrets,
             FileKind::Config => ctx.configs,
         };
+        if let (FileKind::Secret, Some(SourceKind::External(n))) =
+            (kind, defined.get(&r.source).map(|s| &s.kind))
+        {
+            r.external = Some(n.clone());
+        }
         if !defined.contains_key(&r.source) {
             ctx.sink.error(
                 item.pos,
@@ -382,11 +399,12 @@ fn read_all(
                 .map(|v| v.as_bytes().to_vec())
                 .ok_or_else(|| format!("the environment variable {var} is not set")),
             SourceKind::Content(c) => Ok(c.as_bytes().to_vec()),
-            SourceKind::External => Err(format!(
-                "external {} are not supported: shoal keeps a stack's {} with the stack; give it file: or environment:",
-                kind.section(),
-                kind.section()
-            )),
+            // The cluster has its contents (`shoal secret create`); the controller checks.
+            SourceKind::External(_) if kind == FileKind::Secret => continue,
+            SourceKind::External(_) => Err(
+                "external configs are not supported: give it file:, environment: or content:"
+                    .to_string(),
+            ),
             SourceKind::Missing => Err(match kind {
                 FileKind::Secret => "a secret needs file: or environment:".to_string(),
                 FileKind::Config => "a config needs file:, environment: or content:".to_string(),

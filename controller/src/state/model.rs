@@ -41,6 +41,17 @@ pub struct ClusterState {
     /// gives a newer certificate, which is accepted.
     #[serde(default)]
     pub revoked: BTreeMap<String, u64>,
+    /// Secrets the cluster keeps by name (`shoal secret create`), for Compose secrets
+    /// declared `external: true`; their sealed contents are in `secrets`.
+    #[serde(default)]
+    pub cluster_secrets: BTreeMap<String, ClusterSecret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSecret {
+    /// The key of its sealed contents in `ClusterState::secrets`.
+    pub digest: String,
+    pub created_ms: u64,
 }
 
 /// A secret's contents sealed with the cluster key ([`crate::pki::seal`]).
@@ -259,6 +270,17 @@ pub enum Command {
         /// The stack's secrets, sealed by the controller that took the request, by digest.
         #[serde(default)]
         secrets: BTreeMap<String, SealedSecret>,
+    },
+    /// Keep a secret by name; refused if the name is taken (secrets are immutable).
+    CreateSecret {
+        name: String,
+        digest: String,
+        sealed: SealedSecret,
+        now_ms: u64,
+    },
+    /// Forget a kept secret; refused while a service's spec or previous spec uses it.
+    RemoveSecret {
+        name: String,
     },
     /// Refuse the certificates of `identity` issued at or before `before_ms`.
     Revoke {

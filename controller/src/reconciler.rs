@@ -353,6 +353,25 @@ fn create_in(svc: &Service, slot: &Slot, out: &mut Vec<Decision>) {
     });
 }
 
+/// Why `t` can no longer run: a GPU it holds is not on its (ready) node any more.
+fn lost_gpu(state: &ClusterState, t: &Task) -> Option<String> {
+    if t.gpus.is_empty() {
+        return None;
+    }
+    let name = t.node.as_ref()?;
+    let node = state.nodes.get(name)?;
+    if node.status != crate::state::NodeStatus::Ready {
+        return None;
+    }
+    let gone = t
+        .gpus
+        .iter()
+        .find(|u| !node.gpus.iter().any(|g| &g.uuid == *u))?;
+    Some(format!(
+        "GPU {gone} is gone from node {name} (its last GPU discovery did not find it)"
+    ))
+}
+
 fn drained(state: &ClusterState, t: &Task) -> bool {
     t.node
         .as_ref()
@@ -373,6 +392,18 @@ fn converge_slot(
         .copied()
         .filter(|t| t.desired == Desired::Running && !t.state.is_terminal())
         .collect();
+    // A GPU it holds is gone from its node (the agent's last discovery no longer found
+    // it): the replica fails, and its replacement is placed on GPUs that are there.
+    if let Some((t, reason)) = live
+        .iter()
+        .find_map(|t| lost_gpu(state, t).map(|r| (*t, r)))
+    {
+        out.push(Decision::Fail {
+            task: t.id.clone(),
+            reason,
+        });
+        return SlotStatus::Updating;
+    }
     // A replica on a drained node is moved like an outdated one (rolled, `parallelism`
     // at a time): its replacement is placed elsewhere.
     if let Some(t) = live.last().filter(|t| drained(state, t)) {

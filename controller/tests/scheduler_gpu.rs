@@ -382,6 +382,47 @@ fn a_gpu_task_of_a_lost_node_is_replaced_on_free_gpus_and_waits_when_there_are_n
 }
 
 #[test]
+fn a_task_whose_gpu_vanished_fails_and_its_replacement_waits_for_gpus_that_are_there() {
+    let four = gpu_svc("four", count(4));
+    let mut s = three(vec![four]);
+    settle(&mut s, 0);
+    let first = live(&s, "four")[0].clone();
+    assert_eq!(first.node.as_deref(), Some("n4"));
+    // Rediscovery on n4 finds three GPUs: GPU-n4-3 fell off the bus.
+    let mut n4 = gnode("n4", 4, 24, "NVIDIA A10").gpus;
+    n4.pop();
+    s.apply(&Command::SetNodeGpus {
+        node: "n4".into(),
+        gpus: n4,
+    });
+    settle(&mut s, 10);
+    let failed = &s.tasks[&first.id];
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(
+        failed.error,
+        "GPU GPU-n4-3 is gone from node n4 (its last GPU discovery did not find it)"
+    );
+    // After the restart delay its replacement looks for 4 GPUs where they are.
+    settle(&mut s, 5_000);
+    let waiting = live(&s, "four");
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].state, TaskState::Pending);
+    assert_eq!(
+        waiting[0].error,
+        "needs 4 GPUs: n0 has no GPUs; n2 has 2 free; n4 has 3 free"
+    );
+    // A task whose GPUs are all there is left alone.
+    let two = gpu_svc("two", count(2));
+    let mut s = three(vec![two]);
+    settle(&mut s, 0);
+    let t = live(&s, "two")[0].clone();
+    let node = t.node.clone().unwrap();
+    let same = s.nodes[&node].gpus.clone();
+    s.apply(&Command::SetNodeGpus { node, gpus: same });
+    assert!(shoal_controller::reconciler::reconcile(&s, 10).is_empty());
+}
+
+#[test]
 fn global_gpu_services_run_only_on_nodes_that_have_the_gpus() {
     let mut g = gpu_svc("g", count(2));
     g.mode = ServiceMode::Global;

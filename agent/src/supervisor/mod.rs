@@ -19,15 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
 use crate::disconnect::{self, Contact};
-use crate::model::{Assignment, AssignmentSet, TaskReport};
+use crate::model::{AssignmentSet, TaskReport};
 use crate::net::node::{ingress_targets, NodeNet};
 use crate::proxy::{ingress_routes, mesh_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
-use crate::runtime::{
-    container_request, network_name, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
-};
+use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
 
 /// The longest a stopping replica waits for its ingress connections to finish.
+mod ops;
+use ops::{remove_container, start_task, stop_container, StartNet};
+
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// What the supervisor tells the session, in order.
@@ -602,134 +603,6 @@ impl Supervisor {
                     let _ = tx.send(done);
                 });
             }
-        }
-    }
-}
-
-/// What a starting container needs from the cluster network.
-struct StartNet {
-    /// Its networks in attachment order, with this node's subnet of each.
-    networks: Vec<(String, Option<crate::net::Subnet>)>,
-    dns: Option<Arc<tokio::sync::Mutex<crate::net::dns::Dns>>>,
-    secrets: Option<Arc<crate::secrets::SecretStore>>,
-    gpu_mode: crate::runtime::GpuDeviceMode,
-}
-
-/// Pull, create and start one task's container, reporting `starting`, or `failed` with
-/// the reason. Returns the container as it is afterwards.
-#[instrument(skip_all, fields(task = %a.task.task_id, service = %a.task.service))]
-async fn start_task(
-    runtime: &dyn ContainerRuntime,
-    a: &Assignment,
-    existing: Option<String>,
-    node: &str,
-    net: &StartNet,
-    tx: &mpsc::UnboundedSender<OpEvent>,
-) -> Option<ContainerInfo> {
-    let task_id = &a.task.task_id;
-    let report = |r: TaskReport| {
-        let _ = tx.send(OpEvent::Report(r));
-    };
-    report(TaskReport::new(task_id, TaskState::Starting).container(existing.as_deref()));
-    let fail = |id: Option<&str>, error: String| {
-        warn!(%error, "task failed to start");
-        report(
-            TaskReport::new(task_id, TaskState::Failed)
-                .container(id)
-                .error(error),
-        );
-    };
-    // Written before every start: after a reboot the tmpfs is empty again.
-    let secret_mounts = if a.secrets.is_empty() {
-        Vec::new()
-    } else {
-        let written = match &net.secrets {
-            Some(store) => store.write(task_id, &a.secrets),
-            None => Err("this agent keeps no secrets".to_string()),
-        };
-        match written {
-            Ok(m) => m,
-            Err(e) => {
-                fail(existing.as_deref(), format!("secrets: {e}"));
-                return match existing {
-                    Some(id) => runtime.inspect(&id).await.ok(),
-                    None => None,
-                };
-            }
-        }
-    };
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            if let Err(e) = runtime.ensure_image(&a.spec.image).await {
-                fail(None, e.to_string());
-                return None;
-            }
-            let mut first_gateway = None;
-            for (i, (key, subnet)) in net.networks.iter().enumerate() {
-                match runtime.ensure_network_in(key, *subnet).await {
-                    Ok(g) if i == 0 => first_gateway = g.map(|g| (key.clone(), g)),
-                    Ok(_) => {}
-                    Err(e) => {
-                        fail(None, format!("create network {}: {e}", network_name(key)));
-                        return None;
-                    }
-                }
-            }
-            let mut req = container_request(&a.task, &a.spec, node);
-            // The agent's DNS answers the names of the container's networks with ready
-            // replicas cluster-wide; without it (no root, no gateway) Docker's aliases
-            // answer on this node.
-            if let (Some(dns), Some((key, gateway))) = (&net.dns, first_gateway) {
-                if dns.lock().await.serve(&key, gateway).await {
-                    req.dns = vec![gateway.to_string()];
-                    req.aliases.clear();
-                    for extra in &mut req.extra_networks {
-                        extra.aliases.clear();
-                    }
-                }
-            }
-            req.mounts.extend(secret_mounts);
-            let req = crate::runtime::with_gpu_devices(req, &a.spec, &a.gpus, &net.gpu_mode);
-            match runtime.create(&req).await {
-                Ok(id) => id,
-                Err(e) => {
-                    fail(None, format!("create container {}: {e}", req.name));
-                    return None;
-                }
-            }
-        }
-    };
-    if let Err(e) = runtime.start(&id).await {
-        fail(Some(&id), format!("start container: {e}"));
-        return runtime.inspect(&id).await.ok();
-    }
-    runtime.inspect(&id).await.ok()
-}
-
-async fn stop_container(
-    runtime: &dyn ContainerRuntime,
-    id: &str,
-    running: bool,
-    grace: Duration,
-    signal: Option<&str>,
-) {
-    if !running {
-        return;
-    }
-    match runtime.stop(id, grace, signal).await {
-        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-        Err(e) => warn!(container = %id, error = %e, "cannot stop container"),
-    }
-}
-
-/// Whether the container is gone afterwards.
-async fn remove_container(runtime: &dyn ContainerRuntime, id: &str) -> bool {
-    match runtime.remove(id).await {
-        Ok(()) | Err(RuntimeError::NotFound(_)) => true,
-        Err(e) => {
-            warn!(container = %id, error = %e, "cannot remove container");
-            false
         }
     }
 }

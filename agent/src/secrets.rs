@@ -110,10 +110,6 @@ impl SecretStore {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn ready(&self) -> Result<(), String> {
         let r = self.ready.get_or_init(|| {
             let r = prepare(&self.root);

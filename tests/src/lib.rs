@@ -373,3 +373,27 @@ pub fn http_get_at(addr: &str, path: &str) -> Option<String> {
         .min()?;
     Some(buf[at..].to_string())
 }
+
+/// Every file under `dir` holding `needle` in clear or as hex (how the cluster state
+/// writes bytes), for checks that a secret is on no disk.
+pub fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut hits = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let found = [needle.as_bytes(), hex.as_bytes()]
+                    .iter()
+                    .any(|n| bytes.windows(n.len()).any(|w| w == *n));
+                if found {
+                    hits.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    hits
+}

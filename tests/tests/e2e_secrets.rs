@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use shoal_tests::{
-    docker, ensure_test_image, eventually, service_containers, shoal_bin, text, ShoalUp,
+    docker, ensure_test_image, eventually, files_holding, service_containers, shoal_bin, text,
+    ShoalUp,
 };
 
 const STACK: &str = "e2esecret";
@@ -53,29 +54,6 @@ secrets:
         format!("E2E_API_KEY={API_KEY}\nE2E_GREETER=shoal\n"),
     )
     .unwrap();
-}
-
-/// Every file under `dir` holding `needle` in clear or as hex (how the state keeps bytes).
-fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
-    let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
-    let mut hits = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                let found = [needle.as_bytes(), hex.as_bytes()]
-                    .iter()
-                    .any(|n| bytes.windows(n.len()).any(|w| w == *n));
-                if found {
-                    hits.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    hits
 }
 
 #[test]

@@ -14,6 +14,7 @@ use shoal_proto::spec::{
     Constraint, ConstraintField, MountKind, SecretRef, ServiceSpec, StackSpec,
 };
 use shoal_tests::cluster::{eventually, Cluster};
+use shoal_tests::files_holding;
 use tonic::Code;
 
 const STACK: &str = "vault";
@@ -84,35 +85,10 @@ fn secret_mounts(calls: Vec<Call>) -> Vec<MountRequest> {
     mounts_at(calls, "/run/secrets/db_password")
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    hits.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    hits
-}
-
 /// Neither `secret` nor its hex form (how the state writes bytes) is in a file under `dir`.
 fn assert_not_on_disk(dir: &Path, secret: &str) {
-    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
-    for needle in [secret, hex.as_str()] {
-        let hits = files_containing(dir, needle.as_bytes());
-        assert!(hits.is_empty(), "{needle:?} in clear in {hits:?}");
-    }
+    let hits = files_holding(dir, secret);
+    assert!(hits.is_empty(), "{secret:?} in clear in {hits:?}");
 }
 
 async fn running(cl: &Cluster, service: &str, generation: u64) -> Option<pb::TaskRow> {
@@ -177,7 +153,7 @@ async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear()
 
     // s2 runs no task that uses it: nothing there, and no mount.
     assert!(secret_mounts(cl.agents["s2"].fake.calls()).is_empty());
-    assert!(files_containing(&cl.secrets_dir("s2"), OLD.as_bytes()).is_empty());
+    assert!(files_holding(&cl.secrets_dir("s2"), OLD).is_empty());
 
     // Not in `ps` or `services`, nor on any controller's disk.
     let ps = format!("{:?}", client.ps(STACK).await.unwrap());
@@ -212,7 +188,7 @@ async fn a_secret_reaches_only_its_node_in_memory_and_never_the_state_in_clear()
         Duration::from_secs(30),
         "old secret files removed",
         || async {
-            files_containing(&cl.secrets_dir("s1"), OLD.as_bytes())
+            files_holding(&cl.secrets_dir("s1"), OLD)
                 .is_empty()
                 .then_some(())
         },

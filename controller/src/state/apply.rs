@@ -21,7 +21,7 @@ pub struct CommandResult {
 }
 
 impl CommandResult {
-    fn error(msg: impl Into<String>) -> Self {
+    pub(super) fn error(msg: impl Into<String>) -> Self {
         CommandResult {
             error: Some(msg.into()),
             ..Default::default()
@@ -45,37 +45,8 @@ impl ClusterState {
                 digest,
                 sealed,
                 now_ms,
-            } => {
-                if self.cluster_secrets.contains_key(name) {
-                    return CommandResult::error(format!(
-                        "secret {name} already exists; a secret cannot be changed: create one under a new name and point the stack at it"
-                    ));
-                }
-                self.secrets.insert(digest.clone(), sealed.clone());
-                self.cluster_secrets.insert(
-                    name.clone(),
-                    ClusterSecret {
-                        digest: digest.clone(),
-                        created_ms: *now_ms,
-                    },
-                );
-                CommandResult::default()
-            }
-            Command::RemoveSecret { name } => {
-                if !self.cluster_secrets.contains_key(name) {
-                    return CommandResult::error(format!("no secret named {name}"));
-                }
-                let users = self.secret_users(name);
-                if !users.is_empty() {
-                    return CommandResult::error(format!(
-                        "secret {name} is in use by {}: remove it from their stacks first",
-                        users.join(", ")
-                    ));
-                }
-                self.cluster_secrets.remove(name);
-                self.prune_secrets();
-                CommandResult::default()
-            }
+            } => self.create_secret(name, digest, sealed, *now_ms),
+            Command::RemoveSecret { name } => self.remove_secret(name),
             Command::Revoke {
                 identity,
                 before_ms,
@@ -193,38 +164,6 @@ impl ClusterState {
                 CommandResult::default()
             }
         }
-    }
-
-    /// Drop sealed secrets no service's spec (current or previous) refers to and the
-    /// cluster does not keep by name.
-    fn prune_secrets(&mut self) {
-        if self.secrets.is_empty() {
-            return;
-        }
-        let used: std::collections::BTreeSet<&str> = self
-            .services
-            .values()
-            .flat_map(|s| std::iter::once(&s.spec).chain(s.previous.as_ref()))
-            .flat_map(|spec| spec.secrets.iter().chain(&spec.configs))
-            .map(|r| r.digest.as_str())
-            .chain(self.cluster_secrets.values().map(|c| c.digest.as_str()))
-            .collect();
-        self.secrets
-            .retain(|digest, _| used.contains(digest.as_str()));
-    }
-
-    /// The services (`STACK/SERVICE`) whose spec or previous spec uses kept secret `name`.
-    pub fn secret_users(&self, name: &str) -> Vec<String> {
-        self.services
-            .values()
-            .filter(|s| {
-                std::iter::once(&s.spec)
-                    .chain(s.previous.as_ref())
-                    .flat_map(|spec| &spec.secrets)
-                    .any(|r| r.external.as_deref() == Some(name))
-            })
-            .map(|s| format!("{}/{}", s.stack, s.name))
-            .collect()
     }
 
     fn deploy_stack(&mut self, spec: &shoal_proto::spec::StackSpec) -> CommandResult {

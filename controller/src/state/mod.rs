@@ -7,6 +7,7 @@
 
 mod apply;
 mod model;
+mod secrets;
 pub mod subnets;
 
 pub use apply::CommandResult;

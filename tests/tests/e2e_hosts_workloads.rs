@@ -360,6 +360,15 @@ echo "$n""#
         .unwrap_or(0)
 }
 
+/// The running web containers of `stack` on `node`.
+fn web_containers(hosts: &Hosts, node: &str, stack: &str) -> String {
+    let d = format!("docker -H unix://{}", hosts.docker_sock(node));
+    let script = format!(
+        "{d} ps -q --filter label=io.shoal.stack={stack} --filter label=io.shoal.service=web"
+    );
+    String::from_utf8_lossy(&hosts.exec(node, &["sh", "-c", &script]).stdout).to_string()
+}
+
 #[derive(Debug)]
 struct Seen {
     fewest_healthy: usize,
@@ -394,7 +403,22 @@ fn deploy_sampling(hosts: &Hosts, dir: &Path, stack: &str, services: &str) -> Se
                 if done.load(Ordering::SeqCst) {
                     break;
                 }
+                // The nodes are asked one after the other: a sample counts only if no
+                // replica started or stopped meanwhile, or a replica moving between
+                // nodes could be missed on both (or counted on both).
+                let before: Vec<String> = ALL
+                    .iter()
+                    .map(|n| web_containers(hosts, n, stack))
+                    .collect();
                 let answering: usize = ALL.iter().map(|n| answering_on(hosts, n, stack)).sum();
+                let after: Vec<String> = ALL
+                    .iter()
+                    .map(|n| web_containers(hosts, n, stack))
+                    .collect();
+                if before != after {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
                 let mut s = seen.lock().expect("lock");
                 s.fewest_answering = s.fewest_answering.min(answering);
                 s.samples += 1;

@@ -12,7 +12,7 @@ use shoal_proto::task::Desired;
 use crate::gpu::GpuDevice;
 use crate::model::{
     Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, Mesh, MeshPort, Subnet,
-    TaskReport,
+    TaskReport, TransferDirection, TransferDone, VolumeMount, VolumeSeen, VolumeTransfer,
 };
 use crate::runtime::TaskIdentity;
 
@@ -49,7 +49,78 @@ impl TryFrom<pb::Assignment> for Assignment {
             spec: Arc::new(spec),
             gpus: a.gpus.clone(),
             secrets: a.secrets.into_iter().map(Into::into).collect(),
+            volumes: a.volumes.into_iter().map(Into::into).collect(),
         })
+    }
+}
+
+impl From<pb::VolumeMount> for VolumeMount {
+    fn from(v: pb::VolumeMount) -> VolumeMount {
+        VolumeMount {
+            name: v.name,
+            docker_name: v.docker_name,
+            external: v.external,
+            driver: (!v.driver.is_empty()).then_some(v.driver),
+            driver_opts: v.driver_opts.into_iter().collect(),
+            labels: v.labels.into_iter().collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::VolumeTransfer> for VolumeTransfer {
+    type Error = String;
+
+    fn try_from(t: pb::VolumeTransfer) -> Result<VolumeTransfer, String> {
+        let direction = match t.direction.as_str() {
+            "export" => TransferDirection::Export,
+            "import" => TransferDirection::Import,
+            "standby" => TransferDirection::Standby,
+            other => return Err(format!("unknown transfer direction {other:?}")),
+        };
+        if t.docker_name.is_empty() {
+            return Err("the transfer names no volume".to_string());
+        }
+        Ok(VolumeTransfer {
+            transfer_id: t.transfer_id,
+            direction,
+            docker_name: t.docker_name,
+            stack: t.stack,
+            name: t.name,
+            sha256: (!t.sha256.is_empty()).then_some(t.sha256),
+            freeze: t.freeze,
+        })
+    }
+}
+
+/// The node's shoal volumes.
+pub fn volume_report_message(volumes: &[VolumeSeen]) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Volumes(pb::VolumeReport {
+            volumes: volumes
+                .iter()
+                .map(|v| pb::VolumeSeen {
+                    docker_name: v.docker_name.clone(),
+                    stack: v.stack.clone(),
+                    name: v.name.clone(),
+                    size_bytes: v.size_bytes,
+                    created_ms: v.created_ms,
+                })
+                .collect(),
+        })),
+    }
+}
+
+pub fn transfer_done_message(d: &TransferDone) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::TransferDone(
+            pb::VolumeTransferDone {
+                transfer_id: d.transfer_id,
+                error: d.error.clone().unwrap_or_default(),
+                bytes: d.bytes,
+                sha256: d.sha256.clone(),
+                frozen_ms: d.frozen_ms,
+            },
+        )),
     }
 }
 
@@ -82,6 +153,7 @@ pub fn assignments_from_pb(msg: pb::Assignments) -> (AssignmentSet, Vec<InvalidA
             version: msg.version,
             tasks,
             mesh: Arc::new(mesh),
+            remove_volumes: msg.remove_volumes,
         },
         invalid,
     )
@@ -185,6 +257,14 @@ pub fn controller_event(
         Msg::LogCancel(c) => (ControllerEvent::CancelLogs(c.request_id), Vec::new()),
         // Only says the controller is there; the session notes that on any message.
         Msg::HeartbeatAck(_) => return None,
+        Msg::VolumeTransfer(t) => {
+            let transfer_id = t.transfer_id;
+            let event = match VolumeTransfer::try_from(t) {
+                Ok(t) => ControllerEvent::VolumeTransfer(t),
+                Err(error) => ControllerEvent::InvalidTransfer { transfer_id, error },
+            };
+            (event, Vec::new())
+        }
     })
 }
 
@@ -312,6 +392,7 @@ mod tests {
             ended: false,
             gpus: Vec::new(),
             secrets: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -321,6 +402,7 @@ mod tests {
         let (set, invalid) = assignments_from_pb(pb::Assignments {
             version: 9,
             mesh: None,
+            remove_volumes: vec!["s_old".into()],
             tasks: vec![
                 pb_assignment("a", "running", spec),
                 pb_assignment("b", "shutdown", spec),
@@ -329,6 +411,7 @@ mod tests {
             ],
         });
         assert_eq!(set.version, 9);
+        assert_eq!(set.remove_volumes, vec!["s_old".to_string()]);
         assert_eq!(set.tasks.keys().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(set.tasks["a"].spec.image, "busybox");
         assert_eq!(set.tasks["b"].desired, Desired::Shutdown);
@@ -336,6 +419,69 @@ mod tests {
         assert!(Arc::ptr_eq(&set.tasks["a"].spec, &set.tasks["b"].spec));
         let ids: Vec<_> = invalid.iter().map(|i| i.task_id.as_str()).collect();
         assert_eq!(ids, vec!["c", "d"]);
+    }
+
+    #[test]
+    fn volume_mounts_and_transfers_convert() {
+        let mut a = pb_assignment("a", "running", br#"{"name":"web","image":"busybox"}"#);
+        a.volumes = vec![pb::VolumeMount {
+            name: "data".into(),
+            docker_name: "s_data".into(),
+            external: false,
+            driver: String::new(),
+            driver_opts: [("type".to_string(), "tmpfs".to_string())].into(),
+            labels: [("team".to_string(), "db".to_string())].into(),
+        }];
+        let a = Assignment::try_from(a).unwrap();
+        assert_eq!(
+            a.volumes,
+            vec![VolumeMount {
+                name: "data".into(),
+                docker_name: "s_data".into(),
+                external: false,
+                driver: None,
+                driver_opts: [("type".to_string(), "tmpfs".to_string())].into(),
+                labels: [("team".to_string(), "db".to_string())].into(),
+            }]
+        );
+        let transfer = |direction: &str| pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::VolumeTransfer(
+                pb::VolumeTransfer {
+                    transfer_id: 4,
+                    direction: direction.into(),
+                    docker_name: "s_data".into(),
+                    stack: "s".into(),
+                    name: "data".into(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let (event, _) = controller_event(transfer("import")).unwrap();
+        assert_eq!(
+            event,
+            ControllerEvent::VolumeTransfer(VolumeTransfer {
+                transfer_id: 4,
+                direction: TransferDirection::Import,
+                docker_name: "s_data".into(),
+                stack: "s".into(),
+                name: "data".into(),
+                sha256: None,
+                freeze: false,
+            })
+        );
+        let (event, _) = controller_event(transfer("standby")).unwrap();
+        assert!(matches!(
+            event,
+            ControllerEvent::VolumeTransfer(VolumeTransfer {
+                direction: TransferDirection::Standby,
+                ..
+            })
+        ));
+        let (event, _) = controller_event(transfer("sideways")).unwrap();
+        assert!(matches!(
+            event,
+            ControllerEvent::InvalidTransfer { transfer_id: 4, .. }
+        ));
     }
 
     #[test]

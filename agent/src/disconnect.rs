@@ -123,6 +123,7 @@ mod tests {
             }),
             gpus: Vec::new(),
             secrets: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -132,6 +133,7 @@ mod tests {
         AssignmentSet {
             version: 1,
             mesh: Default::default(),
+            remove_volumes: Vec::new(),
             tasks: tasks
                 .into_iter()
                 .map(|a| (a.task.task_id.clone(), a))

@@ -16,6 +16,11 @@
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`gpu`]: this node's GPUs ([`gpu::GpuInventory`]: NVML, an inventory file, or a
 //!   fake), rediscovered periodically and reported to the controller when they change.
+//! - [`volumes`]: named volumes: made with shoal's labels before their containers,
+//!   reported with their sizes, removed when the controller says, and their contents
+//!   exported to or imported from another node through the leader (tar streams, in two
+//!   passes around a short pause of their containers for a frozen export); standby
+//!   copies kept under `DATA_DIR/standby/` and promoted into the volume when asked.
 //! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types).
@@ -51,6 +56,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod session;
 pub mod supervisor;
+pub mod volumes;
 
 use runtime::ContainerRuntime;
 
@@ -68,6 +74,8 @@ pub struct AgentConfig {
     pub controllers: Vec<String>,
     /// The node's name, which is also its id.
     pub name: String,
+    /// The agent's own files: its credentials (`tls/`), and the standby copies of
+    /// volumes it keeps (`standby/<engine name>/current`).
     pub data_dir: PathBuf,
     /// `unix:///path` or `tcp://host:port`; `None`: `DOCKER_HOST`, else the local socket.
     pub docker: Option<String>,
@@ -171,6 +179,7 @@ pub async fn run_with_runtime(
         .map(|c| tokio::spawn(c.renew_loop(shutdown.child_token())));
     let stop_supervisor = shutdown.child_token();
     let contact = disconnect::Contact::new();
+    let standbys = volumes::standby::Standbys::in_data_dir(&cfg.data_dir);
     let (handle, events) = supervisor::spawn_with_contact(
         supervisor::SupervisorConfig {
             node: cfg.name.clone(),
@@ -182,6 +191,7 @@ pub async fn run_with_runtime(
                     .unwrap_or_else(|| secrets::default_dir(&cfg.name, &cfg.data_dir)),
             ))),
             gpu_mode: cfg.gpu_mode.clone(),
+            standbys: Some(standbys.clone()),
         },
         runtime.clone(),
         Some(contact.clone()),
@@ -198,6 +208,7 @@ pub async fn run_with_runtime(
             gpus,
             contact,
             tls: credentials.as_ref().map(|c| c.tls.clone()),
+            standbys,
         },
         runtime,
         handle,

@@ -24,6 +24,24 @@ pub struct Assignment {
     pub gpus: Vec<String>,
     /// Its secrets with their contents (only while it is to run).
     pub secrets: Vec<crate::secrets::SecretFile>,
+    /// The named volumes its containers mount, made before its container.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A named volume of a task: created with shoal's labels before its container when
+/// missing (unless external), and mounted by its engine name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeMount {
+    /// The Compose name (the mount's source in the spec).
+    pub name: String,
+    /// The engine's name.
+    pub docker_name: String,
+    /// Made by someone else: never created (nor removed) by shoal.
+    pub external: bool,
+    /// `None`: the engine's default.
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The full set of tasks assigned to this node; anything else must not run here.
@@ -34,6 +52,8 @@ pub struct AssignmentSet {
     pub tasks: BTreeMap<String, Assignment>,
     /// This node's part of the cluster network.
     pub mesh: Arc<Mesh>,
+    /// Volumes (engine names) to remove from this node once no container uses them.
+    pub remove_volumes: Vec<String>,
 }
 
 /// What the controller says this node needs to reach the rest of the cluster
@@ -148,10 +168,75 @@ pub struct LogChunk {
     pub error: Option<String>,
 }
 
+/// Which way a volume's contents go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferDirection {
+    /// Tar the volume and upload it to the leader.
+    Export,
+    /// Download a tar stream from the leader into a new volume.
+    Import,
+    /// Download a tar stream from the leader into a fresh standby directory under the
+    /// agent's data dir (not an engine volume), swapped in for the previous one only
+    /// once complete and verified.
+    Standby,
+}
+
+/// The controller asks this node to send or receive a volume's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeTransfer {
+    pub transfer_id: u64,
+    pub direction: TransferDirection,
+    pub docker_name: String,
+    pub stack: String,
+    /// The Compose name.
+    pub name: String,
+    /// Import and standby: the SHA-256 (hex) the stream must have; `None`: the one on
+    /// its last chunk.
+    pub sha256: Option<String>,
+    /// Export: a crash-consistent copy in two passes: the whole volume while its
+    /// containers run, then, with the running containers that mount it paused, what
+    /// changed since and the list of the paths present (see
+    /// [`crate::volumes::archive::pack_frozen`]); resumed after.
+    pub freeze: bool,
+}
+
+/// A transfer ended on this side.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransferDone {
+    pub transfer_id: u64,
+    /// `None`: it succeeded.
+    pub error: Option<String>,
+    /// Bytes of the tar stream sent or received.
+    pub bytes: u64,
+    /// Hex SHA-256 of the tar stream.
+    pub sha256: String,
+    /// Export with freeze: how long the containers were paused.
+    pub frozen_ms: u64,
+}
+
+/// One shoal volume on this node's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSeen {
+    pub docker_name: String,
+    pub stack: String,
+    /// The Compose name.
+    pub name: String,
+    /// Sum of its files' sizes; -1 when its directory cannot be read.
+    pub size_bytes: i64,
+    /// 0: the engine did not say.
+    pub created_ms: u64,
+}
+
 /// What the controller says on the session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControllerEvent {
     Assignments(AssignmentSet),
     Logs(LogRequest),
     CancelLogs(u64),
+    VolumeTransfer(VolumeTransfer),
+    /// A transfer this agent cannot act on (e.g. an unknown direction).
+    InvalidTransfer {
+        transfer_id: u64,
+        error: String,
+    },
 }

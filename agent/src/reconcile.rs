@@ -246,6 +246,7 @@ mod tests {
             ended: false,
             gpus: Vec::new(),
             secrets: Vec::new(),
+            volumes: Vec::new(),
             spec: Arc::new(ServiceSpec {
                 name: "web".into(),
                 image: "img".into(),
@@ -272,6 +273,7 @@ mod tests {
                 intent: Some(AssignmentSet {
                     version: 1,
                     mesh: Default::default(),
+                    remove_volumes: Vec::new(),
                     tasks: tasks
                         .into_iter()
                         .map(|a| (a.task.task_id.clone(), a))

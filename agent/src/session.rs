@@ -25,6 +25,7 @@ use crate::logs::LogStreams;
 use crate::model::{ControllerEvent, LogChunk, TaskReport};
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::{Event, SupervisorHandle};
+use crate::volumes::transfer::Transfers;
 use shoal_proto::task::TaskState;
 
 /// Metadata key a follower puts the leader's `host:port` in.
@@ -46,6 +47,8 @@ pub struct SessionConfig {
     pub contact: crate::disconnect::Contact,
     /// The node's certificate; `None` only against in-process fake controllers.
     pub tls: Option<shoal_tls::ClientTls>,
+    /// Where standby transfers keep the node's standby copies.
+    pub standbys: crate::volumes::standby::Standbys,
 }
 
 enum Ended {
@@ -80,6 +83,7 @@ pub async fn run(
     let mut next = 0usize;
     let mut hint: Option<String> = None;
     let mut hops = 0u32;
+    let transfer_limit = crate::volumes::transfer::transfer_limit();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -92,7 +96,17 @@ pub async fn run(
                 a
             }
         };
-        match session(&cfg, &addr, &runtime, &supervisor, &mut events, &shutdown).await {
+        let ended = session(
+            &cfg,
+            &addr,
+            &runtime,
+            &supervisor,
+            &mut events,
+            &transfer_limit,
+            &shutdown,
+        )
+        .await;
+        match ended {
             Ended::Shutdown => return Ok(()),
             Ended::Leader(leader) => {
                 info!(from = %addr, to = %leader, "following leader hint");
@@ -210,6 +224,7 @@ async fn session(
     runtime: &Arc<dyn ContainerRuntime>,
     supervisor: &SupervisorHandle,
     events: &mut mpsc::UnboundedReceiver<Event>,
+    transfer_limit: &Arc<tokio::sync::Semaphore>,
     shutdown: &CancellationToken,
 ) -> Ended {
     let failed = |error: String| Ended::Failed {
@@ -252,7 +267,7 @@ async fn session(
             ev = events.recv() => match ev {
                 None => return Ended::Shutdown,
                 Some(Event::Snapshot(s)) => break s,
-                Some(Event::Report(_)) => {}
+                Some(Event::Report(_) | Event::VolumesChanged) => {}
             },
         }
     };
@@ -271,6 +286,7 @@ async fn session(
     if out.send(convert::hello_message(&hello)).await.is_err() {
         return failed("session closed".into());
     }
+    let data_channel = channel.clone();
     let mut client = AgentSessionClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -287,6 +303,25 @@ async fn session(
 
     let (log_tx, mut log_rx) = mpsc::channel::<LogChunk>(256);
     let mut logs = LogStreams::new(runtime.clone(), log_tx);
+    // The node's volumes now (after the Hello), then periodically and on changes; the
+    // reporter ends with the session (a dropped JoinSet aborts), transfers run on.
+    let volumes_changed = Arc::new(tokio::sync::Notify::new());
+    let mut reporter = tokio::task::JoinSet::new();
+    reporter.spawn(crate::volumes::report::run_reporter(
+        runtime.clone(),
+        cfg.name.clone(),
+        out.clone(),
+        volumes_changed.clone(),
+    ));
+    let mut transfers = Transfers::new(
+        runtime.clone(),
+        cfg.name.clone(),
+        data_channel,
+        out.clone(),
+        volumes_changed.clone(),
+        transfer_limit.clone(),
+        cfg.standbys.clone(),
+    );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
@@ -305,13 +340,17 @@ async fn session(
                 None => return Ended::Shutdown,
                 Some(Event::Report(r)) => convert::status_message(&r),
                 Some(Event::Snapshot(_)) => continue,
+                Some(Event::VolumesChanged) => {
+                    volumes_changed.notify_one();
+                    continue;
+                }
             },
             Some(chunk) = log_rx.recv() => convert::log_message(chunk),
             Ok(()) = gpus.changed() => convert::gpu_report_message(&gpus.borrow_and_update()),
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
                     cfg.contact.touch();
-                    handle(m, supervisor, &mut logs, &out).await;
+                    handle(m, supervisor, &mut logs, &mut transfers, &out).await;
                     continue;
                 }
                 Ok(None) => return lost("controller closed the session".into()),
@@ -328,6 +367,7 @@ async fn handle(
     msg: pb::ControllerMessage,
     supervisor: &SupervisorHandle,
     logs: &mut LogStreams,
+    transfers: &mut Transfers,
     out: &mpsc::Sender<pb::AgentMessage>,
 ) {
     let Some((event, invalid)) = convert::controller_event(msg) else {
@@ -345,5 +385,15 @@ async fn handle(
             logs.start(req, &containers);
         }
         ControllerEvent::CancelLogs(id) => logs.cancel(id),
+        ControllerEvent::VolumeTransfer(t) => transfers.start(t),
+        ControllerEvent::InvalidTransfer { transfer_id, error } => {
+            warn!(transfer = transfer_id, %error, "invalid volume transfer");
+            let done = crate::model::TransferDone {
+                transfer_id,
+                error: Some(error),
+                ..Default::default()
+            };
+            let _ = out.send(convert::transfer_done_message(&done)).await;
+        }
     }
 }

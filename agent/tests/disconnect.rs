@@ -37,6 +37,7 @@ fn assignment(id: &str, service: &str, stop_after_ms: Option<u64>) -> Assignment
         }),
         gpus: Vec::new(),
         secrets: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 
@@ -44,6 +45,7 @@ fn set(tasks: Vec<Assignment>) -> AssignmentSet {
     AssignmentSet {
         version: 1,
         mesh: Default::default(),
+        remove_volumes: Vec::new(),
         tasks: tasks
             .into_iter()
             .map(|a| (a.task.task_id.clone(), a))
@@ -85,6 +87,7 @@ async fn a_cut_off_node_stops_only_the_services_that_asked() {
             ingress: false,
             secrets: None,
             gpu_mode: Default::default(),
+            standbys: None,
         },
         Arc::new(fake.clone()),
         Some(contact.clone()),
@@ -158,6 +161,7 @@ async fn contact_in_time_keeps_the_replicas_running() {
             ingress: false,
             secrets: None,
             gpu_mode: Default::default(),
+            standbys: None,
         },
         Arc::new(fake.clone()),
         Some(contact.clone()),

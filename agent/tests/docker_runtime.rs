@@ -203,3 +203,109 @@ async fn missing_image_is_an_error_naming_it() {
     assert!(matches!(err, RuntimeError::Pull { .. }), "{err:?}");
     assert!(text.contains(image), "{text}");
 }
+
+#[tokio::test]
+async fn volumes_on_real_docker() {
+    use shoal_agent::runtime::{with_volume_names, VolumeRequest};
+    use shoal_agent::volumes::{report, volume_labels};
+    use shoal_proto::spec::{MountKind, MountSpec};
+
+    ensure_test_image();
+    let docker: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::connect(None).await.unwrap());
+    let name = unique("shoalvol");
+    let node = unique("node");
+    let labels = volume_labels(
+        "st",
+        "data",
+        &node,
+        &[("team".to_string(), "db".to_string())].into(),
+    );
+    let req = VolumeRequest {
+        name: name.clone(),
+        labels: labels.clone(),
+        ..Default::default()
+    };
+    let v = docker.create_volume(&req).await.unwrap();
+    assert_eq!(v.name, name);
+    assert_eq!(v.driver, "local");
+    assert_eq!(v.labels, labels);
+    assert!(v.created_ms > 1_600_000_000_000, "{}", v.created_ms);
+    let dir = v
+        .mountpoint
+        .clone()
+        .expect("a local volume has a directory");
+    // Creating it again returns it as it is.
+    assert_eq!(docker.create_volume(&req).await.unwrap(), v);
+    assert_eq!(docker.inspect_volume(&name).await.unwrap(), v);
+    let listed = docker.list_volumes(&node).await.unwrap();
+    assert_eq!(listed, vec![v.clone()]);
+    assert!(docker
+        .list_volumes(&unique("other"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    std::fs::write(dir.join("f"), vec![1u8; 4321]).unwrap();
+    let seen = report::collect(&docker, &node).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].size_bytes, 4321);
+    assert_eq!(
+        (seen[0].stack.as_str(), seen[0].name.as_str()),
+        ("st", "data")
+    );
+
+    // A container mounting it by its engine name: the volume is in use until it goes.
+    let stack = unique("vs");
+    docker.ensure_network(&stack).await.unwrap();
+    let task = TaskIdentity {
+        task_id: unique("t"),
+        stack: stack.clone(),
+        service: "db".into(),
+        slot: 1,
+        generation: 1,
+    };
+    let spec = ServiceSpec {
+        name: "db".into(),
+        image: IMAGE.into(),
+        command: Some(vec!["sleep".into(), "300".into()]),
+        volumes: vec![MountSpec {
+            kind: MountKind::Volume,
+            source: Some("data".into()),
+            target: "/data".into(),
+            read_only: false,
+        }],
+        ..Default::default()
+    };
+    let names = [("data".to_string(), name.clone())].into();
+    let req = with_volume_names(container_request(&task, &spec, &node), &spec, &names);
+    let id = docker.create(&req).await.unwrap();
+    docker.start(&id).await.unwrap();
+    assert_eq!(
+        docker.running_with_volume(&name).await.unwrap(),
+        vec![id.clone()]
+    );
+    docker.pause(&id).await.unwrap();
+    docker.unpause(&id).await.unwrap();
+    let err = docker.remove_volume(&name).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::InUse(_)), "{err:?}");
+    docker
+        .stop(&id, Duration::from_secs(1), None)
+        .await
+        .unwrap();
+    let err = docker.remove_volume(&name).await.unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::InUse(_)),
+        "stopped still counts: {err:?}"
+    );
+    docker.remove(&id).await.unwrap();
+    docker.remove_volume(&name).await.unwrap();
+    assert!(matches!(
+        docker.inspect_volume(&name).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    assert!(matches!(
+        docker.remove_volume(&name).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    docker.remove_network(&stack).await.unwrap();
+}

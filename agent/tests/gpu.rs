@@ -254,11 +254,13 @@ fn gpu_assignment(gpus: &[&str]) -> AssignmentSet {
         spec: Arc::new(gpu_spec()),
         gpus: gpus.iter().map(|g| g.to_string()).collect(),
         secrets: Vec::new(),
+        volumes: Vec::new(),
     };
     AssignmentSet {
         version: 1,
         tasks: [("t1".to_string(), a)].into_iter().collect(),
         mesh: Default::default(),
+        remove_volumes: Vec::new(),
     }
 }
 
@@ -276,6 +278,7 @@ async fn created_with(
             ingress: false,
             secrets: None,
             gpu_mode: mode,
+            standbys: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -346,6 +349,7 @@ async fn an_engine_without_the_gpu_runtime_fails_the_task_with_its_message() {
             ingress: false,
             secrets: None,
             gpu_mode: Default::default(),
+            standbys: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),

@@ -122,6 +122,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
         msg: Some(pb::controller_message::Msg::Assignments(pb::Assignments {
             version: 1,
             mesh: None,
+            remove_volumes: Vec::new(),
             tasks: vec![pb::Assignment {
                 task_id: "t1".into(),
                 stack: "shop".into(),
@@ -133,6 +134,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
                 ended: false,
                 gpus: Vec::new(),
                 secrets: Vec::new(),
+                volumes: Vec::new(),
             }],
         })),
     };

@@ -8,6 +8,7 @@ use shoal_agent::model::{Assignment, AssignmentSet, TaskReport};
 use shoal_agent::runtime::fake::{Call, FakeRuntime};
 use shoal_agent::runtime::{ContainerState, Health, TaskIdentity};
 use shoal_agent::supervisor::{self, Event, SupervisorConfig, SupervisorHandle};
+use shoal_agent::volumes::standby::Standbys;
 use shoal_proto::spec::{HealthcheckSpec, ServiceSpec};
 use shoal_proto::task::{Desired, TaskState};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -20,6 +21,11 @@ struct Node {
 }
 
 fn start(fake: &FakeRuntime) -> Node {
+    start_with(fake, None)
+}
+
+/// A supervisor keeping standby copies in `standbys`.
+fn start_with(fake: &FakeRuntime, standbys: Option<Standbys>) -> Node {
     let stop = CancellationToken::new();
     let (handle, events) = supervisor::spawn(
         SupervisorConfig {
@@ -28,6 +34,7 @@ fn start(fake: &FakeRuntime) -> Node {
             ingress: false,
             secrets: None,
             gpu_mode: Default::default(),
+            standbys,
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -62,6 +69,7 @@ fn assignment(id: &str, desired: Desired, spec: &ServiceSpec) -> Assignment {
         ended: false,
         gpus: Vec::new(),
         secrets: Vec::new(),
+        volumes: Vec::new(),
         spec: Arc::new(spec.clone()),
     }
 }
@@ -70,6 +78,7 @@ fn set(tasks: Vec<Assignment>) -> AssignmentSet {
     AssignmentSet {
         version: 1,
         mesh: Default::default(),
+        remove_volumes: Vec::new(),
         tasks: tasks
             .into_iter()
             .map(|a| (a.task.task_id.clone(), a))
@@ -478,6 +487,7 @@ async fn ingress_port_forwards_to_a_running_replica_and_conflicts_fail_the_task(
             ingress: true,
             secrets: None,
             gpu_mode: Default::default(),
+            standbys: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -522,4 +532,315 @@ async fn ingress_port_forwards_to_a_running_replica_and_conflicts_fail_the_task(
     }
     assert!(answered, "ingress port forwards to the replica");
     drop(taken);
+}
+
+fn with_volumes(spec: &ServiceSpec) -> ServiceSpec {
+    use shoal_proto::spec::{MountKind, MountSpec};
+    let mount = |source: Option<&str>, target: &str| MountSpec {
+        kind: MountKind::Volume,
+        source: source.map(str::to_string),
+        target: target.into(),
+        read_only: false,
+    };
+    ServiceSpec {
+        volumes: vec![
+            mount(Some("data"), "/data"),
+            mount(None, "/cache"),
+            mount(Some("shared"), "/shared"),
+        ],
+        ..spec.clone()
+    }
+}
+
+fn volume_mounts() -> Vec<shoal_agent::model::VolumeMount> {
+    use shoal_agent::model::VolumeMount;
+    vec![
+        VolumeMount {
+            name: "data".into(),
+            docker_name: "pgdata".into(),
+            driver: Some("local".into()),
+            driver_opts: [("type".to_string(), "none".to_string())].into(),
+            labels: [("team".to_string(), "db".to_string())].into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "shared".into(),
+            docker_name: "company-shared".into(),
+            external: true,
+            ..Default::default()
+        },
+    ]
+}
+
+fn volume_assignment(id: &str, desired: Desired) -> Assignment {
+    let mut a = assignment(id, desired, &with_volumes(&spec("img:1")));
+    a.volumes = volume_mounts();
+    a
+}
+
+#[tokio::test(start_paused = true)]
+async fn named_volumes_are_created_labelled_before_the_container_and_mounted_by_engine_name() {
+    let fake = FakeRuntime::new();
+    let mut node = start(&fake);
+    node.handle
+        .assign(set(vec![volume_assignment("t1", Desired::Running)]));
+    node.wait_for("t1", TaskState::Running).await;
+
+    let calls = fake.calls();
+    let created_volume = calls
+        .iter()
+        .position(|c| matches!(c, Call::CreateVolume(_)))
+        .expect("volume created");
+    let created_container = calls
+        .iter()
+        .position(|c| matches!(c, Call::Create(_)))
+        .expect("container created");
+    assert!(created_volume < created_container, "{calls:?}");
+    let expected = shoal_agent::runtime::VolumeRequest {
+        name: "pgdata".into(),
+        driver: Some("local".into()),
+        driver_opts: [("type".to_string(), "none".to_string())].into(),
+        labels: [
+            ("team", "db"),
+            ("io.shoal.stack", "shop"),
+            ("io.shoal.volume", "data"),
+            ("io.shoal.node", "node-a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    // Only the shoal volume: the external one is someone else's.
+    let volume_calls: Vec<_> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::CreateVolume(_)))
+        .collect();
+    assert_eq!(volume_calls, vec![&Call::CreateVolume(expected)]);
+    let Call::Create(req) = &calls[created_container] else {
+        unreachable!()
+    };
+    let sources: Vec<Option<&str>> = req.mounts.iter().map(|m| m.source.as_deref()).collect();
+    assert_eq!(
+        sources,
+        vec![Some("pgdata"), None, Some("company-shared")],
+        "named volumes by their engine names, the anonymous one stays per container"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_existing_volume_is_reused_as_it_is() {
+    let fake = FakeRuntime::new();
+    let dir = fake.insert_volume("pgdata", BTreeMap::new());
+    std::fs::write(dir.join("PG_VERSION"), "16").unwrap();
+    let mut node = start(&fake);
+    node.handle
+        .assign(set(vec![volume_assignment("t1", Desired::Running)]));
+    node.wait_for("t1", TaskState::Running).await;
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::CreateVolume(_))),
+        "{:?}",
+        fake.calls()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("PG_VERSION")).unwrap(),
+        "16"
+    );
+    assert!(fake.volumes()[0].labels.is_empty(), "not relabelled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_volume_failing_to_be_created_fails_the_task_without_a_container() {
+    let fake = FakeRuntime::new();
+    fake.fail(
+        shoal_agent::runtime::fake::Op::CreateVolume,
+        "plugin not found",
+    );
+    let mut node = start(&fake);
+    node.handle
+        .assign(set(vec![volume_assignment("t1", Desired::Running)]));
+    let failed = node.wait_for("t1", TaskState::Failed).await;
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("create volume pgdata: plugin not found")
+    );
+    assert!(fake.containers().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn volumes_to_remove_wait_until_no_container_uses_them() {
+    let fake = FakeRuntime::new();
+    let mut node = start(&fake);
+    node.handle
+        .assign(set(vec![volume_assignment("t1", Desired::Running)]));
+    node.wait_for("t1", TaskState::Running).await;
+    let container = fake.container_of("t1").unwrap().id;
+    fake.insert_volume("leftover", BTreeMap::new());
+
+    // Still assigned to run here: pgdata is skipped, the others go ("ghost" is missing,
+    // which counts as removed).
+    let mut s = set(vec![volume_assignment("t1", Desired::Running)]);
+    s.remove_volumes = vec!["pgdata".into(), "leftover".into(), "ghost".into()];
+    node.handle.assign(s);
+    wait_volumes_changed(&mut node).await;
+    wait_volumes_changed(&mut node).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let names: Vec<String> = fake.volumes().into_iter().map(|v| v.name).collect();
+    assert_eq!(names, vec!["pgdata".to_string()]);
+    assert!(
+        !fake.calls().contains(&Call::RemoveVolume("pgdata".into())),
+        "{:?}",
+        fake.calls()
+    );
+
+    // Its task shut down: removed once its container is gone.
+    let mut s = set(vec![]);
+    s.remove_volumes = vec!["pgdata".into()];
+    node.handle.assign(s);
+    wait_volumes_changed(&mut node).await;
+    assert!(fake.volumes().is_empty(), "{:?}", fake.volumes());
+    let calls = fake.calls();
+    let removed_container = calls
+        .iter()
+        .position(|c| *c == Call::Remove(container.clone()))
+        .expect("container removed");
+    let removed_volume = calls
+        .iter()
+        .rposition(|c| *c == Call::RemoveVolume("pgdata".into()))
+        .expect("volume removed");
+    assert!(removed_container < removed_volume, "{calls:?}");
+}
+
+async fn wait_volumes_changed(node: &mut Node) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Event::VolumesChanged = node.events.recv().await.expect("alive") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("volumes removed");
+}
+
+/// A standby copy of `name` holding `PG_VERSION` = `version`, as a refresh leaves it.
+fn standby_copy(standbys: &Standbys, name: &str, version: &str) {
+    let next = standbys.begin(name).unwrap();
+    std::fs::create_dir(next.join("base")).unwrap();
+    std::fs::write(next.join("base/PG_VERSION"), version).unwrap();
+    std::os::unix::fs::symlink("base/PG_VERSION", next.join("current")).unwrap();
+    standbys.commit(name).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_promoted_standby_becomes_the_volume_before_the_container_starts() {
+    let data = tempfile::tempdir().unwrap();
+    let standbys = Standbys::in_data_dir(data.path());
+    standby_copy(&standbys, "pgdata", "16");
+    let fake = FakeRuntime::new();
+    let mut node = start_with(&fake, Some(standbys.clone()));
+    node.handle
+        .assign(set(vec![volume_assignment("t1", Desired::Running)]));
+    node.wait_for("t1", TaskState::Running).await;
+
+    let volumes = fake.volumes();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0].name, "pgdata");
+    assert_eq!(volumes[0].labels.get("io.shoal.node").unwrap(), "node-a");
+    assert_eq!(volumes[0].labels.get("team").unwrap(), "db");
+    let dir = volumes[0].mountpoint.clone().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("base/PG_VERSION")).unwrap(),
+        "16"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("current")).unwrap(),
+        std::path::Path::new("base/PG_VERSION")
+    );
+    assert!(
+        !data.path().join("standby/pgdata").exists(),
+        "standby used up"
+    );
+    assert!(!standbys.has("pgdata"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_volume_is_filled_from_the_standby_and_one_with_data_is_left_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let standbys = Standbys::in_data_dir(data.path());
+    let fake = FakeRuntime::new();
+    let mount = &volume_mounts()[0];
+
+    // Empty (made by hand, or by a failed earlier promotion): filled.
+    let empty = fake.insert_volume("pgdata", BTreeMap::new());
+    standby_copy(&standbys, "pgdata", "16");
+    shoal_agent::volumes::ensure(&fake, "shop", "node-a", mount, Some(&standbys))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(empty.join("base/PG_VERSION")).unwrap(),
+        "16"
+    );
+    assert!(!standbys.has("pgdata"));
+
+    // Holding data: used as it is, the standby kept.
+    standby_copy(&standbys, "pgdata", "17");
+    shoal_agent::volumes::ensure(&fake, "shop", "node-a", mount, Some(&standbys))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(empty.join("base/PG_VERSION")).unwrap(),
+        "16"
+    );
+    assert!(standbys.has("pgdata"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_volume_removes_its_standby_copy() {
+    let data = tempfile::tempdir().unwrap();
+    let standbys = Standbys::in_data_dir(data.path());
+    standby_copy(&standbys, "shop_cache", "1");
+    let fake = FakeRuntime::new();
+    let mut node = start_with(&fake, Some(standbys.clone()));
+    let mut s = set(vec![]);
+    s.remove_volumes = vec!["shop_cache".into()];
+    node.handle.assign(s);
+    wait_volumes_changed(&mut node).await;
+    assert!(!data.path().join("standby/shop_cache").exists());
+    assert!(!standbys.has("shop_cache"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_left_paused_by_a_dead_agent_are_resumed_at_start() {
+    use shoal_agent::runtime::ContainerRuntime;
+    let fake = FakeRuntime::new();
+    let ours = fake.insert_container(
+        "shop_db.1.t1",
+        shoal_labels("t1", "node-a"),
+        ContainerState::Running,
+    );
+    let theirs = fake.insert_container(
+        "shop_db.1.t2",
+        shoal_labels("t2", "node-b"),
+        ContainerState::Running,
+    );
+    let running = fake.insert_container(
+        "shop_web.1.t3",
+        shoal_labels("t3", "node-a"),
+        ContainerState::Running,
+    );
+    fake.pause(&ours).await.unwrap();
+    fake.pause(&theirs).await.unwrap();
+    fake.clear_calls();
+
+    let node = start(&fake);
+    // Answered only once the supervisor runs its loop: after the resume.
+    node.handle.containers().await;
+    assert!(!fake.is_paused("t1"));
+    assert!(fake.is_paused("t2"), "another node's container is not ours");
+    let calls = fake.calls();
+    assert!(calls.contains(&Call::Unpause(ours)), "{calls:?}");
+    assert!(!calls.contains(&Call::Unpause(running)), "{calls:?}");
 }

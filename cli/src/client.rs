@@ -89,7 +89,20 @@ impl Client {
         F: FnMut(ControlClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.call_channel(|ch| f(ControlClient::new(ch))).await
+        self.call_channel(Some(REQUEST_TIMEOUT), |ch| f(ControlClient::new(ch)))
+            .await
+    }
+
+    /// Like [`Client::call`], for a request whose reply comes only once the client has
+    /// sent its whole stream (`RestoreVolume`): the reply is not bounded by
+    /// [`REQUEST_TIMEOUT`], only by the transport's own failures.
+    pub async fn call_upload<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_channel(None, |ch| f(ControlClient::new(ch)))
+            .await
     }
 
     /// Like [`Client::call`], for the `Pki` service (tokens).
@@ -98,10 +111,15 @@ impl Client {
         F: FnMut(PkiClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.call_channel(|ch| f(PkiClient::new(ch))).await
+        self.call_channel(Some(REQUEST_TIMEOUT), |ch| f(PkiClient::new(ch)))
+            .await
     }
 
-    async fn call_channel<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    async fn call_channel<T, F, Fut>(
+        &mut self,
+        timeout: Option<Duration>,
+        mut f: F,
+    ) -> anyhow::Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -109,7 +127,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
         let mut said = false;
         loop {
-            match self.call_once(&mut f).await {
+            match self.call_once(timeout, &mut f).await {
                 Err(Miss::NoLeader(e)) if tokio::time::Instant::now() < deadline => {
                     if !said {
                         eprintln!("shoal: no controller leads right now; waiting for an election");
@@ -127,7 +145,11 @@ impl Client {
     }
 
     /// One pass over the addresses. `Unreachable` carries the message naming them all.
-    async fn call_once<T, F, Fut>(&mut self, f: &mut F) -> Result<T, Miss>
+    async fn call_once<T, F, Fut>(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut F,
+    ) -> Result<T, Miss>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -145,7 +167,7 @@ impl Client {
         let mut unavailable = None;
         let mut no_leader = None;
         for addr in candidates {
-            match self.call_at(addr, f).await {
+            match self.call_at(addr, timeout, f).await {
                 Ok(v) => return Ok(v),
                 Err(Miss::Unreachable(a)) => unreachable.push(a),
                 Err(Miss::Unavailable(e)) => unavailable = Some(e),
@@ -160,7 +182,12 @@ impl Client {
         }
     }
 
-    async fn call_at<T, F, Fut>(&mut self, addr: String, f: &mut F) -> Result<T, Miss>
+    async fn call_at<T, F, Fut>(
+        &mut self,
+        addr: String,
+        timeout: Option<Duration>,
+        f: &mut F,
+    ) -> Result<T, Miss>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -181,7 +208,11 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let status = match tokio::time::timeout(REQUEST_TIMEOUT, f(channel.clone())).await {
+            let answer = match timeout {
+                Some(t) => tokio::time::timeout(t, f(channel.clone())).await,
+                None => Ok(f(channel.clone()).await),
+            };
+            let status = match answer {
                 Ok(Ok(reply)) => {
                     self.current = Some((target, channel));
                     return Ok(reply.into_inner());
@@ -191,7 +222,7 @@ impl Client {
                     self.forget(&target);
                     return Err(Miss::Unavailable(anyhow::anyhow!(
                         "the controller at {target} did not answer within {}s",
-                        REQUEST_TIMEOUT.as_secs()
+                        timeout.unwrap_or(REQUEST_TIMEOUT).as_secs()
                     )));
                 }
             };

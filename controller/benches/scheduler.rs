@@ -79,6 +79,7 @@ fn main() {
                 service: format!("bench/{}", s.name),
                 spec: s,
                 pinned: None,
+                nodes: None,
             })
         })
         .collect();
@@ -134,6 +135,7 @@ fn main() {
             service: format!("bench/{}", specs[0].name),
             spec: &specs[0],
             pinned: None,
+            nodes: None,
         })
         .collect();
     let t = Instant::now();

@@ -1,6 +1,6 @@
 //! What each agent is told to run: a pure view of the state for one node.
 
-use shoal_proto::spec::ServiceSpec;
+use shoal_proto::spec::{MountKind, ServiceSpec, VolumeSpec};
 use shoal_proto::task::{Desired, TaskState};
 
 use crate::state::ClusterState;
@@ -20,6 +20,8 @@ pub struct NodeAssignment {
     pub spec: ServiceSpec,
     /// UUIDs of the GPUs the task holds.
     pub gpus: Vec<String>,
+    /// The stack's named volumes its containers mount, by Compose name.
+    pub volumes: Vec<(String, VolumeSpec)>,
 }
 
 /// The full set of tasks `node` must hold. A shoal container on the node whose task is
@@ -35,6 +37,21 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
         .filter(|t| !(t.state.is_terminal() && t.container_id.is_empty()))
         .filter_map(|t| {
             let svc = state.services.get(&t.service_key())?;
+            let volumes = state
+                .stacks
+                .get(&t.stack)
+                .map(|st| {
+                    svc.spec
+                        .volumes
+                        .iter()
+                        .filter(|m| m.kind == MountKind::Volume)
+                        .filter_map(|m| m.source.as_ref())
+                        .filter_map(|src| {
+                            st.spec.volumes.get(src).map(|v| (src.clone(), v.clone()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             Some(NodeAssignment {
                 task_id: t.id.clone(),
                 stack: t.stack.clone(),
@@ -45,6 +62,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
                 ended: t.state.is_terminal(),
                 spec: svc.spec.clone(),
                 gpus: t.gpus.clone(),
+                volumes,
             })
         })
         .collect()

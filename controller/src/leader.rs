@@ -75,6 +75,9 @@ async fn pass(ctx: &Shared) -> anyhow::Result<()> {
     } else {
         state
     };
+    if let Err(e) = crate::transfers::tend(ctx).await {
+        tracing::warn!(error = %e, "volume moves could not be tended; retrying");
+    }
     let decisions = crate::reconciler::reconcile(&state, now);
     if decisions.is_empty() {
         return Ok(());

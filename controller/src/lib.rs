@@ -38,5 +38,6 @@ pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod transfers;
 
 pub use server::{run, serve, Bootstrap, ControllerConfig, InitCa};

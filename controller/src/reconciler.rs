@@ -59,8 +59,31 @@ pub fn reconcile(state: &ClusterState, now_ms: u64) -> Vec<Decision> {
             });
         }
     }
+    stop_for_moves(state, &mut out);
+    let promoted = scheduler::volumes::promotions(state);
+    if !promoted.is_empty() {
+        // Placed on the next pass, once the promoted copy is live.
+        out.extend(promoted);
+        return out;
+    }
     schedule_pending(state, &mut out);
     out
+}
+
+/// A volume move copies once the replicas using the volume on its source node stopped:
+/// they are shut down here, and their replacements wait for the move
+/// ([`scheduler::binding`]).
+fn stop_for_moves(state: &ClusterState, out: &mut Vec<Decision>) {
+    for m in state.moves.values() {
+        if m.phase != crate::state::MovePhase::Stopping {
+            continue;
+        }
+        for t in state.tasks_blocking_move(m) {
+            if t.desired == Desired::Running {
+                out.push(Decision::Shutdown { task: t.id.clone() });
+            }
+        }
+    }
 }
 
 /// How many replicas a service should have running.
@@ -245,7 +268,11 @@ fn rebalance(
     movable: &BTreeMap<NodeId, Vec<(Slot, String)>>,
     out: &mut Vec<Decision>,
 ) {
-    if svc.spec.mode != ServiceMode::Replicated {
+    // Replicas bound to their volumes' copies stay where the copies are.
+    let bound = state.stacks.get(&svc.stack).is_some_and(|st| {
+        crate::state::volumes::mounted_volumes(&st.spec, &svc.spec).any(|(_, v)| v.is_bound())
+    });
+    if svc.spec.mode != ServiceMode::Replicated || bound {
         out.push(Decision::CompleteRebalance { service: svc.key() });
         return;
     }
@@ -605,11 +632,25 @@ fn schedule_pending(state: &ClusterState, out: &mut Vec<Decision>) {
             }
             continue;
         }
+        let nodes = match scheduler::binding(state, svc, t.slot) {
+            scheduler::Binding::Free => None,
+            scheduler::Binding::Nodes(f) => Some(std::sync::Arc::new(f)),
+            scheduler::Binding::Wait(reason) => {
+                if t.error != reason {
+                    out.push(Decision::Pending {
+                        task: t.id.clone(),
+                        reason,
+                    });
+                }
+                continue;
+            }
+        };
         requests.push(Request {
             task: t.id.clone(),
             service: svc.key(),
             spec: &svc.spec,
             pinned: t.pinned.clone(),
+            nodes,
         });
     }
     for d in scheduler::place(state, &requests) {

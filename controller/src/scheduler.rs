@@ -36,7 +36,9 @@ use crate::state::{
 };
 
 mod reason;
+pub mod volumes;
 pub use reason::Refusal;
+pub use volumes::{binding, Binding, NodeFilter};
 
 /// One task to place.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct Request<'a> {
     pub spec: &'a ServiceSpec,
     /// Global services: the only node this task may run on.
     pub pinned: Option<NodeId>,
+    /// Where its volumes let it run ([`volumes::binding`]); None: anywhere.
+    pub nodes: Option<std::sync::Arc<NodeFilter>>,
 }
 
 /// What is already placed on a node.
@@ -168,7 +172,10 @@ pub fn place(state: &ClusterState, requests: &[Request<'_>]) -> Vec<Decision> {
         for i in group {
             let req = &requests[i];
             let decision = match &req.pinned {
-                _ if !req.spec.gpus.is_empty() => place_gpus(&mut loads, req),
+                // GPUs and volumes narrow the nodes per task: a scan of every node.
+                _ if !req.spec.gpus.is_empty() || req.nodes.is_some() => {
+                    place_gpus(&mut loads, req)
+                }
                 Some(p) => place_pinned(&mut loads, req, p),
                 None => match placer.next(&loads, req) {
                     Ok(n) => {
@@ -192,22 +199,25 @@ pub fn place(state: &ClusterState, requests: &[Request<'_>]) -> Vec<Decision> {
     out.into_iter().flatten().collect()
 }
 
-/// Places a task that asks for GPUs: every node (or its pinned node) is tried, and the
-/// one left with the fewest free GPUs wins, then the usual score.
+/// Places a task that asks for GPUs (or whose volumes narrow its nodes): every node (or
+/// its pinned node) is tried, and the one left with the fewest free GPUs wins, then the
+/// usual score.
 fn place_gpus(loads: &mut Loads<'_>, req: &Request<'_>) -> Decision {
     let mut best: Option<((usize, Score), usize, Vec<String>)> = None;
     let mut refusals: Vec<String> = Vec::new();
+    let mut refused: Vec<(&str, Refusal)> = Vec::new();
     for (i, node) in loads.nodes.iter().enumerate() {
         if req.pinned.as_ref().is_some_and(|p| *p != node.id) {
             continue;
         }
         let load = &loads.loads[i];
-        let choice = fits(node, load, req)
-            .map_err(|r| r.phrase(&node.id))
-            .and_then(|()| {
-                gpu_fit::choose(node, &load.gpus, &req.spec.gpus)
-                    .map_err(|why| format!("{} {why}", node.id))
-            });
+        if let Err(r) = fits(node, load, req) {
+            refusals.push(r.phrase(&node.id));
+            refused.push((node.id.as_str(), r));
+            continue;
+        }
+        let choice = gpu_fit::choose(node, &load.gpus, &req.spec.gpus)
+            .map_err(|why| format!("{} {why}", node.id));
         match choice {
             Ok(c) => {
                 let score = (c.left_over, loads.score(i, &req.service));
@@ -222,6 +232,10 @@ fn place_gpus(loads: &mut Loads<'_>, req: &Request<'_>) -> Decision {
         let reason = match (&req.pinned, refusals.is_empty()) {
             (Some(p), true) => format!("node {p} is not part of the cluster"),
             (None, true) => "no node has joined the cluster: start an agent".to_string(),
+            (Some(_), false) if req.spec.gpus.is_empty() => {
+                format!("cannot run on its node: {}", refusals.join("; "))
+            }
+            (None, false) if req.spec.gpus.is_empty() => reason::summarize(&refused),
             _ => format!(
                 "needs {}: {}",
                 gpu_fit::describe(&req.spec.gpus),
@@ -466,6 +480,9 @@ fn fits(node: &Node, load: &Load, req: &Request<'_>) -> Result<(), Refusal> {
     if let Some(c) = unmet_constraint(node, req.spec) {
         return Err(Refusal::Constraint(c.to_string()));
     }
+    if let Some(why) = req.nodes.as_ref().and_then(|f| f.refuses(&node.id)) {
+        return Err(Refusal::Other(why));
+    }
     let mine = load.of_service(&req.service);
     if let Some(max) = req.spec.placement.max_replicas_per_node {
         if mine >= max {
@@ -548,6 +565,7 @@ pub fn fitting_nodes(
         service: service.clone(),
         spec,
         pinned: None,
+        nodes: None,
     };
     loads
         .nodes

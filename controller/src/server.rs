@@ -189,6 +189,7 @@ pub async fn serve(
         read_timeout: cfg.read_timeout,
         shutdown: shutdown.clone(),
         pki: me.clone(),
+        transfers: Default::default(),
     });
     tracing::info!(id, listen = %local, %advertise, "controller serving");
 
@@ -214,6 +215,12 @@ pub async fn serve(
             pb::agent_session_server::AgentSessionServer::new(
                 api::agent_session::AgentSessionService::new(ctx.clone()),
             ),
+            pki::auth::Guard::agent(ctx.node.state.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            pb::volume_data_server::VolumeDataServer::new(api::volumes::VolumeDataService::new(
+                ctx.clone(),
+            )),
             pki::auth::Guard::agent(ctx.node.state.clone()),
         ))
         .add_service(InterceptedService::new(

@@ -507,6 +507,7 @@ fn every_honored_key_lands_in_the_spec() {
             driver: Some("local".into()),
             driver_opts: env(&[("type", "none"), ("o", "bind")]),
             labels: env(&[("com.example.tier", "db")]),
+            policy: Default::default(),
         }
     );
 

@@ -234,6 +234,7 @@ fn removing_a_stack_stops_everything_then_forgets_it() {
     report(&mut s, "web", TaskState::Running, None, 1);
     s.apply(&Command::RemoveStack {
         stack: "app".into(),
+        volumes: false,
     });
     let all: Vec<String> = s.tasks.keys().cloned().collect();
     assert_eq!(

@@ -13,6 +13,7 @@ fn req<'a>(task: &str, spec: &'a ServiceSpec) -> Request<'a> {
         service: format!("app/{}", spec.name),
         spec,
         pinned: None,
+        nodes: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn req<'a>(task: &str, spec: &'a ServiceSpec) -> Request<'a> {
         service: format!("app/{}", spec.name),
         spec,
         pinned: None,
+        nodes: None,
     }
 }
 

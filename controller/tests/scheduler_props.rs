@@ -143,6 +143,7 @@ fn requests(specs: &[ServiceSpec]) -> Vec<Request<'_>> {
                 service: format!("app/{}", s.name),
                 spec: s,
                 pinned: None,
+                nodes: None,
             });
         }
     }
@@ -270,7 +271,7 @@ proptest! {
             if t.state == shoal_proto::task::TaskState::Pending {
                 prop_assert!(t.error.starts_with("no node can run it: "), "{}", t.error);
                 let spec = &state.services[&t.service_key()].spec;
-                let r = Request { task: t.id.clone(), service: t.service_key(), spec, pinned: None };
+                let r = Request { task: t.id.clone(), service: t.service_key(), spec, pinned: None, nodes: None };
                 let again = place(&state, &[r]);
                 let pending = matches!(again[0], Decision::Pending { .. });
                 prop_assert!(pending);

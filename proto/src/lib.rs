@@ -30,4 +30,6 @@ pub mod labels {
     pub const SLOT: &str = "io.shoal.slot";
     pub const NODE: &str = "io.shoal.node";
     pub const GENERATION: &str = "io.shoal.generation";
+    /// On volumes shoal creates: the Compose name of the volume (with `STACK` and `NODE`).
+    pub const VOLUME: &str = "io.shoal.volume";
 }

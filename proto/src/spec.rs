@@ -98,6 +98,45 @@ pub struct VolumeSpec {
     pub driver_opts: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `x-shoal-volume`: how the cluster keeps it.
+    #[serde(default, skip_serializing_if = "VolumePolicy::is_default")]
+    pub policy: VolumePolicy,
+}
+
+/// `x-shoal-volume` on a top-level volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VolumePolicy {
+    /// `policy: ephemeral`: disposable; a replica may start with a new, empty copy
+    /// anywhere (what Docker Swarm does). Otherwise replicas stay with their copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
+    /// `replicas: N` (N >= 2): keep N - 1 standby copies on other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// `every: DURATION`: how often standby copies are refreshed (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_ms: Option<u64>,
+}
+
+impl VolumePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == VolumePolicy::default()
+    }
+}
+
+impl VolumeSpec {
+    /// The engine's name for the volume of stack `stack` called `compose_name`.
+    pub fn docker_name(&self, stack: &str, compose_name: &str) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("{stack}_{compose_name}"),
+        }
+    }
+
+    /// Replicas stay with their copy of it (neither external nor ephemeral).
+    pub fn is_bound(&self) -> bool {
+        !self.external && !self.policy.ephemeral
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

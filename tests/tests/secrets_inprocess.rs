@@ -305,6 +305,7 @@ async fn an_external_secret_is_the_one_the_cluster_keeps() {
         .call(|mut c| async move {
             c.remove_stack(pb::RemoveStackRequest {
                 stack: STACK.into(),
+                volumes: false,
             })
             .await
         })

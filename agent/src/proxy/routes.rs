@@ -196,11 +196,13 @@ mod tests {
             ended: false,
             gpus: Vec::new(),
             secrets: Vec::new(),
+            volumes: Vec::new(),
             spec: spec(hc),
         };
         let intent = AssignmentSet {
             version: 1,
             mesh: Default::default(),
+            remove_volumes: Vec::new(),
             tasks: [
                 ("t1".to_string(), task("t1", true)),
                 ("t2".to_string(), task("t2", true)),

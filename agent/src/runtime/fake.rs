@@ -6,7 +6,11 @@
 //!
 //! Mutating calls and log requests are recorded ([`Call`]); the polling calls
 //! (`list_managed`, `inspect`, `resources`) are only counted, so that a long test does not
-//! grow a list of observations.
+//! grow a list of observations; so are `inspect_volume` and `list_volumes`.
+//!
+//! Volumes live in memory, each with a directory of its own under the system's temp
+//! directory as its mountpoint (removed with the volume, and all of them when the last
+//! clone of the fake is dropped), so that the volume data plane runs without Docker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,8 +25,9 @@ use tokio::sync::Notify;
 
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
-    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult,
+    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
 };
+use shoal_proto::spec::MountKind;
 
 /// A recorded call, with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +48,10 @@ pub enum Call {
     },
     EnsureNetwork(String),
     RemoveNetwork(String),
+    CreateVolume(VolumeRequest),
+    RemoveVolume(String),
+    Pause(String),
+    Unpause(String),
 }
 
 /// An operation, to make it fail or hang.
@@ -59,6 +68,12 @@ pub enum Op {
     EnsureNetwork,
     RemoveNetwork,
     Resources,
+    CreateVolume,
+    InspectVolume,
+    ListVolumes,
+    RemoveVolume,
+    Pause,
+    Unpause,
 }
 
 #[derive(Debug)]
@@ -68,6 +83,9 @@ struct FakeContainer {
     networks: Vec<String>,
     has_healthcheck: bool,
     logs: Vec<LogFrame>,
+    /// The named volumes it mounts: a volume is in use while such a container exists.
+    volumes: Vec<String>,
+    paused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +103,11 @@ struct State {
     auto_healthy: bool,
     ingress: bool,
     resources: Option<NodeResources>,
+    volumes: BTreeMap<String, VolumeInfo>,
+    /// Where the volumes' directories are made (created with the first volume).
+    volume_root: Option<std::path::PathBuf>,
+    /// Stands in for the engine's clock in `created_ms`.
+    volume_clock: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +115,50 @@ struct Inner {
     state: Mutex<State>,
     /// Woken on every change: releases hung calls and feeds followed logs.
     changed: Notify,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(root) = st.volume_root.take() {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+/// Tells the directories of fakes in one process apart.
+static FAKE_ROOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl State {
+    /// Make the volume (with an empty directory) unless it exists.
+    fn make_volume(&mut self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo> {
+        if let Some(v) = self.volumes.get(&req.name) {
+            return Ok(v.clone());
+        }
+        let root = match &self.volume_root {
+            Some(r) => r.clone(),
+            None => {
+                let n = FAKE_ROOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let r = std::env::temp_dir()
+                    .join(format!("shoal-fake-volumes-{}-{n}", std::process::id()));
+                self.volume_root = Some(r.clone());
+                r
+            }
+        };
+        let dir = root.join(&req.name).join("_data");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::Engine(format!("create {}: {e}", dir.display())))?;
+        self.volume_clock += 1;
+        let info = VolumeInfo {
+            name: req.name.clone(),
+            driver: req.driver.clone().unwrap_or_else(|| "local".to_string()),
+            mountpoint: Some(dir),
+            labels: req.labels.clone(),
+            created_ms: 1_700_000_000_000 + self.volume_clock,
+        };
+        self.volumes.insert(req.name.clone(), info.clone());
+        Ok(info)
+    }
 }
 
 /// The recording fake. Clones share one engine.
@@ -166,6 +233,40 @@ impl FakeRuntime {
         self.lock().networks.iter().cloned().collect()
     }
 
+    /// Whether the task's container is paused.
+    pub fn is_paused(&self, task_id: &str) -> bool {
+        self.lock()
+            .containers
+            .values()
+            .rev()
+            .find(|c| c.info.task_id() == Some(task_id))
+            .is_some_and(|c| c.paused)
+    }
+
+    /// Every volume, in name order.
+    pub fn volumes(&self) -> Vec<VolumeInfo> {
+        self.lock().volumes.values().cloned().collect()
+    }
+
+    /// Put a volume there as if someone else (or an earlier agent) had made it; returns
+    /// its directory.
+    pub fn insert_volume(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> std::path::PathBuf {
+        let req = VolumeRequest {
+            name: name.to_string(),
+            labels,
+            ..Default::default()
+        };
+        let v = self
+            .lock()
+            .make_volume(&req)
+            .expect("fake volume directory");
+        v.mountpoint.expect("fake volumes have a directory")
+    }
+
     /// Put a container there as if someone else (or an earlier agent) had made it.
     pub fn insert_container(
         &self,
@@ -195,6 +296,8 @@ impl FakeRuntime {
                 networks: Vec::new(),
                 has_healthcheck: false,
                 logs: Vec::new(),
+                volumes: Vec::new(),
+                paused: false,
             },
         );
         id
@@ -401,6 +504,13 @@ impl ContainerRuntime for FakeRuntime {
                     .collect(),
                 has_healthcheck,
                 logs: Vec::new(),
+                volumes: req
+                    .mounts
+                    .iter()
+                    .filter(|m| m.kind == MountKind::Volume)
+                    .filter_map(|m| m.source.clone())
+                    .collect(),
+                paused: false,
             },
         );
         Ok(id)
@@ -567,6 +677,113 @@ impl ContainerRuntime for FakeRuntime {
             nano_cpus: 4_000_000_000,
             memory_bytes: 8 << 30,
         }))
+    }
+
+    async fn create_volume(&self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo> {
+        self.enter(Op::CreateVolume, Some(Call::CreateVolume(req.clone())))
+            .await?;
+        let v = self.lock().make_volume(req);
+        self.changed();
+        v
+    }
+
+    async fn inspect_volume(&self, name: &str) -> RuntimeResult<VolumeInfo> {
+        self.enter(Op::InspectVolume, None).await?;
+        self.lock()
+            .volumes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(format!("get {name}: no such volume")))
+    }
+
+    async fn list_volumes(&self, node: &str) -> RuntimeResult<Vec<VolumeInfo>> {
+        self.enter(Op::ListVolumes, None).await?;
+        Ok(self
+            .lock()
+            .volumes
+            .values()
+            .filter(|v| v.labels.get(labels::NODE).map(String::as_str) == Some(node))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> RuntimeResult<()> {
+        self.enter(Op::RemoveVolume, Some(Call::RemoveVolume(name.to_string())))
+            .await?;
+        let removed = {
+            let mut st = self.lock();
+            let users: Vec<String> = st
+                .containers
+                .values()
+                .filter(|c| c.volumes.iter().any(|v| v == name))
+                .map(|c| c.info.id.clone())
+                .collect();
+            if !users.is_empty() {
+                return Err(RuntimeError::InUse(format!(
+                    "remove {name}: volume is in use - {users:?}"
+                )));
+            }
+            st.volumes.remove(name)
+        };
+        self.changed();
+        let v =
+            removed.ok_or_else(|| RuntimeError::NotFound(format!("get {name}: no such volume")))?;
+        if let Some(dir) = v.mountpoint.as_ref().and_then(|d| d.parent()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+
+    async fn running_with_volume(&self, name: &str) -> RuntimeResult<Vec<String>> {
+        self.enter(Op::ListManaged, None).await?;
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.info.state == ContainerState::Running)
+            .filter(|c| c.volumes.iter().any(|v| v == name))
+            .map(|c| c.info.id.clone())
+            .collect())
+    }
+
+    async fn pause(&self, id: &str) -> RuntimeResult<()> {
+        self.enter(Op::Pause, Some(Call::Pause(id.to_string())))
+            .await?;
+        let mut st = self.lock();
+        let c = st.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        if c.info.state != ContainerState::Running || c.paused {
+            return Err(RuntimeError::Engine(format!(
+                "container {id} is not running"
+            )));
+        }
+        c.paused = true;
+        Ok(())
+    }
+
+    async fn unpause(&self, id: &str) -> RuntimeResult<()> {
+        self.enter(Op::Unpause, Some(Call::Unpause(id.to_string())))
+            .await?;
+        let mut st = self.lock();
+        let c = st.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        if !c.paused {
+            return Err(RuntimeError::Engine(format!(
+                "container {id} is not paused"
+            )));
+        }
+        c.paused = false;
+        Ok(())
+    }
+
+    async fn paused(&self, node: &str) -> RuntimeResult<Vec<String>> {
+        self.enter(Op::ListManaged, None).await?;
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.paused)
+            .filter(|c| c.info.labels.get(labels::NODE).map(String::as_str) == Some(node))
+            .map(|c| c.info.id.clone())
+            .collect())
     }
 
     fn supports_ingress(&self) -> bool {

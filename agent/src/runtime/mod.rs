@@ -2,8 +2,10 @@
 //!
 //! [`ContainerRuntime`] is everything the agent asks of a container engine: make an image
 //! present, create/start/stop/remove a container, observe shoal's containers, read their
-//! logs, and manage the Docker network of each cluster network. [`docker`] implements it with bollard; [`fake`]
-//! is an in-memory recording fake for tests (hundreds of agents in one process).
+//! logs, manage the Docker network of each cluster network, create, inspect, list and
+//! remove named volumes ([`VolumeRequest`], [`VolumeInfo`]), and pause and resume the
+//! containers mounting one (a frozen export). [`docker`] implements it with bollard;
+//! [`fake`] is an in-memory recording fake for tests (hundreds of agents in one process).
 //!
 //! [`request::container_request`] is the pure translation of a [`ServiceSpec`] into a
 //! [`ContainerRequest`]; nothing else in the agent knows how a spec becomes a container.
@@ -23,9 +25,9 @@ pub mod fake;
 pub mod request;
 
 pub use request::{
-    container_name, container_request, network_name, with_gpu_devices, with_gpus, ContainerRequest,
-    DeviceRequest, GpuDeviceMode, HealthcheckRequest, MountRequest, NetworkEndpoint, PortBinding,
-    TaskIdentity, UlimitRequest,
+    container_name, container_request, network_name, with_gpu_devices, with_gpus,
+    with_volume_names, ContainerRequest, DeviceRequest, GpuDeviceMode, HealthcheckRequest,
+    MountRequest, NetworkEndpoint, PortBinding, TaskIdentity, UlimitRequest,
 };
 
 /// What a runtime call failed with; callers branch on [`RuntimeError::NotFound`].
@@ -37,6 +39,9 @@ pub enum RuntimeError {
     /// The image is missing and could not be pulled; `reason` is the registry's words.
     #[error("pull image {image}: {reason}")]
     Pull { image: String, reason: String },
+    /// The volume is still used by a container (Docker's 409 on removal).
+    #[error("volume in use: {0}")]
+    InUse(String),
     /// Anything else the engine refused, in its own words.
     #[error("{0}")]
     Engine(String),
@@ -104,6 +109,30 @@ pub struct LogFrame {
 
 pub type LogStream = BoxStream<'static, RuntimeResult<LogFrame>>;
 
+/// A named volume to create.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeRequest {
+    /// The engine's name of the volume.
+    pub name: String,
+    /// `None`: the engine's default (`local`).
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A volume as the engine describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    /// Where its contents are on the engine's host (`None`: the engine gave none). Only
+    /// readable by the agent when the engine runs on the same host.
+    pub mountpoint: Option<std::path::PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    /// The engine's `CreatedAt`, in ms since the epoch; 0 when not given.
+    pub created_ms: u64,
+}
+
 /// The node's capacity as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeResources {
@@ -153,6 +182,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         None
     }
     async fn resources(&self) -> RuntimeResult<NodeResources>;
+    /// Create a named volume. An existing volume of that name is returned as it is (the
+    /// engine's own behaviour).
+    async fn create_volume(&self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo>;
+    /// A missing volume is [`RuntimeError::NotFound`].
+    async fn inspect_volume(&self, name: &str) -> RuntimeResult<VolumeInfo>;
+    /// Every volume labelled `io.shoal.node=NODE`.
+    async fn list_volumes(&self, node: &str) -> RuntimeResult<Vec<VolumeInfo>>;
+    /// Remove a volume: [`RuntimeError::NotFound`] when missing, [`RuntimeError::InUse`]
+    /// while a container (in any state) uses it.
+    async fn remove_volume(&self, name: &str) -> RuntimeResult<()>;
+    /// Ids of the running containers that mount volume `name`.
+    async fn running_with_volume(&self, name: &str) -> RuntimeResult<Vec<String>>;
+    /// Freeze a running container's processes (the engine's pause).
+    async fn pause(&self, id: &str) -> RuntimeResult<()>;
+    async fn unpause(&self, id: &str) -> RuntimeResult<()>;
+    /// Ids of the paused containers labelled `io.shoal.node=NODE`.
+    async fn paused(&self, node: &str) -> RuntimeResult<Vec<String>>;
     /// Whether containers are reachable from this process at their [`ContainerInfo::ip`],
     /// so that the agent's ingress proxy can forward to them. The fake says no unless told
     /// otherwise: hundreds of fake agents in one process cannot all bind the same ports.

@@ -220,6 +220,26 @@ fn ms_to_ns(ms: u64) -> i64 {
     i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
+/// `req` with its named volumes mounted by their engine names: `names` maps a volume's
+/// Compose name (the mount's source in `spec`) to its engine name (the assignment's
+/// `docker_name`). Volumes not in `names` keep [`container_request`]'s `STACK_NAME`.
+pub fn with_volume_names(
+    mut req: ContainerRequest,
+    spec: &ServiceSpec,
+    names: &BTreeMap<String, String>,
+) -> ContainerRequest {
+    // `container_request` makes one mount per entry of `spec.volumes`, in order.
+    for (mount, m) in req.mounts.iter_mut().zip(&spec.volumes) {
+        if m.kind != MountKind::Volume {
+            continue;
+        }
+        if let Some(engine_name) = m.source.as_ref().and_then(|s| names.get(s)) {
+            mount.source = Some(engine_name.clone());
+        }
+    }
+    req
+}
+
 /// The container for `task` of `spec` on `node`. Pure; unit tested by exact output.
 pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) -> ContainerRequest {
     let mut labels_map = spec.labels.clone();
@@ -584,6 +604,29 @@ mod tests {
             .into_iter()
             .collect()
         );
+    }
+
+    #[test]
+    fn named_volumes_mount_by_their_engine_names() {
+        let names: BTreeMap<String, String> =
+            [("data".to_string(), "pgdata-prod".to_string())].into();
+        let req = with_volume_names(
+            container_request(&task(), &spec(), "node-a"),
+            &spec(),
+            &names,
+        );
+        let sources: Vec<Option<&str>> = req.mounts.iter().map(|m| m.source.as_deref()).collect();
+        assert_eq!(
+            sources,
+            vec![Some("pgdata-prod"), None, Some("/etc/app"), None]
+        );
+        // Without a name from the assignment: STACK_NAME, as before.
+        let req = with_volume_names(
+            container_request(&task(), &spec(), "node-a"),
+            &spec(),
+            &BTreeMap::new(),
+        );
+        assert_eq!(req.mounts[0].source.as_deref(), Some("shop_data"));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum Event {
     /// Answer to [`SupervisorHandle::sync`]: every task's current state after fencing.
     /// Reports queued before it are older than it.
     Snapshot(Vec<TaskReport>),
+    /// Volumes were removed from the engine: the node's volumes should be reported again.
+    VolumesChanged,
 }
 
 enum Command {
@@ -96,6 +98,10 @@ pub struct SupervisorConfig {
     pub secrets: Option<Arc<crate::secrets::SecretStore>>,
     /// How assigned GPUs are named to Docker (NVIDIA runtime or CDI).
     pub gpu_mode: crate::runtime::GpuDeviceMode,
+    /// The node's standby copies of volumes (under the agent's data dir): promoted into
+    /// the engine volume before a container mounting it is created, removed with
+    /// `remove_volumes`. `None`: the node keeps none.
+    pub standbys: Option<crate::volumes::standby::Standbys>,
 }
 
 enum OpEvent {
@@ -105,6 +111,12 @@ enum OpEvent {
         task_id: String,
         removed: Option<String>,
         container: Option<ContainerInfo>,
+    },
+    /// A removal asked by `AssignmentSet::remove_volumes` ended; `gone`: the volume is
+    /// no longer on the engine.
+    VolumeRemoval {
+        name: String,
+        gone: bool,
     },
 }
 
@@ -128,6 +140,10 @@ struct Supervisor {
     /// When a controller was last heard from, for the disconnect policy; `None`: the
     /// policy is off (the supervisor runs without a session).
     contact: Option<Contact>,
+    /// Volume removals in flight.
+    volumes_removing: BTreeSet<String>,
+    /// Volumes removed while the controller still lists them (not asked again).
+    volumes_removed: BTreeSet<String>,
 }
 
 /// Start a supervisor; it runs until `shutdown` and leaves containers running then.
@@ -168,6 +184,8 @@ pub fn spawn_with_contact(
         ops: JoinSet::new(),
         op_tx,
         contact,
+        volumes_removing: BTreeSet::new(),
+        volumes_removed: BTreeSet::new(),
     };
     let (done_tx, done) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
@@ -185,6 +203,8 @@ impl Supervisor {
         mut op_rx: mpsc::UnboundedReceiver<OpEvent>,
         shutdown: CancellationToken,
     ) {
+        // Before anything else looks at the containers.
+        crate::volumes::transfer::resume_leftovers(&*self.runtime, &self.cfg.node).await;
         let mut tick = tokio::time::interval(self.cfg.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -372,6 +392,112 @@ impl Supervisor {
             }
         }
         self.prune();
+        self.remove_volumes();
+    }
+
+    /// Engine names of the volumes this node's containers, its starting tasks and the
+    /// tasks it is to run mount.
+    fn volumes_in_use(&self) -> BTreeSet<String> {
+        let Some(intent) = &self.intent else {
+            return BTreeSet::new();
+        };
+        let with_container = self.containers.values().filter_map(|c| c.task_id());
+        let to_run = intent
+            .tasks
+            .values()
+            .filter(|a| a.desired == shoal_proto::task::Desired::Running && !a.ended)
+            .map(|a| a.task.task_id.as_str());
+        let busy = self.busy.iter().map(String::as_str);
+        with_container
+            .chain(to_run)
+            .chain(busy)
+            .filter_map(|t| intent.tasks.get(t))
+            .flat_map(|a| a.volumes.iter().map(|v| v.docker_name.clone()))
+            .collect()
+    }
+
+    /// Remove the volumes the controller lists in `remove_volumes` that no container
+    /// here uses, and the node's standby copies of them; one in use is tried again on a
+    /// later pass (the engine refuses it too while any container, even a stopped one,
+    /// mounts it). Done when neither the volume nor a standby copy is left.
+    fn remove_volumes(&mut self) {
+        let Some(intent) = &self.intent else {
+            return;
+        };
+        let listed: BTreeSet<&String> = intent.remove_volumes.iter().collect();
+        self.volumes_removed.retain(|v| listed.contains(v));
+        let used = self.volumes_in_use();
+        let todo: Vec<String> = listed
+            .into_iter()
+            .filter(|v| {
+                !used.contains(*v)
+                    && !self.volumes_removing.contains(*v)
+                    && !self.volumes_removed.contains(*v)
+            })
+            .cloned()
+            .collect();
+        for name in todo {
+            self.volumes_removing.insert(name.clone());
+            let runtime = self.runtime.clone();
+            let tx = self.op_tx.clone();
+            let standbys = self.cfg.standbys.clone();
+            let node = self.cfg.node.clone();
+            self.ops.spawn(async move {
+                let standby_gone = match standbys {
+                    None => true,
+                    Some(s) => {
+                        let n = name.clone();
+                        match tokio::task::spawn_blocking(move || s.remove(&n)).await {
+                            Ok(Ok(existed)) => {
+                                if existed {
+                                    info!(volume = %name, "standby copy removed");
+                                }
+                                true
+                            }
+                            Ok(Err(e)) => {
+                                warn!(volume = %name, error = %e, "cannot remove the standby copy");
+                                false
+                            }
+                            Err(e) => {
+                                warn!(volume = %name, error = %e, "cannot remove the standby copy");
+                                false
+                            }
+                        }
+                    }
+                };
+                // Only a volume shoal made on this node: one the node's owner made under
+                // that name (or another cluster's) is never deleted for the cluster.
+                let ours = match runtime.inspect_volume(&name).await {
+                    Ok(v) => {
+                        v.labels.get(shoal_proto::labels::NODE).map(String::as_str)
+                            == Some(node.as_str())
+                    }
+                    Err(_) => true,
+                };
+                if !ours {
+                    warn!(volume = %name, "not removed: the engine's volume was not made by shoal on this node");
+                    let _ = tx.send(OpEvent::VolumeRemoval { name, gone: true });
+                    return;
+                }
+                let engine_gone = match runtime.remove_volume(&name).await {
+                    Ok(()) => {
+                        info!(volume = %name, "volume removed");
+                        true
+                    }
+                    Err(RuntimeError::NotFound(_)) => true,
+                    Err(RuntimeError::InUse(e)) => {
+                        debug!(volume = %name, error = %e, "volume still in use; retrying later");
+                        false
+                    }
+                    Err(e) => {
+                        warn!(volume = %name, error = %e, "cannot remove volume");
+                        false
+                    }
+                };
+                let gone = standby_gone && engine_gone;
+                let _ = tx.send(OpEvent::VolumeRemoval { name, gone });
+            });
+        }
     }
 
     fn report(&mut self, r: TaskReport) {
@@ -469,6 +595,13 @@ impl Supervisor {
     fn apply_op(&mut self, ev: OpEvent) {
         match ev {
             OpEvent::Report(r) => self.report(r),
+            OpEvent::VolumeRemoval { name, gone } => {
+                self.volumes_removing.remove(&name);
+                if gone {
+                    self.volumes_removed.insert(name);
+                    let _ = self.events.send(Event::VolumesChanged);
+                }
+            }
             OpEvent::Done {
                 task_id,
                 removed,
@@ -516,6 +649,7 @@ impl Supervisor {
                     dns: self.net.as_ref().map(NodeNet::dns),
                     secrets: self.cfg.secrets.clone(),
                     gpu_mode: self.cfg.gpu_mode.clone(),
+                    standbys: self.cfg.standbys.clone(),
                 };
                 self.ops.spawn(async move {
                     let container =

@@ -12,17 +12,19 @@ use tracing::{instrument, warn};
 use super::OpEvent;
 use crate::model::{Assignment, TaskReport};
 use crate::runtime::{
-    container_request, network_name, ContainerInfo, ContainerRuntime, RuntimeError,
+    container_request, network_name, with_volume_names, ContainerInfo, ContainerRuntime,
+    RuntimeError,
 };
 
 /// What a starting container needs besides its assignment: the cluster network, where
-/// secrets go, how GPUs are named.
+/// secrets go, how GPUs are named, the node's standby copies of volumes.
 pub(super) struct StartNet {
     /// Its networks in attachment order, with this node's subnet of each.
     pub networks: Vec<(String, Option<crate::net::Subnet>)>,
     pub dns: Option<Arc<tokio::sync::Mutex<crate::net::dns::Dns>>>,
     pub secrets: Option<Arc<crate::secrets::SecretStore>>,
     pub gpu_mode: crate::runtime::GpuDeviceMode,
+    pub standbys: Option<crate::volumes::standby::Standbys>,
 }
 
 /// Pull, create and start one task's container, reporting `starting`, or `failed` with
@@ -75,6 +77,15 @@ pub(super) async fn start_task(
                 fail(None, e.to_string());
                 return None;
             }
+            // Before the container: Docker would make a missing one at create, unlabelled.
+            for v in a.volumes.iter().filter(|v| !v.external) {
+                let standbys = net.standbys.as_ref();
+                let ensured = crate::volumes::ensure(runtime, &a.task.stack, node, v, standbys);
+                if let Err(e) = ensured.await {
+                    fail(None, format!("create volume {}: {e}", v.docker_name));
+                    return None;
+                }
+            }
             let mut first_gateway = None;
             for (i, (key, subnet)) in net.networks.iter().enumerate() {
                 match runtime.ensure_network_in(key, *subnet).await {
@@ -86,7 +97,13 @@ pub(super) async fn start_task(
                     }
                 }
             }
-            let mut req = container_request(&a.task, &a.spec, node);
+            let names = a
+                .volumes
+                .iter()
+                .map(|v| (v.name.clone(), v.docker_name.clone()))
+                .collect();
+            let mut req =
+                with_volume_names(container_request(&a.task, &a.spec, node), &a.spec, &names);
             // The agent's DNS answers the names of the container's networks with ready
             // replicas cluster-wide; without it (no root, no gateway) Docker's aliases
             // answer on this node.

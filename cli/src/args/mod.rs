@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Where client commands look for the cluster when neither `--addr` nor `SHOAL_ADDR` says.
 mod roles;
 mod values;
+mod volume;
 pub use roles::*;
 pub use values::*;
+pub use volume::*;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7370";
 
@@ -88,7 +90,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Set the number of replicas of services.
     Scale(ScaleArgs),
-    /// Remove a stack: its tasks are stopped and its services deleted.
+    /// Remove a stack: its tasks are stopped and its services deleted (its volumes are
+    /// kept unless `--volumes`).
     Rm(RmArgs),
     /// Return a service to its previous spec (rolled out like an update).
     Rollback(RollbackArgs),
@@ -112,6 +115,12 @@ pub enum Command {
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// The stacks' named volumes: list, inspect, remove, move to another node, back up
+    /// and restore.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
     },
 }
 
@@ -263,6 +272,9 @@ pub struct ScaleTarget {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     pub stack: String,
+    /// Also remove the stack's named volumes (on every node), as `docker compose down -v`.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod services;
 pub mod token;
 pub mod up;
+pub mod volume;
 
 use crate::args::{Cli, ClusterCommand, Command, Format, GlobalArgs, DEFAULT_ADDR};
 use crate::client::Client;
@@ -92,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebalance(args) => rebalance::run(args, &mut Ctx::ready(&global).await).await,
         Command::Token { command } => token::run(command, &mut Ctx::ready(&global).await).await,
         Command::Secret { command } => secret::run(command, &mut Ctx::ready(&global).await).await,
+        Command::Volume { command } => volume::run(command, &mut Ctx::ready(&global).await).await,
         Command::Login => {
             let addr = global.addr.0.join(",");
             login::run(

@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod nodes;
 pub mod ps;
 pub mod services;
+pub mod volumes;
 
 use std::io::Write;
 

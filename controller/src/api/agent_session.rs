@@ -125,6 +125,7 @@ async fn serve(
     let mut applied = ctx.node.state.subscribe();
     let mut last_sent: Option<Vec<crate::assignments::NodeAssignment>> = None;
     let mut last_mesh: Option<crate::endpoints::NodeMesh> = None;
+    let mut last_removals: Option<Vec<String>> = None;
     loop {
         // Send the node its assignments (and its view of the mesh) whenever they change.
         let update = {
@@ -132,7 +133,11 @@ async fn serve(
             let version = state.last_applied().map_or(0, |l| l.index);
             let current = crate::assignments::for_node(&state, node);
             let mesh = crate::endpoints::for_node(&state, node);
-            (last_sent.as_ref() != Some(&current) || last_mesh.as_ref() != Some(&mesh)).then(|| {
+            let removals = state.volumes_to_remove(node);
+            (last_sent.as_ref() != Some(&current)
+                || last_mesh.as_ref() != Some(&mesh)
+                || last_removals.as_ref() != Some(&removals))
+            .then(|| {
                 let mut set = convert::assignments(version, &current);
                 // Secrets' contents, unsealed here, only for the tasks to be run.
                 for (pb_task, a) in set.tasks.iter_mut().zip(&current) {
@@ -141,10 +146,11 @@ async fn serve(
                     }
                 }
                 set.mesh = Some(convert::mesh(&mesh));
-                (set, current, mesh)
+                set.remove_volumes = removals.clone();
+                (set, current, mesh, removals)
             })
         };
-        if let Some((set, current, mesh)) = update {
+        if let Some((set, current, mesh, removals)) = update {
             let msg = pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Assignments(set)),
             };
@@ -153,6 +159,7 @@ async fn serve(
             }
             last_sent = Some(current);
             last_mesh = Some(mesh);
+            last_removals = Some(removals);
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
@@ -230,6 +237,32 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
                 gpus,
             })
             .await?;
+            Ok(())
+        }
+        Some(Msg::Volumes(r)) => {
+            let volumes = convert::volumes_seen(&r);
+            tracing::debug!(node, volumes = volumes.len(), "volume report");
+            ctx.propose(Command::VolumeReport {
+                node: node.to_string(),
+                volumes,
+                now_ms: now_ms(),
+            })
+            .await?;
+            Ok(())
+        }
+        Some(Msg::TransferDone(d)) => {
+            tracing::info!(node, transfer = d.transfer_id, bytes = d.bytes, frozen_ms = d.frozen_ms, error = %d.error, "volume transfer ended");
+            ctx.transfers.finish(
+                d.transfer_id,
+                node,
+                crate::transfers::Done {
+                    error: d.error,
+                    bytes: d.bytes,
+                    sha256: d.sha256,
+                    frozen_ms: d.frozen_ms,
+                    reported: true,
+                },
+            );
             Ok(())
         }
         Some(Msg::Log(c)) => {

@@ -372,16 +372,18 @@ impl Control for ControlService {
         req: Request<pb::RemoveStackRequest>,
     ) -> Result<Response<pb::RemoveStackReply>, Status> {
         self.ctx.linearizable().await?;
-        let stack = req.into_inner().stack;
+        let req = req.into_inner();
+        let stack = req.stack;
         if !self.ctx.node.state.read().stacks.contains_key(&stack) {
             return Err(Status::not_found(format!("no stack named {stack}")));
         }
         let result = self
             .apply(Command::RemoveStack {
                 stack: stack.clone(),
+                volumes: req.volumes,
             })
             .await?;
-        tracing::info!(%stack, "stack removal started");
+        tracing::info!(%stack, volumes = req.volumes, "stack removal started");
         Ok(Response::new(pb::RemoveStackReply {
             tasks: result.count,
         }))
@@ -580,6 +582,62 @@ impl Control for ControlService {
             .await?;
         tracing::info!(secret = %name, "secret removed");
         Ok(Response::new(pb::RemoveSecretReply {}))
+    }
+
+    async fn volumes(
+        &self,
+        req: Request<pb::VolumesRequest>,
+    ) -> Result<Response<pb::VolumesReply>, Status> {
+        super::volumes::volumes(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<pb::RemoveVolumeRequest>,
+    ) -> Result<Response<pb::RemoveVolumeReply>, Status> {
+        super::volumes::remove(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn move_volume(
+        &self,
+        req: Request<pb::MoveVolumeRequest>,
+    ) -> Result<Response<pb::MoveStatusReply>, Status> {
+        super::volumes::start_move(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn move_status(
+        &self,
+        req: Request<pb::MoveStatusRequest>,
+    ) -> Result<Response<pb::MoveStatusReply>, Status> {
+        super::volumes::move_status(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type BackupVolumeStream = super::volumes::ChunkStream;
+
+    async fn backup_volume(
+        &self,
+        req: Request<pb::BackupVolumeRequest>,
+    ) -> Result<Response<Self::BackupVolumeStream>, Status> {
+        super::volumes::backup(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn restore_volume(
+        &self,
+        req: Request<tonic::Streaming<pb::VolumeChunk>>,
+    ) -> Result<Response<pb::RestoreVolumeReply>, Status> {
+        super::volumes::restore(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -109,6 +109,20 @@ pub fn gpus_from_pb(list: &[pb::GpuDevice]) -> Result<Vec<Gpu>, Invalid> {
     Ok(out)
 }
 
+/// An agent's volume report, in the state's terms.
+pub fn volumes_seen(r: &pb::VolumeReport) -> Vec<crate::state::VolumeSeen> {
+    r.volumes
+        .iter()
+        .map(|v| crate::state::VolumeSeen {
+            docker_name: v.docker_name.clone(),
+            stack: v.stack.clone(),
+            name: v.name.clone(),
+            size_bytes: u64::try_from(v.size_bytes).ok(),
+            created_ms: v.created_ms,
+        })
+        .collect()
+}
+
 pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
     pb::Assignments {
         version,
@@ -125,9 +139,22 @@ pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
                 ended: a.ended,
                 gpus: a.gpus.clone(),
                 secrets: Vec::new(),
+                volumes: a
+                    .volumes
+                    .iter()
+                    .map(|(name, v)| pb::VolumeMount {
+                        name: name.clone(),
+                        docker_name: v.docker_name(&a.stack, name),
+                        external: v.external,
+                        driver: v.driver.clone().unwrap_or_default(),
+                        driver_opts: v.driver_opts.clone().into_iter().collect(),
+                        labels: v.labels.clone().into_iter().collect(),
+                    })
+                    .collect(),
             })
             .collect(),
         mesh: None,
+        remove_volumes: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod agent_session;
 pub mod control;
 pub mod convert;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,8 @@ pub struct Context {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// This controller's TLS identity, the cluster key and the certificate lifetime.
     pub pki: Arc<crate::pki::Local>,
+    /// Volume transfers piped through this controller while it leads.
+    pub transfers: crate::transfers::Transfers,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no

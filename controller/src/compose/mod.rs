@@ -33,6 +33,7 @@ mod stack;
 pub mod units;
 mod update;
 mod value;
+mod volume_policy;
 pub mod yaml;
 
 use std::collections::BTreeMap;

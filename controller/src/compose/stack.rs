@@ -360,6 +360,7 @@ fn volumes(n: &Node, sink: &mut Sink) -> BTreeMap<String, VolumeSpec> {
                         .collect()
                 }
                 "labels" => spec.labels = string_map(vv, sink, &p),
+                "x-shoal-volume" => spec.policy = super::volume_policy::convert(vv, sink, &p),
                 x if x.starts_with("x-") => {}
                 other => sink.warn(
                     vk.pos,
@@ -369,6 +370,13 @@ fn volumes(n: &Node, sink: &mut Sink) -> BTreeMap<String, VolumeSpec> {
             }
         }
         if spec.external {
+            if v.get("x-shoal-volume").is_some() {
+                sink.error(
+                    k.pos,
+                    &path,
+                    "an external volume is not the cluster's to keep: drop x-shoal-volume",
+                );
+            }
             for conflicting in ["driver", "driver_opts", "labels"] {
                 if v.get(conflicting).is_some() {
                     sink.error(

@@ -39,7 +39,53 @@ impl ClusterState {
                 self.prune_secrets();
                 result
             }
-            Command::RemoveStack { stack } => self.remove_stack(stack),
+            Command::RemoveStack { stack, volumes } => {
+                let result = self.remove_stack(stack);
+                if *volumes && result.error.is_none() {
+                    self.remove_stack_volumes(stack);
+                }
+                result
+            }
+            Command::VolumeReport {
+                node,
+                volumes,
+                now_ms,
+            } => self.volume_report(node, volumes, *now_ms),
+            Command::RemoveVolume { stack, name, node } => {
+                self.remove_volume(stack, name, node.as_deref())
+            }
+            Command::StartMove {
+                stack,
+                name,
+                to,
+                restore,
+                now_ms,
+            } => {
+                let id = self.next_move + 1;
+                let result = self.start_move(id, stack, name, to, *restore, *now_ms);
+                if result.error.is_none() {
+                    self.next_move = id;
+                }
+                result
+            }
+            Command::StandbySynced {
+                stack,
+                name,
+                node,
+                docker_name,
+                bytes,
+                frozen_ms,
+                at_ms,
+            } => self.standby_synced(stack, name, node, *bytes, *frozen_ms, *at_ms, docker_name),
+            Command::MoveProgress {
+                id,
+                phase,
+                error,
+                bytes,
+                sha256,
+                now_ms,
+                partial,
+            } => self.move_progress(*id, *phase, error, *bytes, sha256, *now_ms, *partial),
             Command::CreateSecret {
                 name,
                 digest,
@@ -408,7 +454,9 @@ impl ClusterState {
                 t.error.clear();
                 t.updated_at_ms = now_ms;
                 let service = t.service_key();
+                let (stack, name, slot) = (t.stack.clone(), t.service.clone(), t.slot);
                 self.allocate_subnets(&service, node);
+                self.record_copies(&stack, &name, slot, node, now_ms);
                 true
             }
             Decision::Pending { task, reason } => {
@@ -485,6 +533,9 @@ impl ClusterState {
                 }
                 _ => false,
             },
+            Decision::PromoteStandby { stack, name, node } => {
+                self.promote_standby(stack, name, node, now_ms)
+            }
             Decision::DropStack { stack } => {
                 let gone = self.stacks.remove(stack).is_some();
                 self.services.retain(|_, s| &s.stack != stack);

@@ -9,6 +9,8 @@ mod apply;
 mod model;
 mod secrets;
 pub mod subnets;
+pub mod volumes;
 
 pub use apply::CommandResult;
 pub use model::*;
+pub use volumes::{copy_key, CopyState, MovePhase, VolumeCopy, VolumeMove, VolumeSeen};

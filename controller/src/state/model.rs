@@ -45,6 +45,15 @@ pub struct ClusterState {
     /// declared `external: true`; their sealed contents are in `secrets`.
     #[serde(default)]
     pub cluster_secrets: BTreeMap<String, ClusterSecret>,
+    /// Every copy of a named volume, by `STACK/NAME@NODE` ([`super::volumes`]).
+    #[serde(default)]
+    pub volumes: BTreeMap<String, super::volumes::VolumeCopy>,
+    /// Volume moves and restores, under way and the last few finished, by id.
+    #[serde(default)]
+    pub moves: BTreeMap<u64, super::volumes::VolumeMove>,
+    /// Source of move ids.
+    #[serde(default)]
+    pub next_move: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,9 +296,59 @@ pub enum Command {
         identity: String,
         before_ms: u64,
     },
-    /// Shut down all of a stack's tasks; the stack is dropped once they are gone.
+    /// Shut down all of a stack's tasks; the stack is dropped once they are gone. Its
+    /// volumes are kept unless `volumes`.
     RemoveStack {
         stack: String,
+        #[serde(default)]
+        volumes: bool,
+    },
+    /// The shoal volumes an agent found on its engine, with their sizes.
+    VolumeReport {
+        node: NodeId,
+        volumes: Vec<super::volumes::VolumeSeen>,
+        now_ms: u64,
+    },
+    /// `shoal volume rm`: the copies (on `node`, or all) are removed by their agents;
+    /// refused while a replica uses one.
+    RemoveVolume {
+        stack: String,
+        name: String,
+        node: Option<NodeId>,
+    },
+    /// `shoal volume move` (`restore`: `shoal volume restore`, from a file): a new
+    /// copy on `to`; the move's id is `next_move` + 1.
+    StartMove {
+        stack: String,
+        name: String,
+        to: NodeId,
+        #[serde(default)]
+        restore: bool,
+        now_ms: u64,
+    },
+    /// A standby copy was refreshed on `node` (`x-shoal-volume: {replicas}`).
+    StandbySynced {
+        stack: String,
+        name: String,
+        node: NodeId,
+        docker_name: String,
+        bytes: u64,
+        frozen_ms: u64,
+        /// When the copy was taken (its final, frozen pass).
+        at_ms: u64,
+    },
+    /// The leader's word on a move (copying, done or failed).
+    MoveProgress {
+        id: u64,
+        phase: super::volumes::MovePhase,
+        error: String,
+        bytes: u64,
+        sha256: String,
+        now_ms: u64,
+        /// Failed: the target may hold a partial copy its agent must remove (it did not
+        /// say it cleaned up itself, e.g. its node went away).
+        #[serde(default)]
+        partial: bool,
     },
     Scale {
         service: ServiceKey,
@@ -430,6 +489,13 @@ pub enum Decision {
     /// A rebalance has nothing left to move.
     CompleteRebalance {
         service: ServiceKey,
+    },
+    /// The live copy of a replicated volume is on a lost node: the standby on `node`
+    /// becomes live, the lost copy is set aside.
+    PromoteStandby {
+        stack: String,
+        name: String,
+        node: NodeId,
     },
 }
 

@@ -26,11 +26,13 @@ use shoal_proto::labels;
 use tracing::{info, warn};
 
 mod convert;
+mod volumes;
 use convert::{docker_config, from_inspect, from_summary};
+pub use volumes::rfc3339_ms;
 
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, LogFrame,
-    LogStream, NodeResources, RuntimeError, RuntimeResult,
+    LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
 };
 
 /// Seconds bollard waits for an engine's response headers.
@@ -472,6 +474,71 @@ impl ContainerRuntime for DockerRuntime {
             nano_cpus: info.ncpu.unwrap_or(0).saturating_mul(1_000_000_000),
             memory_bytes: info.mem_total.unwrap_or(0),
         })
+    }
+
+    async fn create_volume(&self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo> {
+        volumes::create(&self.docker, req).await
+    }
+
+    async fn inspect_volume(&self, name: &str) -> RuntimeResult<VolumeInfo> {
+        volumes::inspect(&self.docker, name).await
+    }
+
+    async fn list_volumes(&self, node: &str) -> RuntimeResult<Vec<VolumeInfo>> {
+        volumes::list(&self.docker, node).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> RuntimeResult<()> {
+        volumes::remove(&self.docker, name).await
+    }
+
+    async fn running_with_volume(&self, name: &str) -> RuntimeResult<Vec<String>> {
+        let list = self.list_all("volume", name).await?;
+        Ok(list
+            .into_iter()
+            .filter(|c| c.state.as_deref() == Some("running"))
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    async fn pause(&self, id: &str) -> RuntimeResult<()> {
+        self.docker.pause_container(id).await.map_err(engine)
+    }
+
+    async fn unpause(&self, id: &str) -> RuntimeResult<()> {
+        self.docker.unpause_container(id).await.map_err(engine)
+    }
+
+    async fn paused(&self, node: &str) -> RuntimeResult<Vec<String>> {
+        let filters: HashMap<String, Vec<String>> = [
+            ("status".to_string(), vec!["paused".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={node}", labels::NODE)],
+            ),
+        ]
+        .into();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine)?;
+        Ok(list
+            .into_iter()
+            .filter(|c| c.state.as_deref() == Some("paused"))
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::NODE))
+                    .map(String::as_str)
+                    == Some(node)
+            })
+            .filter_map(|c| c.id)
+            .collect())
     }
 }
 

@@ -34,12 +34,8 @@ bash scripts/build-test-image.sh
 
 # A real PostgreSQL for the volume tests (tests/tests/e2e_volumes.rs), from Debian's
 # packages (debootstrap, cached under /var/cache/debian-image after the first time).
-if [[ -z "$(docker images -q shoal-test/postgres:15 2>/dev/null)" ]]; then
-  log "building the PostgreSQL image"
-  debian_image=../shared/tools/debian-image.sh
-  [[ -f "$debian_image" ]] || { echo "error: $debian_image is missing (the shared tools beside the repository)" >&2; exit 1; }
-  bash "$debian_image" shoal-test/postgres:15 postgresql-15
-fi
+log "building the PostgreSQL image"
+bash scripts/build-postgres-image.sh
 
 # The Compose conformance corpus lives beside the repository (../shared).
 if [[ -z "${SHOAL_COMPOSE_CORPUS:-}" && -d ../shared/compose-corpus ]]; then

@@ -1,5 +1,5 @@
 //! Stateful services on three test hosts, with a real PostgreSQL (Debian's
-//! `postgresql-15`, made by `../shared/tools/debian-image.sh` in `scripts/test.sh`) whose
+//! `postgresql-15`, made by `scripts/build-postgres-image.sh` in `scripts/test.sh`) whose
 //! data lives in a named volume. One harness is shared by the scenarios, in order:
 //!
 //! 1. rows written; the database's node power-cut: the database is not started empty
@@ -203,7 +203,7 @@ fn a_database_keeps_its_data_through_node_loss_moves_backups_and_failover() {
     let images = docker(&["images", "-q", PG_IMAGE]);
     assert!(
         !images.trim().is_empty(),
-        "{PG_IMAGE} is missing: scripts/test.sh makes it with ../shared/tools/debian-image.sh"
+        "{PG_IMAGE} is missing: scripts/build-postgres-image.sh makes it (scripts/test.sh runs it)"
     );
     let hosts = Hosts::up(3);
     load_pg_image(&hosts);

@@ -263,10 +263,16 @@ pub fn fill(src: &Path, dst: &Path) -> Result<(), StandbyError> {
         == fs::metadata(dst)
             .map_err(io_err(format!("read {}", dst.display())))?
             .dev();
-    if same_fs {
-        move_into(src, dst)
-    } else {
-        copy_into(src, dst)
+    if !same_fs {
+        return copy_into(src, dst);
+    }
+    // One device can still be two mounts (a bind mount), which rename refuses: then
+    // copy (move_into put back what it had moved).
+    match move_into(src, dst) {
+        Err(StandbyError::Io { source, .. }) if source.kind() == io::ErrorKind::CrossesDevices => {
+            copy_into(src, dst)
+        }
+        other => other,
     }
 }
 

@@ -180,6 +180,7 @@ pub async fn run_with_runtime(
     let stop_supervisor = shutdown.child_token();
     let contact = disconnect::Contact::new();
     let standbys = volumes::standby::Standbys::in_data_dir(&cfg.data_dir);
+    let thawed = volumes::thawed::Thawed::default();
     let (handle, events) = supervisor::spawn_with_contact(
         supervisor::SupervisorConfig {
             node: cfg.name.clone(),
@@ -192,6 +193,7 @@ pub async fn run_with_runtime(
             ))),
             gpu_mode: cfg.gpu_mode.clone(),
             standbys: Some(standbys.clone()),
+            thawed: thawed.clone(),
         },
         runtime.clone(),
         Some(contact.clone()),
@@ -209,6 +211,7 @@ pub async fn run_with_runtime(
             contact,
             tls: credentials.as_ref().map(|c| c.tls.clone()),
             standbys,
+            thawed,
         },
         runtime,
         handle,

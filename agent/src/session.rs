@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub tls: Option<shoal_tls::ClientTls>,
     /// Where standby transfers keep the node's standby copies.
     pub standbys: crate::volumes::standby::Standbys,
+    /// Containers the transfers paused and resumed (shared with the supervisor).
+    pub thawed: crate::volumes::thawed::Thawed,
 }
 
 enum Ended {
@@ -321,6 +323,7 @@ async fn session(
         volumes_changed.clone(),
         transfer_limit.clone(),
         cfg.standbys.clone(),
+        cfg.thawed.clone(),
     );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -26,6 +26,15 @@ fn start(fake: &FakeRuntime) -> Node {
 
 /// A supervisor keeping standby copies in `standbys`.
 fn start_with(fake: &FakeRuntime, standbys: Option<Standbys>) -> Node {
+    start_thawed(fake, standbys, Default::default())
+}
+
+/// A supervisor sharing `thawed` with a (would-be) frozen export.
+fn start_thawed(
+    fake: &FakeRuntime,
+    standbys: Option<Standbys>,
+    thawed: shoal_agent::volumes::thawed::Thawed,
+) -> Node {
     let stop = CancellationToken::new();
     let (handle, events) = supervisor::spawn(
         SupervisorConfig {
@@ -35,6 +44,7 @@ fn start_with(fake: &FakeRuntime, standbys: Option<Standbys>) -> Node {
             secrets: None,
             gpu_mode: Default::default(),
             standbys,
+            thawed,
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -408,6 +418,38 @@ async fn health_transitions_are_reported() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_unhealthy_a_pause_leaves_behind_is_not_reported_but_a_real_one_is() {
+    let fake = FakeRuntime::new();
+    fake.set_auto_healthy(false);
+    let mut s = spec("img");
+    s.healthcheck = Some(HealthcheckSpec {
+        test: vec!["CMD-SHELL".into(), "true".into()],
+        ..Default::default()
+    });
+    let thawed = shoal_agent::volumes::thawed::Thawed::default();
+    let mut node = start_thawed(&fake, None, thawed.clone());
+    node.handle
+        .assign(set(vec![assignment("t1", Desired::Running, &s)]));
+    node.wait_for("t1", TaskState::Running).await;
+    fake.set_health("t1", Health::Healthy);
+    let r = node.wait_for("t1", TaskState::Healthy).await;
+    // A frozen export paused and resumed it: the engine says unhealthy until its next
+    // probe; nothing is reported.
+    thawed.resumed(&r.container_id.clone().unwrap());
+    fake.set_health("t1", Health::Unhealthy);
+    assert_eq!(
+        node.drain().await,
+        vec![],
+        "the pause's unhealthy is not the service's"
+    );
+    // A probe passed: from then on its health is its own again.
+    fake.set_health("t1", Health::Healthy);
+    node.drain().await;
+    fake.set_health("t1", Health::Unhealthy);
+    node.wait_for("t1", TaskState::Unhealthy).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_pull_does_not_hold_up_shutdowns() {
     let fake = FakeRuntime::new();
     let mut node = start(&fake);
@@ -488,6 +530,7 @@ async fn ingress_port_forwards_to_a_running_replica_and_conflicts_fail_the_task(
             secrets: None,
             gpu_mode: Default::default(),
             standbys: None,
+            thawed: Default::default(),
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -677,18 +720,32 @@ async fn volumes_to_remove_wait_until_no_container_uses_them() {
         .assign(set(vec![volume_assignment("t1", Desired::Running)]));
     node.wait_for("t1", TaskState::Running).await;
     let container = fake.container_of("t1").unwrap().id;
-    fake.insert_volume("leftover", BTreeMap::new());
+    fake.insert_volume(
+        "leftover",
+        BTreeMap::from([("io.shoal.node".to_string(), "node-a".to_string())]),
+    );
+    // A volume of that name the node's owner made (no shoal label for this node) is
+    // never removed for the cluster, though the controller lists it.
+    let foreign = fake.insert_volume("theirs", BTreeMap::new());
+    std::fs::write(foreign.join("keep"), b"mine").unwrap();
 
     // Still assigned to run here: pgdata is skipped, the others go ("ghost" is missing,
     // which counts as removed).
     let mut s = set(vec![volume_assignment("t1", Desired::Running)]);
-    s.remove_volumes = vec!["pgdata".into(), "leftover".into(), "ghost".into()];
+    s.remove_volumes = vec![
+        "pgdata".into(),
+        "leftover".into(),
+        "ghost".into(),
+        "theirs".into(),
+    ];
     node.handle.assign(s);
     wait_volumes_changed(&mut node).await;
     wait_volumes_changed(&mut node).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let names: Vec<String> = fake.volumes().into_iter().map(|v| v.name).collect();
-    assert_eq!(names, vec!["pgdata".to_string()]);
+    let mut names: Vec<String> = fake.volumes().into_iter().map(|v| v.name).collect();
+    names.sort();
+    assert_eq!(names, vec!["pgdata".to_string(), "theirs".to_string()]);
+    assert_eq!(std::fs::read(foreign.join("keep")).unwrap(), b"mine");
     assert!(
         !fake.calls().contains(&Call::RemoveVolume("pgdata".into())),
         "{:?}",
@@ -700,7 +757,8 @@ async fn volumes_to_remove_wait_until_no_container_uses_them() {
     s.remove_volumes = vec!["pgdata".into()];
     node.handle.assign(s);
     wait_volumes_changed(&mut node).await;
-    assert!(fake.volumes().is_empty(), "{:?}", fake.volumes());
+    let left: Vec<String> = fake.volumes().into_iter().map(|v| v.name).collect();
+    assert_eq!(left, vec!["theirs".to_string()]);
     let calls = fake.calls();
     let removed_container = calls
         .iter()

@@ -174,6 +174,7 @@ async fn export(fake: &FakeRuntime, data: &Data, addr: &str, id: u64) -> Vec<pb:
         client(addr).await,
         "node-a",
         &no_standbys(),
+        &Default::default(),
         &transfer(id, TransferDirection::Export),
     )
     .await;
@@ -216,7 +217,15 @@ async fn a_volume_is_exported_and_imported_on_another_node_with_its_checksum() {
         sha256: Some(last.sha256.clone()),
         ..transfer(2, TransferDirection::Import)
     };
-    let done = transfer::run(&b, client(&addr).await, "node-b", &no_standbys(), &t).await;
+    let done = transfer::run(
+        &b,
+        client(&addr).await,
+        "node-b",
+        &no_standbys(),
+        &Default::default(),
+        &t,
+    )
+    .await;
     assert_eq!(
         done,
         TransferDone {
@@ -265,6 +274,7 @@ async fn an_import_never_touches_a_volume_that_holds_data() {
         client(&addr).await,
         "node-b",
         &no_standbys(),
+        &Default::default(),
         &transfer(2, TransferDirection::Import),
     )
     .await;
@@ -288,6 +298,7 @@ async fn an_import_never_touches_a_volume_that_holds_data() {
         client(&addr).await,
         "node-c",
         &no_standbys(),
+        &Default::default(),
         &transfer(3, TransferDirection::Import),
     )
     .await;
@@ -299,7 +310,15 @@ async fn an_import_never_touches_a_volume_that_holds_data() {
 async fn failed_import(data: &Data, addr: &str, t: VolumeTransfer, items: Served) -> String {
     let b = FakeRuntime::new();
     data.serve_items(t.transfer_id, items);
-    let done = transfer::run(&b, client(addr).await, "node-b", &no_standbys(), &t).await;
+    let done = transfer::run(
+        &b,
+        client(addr).await,
+        "node-b",
+        &no_standbys(),
+        &Default::default(),
+        &t,
+    )
+    .await;
     assert!(
         b.volumes().is_empty(),
         "partial copy left: {:?}",
@@ -381,6 +400,7 @@ async fn exporting_a_missing_volume_tells_the_leader() {
         client(&addr).await,
         "node-a",
         &no_standbys(),
+        &Default::default(),
         &transfer(1, TransferDirection::Export),
     )
     .await;
@@ -470,7 +490,15 @@ async fn a_frozen_export_pauses_only_around_its_second_pass_which_sends_what_cha
     let exporting = {
         let (a, addr) = (a.clone(), addr.clone());
         tokio::spawn(async move {
-            transfer::run(&a, client(&addr).await, "node-a", &no_standbys(), &t).await
+            transfer::run(
+                &a,
+                client(&addr).await,
+                "node-a",
+                &no_standbys(),
+                &Default::default(),
+                &t,
+            )
+            .await
         })
     };
     // The pause is asked for once the first pass has read the whole volume: what the
@@ -517,6 +545,7 @@ async fn a_frozen_export_pauses_only_around_its_second_pass_which_sends_what_cha
         client(&addr).await,
         "node-b",
         &no_standbys(),
+        &Default::default(),
         &transfer(2, TransferDirection::Import),
     )
     .await;
@@ -557,7 +586,15 @@ async fn a_frozen_export_resumes_the_containers_when_it_fails() {
     let exporting = {
         let (a, addr, t) = (a.clone(), addr.clone(), t.clone());
         tokio::spawn(async move {
-            transfer::run(&a, client(&addr).await, "node-a", &no_standbys(), &t).await
+            transfer::run(
+                &a,
+                client(&addr).await,
+                "node-a",
+                &no_standbys(),
+                &Default::default(),
+                &t,
+            )
+            .await
         })
     };
     eventually("the pause", || !a.calls().is_empty()).await;
@@ -592,6 +629,7 @@ async fn a_frozen_export_resumes_the_containers_when_it_fails() {
         client(&addr).await,
         "node-a",
         &no_standbys(),
+        &Default::default(),
         &VolumeTransfer {
             transfer_id: 2,
             ..t
@@ -634,7 +672,15 @@ async fn a_standby_refresh_is_swapped_in_only_when_whole_and_verified() {
     let standby = |id: u64| transfer(id, TransferDirection::Standby);
     let copy = dir.path().join("standby/shop_data");
     data.serve_download(2, first.clone());
-    let done = transfer::run(&b, client(&addr).await, "node-b", &standbys, &standby(2)).await;
+    let done = transfer::run(
+        &b,
+        client(&addr).await,
+        "node-b",
+        &standbys,
+        &Default::default(),
+        &standby(2),
+    )
+    .await;
     assert_eq!(
         done,
         TransferDone {
@@ -675,7 +721,15 @@ async fn a_standby_refresh_is_swapped_in_only_when_whole_and_verified() {
     ];
     for (id, items, error) in broken {
         data.serve_items(id, items);
-        let done = transfer::run(&b, client(&addr).await, "node-b", &standbys, &standby(id)).await;
+        let done = transfer::run(
+            &b,
+            client(&addr).await,
+            "node-b",
+            &standbys,
+            &Default::default(),
+            &standby(id),
+        )
+        .await;
         let got = done.error.expect("fails");
         assert!(got.starts_with(error), "{got}");
         assert_eq!(
@@ -688,7 +742,15 @@ async fn a_standby_refresh_is_swapped_in_only_when_whole_and_verified() {
 
     // A good one replaces it.
     data.serve_download(7, second);
-    let done = transfer::run(&b, client(&addr).await, "node-b", &standbys, &standby(7)).await;
+    let done = transfer::run(
+        &b,
+        client(&addr).await,
+        "node-b",
+        &standbys,
+        &Default::default(),
+        &standby(7),
+    )
+    .await;
     assert_eq!(done.error, None);
     assert_eq!(
         std::fs::read_to_string(copy.join("current/PG_VERSION")).unwrap(),

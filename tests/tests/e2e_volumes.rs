@@ -334,7 +334,10 @@ fn a_database_keeps_its_data_through_node_loss_moves_backups_and_failover() {
         hosts
             .ps("realapp")
             .iter()
-            .all(|t| t["state"] != "running" && t["state"] != "healthy")
+            .all(|t| {
+                ["shutdown", "complete", "failed", "orphaned"]
+                    .contains(&t["state"].as_str().unwrap_or(""))
+            })
             .then_some(())
     });
     for (n, _) in copies(&hosts, "realapp") {

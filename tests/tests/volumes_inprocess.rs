@@ -280,7 +280,7 @@ async fn volumes_stay_with_their_data_move_back_up_and_fail_over() {
             .await
             .ok()?
             .iter()
-            .all(|t| t.state != "running")
+            .all(|t| ["shutdown", "complete", "failed", "orphaned"].contains(&t.state.as_str()))
             .then_some(())
     })
     .await;

@@ -102,6 +102,9 @@ pub struct SupervisorConfig {
     /// the engine volume before a container mounting it is created, removed with
     /// `remove_volumes`. `None`: the node keeps none.
     pub standbys: Option<crate::volumes::standby::Standbys>,
+    /// Containers a frozen export paused and resumed: their `unhealthy` right after is
+    /// the pause's ([`crate::volumes::thawed`]).
+    pub thawed: crate::volumes::thawed::Thawed,
 }
 
 enum OpEvent {
@@ -282,6 +285,15 @@ impl Supervisor {
                     c.exit_code = old.exit_code.or(c.exit_code);
                     c.error = old.error.clone();
                 }
+            }
+            // Just resumed after a frozen export: the engine says unhealthy until its
+            // next probe; the health before the pause stands until a probe passes.
+            if c.health == crate::runtime::Health::Unhealthy && self.cfg.thawed.recently(&c.id) {
+                if let Some(old) = self.containers.get(&c.id) {
+                    c.health = old.health;
+                }
+            } else if c.health == crate::runtime::Health::Healthy {
+                self.cfg.thawed.settled(&c.id);
             }
             next.insert(c.id.clone(), c);
         }

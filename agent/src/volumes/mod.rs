@@ -18,6 +18,7 @@ use crate::runtime::{ContainerRuntime, RuntimeError, RuntimeResult, VolumeReques
 pub mod archive;
 pub mod report;
 pub mod standby;
+pub mod thawed;
 pub mod transfer;
 
 use standby::Standbys;

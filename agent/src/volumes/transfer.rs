@@ -57,6 +57,7 @@ pub struct Transfers {
     /// Shared by the agent's sessions.
     limit: Arc<Semaphore>,
     standbys: Standbys,
+    thawed: crate::volumes::thawed::Thawed,
 }
 
 /// The limit of transfers running at once to share between an agent's sessions.
@@ -74,6 +75,7 @@ impl Transfers {
         volumes_changed: Arc<Notify>,
         limit: Arc<Semaphore>,
         standbys: Standbys,
+        thawed: crate::volumes::thawed::Thawed,
     ) -> Transfers {
         Transfers {
             runtime,
@@ -83,6 +85,7 @@ impl Transfers {
             volumes_changed,
             limit,
             standbys,
+            thawed,
         }
     }
 
@@ -97,11 +100,12 @@ impl Transfers {
         let changed = self.volumes_changed.clone();
         let limit = self.limit.clone();
         let standbys = self.standbys.clone();
+        let thawed = self.thawed.clone();
         tokio::spawn(async move {
             let Ok(_permit) = limit.acquire_owned().await else {
                 return;
             };
-            let done = run(&*runtime, client, &node, &standbys, &t).await;
+            let done = run(&*runtime, client, &node, &standbys, &thawed, &t).await;
             match &done.error {
                 None => info!(transfer = t.transfer_id, volume = %t.docker_name,
                     bytes = done.bytes, "volume transfer done"),
@@ -123,6 +127,7 @@ pub async fn run(
     client: VolumeDataClient<Channel>,
     node: &str,
     standbys: &Standbys,
+    thawed: &crate::volumes::thawed::Thawed,
     t: &VolumeTransfer,
 ) -> TransferDone {
     let received = |digest| Exported {
@@ -130,7 +135,7 @@ pub async fn run(
         frozen_ms: 0,
     };
     let result = match t.direction {
-        TransferDirection::Export => export(runtime, client, t).await,
+        TransferDirection::Export => export(runtime, client, t, thawed).await,
         TransferDirection::Import => import(runtime, client, node, t).await.map(received),
         TransferDirection::Standby => standby(client, standbys, t).await.map(received),
     };

@@ -31,6 +31,7 @@ pub(super) async fn export(
     runtime: &dyn ContainerRuntime,
     mut client: VolumeDataClient<Channel>,
     t: &VolumeTransfer,
+    thawed: &crate::volumes::thawed::Thawed,
 ) -> Result<Exported, String> {
     let id = t.transfer_id;
     let root = match volume_dir(runtime, &t.docker_name).await {
@@ -47,6 +48,9 @@ pub(super) async fn export(
     let (produced, frozen_ms) = if t.freeze {
         let abort = upload.abort_handle();
         let f = frozen(runtime, &t.docker_name, root, tx, id, abort).await;
+        for c in &f.resumed {
+            thawed.resumed(c);
+        }
         if let Some(e) = f.overran {
             return Err(e);
         }
@@ -105,6 +109,8 @@ struct Frozen {
     frozen_ms: u64,
     /// The second pass took longer than [`MAX_FROZEN`]: abandoned.
     overran: Option<String>,
+    /// The containers paused and resumed.
+    resumed: Vec<String>,
 }
 
 /// The two-pass export: the tar thread says when pass 1 is done and waits; the
@@ -135,6 +141,7 @@ async fn frozen(
     });
     let mut frozen_ms = 0;
     let mut overran = None;
+    let mut resumed = Vec::new();
     // Err: pass 1 failed, nothing to pause.
     if pass1_rx.await.is_ok() {
         let started = Instant::now();
@@ -156,6 +163,7 @@ async fn frozen(
                     frozen_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 }
                 debug!(volume = %name, containers = paused.len(), frozen_ms, "second pass done");
+                resumed = paused;
             }
             Err(e) => {
                 let _ = go_tx.send(Err(e));
@@ -166,6 +174,7 @@ async fn frozen(
         produced: producer.await,
         frozen_ms,
         overran,
+        resumed,
     }
 }
 

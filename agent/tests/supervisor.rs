@@ -739,6 +739,8 @@ async fn volumes_to_remove_wait_until_no_container_uses_them() {
         "theirs".into(),
     ];
     node.handle.assign(s);
+    // One change per volume gone: leftover, ghost, theirs (forgotten, not removed).
+    wait_volumes_changed(&mut node).await;
     wait_volumes_changed(&mut node).await;
     wait_volumes_changed(&mut node).await;
     tokio::time::sleep(Duration::from_secs(5)).await;

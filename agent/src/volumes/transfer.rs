@@ -67,6 +67,7 @@ pub fn transfer_limit() -> Arc<Semaphore> {
 
 impl Transfers {
     /// Transfers over `channel` (the session's, to the leader), reporting on `out`.
+    #[allow(clippy::too_many_arguments)] // each is one shared handle of the session's
     pub fn new(
         runtime: Arc<dyn ContainerRuntime>,
         node: String,

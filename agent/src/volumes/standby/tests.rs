@@ -168,3 +168,37 @@ fn a_failed_move_puts_everything_back() {
     assert!(matches!(err, StandbyError::Io { .. }), "{err}");
     assert_filled(&src, "one");
 }
+
+/// Unmounts on drop (also when the test panics).
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn promotion_across_a_bind_mount_of_the_same_device_copies() {
+    // The engine's volume directory and the agent's data dir on one device but through
+    // two mounts (as on the test hosts): rename says EXDEV, so fill copies instead.
+    let data = tempfile::tempdir().unwrap();
+    let s = Standbys::in_data_dir(data.path());
+    receive(&s, "shop_data", "three").unwrap();
+    let real = data.path().join("real");
+    let volume = data.path().join("volume");
+    fs::create_dir(&real).unwrap();
+    fs::create_dir(&volume).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["--bind"])
+        .arg(&real)
+        .arg(&volume)
+        .status()
+        .expect("run mount (the agent's tests run as root, as the agent does)");
+    assert!(ok.success(), "mount --bind needs root, as the agent does");
+    let _mounted = Mounted(volume.clone());
+    assert!(s.promote_into("shop_data", &volume).unwrap());
+    assert_filled(&volume, "three");
+    assert_filled(&real, "three");
+    assert!(!data.path().join("standby/shop_data").exists());
+}

@@ -703,3 +703,36 @@ fn a_move_the_target_refused_leaves_nothing_for_it_to_remove() {
         "import on c: c already has a volume app_pgdata holding data: remove it first"
     );
 }
+
+#[test]
+fn an_unchanged_volume_report_changes_nothing_and_costs_no_write() {
+    let mut s = db_on_a();
+    let seen = vec![VolumeSeen {
+        docker_name: "app_pgdata".into(),
+        stack: "app".into(),
+        name: "pgdata".into(),
+        size_bytes: Some(100),
+        created_ms: 7,
+    }];
+    // Recorded at assignment, not seen yet: a change.
+    assert!(s.volume_report_changes("a", &seen));
+    assert!(!s.volume_report_changes("b", &[]), "nothing on b");
+    s.apply(&Command::VolumeReport {
+        node: "a".into(),
+        volumes: seen.clone(),
+        now_ms: 1,
+    });
+    assert!(
+        !s.volume_report_changes("a", &seen),
+        "the same report again"
+    );
+    let mut grown = seen.clone();
+    grown[0].size_bytes = Some(200);
+    assert!(s.volume_report_changes("a", &grown), "a new size");
+    assert!(s.volume_report_changes("a", &[]), "gone from the engine");
+    let mut foreign = seen.clone();
+    foreign[0].stack = "other".into();
+    foreign[0].docker_name = "other_pgdata".into();
+    foreign.push(seen[0].clone());
+    assert!(s.volume_report_changes("a", &foreign), "one to adopt");
+}

@@ -241,6 +241,9 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
         }
         Some(Msg::Volumes(r)) => {
             let volumes = convert::volumes_seen(&r);
+            if !ctx.node.state.read().volume_report_changes(node, &volumes) {
+                return Ok(());
+            }
             tracing::debug!(node, volumes = volumes.len(), "volume report");
             ctx.propose(Command::VolumeReport {
                 node: node.to_string(),

@@ -247,6 +247,36 @@ impl ClusterState {
         }
     }
 
+    /// Whether applying `node`'s report `seen` would change anything: agents report
+    /// every 10 s, and an unchanged report must not cost a Raft write (each write makes
+    /// every agent session look at its assignments again).
+    pub fn volume_report_changes(&self, node: &str, seen: &[VolumeSeen]) -> bool {
+        let names: BTreeSet<&str> = seen.iter().map(|s| s.docker_name.as_str()).collect();
+        let dropped = self.volumes.values().any(|c| {
+            c.node == node
+                && !names.contains(c.docker_name.as_str())
+                && match c.state {
+                    CopyState::Removing => true,
+                    CopyState::Live | CopyState::SetAside => c.seen,
+                    CopyState::Incoming | CopyState::Standby => false,
+                }
+        });
+        dropped
+            || seen
+                .iter()
+                .filter(|s| !s.stack.is_empty() && !s.name.is_empty())
+                .any(
+                    |s| match self.volumes.get(&copy_key(&s.stack, &s.name, node)) {
+                        None => true,
+                        Some(c) => {
+                            !c.seen
+                                || c.size_bytes != s.size_bytes
+                                || (s.created_ms > 0 && c.created_ms != s.created_ms)
+                        }
+                    },
+                )
+    }
+
     /// An agent's list of the shoal volumes on its engine.
     pub(super) fn volume_report(
         &mut self,

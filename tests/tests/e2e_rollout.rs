@@ -130,10 +130,17 @@ fn deploy_sampling(up: &ShoalUp, stack: &str, file: &std::path::Path, port: u16)
     let replicas = {
         let (seen, stack) = (seen.clone(), stack.to_string());
         sample(&done, 3_000, Duration::from_millis(100), move || {
-            let answering = running_service_ips(&stack, "web")
+            let before = running_service_ips(&stack, "web");
+            let answering = before
                 .iter()
                 .filter(|ip| http_get_at(&format!("{ip}:8080"), "/").is_some())
                 .count();
+            // The replicas are asked one after the other: a sample counts only if none
+            // started or stopped meanwhile (one stopping mid-sample is not a replica
+            // that stopped answering while it should).
+            if running_service_ips(&stack, "web") != before {
+                return;
+            }
             let mut s = seen.lock().unwrap();
             s.fewest_answering = s.fewest_answering.min(answering);
         })

@@ -1,6 +1,6 @@
 //! What each agent is told to run: a pure view of the state for one node.
 
-use shoal_proto::spec::{MountKind, ServiceSpec, VolumeSpec};
+use shoal_proto::spec::{ServiceSpec, VolumeSpec};
 use shoal_proto::task::{Desired, TaskState};
 
 use crate::state::ClusterState;
@@ -41,14 +41,8 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
                 .stacks
                 .get(&t.stack)
                 .map(|st| {
-                    svc.spec
-                        .volumes
-                        .iter()
-                        .filter(|m| m.kind == MountKind::Volume)
-                        .filter_map(|m| m.source.as_ref())
-                        .filter_map(|src| {
-                            st.spec.volumes.get(src).map(|v| (src.clone(), v.clone()))
-                        })
+                    crate::state::volumes::named_volumes(&st.spec, &svc.spec)
+                        .map(|(name, v)| (name.to_string(), v.clone()))
                         .collect()
                 })
                 .unwrap_or_default();

@@ -140,8 +140,9 @@ pub struct VolumeSeen {
     pub created_ms: u64,
 }
 
-/// The named volumes a service mounts, with their top-level definitions.
-pub fn mounted_volumes<'a>(
+/// The named volumes a service mounts, with their top-level definitions, external ones
+/// included (what its agent needs to mount them).
+pub fn named_volumes<'a>(
     stack: &'a StackSpec,
     spec: &'a ServiceSpec,
 ) -> impl Iterator<Item = (&'a str, &'a VolumeSpec)> + 'a {
@@ -150,7 +151,15 @@ pub fn mounted_volumes<'a>(
         .filter(|m| m.kind == MountKind::Volume)
         .filter_map(|m| m.source.as_deref())
         .filter_map(move |src| stack.volumes.get(src).map(|v| (src, v)))
-        .filter(|(_, v)| !v.external)
+}
+
+/// The named volumes a service mounts that the cluster keeps (external ones are the
+/// user's).
+pub fn mounted_volumes<'a>(
+    stack: &'a StackSpec,
+    spec: &'a ServiceSpec,
+) -> impl Iterator<Item = (&'a str, &'a VolumeSpec)> + 'a {
+    named_volumes(stack, spec).filter(|(_, v)| !v.external)
 }
 
 /// How many finished moves are kept for `volume move` to read back.
@@ -179,21 +188,30 @@ impl ClusterState {
 
     /// Services whose tasks that are not over mount the copy, with their nodes.
     pub fn users_of(&self, stack: &str, name: &str, node: Option<&str>) -> BTreeSet<String> {
-        let Some(st) = self.stacks.get(stack) else {
-            return BTreeSet::new();
-        };
-        self.tasks
-            .values()
-            .filter(|t| t.stack == stack && !t.state.is_terminal())
-            .filter(|t| node.is_none() || t.node.as_deref() == node)
-            .filter(|t| t.node.is_some())
-            .filter(|t| {
-                self.services
-                    .get(&t.service_key())
-                    .is_some_and(|s| mounted_volumes(&st.spec, &s.spec).any(|(v, _)| v == name))
-            })
+        self.tasks_mounting(stack, name, node)
             .map(|t| t.service_key())
             .collect()
+    }
+
+    /// Placed tasks that are not over whose service mounts `stack`'s volume `name`, on
+    /// `node` or anywhere.
+    fn tasks_mounting<'a>(
+        &'a self,
+        stack: &'a str,
+        name: &'a str,
+        node: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a super::model::Task> + 'a {
+        let st = self.stacks.get(stack);
+        self.tasks
+            .values()
+            .filter(move |t| t.stack == stack && !t.state.is_terminal() && t.node.is_some())
+            .filter(move |t| node.is_none() || t.node.as_deref() == node)
+            .filter(move |t| {
+                st.zip(self.services.get(&t.service_key()))
+                    .is_some_and(|(st, s)| {
+                        mounted_volumes(&st.spec, &s.spec).any(|(v, _)| v == name)
+                    })
+            })
     }
 
     /// A task of `service` (slot `slot`) was assigned to `node`: record the copies of
@@ -252,15 +270,10 @@ impl ClusterState {
     /// every agent session look at its assignments again).
     pub fn volume_report_changes(&self, node: &str, seen: &[VolumeSeen]) -> bool {
         let names: BTreeSet<&str> = seen.iter().map(|s| s.docker_name.as_str()).collect();
-        let dropped = self.volumes.values().any(|c| {
-            c.node == node
-                && !names.contains(c.docker_name.as_str())
-                && match c.state {
-                    CopyState::Removing => true,
-                    CopyState::Live | CopyState::SetAside => c.seen,
-                    CopyState::Incoming | CopyState::Standby => false,
-                }
-        });
+        let dropped = self
+            .volumes
+            .values()
+            .any(|c| gone_from_engine(c, node, &names));
         dropped
             || seen
                 .iter()
@@ -287,17 +300,8 @@ impl ClusterState {
         let names: BTreeSet<&str> = seen.iter().map(|s| s.docker_name.as_str()).collect();
         // Copies the engine no longer has: removed ones go; a live one that was there
         // and is gone was removed by hand on the node.
-        self.volumes.retain(|_, c| {
-            if c.node != node || names.contains(c.docker_name.as_str()) {
-                return true;
-            }
-            match c.state {
-                CopyState::Removing => false,
-                CopyState::Live | CopyState::SetAside => !c.seen,
-                // Not an engine volume until it is promoted.
-                CopyState::Incoming | CopyState::Standby => true,
-            }
-        });
+        self.volumes
+            .retain(|_, c| !gone_from_engine(c, node, &names));
         for s in seen {
             if s.stack.is_empty() || s.name.is_empty() {
                 continue;
@@ -625,19 +629,8 @@ impl ClusterState {
 
     /// Tasks to stop so that a move can copy: live tasks on its source node that mount
     /// the volume.
-    pub fn tasks_blocking_move(&self, m: &VolumeMove) -> Vec<&super::model::Task> {
-        let Some(st) = self.stacks.get(&m.stack) else {
-            return Vec::new();
-        };
-        self.tasks
-            .values()
-            .filter(|t| t.stack == m.stack && t.node.as_deref() == Some(m.from.as_str()))
-            .filter(|t| !t.state.is_terminal())
-            .filter(|t| {
-                self.services
-                    .get(&t.service_key())
-                    .is_some_and(|s| mounted_volumes(&st.spec, &s.spec).any(|(v, _)| v == m.name))
-            })
+    pub fn tasks_blocking_move<'a>(&'a self, m: &'a VolumeMove) -> Vec<&'a super::model::Task> {
+        self.tasks_mounting(&m.stack, &m.name, Some(&m.from))
             .collect()
     }
 
@@ -763,6 +756,19 @@ impl ClusterState {
         );
         true
     }
+}
+
+/// A copy on `node` that its engine no longer lists (`names`) and whose record goes: a
+/// removed one, or a live or set-aside one that was there and was removed by hand.
+/// Incoming and standby copies are no engine volume (yet).
+fn gone_from_engine(c: &VolumeCopy, node: &str, names: &BTreeSet<&str>) -> bool {
+    c.node == node
+        && !names.contains(c.docker_name.as_str())
+        && match c.state {
+            CopyState::Removing => true,
+            CopyState::Live | CopyState::SetAside => c.seen,
+            CopyState::Incoming | CopyState::Standby => false,
+        }
 }
 
 fn short(sha: &str) -> &str {

@@ -8,6 +8,7 @@
 mod apply;
 mod model;
 mod secrets;
+mod standby;
 pub mod subnets;
 pub mod volumes;
 

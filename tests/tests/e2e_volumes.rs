@@ -82,25 +82,30 @@ fn healthy_db(hosts: &Hosts, stack: &str) -> (String, String) {
 }
 
 fn psql(hosts: &Hosts, node: &str, container: &str, sql: &str) -> String {
-    hosts
-        .docker(
-            node,
-            &[
+    // A standby refresh pauses the container for a moment, and `docker exec` is refused
+    // while it is paused (nothing runs then): asked again until it runs.
+    let sock = hosts.docker_sock(node);
+    eventually(WAIT, &format!("psql on {node}"), || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "-H",
+                &format!("unix://{sock}"),
                 "exec",
                 "-u",
                 "postgres",
                 container,
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-tAc",
-                sql,
-            ],
-        )
-        .trim()
-        .to_string()
+            ])
+            .args(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", sql])
+            .output()
+            .expect("run docker exec");
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is paused"), "psql on {node}: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        None
+    })
 }
 
 fn rows(hosts: &Hosts, stack: &str) -> u64 {

@@ -21,9 +21,13 @@
 //!   exported to or imported from another node through the leader (tar streams, in two
 //!   passes around a short pause of their containers for a frozen export); standby
 //!   copies kept under `DATA_DIR/standby/` and promoted into the volume when asked.
+//! - [`images`]: images from the cluster's own store when the engine lacks them (by
+//!   `pull_policy`), loaded with only the layers the engine lacks; the node's images
+//!   reported on the session.
 //! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
-//!   only place that knows prost types).
+//!   only place that knows prost types, besides the data planes: volume transfers and
+//!   [`images::source`], with [`images::convert`]).
 //!
 //! What it must not do: decide placement or restarts (the controller does: an ended task
 //! stays ended, and the agent never restarts a container), touch containers without the
@@ -46,6 +50,7 @@ pub mod convert;
 pub mod credentials;
 pub mod disconnect;
 pub mod gpu;
+pub mod images;
 pub mod logs;
 pub mod metrics;
 pub mod model;
@@ -74,8 +79,9 @@ pub struct AgentConfig {
     pub controllers: Vec<String>,
     /// The node's name, which is also its id.
     pub name: String,
-    /// The agent's own files: its credentials (`tls/`), and the standby copies of
-    /// volumes it keeps (`standby/<engine name>/current`).
+    /// The agent's own files: its credentials (`tls/`), the standby copies of volumes
+    /// it keeps (`standby/<engine name>/current`), and the tars of images being loaded
+    /// (`images/tmp/`).
     pub data_dir: PathBuf,
     /// `unix:///path` or `tcp://host:port`; `None`: `DOCKER_HOST`, else the local socket.
     pub docker: Option<String>,
@@ -151,12 +157,14 @@ pub async fn run_with_runtime(
     )
     .await
     .context("discover GPUs")?;
+    let image_counters = Arc::new(images::ImageCounters::default());
     if let Some(addr) = cfg.metrics {
         let listener = metrics::bind(addr).await?;
         tokio::spawn(metrics::serve(
             listener,
             cfg.name.clone(),
             gpus.clone(),
+            image_counters.clone(),
             shutdown.child_token(),
         ));
     }
@@ -177,6 +185,16 @@ pub async fn run_with_runtime(
     let renewal = credentials
         .clone()
         .map(|c| tokio::spawn(c.renew_loop(shutdown.child_token())));
+    // Any controller answers for the cluster's image store, over the node's mTLS.
+    let store = images::GrpcSource::new(
+        cfg.controllers.clone(),
+        credentials.as_ref().map(|c| c.tls.clone()),
+    );
+    let images = Arc::new(images::Images::new(
+        Some(Arc::new(store)),
+        &cfg.data_dir,
+        image_counters,
+    ));
     let stop_supervisor = shutdown.child_token();
     let contact = disconnect::Contact::new();
     let standbys = volumes::standby::Standbys::in_data_dir(&cfg.data_dir);
@@ -194,6 +212,7 @@ pub async fn run_with_runtime(
             gpu_mode: cfg.gpu_mode.clone(),
             standbys: Some(standbys.clone()),
             thawed: thawed.clone(),
+            images: images.clone(),
         },
         runtime.clone(),
         Some(contact.clone()),
@@ -212,6 +231,7 @@ pub async fn run_with_runtime(
             tls: credentials.as_ref().map(|c| c.tls.clone()),
             standbys,
             thawed,
+            images,
         },
         runtime,
         handle,

@@ -1,7 +1,8 @@
 //! `shoal agent --metrics ADDR`: Prometheus text on `GET /metrics`, with this node's
-//! GPUs (total memory always; utilization and memory used where NVML gives them). The
-//! figures are the last rediscovery's ([`crate::gpu::watch`] keeps them current without
-//! re-reporting to the controller). [`render`] is the pure part.
+//! GPUs (total memory always; utilization and memory used where NVML gives them) and
+//! what it received from the cluster's image store. The GPU figures are the last
+//! rediscovery's ([`crate::gpu::watch`] keeps them current without re-reporting to the
+//! controller). [`render`] and [`render_images`] are the pure part.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::gpu::GpuDevice;
+use crate::images::ImageCounters;
 
 /// A per-GPU gauge: its name, its help text and its value for one GPU (if known).
 type Gauge = (&'static str, &'static str, fn(&GpuDevice) -> Option<u64>);
@@ -66,6 +68,29 @@ pub fn render(node: &str, gpus: &[GpuDevice]) -> String {
     out
 }
 
+/// The image transfer counters of node `node`, in Prometheus' text format.
+pub fn render_images(node: &str, images: &ImageCounters) -> String {
+    let mut out = String::new();
+    let counters = [
+        (
+            "shoal_agent_image_bytes_received_total",
+            "Bytes of image blobs received from the cluster's image store.",
+            images.bytes_received(),
+        ),
+        (
+            "shoal_agent_images_loaded_total",
+            "Images loaded into the engine from the cluster's image store.",
+            images.images_loaded(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name}{{node=\"{}\"}} {value}", escape(node));
+    }
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -77,6 +102,7 @@ pub async fn serve(
     listener: TcpListener,
     node: String,
     gpus: watch::Receiver<Vec<GpuDevice>>,
+    images: std::sync::Arc<ImageCounters>,
     shutdown: CancellationToken,
 ) {
     if let Ok(addr) = listener.local_addr() {
@@ -93,7 +119,7 @@ pub async fn serve(
                 }
             },
         };
-        let page = render(&node, &gpus.borrow());
+        let page = render(&node, &gpus.borrow()) + &render_images(&node, &images);
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n =
@@ -168,6 +194,18 @@ mod tests {
     }
 
     #[test]
+    fn image_counters_are_counters_by_node() {
+        let images = ImageCounters::default();
+        images.received(10);
+        images.received(5);
+        images.loaded();
+        let page = render_images("n1", &images);
+        assert!(page.contains("# TYPE shoal_agent_image_bytes_received_total counter\n"));
+        assert!(page.contains("shoal_agent_image_bytes_received_total{node=\"n1\"} 15\n"));
+        assert!(page.contains("shoal_agent_images_loaded_total{node=\"n1\"} 1\n"));
+    }
+
+    #[test]
     fn no_gpus_is_a_zero_count() {
         let page = render("cpu-only", &[]);
         assert!(page.contains("shoal_gpus{node=\"cpu-only\"} 0"));
@@ -180,7 +218,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(vec![gpu(0, Some(5), Some(9))]);
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, "n1".into(), rx, stop.clone()));
+        let images = std::sync::Arc::new(ImageCounters::default());
+        tokio::spawn(serve(
+            listener,
+            "n1".into(),
+            rx,
+            images.clone(),
+            stop.clone(),
+        ));
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -193,10 +238,17 @@ mod tests {
         let page = get("/metrics").await;
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
         assert!(page.contains("shoal_gpu_utilization_percent{"), "{page}");
-        assert!(page.ends_with(" 9\n"), "{page}");
+        assert!(page.contains("} 9\n"), "{page}");
         // New figures from a rediscovery show on the next scrape.
         tx.send_replace(vec![gpu(0, Some(5), Some(80))]);
         assert!(get("/metrics").await.contains("} 80\n"));
+        // Image transfers show too.
+        images.received(4096);
+        let page = get("/metrics").await;
+        assert!(
+            page.contains("shoal_agent_image_bytes_received_total{node=\"n1\"} 4096\n"),
+            "{page}"
+        );
         assert!(get("/").await.starts_with("HTTP/1.1 404"));
         stop.cancel();
     }

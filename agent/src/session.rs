@@ -3,7 +3,8 @@
 //! Connects to the controller addresses in turn (capped exponential backoff), follows a
 //! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
-//! then heartbeats, task status transitions and log chunks up; assignments and log
+//! then heartbeats, task status transitions, log chunks, and the node's volumes and
+//! images (after the Hello, then when they change) up; assignments and log
 //! requests down. A lost session never touches containers: the agent reconnects and says
 //! Hello again with what runs now.
 
@@ -51,6 +52,8 @@ pub struct SessionConfig {
     pub standbys: crate::volumes::standby::Standbys,
     /// Containers the transfers paused and resumed (shared with the supervisor).
     pub thawed: crate::volumes::thawed::Thawed,
+    /// The supervisor's images: a load from the cluster's store is reported at once.
+    pub images: Arc<crate::images::Images>,
 }
 
 enum Ended {
@@ -314,6 +317,12 @@ async fn session(
         cfg.name.clone(),
         out.clone(),
         volumes_changed.clone(),
+    ));
+    // The node's images likewise, when they changed since this session's last report.
+    reporter.spawn(crate::images::report::run_reporter(
+        runtime.clone(),
+        out.clone(),
+        cfg.images.loaded(),
     ));
     let mut transfers = Transfers::new(
         runtime.clone(),

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use shoal_proto::pb::control_client::ControlClient;
+use shoal_proto::pb::image_push_client::ImagePushClient;
 use shoal_proto::pb::pki_client::PkiClient;
 use shoal_tls::ClientTls;
 use tonic::transport::{Channel, Endpoint};
@@ -112,6 +113,28 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.call_channel(Some(REQUEST_TIMEOUT), |ch| f(PkiClient::new(ch)))
+            .await
+    }
+
+    /// Like [`Client::call`], for the `ImagePush` service's short calls (`Missing`).
+    /// The leader serves it; a follower's hint is followed as for `Control`.
+    pub async fn call_image_push<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(ImagePushClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_channel(Some(REQUEST_TIMEOUT), |ch| f(ImagePushClient::new(ch)))
+            .await
+    }
+
+    /// `ImagePush.Push`: like [`Client::call_upload`], the reply comes once every blob
+    /// is sent, so no request timeout bounds it.
+    pub async fn upload_image<T, F, Fut>(&mut self, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(ImagePushClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_channel(None, |ch| f(ImagePushClient::new(ch)))
             .await
     }
 

@@ -1,7 +1,9 @@
 //! Test support: a `Control` server on 127.0.0.1 that either answers `Services` with a
 //! row naming itself or refuses like a follower, pointing at a leader. As a leader it
 //! also answers the volume RPCs from a scripted [`FakeVolumes`] and records what it was
-//! sent, so the `shoal volume` commands are tested end to end in-process.
+//! sent, so the `shoal volume` commands are tested end to end in-process. It also
+//! serves `ImagePush` with an in-memory blob store that checks every digest, and the
+//! image RPCs of `Control`, recording the calls a deploy makes.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use futures::Stream;
 use shoal_proto::pb::{
     self,
     control_server::{Control, ControlServer},
+    image_push_server::{ImagePush, ImagePushServer},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -44,8 +47,22 @@ pub struct FakeVolumes {
     /// Every `RemoveVolume` and `RemoveStack` request.
     pub removed: Mutex<Vec<pb::RemoveVolumeRequest>>,
     pub removed_stacks: Mutex<Vec<pb::RemoveStackRequest>>,
+    /// The name of every deploy, image and push RPC received, in order.
+    pub calls: Mutex<Vec<String>>,
+    /// Every `Deploy` request (answered with each service at generation 1).
+    pub deployed: Mutex<Vec<pb::DeployRequest>>,
+    /// `Images` answers these; `RemoveImage` refuses one whose `services` is not empty.
+    pub images: Mutex<Vec<pb::ImageRow>>,
+    /// `ImagesAvailable` answers these (an image not listed is nowhere).
+    pub places: Mutex<Vec<pb::ImageWhere>>,
+    /// The store: blobs by sha256 hex (checked on receipt) and the images registered.
+    pub blobs: Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+    pub pushed: Mutex<Vec<pb::ImageManifest>>,
+    /// Digests of the blobs received by `Push`, in order.
+    pub received: Mutex<Vec<String>>,
 }
 
+#[derive(Clone)]
 struct Fake(Role, Arc<FakeVolumes>);
 
 impl Fake {
@@ -88,13 +105,91 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Fake {
+    fn record(&self, call: &str) {
+        lock(&self.1.calls).push(call.to_string());
+    }
+}
+
 #[tonic::async_trait]
 impl Control for Fake {
     async fn deploy(
         &self,
-        _: Request<pb::DeployRequest>,
+        req: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployReply>, Status> {
-        Err(Status::unimplemented("fake"))
+        self.record("Deploy");
+        let req = req.into_inner();
+        let stack: shoal_proto::spec::StackSpec = serde_json::from_slice(&req.stack_json)
+            .map_err(|e| Status::invalid_argument(format!("stack_json: {e}")))?;
+        lock(&self.1.deployed).push(req);
+        self.answer(|_| pb::DeployReply {
+            stack: stack.name.clone(),
+            services: stack
+                .services
+                .keys()
+                .map(|s| pb::ServiceGeneration {
+                    service: s.clone(),
+                    generation: 1,
+                    changed: true,
+                })
+                .collect(),
+        })
+    }
+    async fn images(
+        &self,
+        _: Request<pb::ImagesRequest>,
+    ) -> Result<Response<pb::ImagesReply>, Status> {
+        self.record("Images");
+        let images = lock(&self.1.images).clone();
+        self.answer(|_| pb::ImagesReply { images })
+    }
+    async fn remove_image(
+        &self,
+        req: Request<pb::RemoveImageRequest>,
+    ) -> Result<Response<pb::RemoveImageReply>, Status> {
+        self.record("RemoveImage");
+        let image = req.into_inner().image;
+        let rows = lock(&self.1.images).clone();
+        let Some(row) = rows.iter().find(|r| r.image == image) else {
+            return Err(Status::not_found(format!(
+                "the cluster's image store has no image {image}"
+            )));
+        };
+        if !row.services.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "image {image} is used by {}: remove or change those services first",
+                row.services.join(", ")
+            )));
+        }
+        lock(&self.1.images).retain(|r| r.image != image);
+        self.answer(|_| pb::RemoveImageReply {})
+    }
+    async fn images_available(
+        &self,
+        req: Request<pb::ImagesAvailableRequest>,
+    ) -> Result<Response<pb::ImagesAvailableReply>, Status> {
+        self.record("ImagesAvailable");
+        let places = lock(&self.1.places).clone();
+        let pushed = lock(&self.1.pushed).clone();
+        let images = req
+            .into_inner()
+            .images
+            .into_iter()
+            .map(|image| {
+                let stored = pushed.iter().find(|m| m.reference == image);
+                places
+                    .iter()
+                    .find(|w| w.image == image)
+                    .cloned()
+                    .unwrap_or_else(|| pb::ImageWhere {
+                        in_cluster: stored.is_some(),
+                        id: stored.map(|m| m.id.clone()).unwrap_or_default(),
+                        image,
+                        nodes: Vec::new(),
+                    })
+            })
+            .collect();
+        self.answer(|_| pb::ImagesAvailableReply { images })
     }
     async fn ps(&self, _: Request<pb::PsRequest>) -> Result<Response<pb::PsReply>, Status> {
         Err(Status::unimplemented("fake"))
@@ -300,6 +395,98 @@ impl Control for Fake {
     }
 }
 
+#[tonic::async_trait]
+impl ImagePush for Fake {
+    async fn missing(
+        &self,
+        req: Request<pb::MissingBlobsRequest>,
+    ) -> Result<Response<pb::MissingBlobsReply>, Status> {
+        self.record("Missing");
+        let blobs = lock(&self.1.blobs);
+        let digests = req
+            .into_inner()
+            .digests
+            .into_iter()
+            .filter(|d| !blobs.contains_key(d))
+            .collect();
+        drop(blobs);
+        self.answer(|_| pb::MissingBlobsReply { digests })
+    }
+
+    #[allow(clippy::result_large_err)]
+    async fn push(
+        &self,
+        req: Request<tonic::Streaming<pb::ImagePushChunk>>,
+    ) -> Result<Response<pb::ImagePushReply>, Status> {
+        use pb::image_push_chunk::Msg;
+        use sha2::Digest as _;
+        self.record("Push");
+        if !matches!(self.0, Role::Leader { .. }) {
+            return self.answer(|_| pb::ImagePushReply::default());
+        }
+        let mut stream = req.into_inner();
+        let mut current: Option<(pb::BlobStart, Vec<u8>)> = None;
+        let mut bytes = 0u64;
+        let keep = |blob: Option<(pb::BlobStart, Vec<u8>)>| -> Result<u64, Status> {
+            let Some((start, data)) = blob else {
+                return Ok(0);
+            };
+            let digest = hex::encode(sha2::Sha256::digest(&data));
+            if digest != start.digest || data.len() as u64 != start.size {
+                return Err(Status::data_loss(format!(
+                    "blob {} arrived as {digest} ({} bytes, {} announced)",
+                    start.digest,
+                    data.len(),
+                    start.size
+                )));
+            }
+            lock(&self.1.received).push(digest.clone());
+            lock(&self.1.blobs).insert(digest, data);
+            Ok(start.size)
+        };
+        while let Some(chunk) = stream.message().await? {
+            match chunk.msg {
+                Some(Msg::Start(start)) => {
+                    bytes += keep(current.take())?;
+                    current = Some((start, Vec::new()));
+                }
+                Some(Msg::Data(d)) => match &mut current {
+                    Some((_, data)) => data.extend_from_slice(&d),
+                    None => return Err(Status::invalid_argument("data before start")),
+                },
+                Some(Msg::Image(m)) => {
+                    bytes += keep(current.take())?;
+                    let blobs = lock(&self.1.blobs);
+                    let config = m.id.strip_prefix("sha256:").unwrap_or_default();
+                    let absent: Vec<&str> = std::iter::once(config)
+                        .chain(m.layers.iter().map(|l| l.digest.as_str()))
+                        .filter(|d| !blobs.contains_key(*d))
+                        .collect();
+                    if !absent.is_empty() {
+                        return Err(Status::failed_precondition(format!(
+                            "image {}: lacks blobs {}",
+                            m.reference,
+                            absent.join(", ")
+                        )));
+                    }
+                    drop(blobs);
+                    let reference = m.reference.clone();
+                    lock(&self.1.pushed).push(m);
+                    return Ok(Response::new(pb::ImagePushReply {
+                        reference,
+                        bytes,
+                        holders: vec![1, 2],
+                    }));
+                }
+                None => {}
+            }
+        }
+        Err(Status::invalid_argument(
+            "the push ended before naming its image",
+        ))
+    }
+}
+
 /// Serves `role` until `stop` is cancelled; returns its `127.0.0.1:PORT`.
 pub async fn serve(role: Role, stop: CancellationToken) -> String {
     serve_volumes(role, Arc::default(), stop).await
@@ -315,9 +502,11 @@ pub async fn serve_volumes(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
+    let fake = Fake(role, volumes);
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(ControlServer::new(Fake(role, volumes)))
+            .add_service(ControlServer::new(fake.clone()))
+            .add_service(ImagePushServer::new(fake))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 stop.cancelled_owned(),

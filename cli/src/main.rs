@@ -7,6 +7,8 @@
 //!   tries each `--addr` and follows a follower's leader hint ([`leader`]).
 //! - [`output`] renders rows as tables or as the JSON of DESIGN.md's contract;
 //!   [`progress`] decides, purely, whether a deploy has converged.
+//! - [`images`] builds `build:` services on this machine's engine and ships images to
+//!   the cluster's store (`shoal deploy`, `shoal image push`).
 //! - [`error`] maps failures to exit codes: 0 ok, 1 operation failed, 2 bad usage or input.
 //!
 //! This crate holds no cluster logic of its own: it parses, calls and prints.
@@ -19,6 +21,7 @@ mod commands;
 mod error;
 #[cfg(test)]
 mod fake_control;
+mod images;
 mod leader;
 mod logging;
 mod login;

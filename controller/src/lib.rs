@@ -14,6 +14,8 @@
 //! - [`leader`]: the loop that runs the reconciler and liveness on the leader.
 //! - [`api`]: the gRPC services (`Control`, `AgentSession`) and prost conversions.
 //! - [`pki`]: the cluster CA, join tokens, certificates, the TLS listener and roles.
+//! - [`images`]: the cluster's image store: blobs on each controller's disk, copied
+//!   between controllers, and the leader's sweep of images nothing runs.
 //! - [`server`]: wiring: open the node, serve one port, run the leader loop.
 //!
 //! This crate must not talk to Docker: agents do.
@@ -26,6 +28,7 @@ pub mod compose;
 pub mod endpoints;
 pub mod faults;
 pub mod gpu_fit;
+pub mod images;
 pub mod leader;
 pub mod liveness;
 pub mod logs;

@@ -68,6 +68,8 @@ pub struct ControllerConfig {
     /// `--init` with this CA instead of a new one. Tests set it to mint certificates of
     /// their own (expired ones, other roles); production never does.
     pub init_ca: Option<InitCa>,
+    /// How long an image no service runs stays in the cluster's store.
+    pub image_retention: Duration,
 }
 
 /// A CA's certificate and key (PEM), for [`ControllerConfig::init_ca`].
@@ -99,6 +101,7 @@ impl ControllerConfig {
             cert_ttl: pki::DEFAULT_CERT_TTL,
             admin_cert_ttl: pki::DEFAULT_CERT_TTL,
             init_ca: None,
+            image_retention: crate::images::DEFAULT_RETENTION,
         }
     }
 }
@@ -190,12 +193,19 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         pki: me.clone(),
         transfers: Default::default(),
+        blobs: crate::images::BlobStore::open(&cfg.data_dir)
+            .with_context(|| format!("open the image store in {}", cfg.data_dir.display()))?,
     });
     tracing::info!(id, listen = %local, %advertise, "controller serving");
 
     let leader = tokio::spawn(crate::leader::run(
         ctx.clone(),
         cfg.node_grace,
+        shutdown.clone(),
+    ));
+    let images = tokio::spawn(crate::images::replicate::run(
+        ctx.clone(),
+        cfg.image_retention,
         shutdown.clone(),
     ));
     let renew = tokio::spawn(
@@ -224,6 +234,19 @@ pub async fn serve(
             pki::auth::Guard::agent(ctx.node.state.clone()),
         ))
         .add_service(InterceptedService::new(
+            pb::image_push_server::ImagePushServer::new(api::images::ImagePushService::new(
+                ctx.clone(),
+            ))
+            .max_decoding_message_size(4 << 20),
+            pki::auth::Guard::admin(ctx.node.state.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            pb::image_store_server::ImageStoreServer::new(api::images::ImageStoreService::new(
+                ctx.clone(),
+            )),
+            pki::auth::Guard::readers(ctx.node.state.clone()),
+        ))
+        .add_service(InterceptedService::new(
             raft::RaftPeerService::with_faults(ctx.node.raft.clone(), cfg.faults.clone())
                 .into_server(),
             pki::auth::Guard::controller(ctx.node.state.clone()),
@@ -235,6 +258,7 @@ pub async fn serve(
         .await
         .context("serve gRPC");
     let _ = leader.await;
+    let _ = images.await;
     let _ = renew.await;
     // The port is free again once the accept loop has dropped the listener.
     let _ = accepting.await;

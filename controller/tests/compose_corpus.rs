@@ -55,60 +55,26 @@ fn messages(e: &LoadError) -> Vec<String> {
 }
 
 /// Files upstream loads but shoal refuses on purpose: each error must contain one of
-/// the substrings, and each substring must be matched by some error.
+/// the substrings, and each substring must be matched by some error. No file is here
+/// for `build:` (shoal builds them; [`no_corpus_file_is_refused_for_build`]).
 fn intended_errors(rel: &str) -> Option<(&'static [&'static str], &'static str)> {
-    const BUILD: &[&str] = &["build: shoal runs images; add image:"];
-    let build_why = "a `build:` service without `image:`: shoal runs images the nodes can pull";
-    if rel.contains("/build--") || rel.contains("/build_extra--") {
-        return Some((BUILD, build_why));
-    }
+    const NO_IMAGE: &[&str] = &["has no image: add image: (the image to run) or build:"];
     Some(match rel {
-        "awesome-compose/angular.yaml"
-        | "awesome-compose/apache-php.yaml"
-        | "awesome-compose/aspnet-mssql.yaml"
-        | "awesome-compose/django.yaml"
-        | "awesome-compose/fastapi.yaml"
-        | "awesome-compose/flask-redis.yaml"
-        | "awesome-compose/flask.yaml"
-        | "awesome-compose/nginx-aspnet-mysql.yaml"
-        | "awesome-compose/nginx-flask-mongo.yaml"
-        | "awesome-compose/nginx-flask-mysql.yaml"
-        | "awesome-compose/nginx-golang-mysql.yaml"
-        | "awesome-compose/nginx-golang-postgres.yaml"
-        | "awesome-compose/nginx-golang.yaml"
-        | "awesome-compose/nginx-nodejs-redis.yaml"
-        | "awesome-compose/nginx-wsgi-flask.yaml"
-        | "awesome-compose/react-express-mongodb.yaml"
-        | "awesome-compose/react-express-mysql.yaml"
-        | "awesome-compose/react-java-mysql.yaml"
-        | "awesome-compose/react-nginx.yaml"
-        | "awesome-compose/react-rust-postgres.yaml"
-        | "awesome-compose/sparkjava-mysql.yaml"
-        | "awesome-compose/sparkjava.yaml"
-        | "awesome-compose/spring-postgres.yaml"
-        | "awesome-compose/traefik-golang.yaml"
-        | "awesome-compose/vuejs.yaml"
-        | "spec-fixtures/compose-go-extends/sibling.yaml"
-        | "spec-fixtures/compose-go-extends/nested.yaml"
-        | "spec-fixtures/compose-go-combined/compose.yaml"
-        | "spec-fixtures/compose-go-combined/dir/extended.yaml"
-        | "spec-fixtures/compose-go-combined/dir/included.yaml" => (BUILD, build_why),
         "spec-fixtures/compose-go-extends/base.yaml" => (
             &[
                 "26:1: error: services.nil: must be a mapping, not null",
                 "services.with-port: service with-port has no image",
-                "services.with-build.build: shoal runs images; add image:",
             ],
-            "an extends-test fragment: an empty service (`nil:`, which the schema rejects, INDEX.md) and services without images",
+            "an extends-test fragment: an empty service (`nil:`, which the schema rejects, INDEX.md) and a service with neither image nor build",
         ),
         "spec-fixtures/compose-go-attribute-snippets/environment--TestEnvironmentWhitespace.yaml"
         | "spec-fixtures/compose-go-attribute-snippets/provider--TestProvider.yaml" => (
-            &["has no image; shoal runs images: add image:"],
-            "a service without image (provider services and environment-only snippets): shoal runs images",
+            NO_IMAGE,
+            "a service with neither image nor build (provider services and environment-only snippets)",
         ),
         "spec-fixtures/compose-go-attribute-snippets/models--TestModels.yaml" => (
-            &["has no image; shoal runs images: add image:"],
-            "model-runner services have no image",
+            NO_IMAGE,
+            "model-runner services have neither image nor build",
         ),
         "spec-fixtures/compose-go-attribute-snippets/deploy--TestDeployPlacement.yaml" => (
             &["invalid constraint `node=foo`"],
@@ -199,7 +165,8 @@ fn valid_upstream_files_load() {
             }
         }
     }
-    assert_eq!((loaded, refused), (134, 52));
+    // Before `build:` was honoured: 134 loaded, 52 refused (44 of them for `build:` alone).
+    assert_eq!((loaded, refused), (177, 9));
 }
 
 /// Copy a sample and its `NAME.env` into a fresh directory as `compose.yaml` + `.env`.
@@ -274,12 +241,10 @@ fn full_examples_fail_only_where_shoal_is_stricter() {
         "services.foo.networks.other-other-network: refers to undefined network other-other-network",
     ];
     let (_d, f) = full_example("compose-go-full-example.yml");
-    let mut expected = common.to_vec();
-    expected.push("services.bar.build: shoal runs images; add image:");
     check_intended(
         "compose-go-full-example.yml",
         load_files(vec![f], base_env()),
-        &expected,
+        common,
         "shoal is stricter",
     );
 
@@ -355,7 +320,6 @@ const INVALID: &[(&str, &str)] = &[
     ("compose-go-testdata-compose-depends-on-cycle.yaml", ":8:9: error: services.service1.depends_on: dependency cycle detected: service1 -> service2 -> service3 -> service1"),
     ("compose-go-testdata-compose-depends-on-self.yaml", ":8:9: error: services.service1.depends_on: dependency cycle detected: service1 -> service1"),
     ("compose-include-cycle.yaml", "error: include: include cycle detected: "),
-    ("docker-compose-e2e-wrong-composefile-build-error.yaml", ":5:5: error: services.simple.build: shoal runs images; add image:"),
     ("docker-compose-e2e-wrong-composefile-unknown-field.yaml", ":6:5: error: services.simple.wrongField: unknown key `wrongField`"),
 ];
 
@@ -368,6 +332,10 @@ const INVALID_BUT_LOADS: &[(&str, &str)] = &[
     (
         "docker-compose-e2e-wrong-composefile-unknown-image.yaml",
         "runtime-invalid (INDEX.md): the image cannot be pulled, which only deploy can find out",
+    ),
+    (
+        "docker-compose-e2e-wrong-composefile-build-error.yaml",
+        "runtime-invalid (INDEX.md): the build context is not there; `shoal config` warns and `shoal deploy` refuses it",
     ),
 ];
 
@@ -392,6 +360,18 @@ fn invalid_files_are_refused_with_file_line_and_key() {
             let l = result.unwrap_or_else(|e| panic!("{name} loads in shoal ({why}):\n{e}"));
             if name.contains("MissingProject") {
                 assert_eq!(l.stack.name, "invalid");
+            }
+            if name.contains("build-error") {
+                let build = l.stack.services["simple"].build.as_ref().expect("build");
+                assert!(build.context_missing, "{build:?}");
+                let warned = l.diagnostics.iter().any(|d| {
+                    d.to_string()
+                        .contains(":5:13: warning: services.simple.build: build context service1 (")
+                        && d.message.contains(
+                            "is not there: shoal deploy builds on this machine and will refuse it",
+                        )
+                });
+                assert!(warned, "{:?}", l.diagnostics);
             }
             continue;
         }
@@ -643,5 +623,127 @@ fn network_snippets_give_each_network_its_key_and_aliases() {
     assert!(
         l.stack.networks.values().all(|n| !n.internal),
         "unused networks are not kept"
+    );
+}
+
+/// Issue 13: `shoal config` accepts every `build:` service in the corpus. Their contexts
+/// were not copied with the files, so each is a warning and `context_missing`, never an
+/// error; the only `build:` error left is upstream's own invalid file.
+#[test]
+fn no_corpus_file_is_refused_for_build() {
+    const UPSTREAM_INVALID: &str = "invalid/compose-go-TestLoadSSHWithoutValueInBuildConfig.yaml";
+    let root = corpus();
+    let mut files = Vec::new();
+    for dir in ["awesome-compose", "spec-fixtures", "invalid"] {
+        yaml_files(&root.join(dir), &mut files);
+    }
+    let about_build = |d: &Diagnostic| d.key.split('.').nth(2) == Some("build");
+    let (mut built, mut missing) = (0, 0);
+    for f in files {
+        let rel = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+        match load_files(vec![f.clone()], base_env()) {
+            Ok(l) => {
+                for (name, svc) in &l.stack.services {
+                    let Some(b) = &svc.build else { continue };
+                    built += 1;
+                    // `at` is where `build:` is written: this file or one it extends/includes.
+                    let (file, line) = b.at.rsplit_once(':').unwrap_or_default();
+                    assert!(
+                        Path::new(file).is_file() && line.parse::<usize>().is_ok_and(|l| l > 0),
+                        "{rel}: {name}: build.at {:?}",
+                        b.at
+                    );
+                    if b.context_missing {
+                        missing += 1;
+                        let key = format!("services.{name}.build");
+                        assert!(
+                            l.diagnostics.iter().any(|d| d.key.starts_with(&key)
+                                && d.message.contains("shoal deploy")
+                                && d.line.is_some()),
+                            "{rel}: {name}: a missing context must be a warning with its line: {:?}",
+                            l.diagnostics
+                        );
+                    } else {
+                        assert!(Path::new(&b.context).is_dir(), "{rel}: {name}: {b:?}");
+                    }
+                }
+            }
+            Err(e) if rel == UPSTREAM_INVALID => {
+                assert!(
+                    e.diagnostics
+                        .iter()
+                        .all(|d| d.key == "services.test.build.ssh"),
+                    "{e}"
+                );
+            }
+            Err(e) => {
+                let refused: Vec<String> = e
+                    .diagnostics
+                    .iter()
+                    .filter(|d| about_build(d))
+                    .map(Diagnostic::to_string)
+                    .collect();
+                assert!(
+                    refused.is_empty(),
+                    "{rel} is refused for build:\n{}",
+                    refused.join("\n")
+                );
+            }
+        }
+    }
+    assert_eq!(
+        (built, missing),
+        (59, 36),
+        "build: services loaded, with missing contexts"
+    );
+}
+
+#[test]
+fn build_snippets_give_the_values_upstream_asserts() {
+    // The loader resolves `..` without the disk; the corpus path has some.
+    let dir = fs::canonicalize(corpus().join("spec-fixtures/compose-go-attribute-snippets"))
+        .expect("snippets dir");
+    let l = snippet("build--TestBuildConfig.yaml");
+    let b = l.stack.services["foo"].build.clone().expect("build");
+    assert_eq!(b.context, dir.join("dir").display().to_string());
+    assert!(b.context_missing, "./dir is not in the corpus");
+    assert_eq!(b.dockerfile.as_deref(), Some("Dockerfile"));
+    assert_eq!(b.args, [("foo".to_string(), "bar".to_string())].into());
+    assert_eq!(
+        (b.target.as_deref(), b.network.as_deref()),
+        (Some("foo"), Some("foo"))
+    );
+    assert_eq!(b.labels, [("FOO".to_string(), "BAR".to_string())].into());
+    assert_eq!(
+        b.tags,
+        vec!["foo:v1.0.0", "docker.io/username/foo:my-other-tag"]
+    );
+    assert_eq!(b.platforms, vec!["linux/amd64", "linux/arm64"]);
+    let ignored = |key: &str| {
+        l.keys.iter().any(|k| {
+            k.key == key && matches!(&k.disposition, Disposition::Ignored(why) if !why.is_empty())
+        })
+    };
+    assert!(ignored("build.cache_from") && ignored("build.additional_contexts"));
+    assert!(l
+        .keys
+        .iter()
+        .any(|k| k.key == "build" && k.disposition == Disposition::Honored));
+
+    let l = snippet("build--TestDockerfileInline.yaml");
+    let b = l.stack.services["bar"].build.clone().expect("build");
+    assert_eq!(
+        b.dockerfile_inline.as_deref(),
+        Some("FROM alpine\nRUN echo \"hello\" > /world.txt\n")
+    );
+    assert_eq!(
+        b.context,
+        dir.display().to_string(),
+        "the default context is `.`"
+    );
+    assert!(!b.context_missing);
+    assert_eq!(
+        l.stack.services["bar"].image, "",
+        "the CLI names the built image"
     );
 }

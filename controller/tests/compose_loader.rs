@@ -484,6 +484,9 @@ fn every_honored_key_lands_in_the_spec() {
         disconnect: DisconnectPolicy::default(),
         secrets: Vec::new(),
         configs: Vec::new(),
+        // Neither `pull_policy` nor `build:` is written.
+        pull_policy: PullPolicy::Missing,
+        build: None,
     };
     assert_eq!(app, &expected);
 
@@ -674,7 +677,7 @@ fn broken_types_and_typos_are_all_reported_with_place_and_key() {
     assert_eq!(
         lines(&e),
         vec![
-            "broken/typos.yaml:2:3: error: services.web: service web has no image; shoal runs images: add image:",
+            "broken/typos.yaml:2:3: error: services.web: service web has no image: add image: (the image to run) or build: (how to build it)",
             "broken/typos.yaml:3:5: error: services.web.imagee: unknown key `imagee` (not in the Compose specification; extension keys start with `x-`); did you mean `image`?",
             "broken/typos.yaml:5:17: error: services.web.deploy.replicas: must be a whole number, not `many`",
             "broken/typos.yaml:8:19: error: services.web.deploy.resources.limits.memory: invalid size `lots`: use a number with an optional unit b, k, m, g, t (e.g. 512m, 1g)",
@@ -685,6 +688,8 @@ fn broken_types_and_typos_are_all_reported_with_place_and_key() {
     );
 }
 
+/// `services.builder` in `broken/meaning.yaml` has `build: .` and no image: that is
+/// honoured now (`compose_build.rs`), so it adds no error.
 #[test]
 fn broken_meaning_is_all_reported() {
     let e = err(&opts(&["broken/meaning.yaml"]));
@@ -697,7 +702,6 @@ fn broken_meaning_is_all_reported() {
             "broken/meaning.yaml:6:9: error: services.web.volumes[0]: service uses the undeclared volume `undeclared`: declare it under the top-level volumes: key",
             "broken/meaning.yaml:14:23: error: services.worker.deploy.placement.constraints[0]: unsupported constraint `node.role==manager`: shoal matches node.hostname, node.id and node.labels.KEY",
             "broken/meaning.yaml:18:15: error: services.worker.deploy.resources.reservations.devices[0]: \"count\" and \"device_ids\" attributes are exclusive",
-            "broken/meaning.yaml:22:5: error: services.builder.build: shoal runs images; add image: (build the image and push it where the nodes can pull it)",
         ]
     );
 }

@@ -222,6 +222,109 @@ pub struct ServiceSpec {
     /// Configs mounted as files in its containers (`configs:`; targets are absolute).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<SecretRef>,
+    /// `pull_policy`: when a node pulls the image from its registry.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
+    pub pull_policy: PullPolicy,
+    /// `build:`: how the deploying machine builds the image. Only the CLI reads it: it
+    /// builds, sets [`ServiceSpec::image`] to the result's content-derived reference and
+    /// clears this before the spec leaves it, so the stored spec never depends on where
+    /// the build context was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
+}
+
+/// `pull_policy` of a service (Compose's values; `if_not_present` is `missing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Pull only when neither the node's engine nor the cluster's store has it.
+    #[default]
+    Missing,
+    /// Pull from the registry before every container is created.
+    Always,
+    /// Never pull from a registry (the node's engine or the cluster's store must have it).
+    Never,
+    /// Build it on the deploying machine at every deploy (also the behaviour of any
+    /// service with `build:`).
+    Build,
+}
+
+impl PullPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
+}
+
+/// A service's `build:` (string or long form), with paths made absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// The build context: an absolute directory (or a URL, which shoal refuses to build).
+    pub context: String,
+    /// The Dockerfile, relative to the context (default `Dockerfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// `dockerfile_inline`: the Dockerfile's text itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile_inline: Option<String>,
+    /// Build args (`ARG`); a value-less arg takes the environment's value, or is left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The network of the build's RUN steps (`host`, `none`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `HOST:IP` entries for the build's RUN steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// Target platforms; the engine builds one (the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// Extra tags given to the result on the deploying engine (`tags:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// `no_cache: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
+    /// `pull: true`: pull newer base images first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
+    /// Where `build:` is written, `FILE:LINE`, for errors found when building.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub at: String,
+    /// The context directory was not there when the file was loaded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub context_missing: bool,
+}
+
+impl ServiceSpec {
+    /// The image reference a built service's result is named by: `REPO:shoal-HEX12`
+    /// where REPO is `image:`'s repository (without its tag) or `STACK-SERVICE`, and
+    /// HEX12 the first 12 hex digits of the built image's id (`sha256:HEX`). A rebuild
+    /// that changes nothing keeps the reference, so nothing rolls out.
+    pub fn built_reference(&self, stack: &str, image_id: &str) -> String {
+        let repo = if self.image.is_empty() {
+            format!("{stack}-{}", self.name).to_lowercase()
+        } else {
+            image_repository(&self.image).to_string()
+        };
+        let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+        format!("{repo}:shoal-{}", &hex[..hex.len().min(12)])
+    }
+}
+
+/// The repository part of an image reference: without its `:TAG` and `@DIGEST` (a
+/// `:` before the last `/` is a registry's port).
+pub fn image_repository(reference: &str) -> &str {
+    let no_digest = reference.split('@').next().unwrap_or(reference);
+    match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    }
 }
 
 /// One network a service is attached to.
@@ -623,4 +726,76 @@ pub struct GpuRequest {
     /// `x-shoal-gpu: {model}`, a glob.
     #[serde(default)]
     pub model: Option<String>,
+}
+
+#[cfg(test)]
+mod image_reference_tests {
+    use super::*;
+
+    #[test]
+    fn image_repository_drops_the_tag_and_digest_but_not_a_registry_port() {
+        for (reference, repo) in [
+            ("nginx", "nginx"),
+            ("nginx:1.25", "nginx"),
+            ("library/nginx:latest", "library/nginx"),
+            ("registry:5000/app", "registry:5000/app"),
+            ("registry:5000/team/app:v1", "registry:5000/team/app"),
+            ("app@sha256:0123abcd", "app"),
+            ("app:v1@sha256:0123abcd", "app"),
+            (
+                "localhost:5000/a/b:tag@sha256:0123abcd",
+                "localhost:5000/a/b",
+            ),
+        ] {
+            assert_eq!(image_repository(reference), repo, "{reference}");
+        }
+    }
+
+    fn service(name: &str, image: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            image: image.into(),
+            ..Default::default()
+        }
+    }
+
+    const ID: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn built_reference_is_the_repository_and_a_content_tag() {
+        // Without image: STACK-SERVICE, lowercased (Docker refuses uppercase repositories).
+        assert_eq!(
+            service("Web", "").built_reference("Shop", ID),
+            "shop-web:shoal-0123456789ab"
+        );
+        // image: names the repository; its own tag gives way to the content tag.
+        assert_eq!(
+            service("web", "registry:5000/team/app:dev").built_reference("shop", ID),
+            "registry:5000/team/app:shoal-0123456789ab"
+        );
+        assert_eq!(
+            service("web", "app@sha256:feed").built_reference("shop", ID),
+            "app:shoal-0123456789ab"
+        );
+        // An id without its algorithm, or shorter than 12 digits, is used as it is.
+        assert_eq!(
+            service("web", "app").built_reference("shop", "0123456789abcdef"),
+            "app:shoal-0123456789ab"
+        );
+        assert_eq!(
+            service("web", "app").built_reference("shop", "sha256:abc"),
+            "app:shoal-abc"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_build_keeps_its_reference_and_a_changed_one_does_not() {
+        let s = service("web", "");
+        let other = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+        assert_eq!(s.built_reference("shop", ID), s.built_reference("shop", ID));
+        assert_ne!(
+            s.built_reference("shop", ID),
+            s.built_reference("shop", other)
+        );
+    }
 }

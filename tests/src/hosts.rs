@@ -21,7 +21,8 @@ const ID_IN_USE: i32 = 3;
 /// A running set of test hosts `n1..nN` and three controllers.
 pub struct Hosts {
     id: u32,
-    nodes: usize,
+    /// Nodes `n1..n<agents>` run agents; the rest only engines.
+    agents: usize,
     addr: String,
     /// The admin credentials dir (controller 1's `admin/`), for every CLI call.
     credentials: String,
@@ -45,6 +46,24 @@ impl Hosts {
             .iter()
             .map(|(i, a)| (format!("SHOAL_HOSTS_AGENT_ARGS_{i}"), a.to_string()))
             .collect();
+        Hosts::up_with_env(nodes, env)
+    }
+
+    /// `nodes` nodes with agents, then `engines` more (`n<nodes+1>`..) that run only an
+    /// engine: machines that deploy (build, push) without being nodes.
+    pub fn up_with_engines(nodes: usize, engines: usize) -> Hosts {
+        let only: Vec<String> = (nodes + 1..=nodes + engines)
+            .map(|i| i.to_string())
+            .collect();
+        let mut hosts = Hosts::up_with_env(
+            nodes + engines,
+            vec![("SHOAL_HOSTS_ENGINE_ONLY".to_string(), only.join(" "))],
+        );
+        hosts.agents = nodes;
+        hosts
+    }
+
+    fn up_with_env(nodes: usize, env: Vec<(String, String)>) -> Hosts {
         let first = std::process::id() % 90 + 1;
         for k in 0..20 {
             let id = (first + k) % 99 + 1;
@@ -60,7 +79,7 @@ impl Hosts {
             );
             let mut hosts = Hosts {
                 id,
-                nodes,
+                agents: nodes,
                 addr: String::new(),
                 credentials: String::new(),
                 up: true,
@@ -88,9 +107,14 @@ impl Hosts {
         self.id
     }
 
-    /// Node names, `n1..nN`.
+    /// Names of the nodes with agents, `n1..nN`.
     pub fn names(&self) -> Vec<String> {
-        (1..=self.nodes).map(|i| format!("n{i}")).collect()
+        (1..=self.agents).map(|i| format!("n{i}")).collect()
+    }
+
+    /// SIGKILL of controller `k` (1..3).
+    pub fn kill_controller(&self, k: usize) {
+        self.run(&["kill-controller", &k.to_string()]);
     }
 
     /// Power cut: the node's containers, agent and engine are killed and its link goes

@@ -8,6 +8,10 @@
 //! (`list_managed`, `inspect`, `resources`) are only counted, so that a long test does not
 //! grow a list of observations; so are `inspect_volume` and `list_volumes`.
 //!
+//! Images live in memory too ([`FakeRuntime::insert_image`]). Pulls always succeed unless
+//! told to fail ([`FakeRuntime::fail_pull`]) and add no image; loads are checked as a
+//! real engine checks them ([`load`]), so tests prove the agent sends what is needed.
+//!
 //! Volumes live in memory, each with a directory of its own under the system's temp
 //! directory as its mountpoint (removed with the volume, and all of them when the last
 //! clone of the fake is dropped), so that the volume data plane runs without Docker.
@@ -23,9 +27,12 @@ use futures::StreamExt;
 use shoal_proto::labels;
 use tokio::sync::Notify;
 
+mod images;
+
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
-    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
+    ImageInfo, LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo,
+    VolumeRequest,
 };
 use shoal_proto::spec::MountKind;
 
@@ -33,6 +40,11 @@ use shoal_proto::spec::MountKind;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     EnsureImage(String),
+    /// `pull_policy: always`'s pull.
+    PullImage(String),
+    /// A `docker load` of a tar of this many bytes (its bytes: [`FakeRuntime::loads`]).
+    LoadImage(u64),
+    RemoveImage(String),
     Create(Box<ContainerRequest>),
     Start(String),
     Stop {
@@ -57,7 +69,12 @@ pub enum Call {
 /// An operation, to make it fail or hang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
+    /// Also `pull_image`.
     EnsureImage,
+    /// `images` and `image`.
+    Images,
+    LoadImage,
+    RemoveImage,
     Create,
     Start,
     Stop,
@@ -85,6 +102,8 @@ struct FakeContainer {
     logs: Vec<LogFrame>,
     /// The named volumes it mounts: a volume is in use while such a container exists.
     volumes: Vec<String>,
+    /// Its image as the request named it: an image is in use while such a container exists.
+    image: String,
     paused: bool,
 }
 
@@ -108,6 +127,9 @@ struct State {
     volume_root: Option<std::path::PathBuf>,
     /// Stands in for the engine's clock in `created_ms`.
     volume_clock: u64,
+    images: Vec<ImageInfo>,
+    /// The bytes of every tar loaded, in order.
+    loads: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -297,10 +319,23 @@ impl FakeRuntime {
                 has_healthcheck: false,
                 logs: Vec::new(),
                 volumes: Vec::new(),
+                image: String::new(),
                 paused: false,
             },
         );
         id
+    }
+
+    /// Put an image on the engine as if it had been pulled or built here. Its tags are
+    /// taken from any other image that has them, as the engine does.
+    pub fn insert_image(&self, image: ImageInfo) {
+        self.lock().add_image(image);
+        self.changed();
+    }
+
+    /// The bytes of every tar loaded so far, in order.
+    pub fn loads(&self) -> Vec<Vec<u8>> {
+        self.lock().loads.clone()
     }
 
     /// Make `op` fail with `message` until [`FakeRuntime::clear_failure`].
@@ -468,6 +503,57 @@ impl ContainerRuntime for FakeRuntime {
         }
     }
 
+    async fn pull_image(&self, image: &str) -> RuntimeResult<()> {
+        self.enter(Op::EnsureImage, Some(Call::PullImage(image.to_string())))
+            .await
+            .map_err(|e| RuntimeError::Pull {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+        match self.lock().pull_failures.get(image) {
+            Some(reason) => Err(RuntimeError::Pull {
+                image: image.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn images(&self) -> RuntimeResult<Vec<ImageInfo>> {
+        self.enter(Op::Images, None).await?;
+        Ok(self.lock().images.clone())
+    }
+
+    async fn image(&self, reference: &str) -> RuntimeResult<Option<ImageInfo>> {
+        self.enter(Op::Images, None).await?;
+        let st = self.lock();
+        Ok(st.find_image(reference).map(|i| st.images[i].clone()))
+    }
+
+    async fn load_image(&self, tar: &std::path::Path) -> RuntimeResult<()> {
+        let bytes = tokio::fs::read(tar)
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("open {}: {e}", tar.display())))?;
+        let call = Call::LoadImage(bytes.len() as u64);
+        self.enter(Op::LoadImage, Some(call)).await?;
+        let result = {
+            let mut st = self.lock();
+            let loaded = images::load(&st.images, &bytes);
+            st.loads.push(bytes);
+            loaded.map(|images| images.into_iter().for_each(|i| st.add_image(i)))
+        };
+        self.changed();
+        result
+    }
+
+    async fn remove_image(&self, reference: &str) -> RuntimeResult<()> {
+        let call = Call::RemoveImage(reference.to_string());
+        self.enter(Op::RemoveImage, Some(call)).await?;
+        let removed = self.lock().remove_image(reference);
+        self.changed();
+        removed
+    }
+
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {
         self.enter(Op::Create, Some(Call::Create(Box::new(req.clone()))))
             .await?;
@@ -510,6 +596,7 @@ impl ContainerRuntime for FakeRuntime {
                     .filter(|m| m.kind == MountKind::Volume)
                     .filter_map(|m| m.source.clone())
                     .collect(),
+                image: req.image.clone(),
                 paused: false,
             },
         );

@@ -3,8 +3,9 @@
 //! [`ContainerRuntime`] is everything the agent asks of a container engine: make an image
 //! present, create/start/stop/remove a container, observe shoal's containers, read their
 //! logs, manage the Docker network of each cluster network, create, inspect, list and
-//! remove named volumes ([`VolumeRequest`], [`VolumeInfo`]), and pause and resume the
-//! containers mounting one (a frozen export). [`docker`] implements it with bollard;
+//! remove named volumes ([`VolumeRequest`], [`VolumeInfo`]), pause and resume the
+//! containers mounting one (a frozen export), and list, load and remove images
+//! ([`ImageInfo`]; loading is how images from the cluster's store get in). [`docker`] implements it with bollard;
 //! [`fake`] is an in-memory recording fake for tests (hundreds of agents in one process).
 //!
 //! [`request::container_request`] is the pure translation of a [`ServiceSpec`] into a
@@ -39,8 +40,8 @@ pub enum RuntimeError {
     /// The image is missing and could not be pulled; `reason` is the registry's words.
     #[error("pull image {image}: {reason}")]
     Pull { image: String, reason: String },
-    /// The volume is still used by a container (Docker's 409 on removal).
-    #[error("volume in use: {0}")]
+    /// The volume or image is still used by a container (Docker's 409 on removal).
+    #[error("in use: {0}")]
     InUse(String),
     /// Anything else the engine refused, in its own words.
     #[error("{0}")]
@@ -133,6 +134,19 @@ pub struct VolumeInfo {
     pub created_ms: u64,
 }
 
+/// An image as the engine holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    /// `sha256:HEX`: the digest of its config.
+    pub id: String,
+    /// Its `REPO:TAG` names (none for a dangling image).
+    pub tags: Vec<String>,
+    /// Its layers' diff ids (`sha256:HEX`), base first: which layers a load of another
+    /// image can skip ([`crate::images::plan`]).
+    pub layers: Vec<String>,
+    pub size: u64,
+}
+
 /// The node's capacity as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeResources {
@@ -147,6 +161,19 @@ pub struct NodeResources {
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Make `image` present locally, pulling it if missing.
     async fn ensure_image(&self, image: &str) -> RuntimeResult<()>;
+    /// Pull `image` from its registry even when the engine has it (`pull_policy:
+    /// always`). A failure is [`RuntimeError::Pull`].
+    async fn pull_image(&self, image: &str) -> RuntimeResult<()>;
+    /// Every image of the engine.
+    async fn images(&self) -> RuntimeResult<Vec<ImageInfo>>;
+    /// The image `reference` (a `REPO:TAG`, or an id) names; `None`: the engine has none.
+    async fn image(&self, reference: &str) -> RuntimeResult<Option<ImageInfo>>;
+    /// Load a `docker save` tar (the engine's `POST /images/load`), streamed from the
+    /// file; the engine's own words when it refuses it.
+    async fn load_image(&self, tar: &std::path::Path) -> RuntimeResult<()>;
+    /// Remove an image (not forced): [`RuntimeError::NotFound`] when missing, an error
+    /// while a container uses it.
+    async fn remove_image(&self, reference: &str) -> RuntimeResult<()>;
     /// Create (not start) a container; returns its id.
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String>;
     async fn start(&self, id: &str) -> RuntimeResult<()>;

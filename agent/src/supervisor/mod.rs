@@ -105,6 +105,9 @@ pub struct SupervisorConfig {
     /// Containers a frozen export paused and resumed: their `unhealthy` right after is
     /// the pause's ([`crate::volumes::thawed`]).
     pub thawed: crate::volumes::thawed::Thawed,
+    /// How tasks' images are made present (the engine, the cluster's store, the
+    /// registry); its default has no cluster store.
+    pub images: Arc<crate::images::Images>,
 }
 
 enum OpEvent {
@@ -662,6 +665,7 @@ impl Supervisor {
                     secrets: self.cfg.secrets.clone(),
                     gpu_mode: self.cfg.gpu_mode.clone(),
                     standbys: self.cfg.standbys.clone(),
+                    images: self.cfg.images.clone(),
                 };
                 self.ops.spawn(async move {
                     let container =

@@ -1,4 +1,5 @@
-//! The supervisor's operations on one task's container: pull, create and start (with
+//! The supervisor's operations on one task's container: get its image (from the
+//! engine, the cluster's store or its registry: [`crate::images`]), create and start (with
 //! its networks, secrets and GPUs), stop, remove. Each runs in its own task and reports
 //! through the supervisor's channels.
 
@@ -17,7 +18,7 @@ use crate::runtime::{
 };
 
 /// What a starting container needs besides its assignment: the cluster network, where
-/// secrets go, how GPUs are named, the node's standby copies of volumes.
+/// secrets go, how GPUs are named, the node's standby copies of volumes, its images.
 pub(super) struct StartNet {
     /// Its networks in attachment order, with this node's subnet of each.
     pub networks: Vec<(String, Option<crate::net::Subnet>)>,
@@ -25,9 +26,10 @@ pub(super) struct StartNet {
     pub secrets: Option<Arc<crate::secrets::SecretStore>>,
     pub gpu_mode: crate::runtime::GpuDeviceMode,
     pub standbys: Option<crate::volumes::standby::Standbys>,
+    pub images: Arc<crate::images::Images>,
 }
 
-/// Pull, create and start one task's container, reporting `starting`, or `failed` with
+/// Get the image, create and start one task's container, reporting `starting`, or `failed` with
 /// the reason. Returns the container as it is afterwards.
 #[instrument(skip_all, fields(task = %a.task.task_id, service = %a.task.service))]
 pub(super) async fn start_task(
@@ -73,7 +75,8 @@ pub(super) async fn start_task(
     let id = match existing {
         Some(id) => id,
         None => {
-            if let Err(e) = runtime.ensure_image(&a.spec.image).await {
+            let image = &a.spec.image;
+            if let Err(e) = net.images.ensure(runtime, image, a.spec.pull_policy).await {
                 fail(None, e.to_string());
                 return None;
             }

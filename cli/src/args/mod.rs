@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Where client commands look for the cluster when neither `--addr` nor `SHOAL_ADDR` says.
+mod image;
 mod roles;
 mod values;
 mod volume;
+pub use image::*;
 pub use roles::*;
 pub use values::*;
 pub use volume::*;
@@ -121,6 +123,12 @@ pub enum Command {
     Volume {
         #[command(subcommand)]
         command: VolumeCommand,
+    },
+    /// The cluster's own images (no registry needed): push from this machine's engine,
+    /// list, remove.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
     },
 }
 
@@ -472,6 +480,33 @@ mod tests {
         assert_eq!(l.service, "hello/web");
         assert!(l.follow);
         assert_eq!(l.tail, Some(10));
+    }
+
+    #[test]
+    fn image_commands() {
+        let Command::Image {
+            command: ImageCommand::Push { images },
+        } = parse(&["image", "push", "web:1", "api:2"]).unwrap().command
+        else {
+            panic!("not image push")
+        };
+        assert_eq!(images, vec!["web:1".to_string(), "api:2".to_string()]);
+        assert_eq!(parse(&["image", "push"]).unwrap_err().exit_code(), 2);
+        let ls = parse(&["image", "ls", "--format", "json"]).unwrap();
+        assert_eq!(ls.global.format, Format::Json);
+        assert!(matches!(
+            ls.command,
+            Command::Image {
+                command: ImageCommand::Ls
+            }
+        ));
+        let Command::Image {
+            command: ImageCommand::Rm { image },
+        } = parse(&["image", "rm", "web:1"]).unwrap().command
+        else {
+            panic!("not image rm")
+        };
+        assert_eq!(image, "web:1");
     }
 
     #[test]

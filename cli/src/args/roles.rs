@@ -62,6 +62,9 @@ pub struct ControllerArgs {
     /// Lifetime of the node certificates this controller issues (e.g. 90d, 12h, 30s).
     #[arg(long, value_name = "DUR", default_value = "90d", value_parser = parse_duration, hide = true)]
     pub cert_ttl: std::time::Duration,
+    /// How long an image no service runs stays in the cluster's image store (e.g. 24h, 7d).
+    #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
+    pub image_retention: std::time::Duration,
     /// Raft leader heartbeat period.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub heartbeat_ms: u64,

@@ -53,6 +53,7 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     cfg.node_grace = std::time::Duration::from_millis(args.node_grace_ms);
     cfg.token = args.token;
     cfg.cert_ttl = args.cert_ttl;
+    cfg.image_retention = args.image_retention;
     // The first admin credentials last as long (shortened for tests alike); the CLI
     // renews them like nodes renew theirs.
     cfg.admin_cert_ttl = args.cert_ttl;

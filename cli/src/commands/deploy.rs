@@ -1,6 +1,7 @@
-//! `shoal deploy`: load the Compose files, hand the stack to the controller, then
-//! (unless `--detach`) poll `Services` and `Ps` until [`progress`] says it converged,
-//! failed or the timeout passed.
+//! `shoal deploy`: load the Compose files, build and ship the stack's images
+//! ([`crate::images::deploy`]), hand the stack to the controller, then (unless
+//! `--detach`) poll `Services` and `Ps` until [`progress`] says it converged, failed or
+//! the timeout passed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,15 +13,24 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Ctx;
 use crate::args::{DeployArgs, Format};
+use crate::images::deploy::LazyEngine;
 use crate::output;
 use crate::progress::{prior_failures, progress, Generations, Progress, ServiceProgress};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
 
 pub async fn run(args: DeployArgs, ctx: &mut Ctx) -> anyhow::Result<()> {
-    let loaded = super::config::load_stack(&args.compose)?;
+    run_with(args, ctx, &mut LazyEngine::from_env()).await
+}
+
+/// [`run`] with this machine's engine given (tests point it elsewhere).
+pub async fn run_with(
+    args: DeployArgs,
+    ctx: &mut Ctx,
+    engine: &mut LazyEngine,
+) -> anyhow::Result<()> {
+    let mut loaded = super::config::load_stack(&args.compose)?;
     let stack = loaded.stack.name.clone();
-    let stack_json = serde_json::to_vec(&loaded.stack).context("serialize the stack")?;
     // Read now, not at load: `shoal config` works without the secret files.
     let secrets = shoal_controller::compose::secret_contents(&loaded)
         .map_err(|e| super::config::refuse(&e))?
@@ -30,6 +40,9 @@ pub async fn run(args: DeployArgs, ctx: &mut Ctx) -> anyhow::Result<()> {
         .map_err(|e| super::config::refuse(&e))?
         .into_iter()
         .collect();
+    // Build and ship the images before the stack is sent: a failure here deploys nothing.
+    crate::images::deploy::prepare(&mut loaded.stack, &mut ctx.client, engine).await?;
+    let stack_json = serde_json::to_vec(&loaded.stack).context("serialize the stack")?;
     let req = DeployRequest {
         stack_json,
         secrets,
@@ -277,3 +290,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod image_tests;

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod deploy;
+pub mod image;
 pub mod login;
 pub mod logs;
 pub mod node;
@@ -94,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command } => token::run(command, &mut Ctx::ready(&global).await).await,
         Command::Secret { command } => secret::run(command, &mut Ctx::ready(&global).await).await,
         Command::Volume { command } => volume::run(command, &mut Ctx::ready(&global).await).await,
+        Command::Image { command } => image::run(command, &mut Ctx::ready(&global).await).await,
         Command::Login => {
             let addr = global.addr.0.join(",");
             login::run(

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod deploy;
+pub mod images;
 pub mod nodes;
 pub mod ps;
 pub mod services;

@@ -4,6 +4,7 @@
 //! status transitions (written through Raft), log chunks (routed to CLI streams).
 //! Down: the node's full assignment set, re-sent whenever it changes, and log requests.
 
+use crate::state::images::NodeImage;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -249,6 +250,27 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
                 node: node.to_string(),
                 volumes,
                 now_ms: now_ms(),
+            })
+            .await?;
+            Ok(())
+        }
+        Some(Msg::Images(r)) => {
+            let images: Vec<NodeImage> = r
+                .images
+                .into_iter()
+                .map(|i| NodeImage {
+                    id: i.id,
+                    tags: i.tags,
+                    size: i.size_bytes,
+                })
+                .collect();
+            if !ctx.node.state.read().node_images_change(node, &images) {
+                return Ok(());
+            }
+            tracing::debug!(node, images = images.len(), "image report");
+            ctx.propose(Command::NodeImages {
+                node: node.to_string(),
+                images,
             })
             .await?;
             Ok(())

@@ -639,6 +639,31 @@ impl Control for ControlService {
             .await
             .map(Response::new)
     }
+
+    async fn images(
+        &self,
+        _req: Request<pb::ImagesRequest>,
+    ) -> Result<Response<pb::ImagesReply>, Status> {
+        super::images::list(&self.ctx).await.map(Response::new)
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<pb::RemoveImageRequest>,
+    ) -> Result<Response<pb::RemoveImageReply>, Status> {
+        super::images::remove(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn images_available(
+        &self,
+        req: Request<pb::ImagesAvailableRequest>,
+    ) -> Result<Response<pb::ImagesAvailableReply>, Status> {
+        super::images::available(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
 
 /// Where `key`'s live replicas run, and whether its rebalance is under way.

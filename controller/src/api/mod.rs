@@ -5,6 +5,7 @@
 pub mod agent_session;
 pub mod control;
 pub mod convert;
+pub mod images;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ pub struct Context {
     pub pki: Arc<crate::pki::Local>,
     /// Volume transfers piped through this controller while it leads.
     pub transfers: crate::transfers::Transfers,
+    /// This controller's share of the cluster's image store.
+    pub blobs: crate::images::BlobStore,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no

@@ -17,6 +17,10 @@ pub fn merge(base: Node, over: Node, path: &[String]) -> Node {
         // `!override` (and `!reset`, removed later) replace the inherited value.
         return over;
     }
+    let (base, over) = match path {
+        [s, _, b] if s == "services" && b == "build" => (build_as_map(base), build_as_map(over)),
+        _ => (base, over),
+    };
     let rule = rule_for(path);
     match rule {
         Rule::Replace => return over,
@@ -61,6 +65,23 @@ pub fn merge(base: Node, over: Node, path: &[String]) -> Node {
             pos: over.pos,
             tag: None,
         },
+    }
+}
+
+/// `build: DIR` is `build: {context: DIR}`, as Compose reads it, so that a later file
+/// can add a `target` to a string-form build (or change the context of a long one).
+fn build_as_map(n: Node) -> Node {
+    match &n.value {
+        Value::Scalar(_, kind) if *kind != ScalarKind::Null => {
+            let pos = n.pos;
+            let key = Key {
+                name: "context".to_string(),
+                pos,
+                non_string: false,
+            };
+            Node::new(Value::Map(vec![(key, n)]), pos)
+        }
+        _ => n,
     }
 }
 

@@ -10,11 +10,13 @@
 //! - `files`: `include` and `extends`; [`merge`]: several `-c` files in order.
 //! - `stack`: project name, profiles, top-level volumes, depends_on checks; `networks`:
 //!   top-level networks and each service's attachments; `service` /
-//!   `deploy` / `update`: each service key honored, ignored with a warning, or refused.
+//!   `deploy` / `update`: each service key honored, ignored with a warning, or refused;
+//!   `build`: `build:` (what the deploying machine builds) and `pull_policy`.
 //! - [`render`]: the normalized model and the per-key table for `shoal config`.
 //!
 //! It must not talk to the cluster: it only turns text into a spec or into diagnostics.
 
+mod build;
 mod deploy;
 mod diag;
 mod disconnect;

@@ -14,7 +14,9 @@ fn is_path(src: &str) -> bool {
     src.starts_with('/') || src.starts_with('.') || src.starts_with('~')
 }
 
-fn bind_source(src: &str, item: &Node, ctx: &Ctx<'_>) -> String {
+/// A host path as Compose resolves it: `~` is `$HOME`, a relative path is relative to
+/// the directory of the file that wrote it. Bind sources and build contexts use it.
+pub(crate) fn host_path(src: &str, item: &Node, ctx: &Ctx<'_>) -> String {
     let p = if let Some(rest) = src.strip_prefix("~/").or((src == "~").then_some("")) {
         let home = ctx.env.get("HOME").cloned().unwrap_or_default();
         PathBuf::from(home).join(rest)
@@ -83,7 +85,7 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
                 },
                 Some(s) if is_path(s) => MountSpec {
                     kind: MountKind::Bind,
-                    source: Some(bind_source(s, item, ctx)),
+                    source: Some(host_path(s, item, ctx)),
                     target: target.into(),
                     read_only,
                 },
@@ -149,7 +151,7 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
         let source = match kind {
             MountKind::Bind => {
                 match source {
-                    Some(s) => Some(bind_source(&s, item, ctx)),
+                    Some(s) => Some(host_path(&s, item, ctx)),
                     None => {
                         ctx.sink.error(item.pos, &ipath, "invalid mount config for type \"bind\": field Source must not be empty");
                         continue;

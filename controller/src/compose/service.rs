@@ -55,7 +55,6 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
         "external_links" => "containers outside the stack are not linked; reach them by address",
         "stdin_open" | "tty" => "replicas run detached; there is no terminal to attach",
         "privileged" => "privileged containers are not supported yet; the container runs unprivileged",
-        "pull_policy" => "agents pull the image when the node does not have it",
         "platform" => "the node's own platform is used",
         "develop" => "watch/develop mode is for local development, not for a cluster",
         "devices" => "host device mappings are node-specific and not supported yet (GPUs: use gpus: or deploy.resources.reservations.devices)",
@@ -66,6 +65,8 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
 
 const HONORED: &[&str] = &[
     "image",
+    "build",
+    "pull_policy",
     "command",
     "entrypoint",
     "environment",
@@ -135,6 +136,7 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
         if HONORED.contains(&key) {
             match key {
                 "deploy" => {} // reported per sub-key by `deploy::convert`
+                "build" => {}  // reported with its ignored sub-keys by `build::convert`
                 "restart"
                     if get("deploy")
                         .and_then(|d| d.get("restart_policy"))
@@ -157,15 +159,6 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
             continue;
         }
         match key {
-            "build" => {
-                if get("image").is_some() {
-                    let why = "the nodes run the image; build it and push/load it on each node";
-                    ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
-                    report(&mut keys, key, Disposition::Ignored(why.into()));
-                } else {
-                    ctx.sink.error(k.pos, &path, "shoal runs images; add image: (build the image and push it where the nodes can pull it)");
-                }
-            }
             "container_name" => {
                 let why = if deploy::replica_count(node) > 1 {
                     "a container name cannot be unique with more than one replica; shoal names containers STACK_SERVICE.SLOT"
@@ -193,14 +186,22 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
         );
     }
 
+    // With `build:`, `image:` names the built image; without it the CLI names it.
     match get("image") {
         Some(img) => spec.image = text(img, ctx.sink, &format!("{base}.image")).unwrap_or_default(),
         None if get("build").is_none() => ctx.sink.error(
             node.pos,
             &base,
-            format!("service {name} has no image; shoal runs images: add image:"),
+            format!("service {name} has no image: add image: (the image to run) or build: (how to build it)"),
         ),
         None => {}
+    }
+    if let Some((k, b)) = map.iter().find(|(k, _)| k.name == "build") {
+        spec.build = super::build::convert(name, k, b, ctx, &mut keys);
+    }
+    if let Some(p) = get("pull_policy") {
+        let path = format!("{base}.pull_policy");
+        spec.pull_policy = super::build::pull_policy(p, get("build").is_some(), ctx.sink, &path);
     }
     if let Some(c) = get("command") {
         spec.command = command(c, ctx.sink, &format!("{base}.command"));
@@ -515,7 +516,7 @@ fn ulimits(n: &Node, sink: &mut Sink, path: &str) -> BTreeMap<String, Ulimit> {
     out
 }
 
-fn extra_hosts(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
+pub(crate) fn extra_hosts(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     match &n.value {
         Value::Map(m) => {

@@ -6,6 +6,8 @@
 //! | `Control`      | admin                                  |
 //! | `AgentSession` | agent, and only for the node it names  |
 //! | `RaftPeer`     | controller                             |
+//! | `ImagePush`    | admin                                  |
+//! | `ImageStore`   | agent, controller, admin (`Held`: controller) |
 //! | `Pki`          | `Join`: anyone with a token; `Renew`: any role, for itself; tokens: admin |
 //!
 //! A client without a certificate gets `Unauthenticated` from everything but `Pki.Join`,
@@ -105,6 +107,14 @@ impl Guard {
     pub fn agent(state: StateHandle) -> Guard {
         Guard {
             roles: &[Role::Agent],
+            state,
+        }
+    }
+
+    /// Agents, controllers and admins: the image store's reads.
+    pub fn readers(state: StateHandle) -> Guard {
+        Guard {
+            roles: &[Role::Agent, Role::Controller, Role::Admin],
             state,
         }
     }

@@ -93,6 +93,15 @@ impl ClusterState {
                 now_ms,
             } => self.create_secret(name, digest, sealed, *now_ms),
             Command::RemoveSecret { name } => self.remove_secret(name),
+            Command::ImagePushed { image, now_ms } => self.image_pushed(image, *now_ms),
+            Command::ImageHeld {
+                reference,
+                id,
+                controller,
+            } => self.image_held(reference, id, *controller),
+            Command::RemoveImage { reference } => self.remove_image(reference),
+            Command::SweepImages { sweep } => self.sweep_images(sweep),
+            Command::NodeImages { node, images } => self.node_images(node, images),
             Command::Revoke {
                 identity,
                 before_ms,
@@ -126,6 +135,7 @@ impl ClusterState {
                 if self.nodes.remove(node).is_none() {
                     return CommandResult::error(format!("no node named {node}"));
                 }
+                self.node_images.remove(node);
                 // Its tasks are lost with it; the reconciler replaces them elsewhere.
                 let mut count = 0;
                 for t in self.tasks.values_mut() {

@@ -6,6 +6,7 @@
 //! I/O, so every controller that applies the same log holds the same state.
 
 mod apply;
+pub mod images;
 mod model;
 mod secrets;
 mod standby;

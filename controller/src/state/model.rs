@@ -54,6 +54,12 @@ pub struct ClusterState {
     /// Source of move ids.
     #[serde(default)]
     pub next_move: u64,
+    /// The cluster's image store, by reference ([`super::images`]).
+    #[serde(default)]
+    pub images: BTreeMap<String, super::images::StoredImage>,
+    /// The images on each node's engine, as its agent last reported them.
+    #[serde(default)]
+    pub node_images: BTreeMap<NodeId, Vec<super::images::NodeImage>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,6 +410,30 @@ pub enum Command {
     /// The cluster's PKI: written by `--init` and when a join token is rotated.
     SetPki {
         record: crate::pki::PkiRecord,
+    },
+    /// A push stored every blob of an image on the controllers in `image.holders`.
+    ImagePushed {
+        image: super::images::StoredImage,
+        now_ms: u64,
+    },
+    /// A controller copied every blob of an image.
+    ImageHeld {
+        reference: String,
+        id: String,
+        controller: u64,
+    },
+    /// `shoal image rm`: refused while a service runs it.
+    RemoveImage {
+        reference: String,
+    },
+    /// The leader's image pass: unused marks and images past their retention.
+    SweepImages {
+        sweep: super::images::ImageSweep,
+    },
+    /// The images on a node's engine (its agent's report, written when it changed).
+    NodeImages {
+        node: NodeId,
+        images: Vec<super::images::NodeImage>,
     },
 }
 

@@ -71,6 +71,8 @@ pub struct Options {
     pub heartbeat_interval: Duration,
     /// Lifetime of node certificates (agents renew theirs two thirds into it).
     pub cert_ttl: Duration,
+    /// How long an image no service runs stays in the cluster's store.
+    pub image_retention: Duration,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             node_grace: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(100),
             cert_ttl: shoal_controller::pki::DEFAULT_CERT_TTL,
+            image_retention: shoal_controller::images::DEFAULT_RETENTION,
         }
     }
 }
@@ -252,6 +255,7 @@ impl Cluster {
         cfg.propose_timeout = self.opts.propose_timeout;
         cfg.read_timeout = self.opts.read_timeout;
         cfg.cert_ttl = self.opts.cert_ttl;
+        cfg.image_retention = self.opts.image_retention;
         cfg.token = self.controller_token.clone();
         cfg.init_ca = Some(InitCa {
             cert_pem: self.ca.cert_pem().to_string(),

@@ -17,7 +17,6 @@ use bollard::container::{
     WaitContainerOptions,
 };
 use bollard::errors::Error as BollardError;
-use bollard::image::CreateImageOptions;
 use bollard::models::{EndpointSettings, Ipam, IpamConfig};
 use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions};
 use bollard::Docker;
@@ -26,13 +25,14 @@ use shoal_proto::labels;
 use tracing::{info, warn};
 
 mod convert;
+mod images;
 mod volumes;
 use convert::{docker_config, from_inspect, from_summary};
 pub use volumes::rfc3339_ms;
 
 use super::{
-    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, LogFrame,
-    LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
+    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, ImageInfo,
+    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
 };
 
 /// Seconds bollard waits for an engine's response headers.
@@ -48,6 +48,8 @@ pub struct DockerRuntime {
     /// Networks this process created on a subnet Docker picked (the cluster's was
     /// refused): never recreated, a container may be about to join.
     fallback_networks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Each image's layers by id, so that listing images inspects each only once.
+    image_layers: std::sync::Arc<images::LayerCache>,
 }
 
 impl DockerRuntime {
@@ -79,6 +81,7 @@ impl DockerRuntime {
             docker,
             network_lock: Default::default(),
             fallback_networks: Default::default(),
+            image_layers: Default::default(),
         })
     }
 
@@ -217,40 +220,30 @@ impl DockerRuntime {
 impl ContainerRuntime for DockerRuntime {
     async fn ensure_image(&self, image: &str) -> RuntimeResult<()> {
         match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(engine(e)),
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => images::pull(&self.docker, image).await,
+            Err(e) => Err(engine(e)),
         }
-        let (repo, tag) = split_reference(image);
-        let options = CreateImageOptions {
-            from_image: repo,
-            tag,
-            ..Default::default()
-        };
-        let mut pull = self.docker.create_image(Some(options), None, None);
-        while let Some(item) = pull.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(err) = info.error.or(info.error_detail.and_then(|d| d.message)) {
-                        return Err(RuntimeError::Pull {
-                            image: image.to_string(),
-                            reason: err,
-                        });
-                    }
-                }
-                Err(e) => {
-                    let reason = match engine(e) {
-                        RuntimeError::NotFound(m) | RuntimeError::Engine(m) => m,
-                        other => other.to_string(),
-                    };
-                    return Err(RuntimeError::Pull {
-                        image: image.to_string(),
-                        reason,
-                    });
-                }
-            }
-        }
-        Ok(())
+    }
+
+    async fn pull_image(&self, image: &str) -> RuntimeResult<()> {
+        images::pull(&self.docker, image).await
+    }
+
+    async fn images(&self) -> RuntimeResult<Vec<ImageInfo>> {
+        images::list(&self.docker, &self.image_layers).await
+    }
+
+    async fn image(&self, reference: &str) -> RuntimeResult<Option<ImageInfo>> {
+        images::inspect(&self.docker, reference).await
+    }
+
+    async fn load_image(&self, tar: &std::path::Path) -> RuntimeResult<()> {
+        images::load(&self.docker, tar).await
+    }
+
+    async fn remove_image(&self, reference: &str) -> RuntimeResult<()> {
+        images::remove(&self.docker, reference).await
     }
 
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {

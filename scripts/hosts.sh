@@ -8,6 +8,7 @@
 #   scripts/hosts.sh cut NODE      power cut: kill its containers, agent and engine; link down
 #   scripts/hosts.sh revive NODE   link up; engine and agent again on the same data dirs
 #   scripts/hosts.sh partition NODE / heal NODE    link down / up, processes untouched
+#   scripts/hosts.sh kill-controller K             SIGKILL controller K (1..3)
 #   scripts/hosts.sh docker NODE ARGS..            docker against the node's engine
 #   scripts/hosts.sh exec NODE CMD..               a command inside the node's netns
 #   scripts/hosts.sh addr | ip NODE | status       controller addresses, a node's IP, a summary
@@ -24,6 +25,8 @@
 #   SHOAL_HOSTS_TOKEN    join token given to every agent and joining controller instead
 #                        of the cluster's own (asked with `shoal token show` after init)
 #   SHOAL_HOSTS_AGENT_ARGS, SHOAL_HOSTS_AGENT_ARGS_<i>   extra agent flags (all, node i)
+#   SHOAL_HOSTS_ENGINE_ONLY   node numbers (e.g. "4") that get an engine but no agent:
+#                        a machine that deploys (builds, pushes) without being a node
 #   SHOAL_HOSTS_CONTROLLER_ARGS                          extra controller flags
 #   SHOAL_LOG            log filter of the shoal processes (logs in the state dir)
 #
@@ -105,6 +108,13 @@ agent_cmd() {
     --secrets-dir "$(node_dir "$i")/secrets" --token "$(token agent)")
   # shellcheck disable=SC2206
   CMD+=(${SHOAL_HOSTS_AGENT_ARGS:-} ${!extra:-})
+}
+
+# engine_only I: node I runs an engine and no agent (SHOAL_HOSTS_ENGINE_ONLY).
+engine_only() {
+  local k
+  for k in ${SHOAL_HOSTS_ENGINE_ONLY:-}; do [[ "$k" == "$1" ]] && return 0; done
+  return 1
 }
 
 # --- processes -----------------------------------------------------------------------
@@ -333,6 +343,7 @@ cmd_up() {
   rm -f "$image"
   local names=()
   for i in $(seq 1 "$n"); do
+    engine_only "$i" && continue
     start_agent "$i"
     names+=("n$i")
   done
@@ -391,8 +402,10 @@ cmd_revive() {
   ip link set "$(veth_host "$i")" up
   start_engine "$i"
   wait_engine "$i"
-  start_agent "$i"
-  wait_nodes ready "n$i"
+  if ! engine_only "$i"; then
+    start_agent "$i"
+    wait_nodes ready "n$i"
+  fi
   log "n$i revived"
 }
 
@@ -420,6 +433,7 @@ main() {
     revive) cmd_revive "${1:?revive NODE}" ;;
     partition) ip link set "$(veth_host "$(node_index "${1:?partition NODE}")")" down ;;
     heal) ip link set "$(veth_host "$(node_index "${1:?heal NODE}")")" up ;;
+    kill-controller) kill9 "$(pid_of "$STATE/c${1:?kill-controller K}.pid")" ;;
     docker)
       local i
       i="$(node_index "${1:?docker NODE ARGS..}")"

@@ -50,14 +50,18 @@ impl Hosts {
     }
 
     /// `nodes` nodes with agents, then `engines` more (`n<nodes+1>`..) that run only an
-    /// engine: machines that deploy (build, push) without being nodes.
-    pub fn up_with_engines(nodes: usize, engines: usize) -> Hosts {
+    /// engine: machines that deploy (build, push) without being nodes. Every agent gets
+    /// `agent_args` (`SHOAL_HOSTS_AGENT_ARGS`).
+    pub fn up_with_engines(nodes: usize, engines: usize, agent_args: &str) -> Hosts {
         let only: Vec<String> = (nodes + 1..=nodes + engines)
             .map(|i| i.to_string())
             .collect();
         let mut hosts = Hosts::up_with_env(
             nodes + engines,
-            vec![("SHOAL_HOSTS_ENGINE_ONLY".to_string(), only.join(" "))],
+            vec![
+                ("SHOAL_HOSTS_ENGINE_ONLY".to_string(), only.join(" ")),
+                ("SHOAL_HOSTS_AGENT_ARGS".to_string(), agent_args.to_string()),
+            ],
         );
         hosts.agents = nodes;
         hosts
@@ -192,6 +196,25 @@ impl Hosts {
             .stdin(Stdio::null())
             .output()
             .expect("run shoal")
+    }
+
+    /// A client command in `dir` with extra environment (e.g. `DOCKER_HOST`: the engine
+    /// `shoal deploy` builds with).
+    pub fn shoal_env(&self, dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .current_dir(dir)
+            .args(args)
+            .args(["--addr", &self.addr])
+            .env("SHOAL_CREDENTIALS", &self.credentials)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal")
+    }
+
+    /// The node's address on the hosts' bridge.
+    pub fn ip(&self, node: &str) -> String {
+        self.run(&["ip", node]).trim().to_string()
     }
 
     /// A client command in `dir` (relative compose paths).

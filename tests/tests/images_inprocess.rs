@@ -287,6 +287,32 @@ async fn the_store_takes_only_missing_blobs_copies_everywhere_and_survives_a_con
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 
+    // With that controller gone, agents whose engines lack v2 load it from the others:
+    // every layer (their engines hold nothing), each blob checked on arrival.
+    let mut other = stack("app-web:shoal-2", 2);
+    other.name = "other".into();
+    cl.client().deploy(&other).await.expect("deploy other");
+    eventually(WAIT, "both replicas of other/web run", || async {
+        let ps = cl.client().ps("other").await.ok()?;
+        (ps.iter().filter(|t| t.state == "running").count() == 2).then_some(())
+    })
+    .await;
+    let v2_bytes: u64 = v2.blobs().iter().map(|(_, b)| b.len() as u64).sum();
+    for name in ["a", "b"] {
+        let fake = &cl.agents[name].fake;
+        let loads = fake.loads();
+        assert!(
+            !loads.is_empty(),
+            "agent {name} loaded the image from the cluster"
+        );
+        let last = loads.last().unwrap();
+        assert!(
+            last.len() as u64 >= v2_bytes,
+            "agent {name}'s load carries every blob ({} < {v2_bytes})",
+            last.len()
+        );
+    }
+
     // A service runs v2 (and v1 for a rollback): removing it is refused.
     let err = cl
         .client()
@@ -318,7 +344,10 @@ async fn the_store_takes_only_missing_blobs_copies_everywhere_and_survives_a_con
     .await;
     let rows = image_rows(&cl).await;
     let row = rows.iter().find(|r| r.image == "app-web:shoal-2").unwrap();
-    assert_eq!(row.services, vec!["app/web".to_string()]);
+    assert_eq!(
+        row.services,
+        vec!["app/web".to_string(), "other/web".to_string()]
+    );
     assert_eq!(row.id, v2.id());
     assert_eq!(
         row.size_bytes,

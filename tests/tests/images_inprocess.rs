@@ -229,6 +229,11 @@ async fn the_store_takes_only_missing_blobs_copies_everywhere_and_survives_a_con
 
     let reply = push(&cl, &v1, false).await.expect("push");
     assert_eq!(reply.bytes, total, "everything is new: every blob is sent");
+    assert!(
+        reply.holders.len() >= 2,
+        "a push returns once a second controller holds the image: {:?}",
+        reply.holders
+    );
     let ids: Vec<u64> = (0..3).map(|i| cl.id(i)).collect();
     eventually(WAIT, "every controller holds the image", || async {
         let rows = image_rows(&cl).await;

@@ -5,7 +5,9 @@
 //! A push writes each blob to this controller's [`BlobStore`](crate::images::BlobStore)
 //! (checked against its digest), then checks the image's config names exactly the
 //! layers pushed, and commits the record with this controller as its first holder. The
-//! other controllers copy it ([`crate::images::replicate`]).
+//! other controllers copy it ([`crate::images::replicate`]); the push answers once a
+//! second controller holds it (bounded), so a deploy that went on survives the loss of
+//! any one controller.
 // Statuses are what tonic streams carry, as the other services do.
 #![allow(clippy::result_large_err)]
 
@@ -119,16 +121,8 @@ impl ImagePushService {
                 now_ms: now_ms(),
             })
             .await?;
-        let holders = self
-            .ctx
-            .node
-            .state
-            .read()
-            .images
-            .get(&m.reference)
-            .map(|i| i.holders.iter().copied().collect())
-            .unwrap_or_default();
-        tracing::info!(image = %m.reference, id = %m.id, bytes, "image pushed");
+        let holders = self.copied(&m.reference).await;
+        tracing::info!(image = %m.reference, id = %m.id, bytes, ?holders, "image pushed");
         Ok(pb::ImagePushReply {
             reference: m.reference,
             bytes,
@@ -136,6 +130,47 @@ impl ImagePushService {
         })
     }
 }
+
+impl ImagePushService {
+    /// The holders of `reference` once a second controller copied it (when there is
+    /// one), so a push that returned survives the loss of one controller; bounded by
+    /// [`COPY_WAIT`] (the copy then goes on in the background).
+    async fn copied(&self, reference: &str) -> Vec<u64> {
+        let voters = {
+            let metrics = self.ctx.node.raft.metrics();
+            let m = metrics.borrow();
+            let n = m.membership_config.membership().voter_ids().count();
+            n
+        };
+        let wanted = voters.min(2);
+        let mut applied = self.ctx.node.state.subscribe();
+        let deadline = tokio::time::Instant::now() + COPY_WAIT;
+        loop {
+            let holders: Vec<u64> = self
+                .ctx
+                .node
+                .state
+                .read()
+                .images
+                .get(reference)
+                .map(|i| i.holders.iter().copied().collect())
+                .unwrap_or_default();
+            if holders.len() >= wanted {
+                return holders;
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::warn!(image = reference, ?holders, "no second controller copied the image in time; it is copied in the background");
+                    return holders;
+                }
+            }
+        }
+    }
+}
+
+/// How long a push waits for a second controller to copy the image.
+const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The record of a pushed image, after checking that this controller holds every blob
 /// and that the config's `rootfs.diff_ids` are exactly the layers named.

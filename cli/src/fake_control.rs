@@ -515,3 +515,40 @@ pub async fn serve_volumes(
     });
     addr
 }
+
+/// A fake leader answering from `fake` (reached through a follower's hint when
+/// `via_follower`), and a JSON-output client context pointed at it; stops on drop.
+pub struct Served {
+    pub ctx: crate::commands::Ctx,
+    pub fake: Arc<FakeVolumes>,
+    stop: CancellationToken,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn served(fake: Arc<FakeVolumes>, via_follower: bool) -> Served {
+    let stop = CancellationToken::new();
+    let leader = Role::Leader {
+        name: "leader".into(),
+    };
+    let mut addr = serve_volumes(leader, fake.clone(), stop.clone()).await;
+    if via_follower {
+        let follower = Role::Follower {
+            code: Code::FailedPrecondition,
+            leader: Some(addr),
+        };
+        addr = serve_volumes(follower, Arc::default(), stop.clone()).await;
+    }
+    Served {
+        ctx: crate::commands::Ctx {
+            format: crate::args::Format::Json,
+            client: crate::client::Client::new(&crate::args::Addrs(vec![addr])),
+        },
+        fake,
+        stop,
+    }
+}

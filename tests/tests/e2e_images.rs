@@ -94,8 +94,18 @@ struct Laptop<'h> {
 
 impl Laptop<'_> {
     fn shoal(&self, args: &[&str]) -> std::process::Output {
+        self.shoal_in(&self.dir, args)
+    }
+
+    fn shoal_in(&self, dir: &Path, args: &[&str]) -> std::process::Output {
         self.hosts
-            .shoal_env(&self.dir, &[("DOCKER_HOST", &self.docker_host)], args)
+            .shoal_env(dir, &[("DOCKER_HOST", &self.docker_host)], args)
+    }
+
+    /// Writes `yaml` as `dir/compose.yaml` and deploys it from here.
+    fn deploy_yaml(&self, dir: &Path, yaml: &str) -> std::process::Output {
+        std::fs::write(dir.join("compose.yaml"), yaml).unwrap();
+        self.shoal_in(dir, &["deploy", "-c", "compose.yaml"])
     }
 }
 
@@ -247,15 +257,9 @@ fn built_images_reach_every_node_without_a_registry_and_survive_the_deployer() {
         "FROM shoal-test/busybox:latest\nRUN echo about to fail && exit 3\n",
     )
     .unwrap();
-    std::fs::write(
-        broken.join("compose.yaml"),
-        "name: broken\nservices:\n  bad:\n    build: ./bad\n",
-    )
-    .unwrap();
-    let out = laptop.hosts.shoal_env(
+    let out = laptop.deploy_yaml(
         &broken,
-        &[("DOCKER_HOST", &laptop.docker_host)],
-        &["deploy", "-c", "compose.yaml"],
+        "name: broken\nservices:\n  bad:\n    build: ./bad\n",
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -284,11 +288,7 @@ fn built_images_reach_every_node_without_a_registry_and_survive_the_deployer() {
         "{}",
         text(&out)
     );
-    let out = laptop.hosts.shoal_env(
-        &broken,
-        &[("DOCKER_HOST", &laptop.docker_host)],
-        &["deploy", "-c", "compose.yaml"],
-    );
+    let out = laptop.shoal_in(&broken, &["deploy", "-c", "compose.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("compose.yaml:4"),
@@ -296,15 +296,9 @@ fn built_images_reach_every_node_without_a_registry_and_survive_the_deployer() {
         text(&out)
     );
 
-    std::fs::write(
-        broken.join("compose.yaml"),
-        "name: broken\nservices:\n  ghost:\n    image: nowhere/ghost:1\n",
-    )
-    .unwrap();
-    let out = laptop.hosts.shoal_env(
+    let out = laptop.deploy_yaml(
         &broken,
-        &[("DOCKER_HOST", &laptop.docker_host)],
-        &["deploy", "-c", "compose.yaml"],
+        "name: broken\nservices:\n  ghost:\n    image: nowhere/ghost:1\n",
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

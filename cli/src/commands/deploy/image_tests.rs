@@ -7,14 +7,11 @@ use std::sync::Arc;
 
 use shoal_proto::pb::ImageWhere;
 use shoal_proto::spec::StackSpec;
-use tokio_util::sync::CancellationToken;
 
 use super::run_with;
-use crate::args::{Addrs, ComposeArgs, DeployArgs, Format};
-use crate::client::Client;
-use crate::commands::Ctx;
+use crate::args::{ComposeArgs, DeployArgs};
 use crate::error::{exit_code, EXIT_FAILED, EXIT_USAGE};
-use crate::fake_control::{lock, serve_volumes, FakeVolumes, Role};
+use crate::fake_control::{lock, served, FakeVolumes, Served};
 use crate::images::deploy::LazyEngine;
 use crate::images::engine::Engine;
 use crate::images::testing::{unique, untag};
@@ -22,33 +19,8 @@ use crate::images::testing::{unique, untag};
 /// An engine address nothing listens on: a deploy that touches it fails.
 const NO_ENGINE: &str = "unix:///nonexistent/shoal-no-engine.sock";
 
-struct Fixture {
-    ctx: Ctx,
-    fake: Arc<FakeVolumes>,
-    stop: CancellationToken,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn fixture() -> Fixture {
-    let fake = Arc::new(FakeVolumes::default());
-    let stop = CancellationToken::new();
-    let leader = Role::Leader {
-        name: "leader".into(),
-    };
-    let addr = serve_volumes(leader, fake.clone(), stop.clone()).await;
-    Fixture {
-        ctx: Ctx {
-            format: Format::Json,
-            client: Client::new(&Addrs(vec![addr])),
-        },
-        fake,
-        stop,
-    }
+async fn fixture() -> Served {
+    served(Arc::default(), false).await
 }
 
 fn args(file: &Path, stack: &str) -> DeployArgs {

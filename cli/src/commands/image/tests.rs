@@ -4,52 +4,17 @@
 use std::sync::Arc;
 
 use shoal_proto::pb::ImageRow;
-use tokio_util::sync::CancellationToken;
 
-use crate::args::{Addrs, Format, ImageCommand};
-use crate::client::Client;
-use crate::commands::Ctx;
+use crate::args::ImageCommand;
 use crate::error::{exit_code, EXIT_FAILED, EXIT_USAGE};
-use crate::fake_control::{lock, serve_volumes, FakeVolumes, Role};
+use crate::fake_control::{lock, served, Served};
 use crate::images::deploy::LazyEngine;
 use crate::images::engine::Engine;
 use crate::images::testing::{service, unique, untag, write_files, BASE};
 
-struct Fixture {
-    ctx: Ctx,
-    fake: Arc<FakeVolumes>,
-    stop: CancellationToken,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// A fake leader; with `via_follower`, the client is given a follower pointing at it.
-async fn fixture(via_follower: bool) -> Fixture {
-    let fake = Arc::new(FakeVolumes::default());
-    let stop = CancellationToken::new();
-    let leader = Role::Leader {
-        name: "leader".into(),
-    };
-    let mut addr = serve_volumes(leader, fake.clone(), stop.clone()).await;
-    if via_follower {
-        let follower = Role::Follower {
-            code: tonic::Code::FailedPrecondition,
-            leader: Some(addr),
-        };
-        addr = serve_volumes(follower, Arc::default(), stop.clone()).await;
-    }
-    Fixture {
-        ctx: Ctx {
-            format: Format::Json,
-            client: Client::new(&Addrs(vec![addr])),
-        },
-        fake,
-        stop,
-    }
+async fn fixture(via_follower: bool) -> Served {
+    served(Arc::default(), via_follower).await
 }
 
 /// A pushed image reaches the store whole, through a follower's hint; a second push

@@ -5,47 +5,16 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use shoal_proto::pb::{self, MoveStatusReply, VolumeChunk, VolumeRow};
-use tokio_util::sync::CancellationToken;
 
 use super::restore::CHUNK;
-use crate::args::{Addrs, Format, RmArgs, VolumeCommand, VolumeMoveArgs, VolumeRef};
-use crate::client::Client;
-use crate::commands::Ctx;
+use crate::args::{RmArgs, VolumeCommand, VolumeMoveArgs, VolumeRef};
 use crate::error::{exit_code, EXIT_FAILED, EXIT_USAGE};
-use crate::fake_control::{lock, serve_volumes, FakeVolumes, Role};
+use crate::fake_control::{lock, served, FakeVolumes, Served};
 
-struct Fixture {
-    ctx: Ctx,
-    fake: Arc<FakeVolumes>,
-    stop: CancellationToken,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn fixture(rows: Vec<VolumeRow>) -> Fixture {
+async fn fixture(rows: Vec<VolumeRow>) -> Served {
     let fake = Arc::new(FakeVolumes::default());
     *lock(&fake.rows) = rows;
-    let stop = CancellationToken::new();
-    let addr = serve_volumes(
-        Role::Leader {
-            name: "leader".into(),
-        },
-        fake.clone(),
-        stop.clone(),
-    )
-    .await;
-    Fixture {
-        ctx: Ctx {
-            format: Format::Json,
-            client: Client::new(&Addrs(vec![addr])),
-        },
-        fake,
-        stop,
-    }
+    served(fake, false).await
 }
 
 fn pgdata() -> VolumeRef {

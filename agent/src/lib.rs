@@ -23,7 +23,8 @@
 //!   copies kept under `DATA_DIR/standby/` and promoted into the volume when asked.
 //! - [`images`]: images from the cluster's own store when the engine lacks them (by
 //!   `pull_policy`), loaded with only the layers the engine lacks; the node's images
-//!   reported on the session.
+//!   reported on the session; the images it loaded removed once unused and forgotten by
+//!   the store.
 //! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types, besides the data planes: volume transfers and
@@ -80,8 +81,8 @@ pub struct AgentConfig {
     /// The node's name, which is also its id.
     pub name: String,
     /// The agent's own files: its credentials (`tls/`), the standby copies of volumes
-    /// it keeps (`standby/<engine name>/current`), and the tars of images being loaded
-    /// (`images/tmp/`).
+    /// it keeps (`standby/<engine name>/current`), the tars of images being loaded
+    /// (`images/tmp/`) and the record of the images it loaded (`images/loaded.json`).
     pub data_dir: PathBuf,
     /// `unix:///path` or `tcp://host:port`; `None`: `DOCKER_HOST`, else the local socket.
     pub docker: Option<String>,
@@ -135,6 +136,8 @@ impl Default for AgentConfig {
 /// Run an agent on the Docker engine `cfg.docker` until `shutdown`.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let docker = runtime::docker::DockerRuntime::connect(cfg.docker.as_deref()).await?;
+    // Asked now so that the log says at start which image store the engine has.
+    docker.loads_need_every_layer().await;
     run_with_runtime(cfg, Arc::new(docker), shutdown).await
 }
 
@@ -195,6 +198,8 @@ pub async fn run_with_runtime(
         &cfg.data_dir,
         image_counters,
     ));
+    // The images this agent loaded, removed once unused and gone from the store.
+    tokio::spawn(images::Pruner::new(images.clone(), runtime.clone()).run(shutdown.child_token()));
     let stop_supervisor = shutdown.child_token();
     let contact = disconnect::Contact::new();
     let standbys = volumes::standby::Standbys::in_data_dir(&cfg.data_dir);

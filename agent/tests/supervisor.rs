@@ -906,3 +906,47 @@ async fn containers_left_paused_by_a_dead_agent_are_resumed_at_start() {
     assert!(calls.contains(&Call::Unpause(ours)), "{calls:?}");
     assert!(!calls.contains(&Call::Unpause(running)), "{calls:?}");
 }
+
+/// The image pruner keeps what the assignments name: every task's image, ended ones'
+/// included, from the supervisor's latest assignments.
+#[tokio::test(start_paused = true)]
+async fn assignments_tell_the_images_which_are_in_use() {
+    let fake = FakeRuntime::new();
+    let images = Arc::new(shoal_agent::images::Images::default());
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let (handle, events) = supervisor::spawn(
+        SupervisorConfig {
+            node: "node-a".into(),
+            poll_interval: Duration::from_millis(500),
+            ingress: false,
+            secrets: None,
+            gpu_mode: Default::default(),
+            standbys: None,
+            thawed: Default::default(),
+            images: images.clone(),
+        },
+        Arc::new(fake.clone()),
+        stop,
+    );
+    let mut node = Node {
+        handle,
+        events,
+        _stop: CancellationToken::new().drop_guard(),
+    };
+    assert_eq!(images.assigned(), None, "nothing known before assignments");
+    let mut ended = assignment("t2", Desired::Shutdown, &spec("old"));
+    ended.ended = true;
+    node.handle.assign(set(vec![
+        assignment("t1", Desired::Running, &spec("img:1")),
+        ended,
+    ]));
+    node.wait_for("t1", TaskState::Running).await;
+    let want = ["img:1", "old:latest"].map(String::from).into();
+    assert_eq!(images.assigned(), Some(want));
+
+    node.handle.assign(set(vec![]));
+    // Commands are handled in order: once this answers, the assignments are in.
+    node.handle.containers().await;
+    assert_eq!(images.assigned(), Some(Default::default()));
+}

@@ -8,8 +8,13 @@
 //!
 //! At most one pull or load of a reference runs at a time: a second task needing it
 //! waits and then finds it on the engine.
+//!
+//! A load sends only the layers the engine lacks, except on an engine with containerd's
+//! image store ([`ContainerRuntime::loads_need_every_layer`]), whose loader needs them
+//! all. Each image loaded is recorded ([`super::loaded`]): those are the only images the
+//! agent may later remove ([`super::prune`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,9 +22,10 @@ use shoal_proto::spec::PullPolicy;
 use tokio::sync::Notify;
 use tracing::{info, instrument, warn};
 
+use super::loaded::{record_path, LoadedImage, LoadedRecord};
 use super::source::{ImageManifest, ImageSource};
 use super::{archive, plan, EnsureError, Ensured, ImageCounters};
-use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::runtime::{ContainerRuntime, ImageInfo, RuntimeError};
 
 /// What the cluster's store said of a reference.
 enum InStore {
@@ -31,7 +37,7 @@ enum InStore {
 /// The node's way to its images; shared by the supervisor's operations.
 pub struct Images {
     /// `None`: no cluster store (a supervisor without a session, in tests).
-    source: Option<Arc<dyn ImageSource>>,
+    pub(super) source: Option<Arc<dyn ImageSource>>,
     /// Where load tars are written (`DATA_DIR/images/tmp`).
     tmp: PathBuf,
     counters: Arc<ImageCounters>,
@@ -39,6 +45,12 @@ pub struct Images {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Notified after each load, so the node's images are reported again.
     loaded: Arc<Notify>,
+    /// The images loaded from the store (`DATA_DIR/images/loaded.json`).
+    record: Mutex<LoadedRecord>,
+    /// The images (normalized references) the node's current assignments name, ended
+    /// tasks' included; `None` until the supervisor got its first assignments, when
+    /// nothing is known not to be in use.
+    assigned: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl Default for Images {
@@ -49,6 +61,8 @@ impl Default for Images {
             counters: Default::default(),
             flights: Default::default(),
             loaded: Default::default(),
+            record: Default::default(),
+            assigned: Default::default(),
         }
     }
 }
@@ -65,6 +79,32 @@ impl std::fmt::Debug for Images {
 /// The directory of load tars under the agent's data dir.
 pub fn tmp_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("images").join("tmp")
+}
+
+/// `reference` as the engine lists it among an image's tags (`REPO` is `REPO:latest`);
+/// an id or a digest reference as it is.
+pub fn normalized(reference: &str) -> String {
+    repo_tag(reference).unwrap_or_else(|| reference.to_string())
+}
+
+/// Whether `image`, on the engine after a load, is the store's `m`: the same id, or, on
+/// containerd's store (`every_layer`), which names an image by its manifest's digest
+/// rather than its config's, the same layers.
+fn is_loaded(image: &ImageInfo, m: &ImageManifest, every_layer: bool) -> bool {
+    image.id == m.id
+        || (every_layer
+            && image.layers.len() == m.layers.len()
+            && image
+                .layers
+                .iter()
+                .zip(&m.layers)
+                .all(|(l, b)| *l == b.diff_id()))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `REPO:TAG` for the load's manifest (a name without a tag is `:latest`, as engines
@@ -90,7 +130,8 @@ fn words(e: RuntimeError) -> String {
 
 impl Images {
     /// Images from `source`, with load tars under `data_dir` (what an earlier run left
-    /// there is removed now) and transfers counted in `counters`.
+    /// there is removed now), the record of loaded images there too, and transfers
+    /// counted in `counters`.
     pub fn new(
         source: Option<Arc<dyn ImageSource>>,
         data_dir: &Path,
@@ -106,8 +147,32 @@ impl Images {
             source,
             tmp,
             counters,
+            record: Mutex::new(LoadedRecord::open(record_path(data_dir))),
             ..Default::default()
         }
+    }
+
+    /// The images this agent loaded from the cluster's store and has not removed.
+    pub fn loaded_images(&self) -> Vec<LoadedImage> {
+        self.lock_record().images().to_vec()
+    }
+
+    /// The node's current assignments name these images (every task's, ended or not).
+    pub fn set_assigned(&self, references: impl IntoIterator<Item = String>) {
+        let set = references.into_iter().map(|r| normalized(&r)).collect();
+        *self.assigned.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
+    }
+
+    /// The normalized references the current assignments name; `None` before the first.
+    pub fn assigned(&self) -> Option<BTreeSet<String>> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn lock_record(&self) -> std::sync::MutexGuard<'_, LoadedRecord> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn counters(&self) -> &Arc<ImageCounters> {
@@ -252,9 +317,14 @@ impl Images {
             .source
             .as_deref()
             .ok_or_else(|| failed("this agent has no cluster store".into()))?;
-        let local = runtime.images().await.map_err(|e| failed(e.to_string()))?;
-        let wanted: Vec<String> = m.layers.iter().map(|l| l.diff_id()).collect();
-        let from = plan::first_missing(&wanted, local.iter().map(|i| i.layers.as_slice()));
+        let every_layer = runtime.loads_need_every_layer().await;
+        let from = if every_layer {
+            0
+        } else {
+            let local = runtime.images().await.map_err(|e| failed(e.to_string()))?;
+            let wanted: Vec<String> = m.layers.iter().map(|l| l.diff_id()).collect();
+            plan::first_missing(&wanted, local.iter().map(|i| i.layers.as_slice()))
+        };
         let tag = repo_tag(reference);
         let counters = self.counters.clone();
         let received = move |n: u64| counters.received(n);
@@ -266,8 +336,8 @@ impl Images {
         drop(tar);
         loaded.map_err(|e| failed(e.to_string()))?;
         self.loaded.notify_one();
-        match runtime.image(reference).await {
-            Ok(Some(i)) if i.id == m.id => {}
+        let engine_id = match runtime.image(reference).await {
+            Ok(Some(i)) if is_loaded(&i, m, every_layer) => i.id,
             Ok(Some(i)) => {
                 return Err(failed(format!(
                     "after the load the engine's {reference} is {}, not the store's {}",
@@ -280,6 +350,15 @@ impl Images {
                 )))
             }
             Err(e) => return Err(failed(e.to_string())),
+        };
+        let record = LoadedImage {
+            reference: reference.to_string(),
+            id: engine_id,
+            store_id: m.id.clone(),
+            loaded_ms: now_ms(),
+        };
+        if let Err(e) = self.lock_record().add(record) {
+            warn!(error = %format!("{e:#}"), "cannot save the record of loaded images: after a restart this image is not removed when unused");
         }
         self.counters.loaded();
         info!(

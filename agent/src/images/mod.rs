@@ -6,7 +6,11 @@
 //! registry. An image from the store is loaded with `docker load` from a tar that carries
 //! only the layers the engine lacks ([`plan`] says which, [`archive`] writes it): the
 //! engine's loader skips a layer whose chain it already holds without reading it, so a
-//! one-layer change moves one layer's bytes.
+//! one-layer change moves one layer's bytes. (An engine with containerd's image store
+//! imports every blob a tar names: it gets every layer.)
+//!
+//! Images the agent loaded are recorded; once no task assigned here names one and the
+//! store has forgotten it (the controllers' retention), it is removed from the engine.
 //!
 //! - [`plan`]: pure; which layers the engine lacks.
 //! - [`archive`]: the `docker load` tar, blobs verified against their digests.
@@ -14,11 +18,15 @@
 //! - [`ensure`]: the policy, one load per image at a time, counters and logs; its
 //!   answers ([`Ensured`], [`EnsureError`]).
 //! - [`report`]: the node's images, reported on the session when they change.
+//! - [`loaded`]: the record of the images this agent loaded
+//!   (`DATA_DIR/images/loaded.json`).
+//! - [`prune`]: removing the loaded images nothing needs any more ([`prune::decide`],
+//!   pure, and the periodic [`prune::Pruner`]).
 //! - [`convert`]: the wire's image messages.
 //!
 //! What it must not do: load a blob whose digest it has not checked, leave temporary
-//! tars behind (they live under `DATA_DIR/images/tmp/`), or remove images (the controller
-//! decides what is unused).
+//! tars behind (they live under `DATA_DIR/images/tmp/`), remove an image it did not load
+//! itself, or force a removal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,12 +34,16 @@ pub mod archive;
 pub mod convert;
 pub mod ensure;
 mod error;
+pub mod loaded;
 pub mod plan;
+pub mod prune;
 pub mod report;
 pub mod source;
 
 pub use ensure::Images;
 pub use error::{EnsureError, Ensured};
+pub use loaded::LoadedImage;
+pub use prune::Pruner;
 pub use source::{BlobRef, BlobStream, GrpcSource, ImageManifest, ImageSource};
 
 /// What the agent's `/metrics` shows of image transfers, since the agent started.

@@ -10,7 +10,9 @@
 //!
 //! Images live in memory too ([`FakeRuntime::insert_image`]). Pulls always succeed unless
 //! told to fail ([`FakeRuntime::fail_pull`]) and add no image; loads are checked as a
-//! real engine checks them ([`load`]), so tests prove the agent sends what is needed.
+//! real engine checks them ([`load`]), so tests prove the agent sends what is needed
+//! (the classic store by default; containerd's with
+//! [`FakeRuntime::set_loads_need_every_layer`]).
 //!
 //! Volumes live in memory, each with a directory of its own under the system's temp
 //! directory as its mountpoint (removed with the volume, and all of them when the last
@@ -130,6 +132,8 @@ struct State {
     images: Vec<ImageInfo>,
     /// The bytes of every tar loaded, in order.
     loads: Vec<Vec<u8>>,
+    /// The engine keeps images in containerd's store: loads need every layer.
+    containerd_store: bool,
 }
 
 #[derive(Debug, Default)]
@@ -331,6 +335,12 @@ impl FakeRuntime {
     pub fn insert_image(&self, image: ImageInfo) {
         self.lock().add_image(image);
         self.changed();
+    }
+
+    /// Make the engine keep images in containerd's store (off by default): its loads
+    /// then need every layer's file, and name images by a manifest digest.
+    pub fn set_loads_need_every_layer(&self, on: bool) {
+        self.lock().containerd_store = on;
     }
 
     /// The bytes of every tar loaded so far, in order.
@@ -538,7 +548,7 @@ impl ContainerRuntime for FakeRuntime {
         self.enter(Op::LoadImage, Some(call)).await?;
         let result = {
             let mut st = self.lock();
-            let loaded = images::load(&st.images, &bytes);
+            let loaded = images::load(&st.images, &bytes, st.containerd_store);
             st.loads.push(bytes);
             loaded.map(|images| images.into_iter().for_each(|i| st.add_image(i)))
         };
@@ -552,6 +562,10 @@ impl ContainerRuntime for FakeRuntime {
         let removed = self.lock().remove_image(reference);
         self.changed();
         removed
+    }
+
+    async fn loads_need_every_layer(&self) -> bool {
+        self.lock().containerd_store
     }
 
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {

@@ -171,9 +171,18 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Load a `docker save` tar (the engine's `POST /images/load`), streamed from the
     /// file; the engine's own words when it refuses it.
     async fn load_image(&self, tar: &std::path::Path) -> RuntimeResult<()>;
-    /// Remove an image (not forced): [`RuntimeError::NotFound`] when missing, an error
-    /// while a container uses it.
+    /// Remove an image (not forced): [`RuntimeError::NotFound`] when missing,
+    /// [`RuntimeError::InUse`] while a container uses it. A reference naming an image
+    /// that has other names only loses that name.
     async fn remove_image(&self, reference: &str) -> RuntimeResult<()>;
+    /// Whether `docker load` needs every layer's file in the tar: true on engines that
+    /// keep images in containerd's store (Docker 24+ with the containerd snapshotter, the
+    /// default of fresh Docker 29 installs), whose loader imports every blob the archive
+    /// names; false on the classic graphdriver store, whose loader skips a layer whose
+    /// chain it has without opening its file ([`crate::images::plan`]).
+    async fn loads_need_every_layer(&self) -> bool {
+        false
+    }
     /// Create (not start) a container; returns its id.
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String>;
     async fn start(&self, id: &str) -> RuntimeResult<()>;

@@ -226,6 +226,10 @@ impl Supervisor {
                         if let Some(net) = self.net.as_mut() {
                             net.update(&set.mesh);
                         }
+                        // What the image pruner must keep: every assigned task's image.
+                        self.cfg
+                            .images
+                            .set_assigned(set.tasks.values().map(|a| a.spec.image.clone()));
                         self.intent = Some(set);
                         self.observe().await;
                     }

@@ -1,14 +1,15 @@
 //! The omit-layers load on the REAL host engine (`DOCKER_HOST` or the local socket):
 //! an image built on `shoal-test/busybox:latest` with one more layer is saved, removed,
 //! and loaded back from a tar the agent wrote with only that layer (the base's chain is
-//! the engine's through the test image). Its id must be the same.
+//! the engine's through the test image). Its id must be the same. Unused and forgotten
+//! by the store, the agent's sweep removes it again.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::Command;
 use std::sync::Arc;
 
-use shoal_agent::images::{archive, BlobRef, Ensured, ImageManifest, ImageSource, Images};
+use shoal_agent::images::{archive, BlobRef, Ensured, ImageManifest, ImageSource, Images, Pruner};
 use shoal_agent::runtime::docker::DockerRuntime;
 use shoal_agent::runtime::{ContainerRuntime, RuntimeError};
 use shoal_proto::spec::PullPolicy;
@@ -155,7 +156,11 @@ async fn the_real_engine_loads_an_image_from_only_its_missing_layer() {
 
     // The agent's way: only the layer over the base crosses.
     let source: Arc<dyn ImageSource> = Arc::new(store.clone());
-    let images = Images::new(Some(source), &dir.path().join("agent"), Default::default());
+    let images = Arc::new(Images::new(
+        Some(source),
+        &dir.path().join("agent"),
+        Default::default(),
+    ));
     let before = store.fetched().len();
     let got = images
         .ensure(&engine, &name, PullPolicy::Never)
@@ -182,11 +187,34 @@ async fn the_real_engine_loads_an_image_from_only_its_missing_layer() {
     assert_eq!(row.layers, back.layers);
     assert_eq!(row.tags, vec![name.clone()]);
 
-    // Removed (not forced), and gone.
-    engine.remove_image(&name).await.unwrap();
+    // Unassigned and forgotten by the store: the agent removes it (not forced).
+    images.set_assigned([]);
+    store.forget(&name);
+    let mut pruner = Pruner::new(images.clone(), Arc::new(engine.clone()));
+    let removed = pruner.sweep().await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].id, built_id);
     assert_eq!(engine.image(&name).await.unwrap(), None);
+    assert!(images.loaded_images().is_empty());
     assert!(matches!(
         engine.remove_image(&name).await,
         Err(RuntimeError::NotFound(_))
     ));
+}
+
+/// The engine's image store is told as the docker CLI tells it (`docker info` prints
+/// `driver-type: io.containerd.snapshotter.v1` under the storage driver on containerd's
+/// store); the omit-layers test above needs the classic one.
+#[tokio::test]
+async fn the_engines_image_store_is_detected_as_docker_reports_it() {
+    let status = ok(&["info", "--format", "{{json .DriverStatus}}"]);
+    let containerd = status.contains("io.containerd.snapshotter.v1");
+    let engine = DockerRuntime::connect(None).await.unwrap();
+    assert_eq!(
+        engine.loads_need_every_layer().await,
+        containerd,
+        "{status}"
+    );
+    // Asked once: the second answer is the same.
+    assert_eq!(engine.loads_need_every_layer().await, containerd);
 }

@@ -313,3 +313,82 @@ async fn an_untagged_reference_is_loaded_as_latest() {
     let info = n.fake.image("app:latest").await.unwrap().unwrap();
     assert_eq!(info.tags, vec!["app:latest".to_string()]);
 }
+
+/// Containerd's image store imports every blob the archive names: the agent sends every
+/// layer even though the engine has the base, and takes the loaded image by its layers
+/// (that store names it by a manifest digest, not by its config's).
+#[tokio::test]
+async fn an_engine_with_containerds_store_gets_every_layer() {
+    let n = node();
+    n.fake.set_loads_need_every_layer(true);
+    let (base, app) = base_and_app();
+    n.fake.insert_image(base.info("base:1"));
+    n.store.put(&app);
+
+    let got = n.ensure("app:1", PullPolicy::Missing).await.unwrap();
+    let bytes = app.layers.iter().map(|l| l.len() as u64).sum::<u64>() + app.config.len() as u64;
+    assert_eq!(
+        got,
+        Ensured::Loaded {
+            layers_sent: 4,
+            layers: 4,
+            bytes
+        }
+    );
+    assert_eq!(
+        n.store.fetched(),
+        vec![
+            app.digest(0),
+            app.digest(1),
+            app.digest(2),
+            app.digest(3),
+            app.config_digest()
+        ]
+    );
+    let loaded = n.fake.image("app:1").await.unwrap().unwrap();
+    assert_ne!(
+        loaded.id, app.manifest.id,
+        "the fake names it as containerd does"
+    );
+    assert_eq!(loaded.layers, app.info("app:1").layers);
+    // Recorded under the engine's id, with the store's beside it.
+    let record = n.images.loaded_images();
+    assert_eq!(record.len(), 1);
+    assert_eq!(record[0].id, loaded.id);
+    assert_eq!(record[0].store_id, app.manifest.id);
+    n.assert_no_tars();
+}
+
+/// The containerd-store fake has teeth: the legacy omit-layers tar is refused there.
+#[tokio::test]
+async fn containerds_store_refuses_a_tar_without_the_layers_it_has() {
+    let (base, app) = base_and_app();
+    let store = Store::default();
+    store.put(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let tar = shoal_agent::images::archive::write(
+        &store,
+        &app.manifest,
+        Some("app:1"),
+        2,
+        dir.path(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let fake = FakeRuntime::new();
+    fake.insert_image(base.info("base:1"));
+    fake.set_loads_need_every_layer(true);
+    let e = fake.load_image(tar.path()).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{}/layer.tar: no such file", app.digest(0))),
+        "{e}"
+    );
+    // The classic store takes the same tar.
+    fake.set_loads_need_every_layer(false);
+    fake.load_image(tar.path()).await.unwrap();
+    assert_eq!(
+        fake.image("app:1").await.unwrap().unwrap().id,
+        app.manifest.id
+    );
+}

@@ -126,6 +126,12 @@ impl Store {
         st.blobs.insert(sha(&image.config), image.config.clone());
     }
 
+    /// The controllers' sweep forgot `reference` (its blobs stay: other images may
+    /// share them).
+    pub fn forget(&self, reference: &str) {
+        self.lock().manifests.remove(reference);
+    }
+
     pub fn asked(&self) -> Vec<String> {
         self.lock().asked.clone()
     }

@@ -1,5 +1,6 @@
 //! Images on a Docker engine: pulled from their registry, listed with their layers,
-//! loaded from a `docker save` tar streamed from a file, removed.
+//! loaded from a `docker save` tar streamed from a file, removed; and which image store
+//! the engine has (classic graphdriver or containerd's), which decides what a load needs.
 //!
 //! Listing asks the engine for each image's layers once: an image id is the digest of its
 //! config, so its layers never change, and the layers are cached by id (the periodic
@@ -12,9 +13,11 @@ use std::sync::{Arc, Mutex};
 use bollard::image::{
     CreateImageOptions, ImportImageOptions, ListImagesOptions, RemoveImageOptions,
 };
-use bollard::models::ImageInspect;
+use bollard::models::{ImageInspect, SystemInfo};
 use bollard::Docker;
 use futures::StreamExt;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
 
 use super::{engine, split_reference, status_of};
 use crate::runtime::{ImageInfo, RuntimeError, RuntimeResult};
@@ -195,5 +198,104 @@ pub async fn remove(docker: &Docker, reference: &str) -> RuntimeResult<()> {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(409) => Err(RuntimeError::InUse(engine(e).to_string())),
         Err(e) => Err(engine(e)),
+    }
+}
+
+/// The `DriverStatus` entry by which an engine says it keeps images in containerd's
+/// store (`docker info` prints it under "Storage Driver").
+const DRIVER_TYPE: &str = "driver-type";
+const CONTAINERD_SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
+
+/// Storage drivers that exist only as containerd snapshotters (no graphdriver has these
+/// names; `fuse-overlayfs`, `btrfs` and `zfs` are both, so only `DriverStatus` tells).
+const SNAPSHOTTER_ONLY: &[&str] = &["overlayfs", "native", "stargz", "nydus", "devmapper"];
+
+/// Whether the engine `info` describes keeps images in containerd's store: its
+/// `DriverStatus` has `["driver-type", "io.containerd.snapshotter.v1"]` (what Docker 24+
+/// reports with the containerd snapshotter), or its storage driver is a name only a
+/// containerd snapshotter has.
+pub fn containerd_store(info: &SystemInfo) -> bool {
+    let typed = info.driver_status.iter().flatten().any(|pair| {
+        pair.len() == 2 && pair[0] == DRIVER_TYPE && pair[1].starts_with(CONTAINERD_SNAPSHOTTER)
+    });
+    let by_name = info
+        .driver
+        .as_deref()
+        .is_some_and(|d| SNAPSHOTTER_ONLY.contains(&d));
+    typed || by_name
+}
+
+/// Whether the engine's loads need every layer (containerd's store), asked once and
+/// kept in `known`. When the engine cannot be asked, every layer is sent (that load
+/// works on either store: the classic loader skips the files it does not need) and the
+/// engine is asked again next time.
+pub async fn loads_need_every_layer(docker: &Docker, known: &OnceCell<bool>) -> bool {
+    let asked = known
+        .get_or_try_init(|| async {
+            let info = docker.info().await?;
+            let containerd = containerd_store(&info);
+            let driver = info.driver.unwrap_or_default();
+            if containerd {
+                info!(%driver, "the engine keeps images in containerd's store: loads from the cluster's store carry every layer");
+            } else {
+                info!(%driver, "the engine keeps images in the classic store: loads from the cluster's store carry only the layers it lacks");
+            }
+            Ok::<bool, bollard::errors::Error>(containerd)
+        })
+        .await;
+    match asked {
+        Ok(every) => *every,
+        Err(e) => {
+            warn!(error = %e, "cannot ask the engine which image store it has: this load carries every layer");
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(driver: &str, status: &[[&str; 2]]) -> SystemInfo {
+        SystemInfo {
+            driver: Some(driver.to_string()),
+            driver_status: Some(
+                status
+                    .iter()
+                    .map(|p| p.iter().map(|s| s.to_string()).collect())
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_containerd_store_is_told_by_its_driver_type() {
+        let containerd = [["driver-type", "io.containerd.snapshotter.v1"]];
+        assert!(containerd_store(&info("overlayfs", &containerd)));
+        // A containerd snapshotter that shares its name with a graphdriver.
+        assert!(containerd_store(&info("fuse-overlayfs", &containerd)));
+        assert!(containerd_store(&info("zfs", &containerd)));
+        // No DriverStatus at all, but a name only a snapshotter has.
+        assert!(containerd_store(&SystemInfo {
+            driver: Some("overlayfs".into()),
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn graphdrivers_are_the_classic_store() {
+        let overlay2 = [
+            ["Backing Filesystem", "extfs"],
+            ["Supports d_type", "true"],
+            ["Using metacopy", "false"],
+            ["Native Overlay Diff", "true"],
+            ["userxattr", "false"],
+        ];
+        assert!(!containerd_store(&info("overlay2", &overlay2)));
+        // This machine's engine: the fuse-overlayfs graphdriver.
+        assert!(!containerd_store(&info("fuse-overlayfs", &[])));
+        assert!(!containerd_store(&info("vfs", &[])));
+        assert!(!containerd_store(&SystemInfo::default()));
     }
 }

@@ -50,6 +50,9 @@ pub struct DockerRuntime {
     fallback_networks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// Each image's layers by id, so that listing images inspects each only once.
     image_layers: std::sync::Arc<images::LayerCache>,
+    /// Whether the engine keeps images in containerd's store (its loads then need every
+    /// layer), asked once.
+    image_store: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl DockerRuntime {
@@ -82,6 +85,7 @@ impl DockerRuntime {
             network_lock: Default::default(),
             fallback_networks: Default::default(),
             image_layers: Default::default(),
+            image_store: Default::default(),
         })
     }
 
@@ -244,6 +248,10 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove_image(&self, reference: &str) -> RuntimeResult<()> {
         images::remove(&self.docker, reference).await
+    }
+
+    async fn loads_need_every_layer(&self) -> bool {
+        images::loads_need_every_layer(&self.docker, &self.image_store).await
     }
 
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {

@@ -3,6 +3,11 @@
 //! every layer under it) some image already has is skipped without reading its file;
 //! any other layer's file must be in the tar and hash to its diff id; the image id is
 //! the digest of the config.
+//!
+//! With containerd's image store ([`super::FakeRuntime::set_loads_need_every_layer`])
+//! every layer's file must be in the tar, and the image id is the digest of the image's
+//! manifest (here: of a manifest the fake makes up), not of its config, as Docker's
+//! containerd image store names images.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -54,7 +59,12 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// The images a load of `tar` adds to an engine holding `images`, or the engine's error.
-pub(super) fn load(images: &[ImageInfo], tar: &[u8]) -> RuntimeResult<Vec<ImageInfo>> {
+/// `containerd`: the engine keeps images in containerd's store.
+pub(super) fn load(
+    images: &[ImageInfo],
+    tar: &[u8],
+    containerd: bool,
+) -> RuntimeResult<Vec<ImageInfo>> {
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     let mut archive = tar::Archive::new(tar);
     let entries = archive
@@ -97,10 +107,11 @@ pub(super) fn load(images: &[ImageInfo], tar: &[u8]) -> RuntimeResult<Vec<ImageI
         let mut size = 0u64;
         for (i, diff_id) in diff_ids.iter().enumerate() {
             let chain = &diff_ids[..=i];
-            let held = images
-                .iter()
-                .chain(&loaded)
-                .any(|img| img.layers.starts_with(chain));
+            let held = !containerd
+                && images
+                    .iter()
+                    .chain(&loaded)
+                    .any(|img| img.layers.starts_with(chain));
             if held {
                 continue;
             }
@@ -113,8 +124,17 @@ pub(super) fn load(images: &[ImageInfo], tar: &[u8]) -> RuntimeResult<Vec<ImageI
             }
             size += layer.len() as u64;
         }
+        let id = if containerd {
+            let made_up = serde_json::json!({
+                "config": sha256(config_bytes),
+                "layers": diff_ids,
+            });
+            sha256(made_up.to_string().as_bytes())
+        } else {
+            sha256(config_bytes)
+        };
         loaded.push(ImageInfo {
-            id: sha256(config_bytes),
+            id,
             tags: m.repo_tags.iter().map(|t| with_tag(t)).collect(),
             layers: diff_ids,
             size,

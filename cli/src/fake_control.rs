@@ -186,6 +186,7 @@ impl Control for Fake {
                         id: stored.map(|m| m.id.clone()).unwrap_or_default(),
                         image,
                         nodes: Vec::new(),
+                        every_node: false,
                     })
             })
             .collect();

@@ -1,5 +1,5 @@
 //! What a deploy must do for each image its services run, from where the cluster says
-//! the images are (`Control.ImagesAvailable`). Pure: the engine and the store are
+//! the images are (`Control.ImagesAvailable`; in these tests every node means two). Pure: the engine and the store are
 //! asked by [`super::deploy`].
 
 use std::collections::BTreeSet;
@@ -16,6 +16,10 @@ pub enum Need {
     /// Nowhere in the cluster: push it from this machine's engine if it has it, else
     /// pull it there (if that works, the nodes can pull it too).
     LookLocally,
+    /// On some nodes only: push it if this machine's engine has it (the other nodes
+    /// could not get it otherwise without a registry); else the nodes that lack it pull
+    /// it from its registry.
+    PushIfLocal,
 }
 
 /// One decision per image, in the order given. An image the answer does not mention
@@ -31,6 +35,7 @@ pub fn decide(
             let place = places.iter().find(|w| &w.image == image);
             let in_store = place.is_some_and(|w| w.in_cluster);
             let on_a_node = place.is_some_and(|w| !w.nodes.is_empty());
+            let on_every_node = place.is_some_and(|w| w.every_node);
             let need = if built.contains(image) {
                 // A node holding a tag of that name is not enough: other nodes must be
                 // able to get exactly this build from the store.
@@ -39,8 +44,10 @@ pub fn decide(
                 } else {
                     Need::PushBuilt
                 }
-            } else if in_store || on_a_node {
+            } else if in_store || on_every_node {
                 Need::Available
+            } else if on_a_node {
+                Need::PushIfLocal
             } else {
                 Need::LookLocally
             };
@@ -55,6 +62,7 @@ mod tests {
 
     fn at(image: &str, in_cluster: bool, nodes: &[&str]) -> ImageWhere {
         ImageWhere {
+            every_node: nodes.len() == 2,
             image: image.into(),
             in_cluster,
             id: if in_cluster {
@@ -75,6 +83,7 @@ mod tests {
             "pg:16",
             "own:1",
             "gone:1",
+            "some:1",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -83,7 +92,8 @@ mod tests {
         let places = [
             at("web:shoal-1", true, &[]),
             at("api:shoal-2", false, &["n1"]),
-            at("redis:7", false, &["n2"]),
+            at("redis:7", false, &["n1", "n2"]),
+            at("some:1", false, &["n2"]),
             at("pg:16", true, &[]),
             at("own:1", false, &[]),
         ];
@@ -96,6 +106,7 @@ mod tests {
                 ("pg:16".to_string(), Need::Available),
                 ("own:1".to_string(), Need::LookLocally),
                 ("gone:1".to_string(), Need::LookLocally),
+                ("some:1".to_string(), Need::PushIfLocal),
             ]
         );
     }

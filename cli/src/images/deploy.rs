@@ -7,10 +7,11 @@
 //!    the content-derived reference with `build` cleared, so the stored spec does not
 //!    depend on where the context was (a failed build exits 1 with the builder's words);
 //! 3. the cluster says where each image is (`Control.ImagesAvailable`); a built image
-//!    the store lacks is pushed; any other image must be in the store or on a node,
-//!    else on this machine's engine (pushed), else pullable here (then the nodes can
-//!    pull it too; not tried for `pull_policy: never`); an image found nowhere fails
-//!    the deploy, naming where it was looked for, before any push.
+//!    the store lacks is pushed; any other image must be in the store or on every
+//!    node, else on this machine's engine (pushed), else on some node (the others pull
+//!    it) or pullable here (then the nodes can pull it too; not tried for
+//!    `pull_policy: never`); an image found nowhere fails the deploy, naming where it
+//!    was looked for, before any push.
 //!
 //! The engine is connected only when one of these steps needs it, so a deploy whose
 //! images are all in the cluster works on a machine without Docker.
@@ -109,6 +110,12 @@ pub async fn prepare(
         match need {
             Need::Available => {}
             Need::PushBuilt => pushes.push(image),
+            Need::PushIfLocal => match engine.get().await {
+                Ok(e) if matches!(e.image(&image).await, Ok(Some(_))) => pushes.push(image),
+                _ => eprintln!(
+                    "image {image} is on some nodes only: the others pull it from its registry"
+                ),
+            },
             Need::LookLocally => {
                 match look_locally(engine, &image, !never_pull.contains(image.as_str())).await {
                     Ok(Local::Push) => pushes.push(image),

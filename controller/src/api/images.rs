@@ -25,7 +25,7 @@ use super::control::now_ms;
 use super::Shared;
 use crate::images::store::{valid_digest, BlobWriter, CHUNK};
 use crate::state::images::{normalize_reference, BlobRef, StoredImage};
-use crate::state::Command;
+use crate::state::{Availability, Command, NodeStatus};
 
 type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
 
@@ -494,10 +494,18 @@ pub async fn available(
                     .values()
                     .find(|i| normalize_reference(&i.reference) == wanted)
             });
+            let nodes = state.nodes_holding(&image, stored.map(|i| i.id.as_str()));
+            let every_node = state
+                .nodes
+                .values()
+                .filter(|n| n.status == NodeStatus::Ready && n.availability == Availability::Active)
+                .all(|n| nodes.contains(&n.id))
+                && !nodes.is_empty();
             pb::ImageWhere {
                 in_cluster: stored.is_some(),
                 id: stored.map(|i| i.id.clone()).unwrap_or_default(),
-                nodes: state.nodes_holding(&image, stored.map(|i| i.id.as_str())),
+                nodes,
+                every_node,
                 image,
             }
         })

@@ -89,12 +89,14 @@ async fn images_the_cluster_has_need_no_local_engine() {
             in_cluster: true,
             id: "sha256:ab".into(),
             nodes: Vec::new(),
+            every_node: false,
         },
         ImageWhere {
             image: "redis:7".into(),
             in_cluster: false,
             id: String::new(),
             nodes: vec!["n2".into()],
+            every_node: true,
         },
     ];
     let mut engine = LazyEngine::at(Some(NO_ENGINE.into()));
@@ -102,6 +104,19 @@ async fn images_the_cluster_has_need_no_local_engine() {
         .await
         .expect("deployed");
     assert!(!engine.was_used());
+    assert_eq!(
+        lock(&f.fake.calls).clone(),
+        vec!["ImagesAvailable", "Deploy"]
+    );
+
+    // On some nodes only: this machine would push it if it had it; without an engine
+    // the deploy goes on (the other nodes pull it from its registry).
+    lock(&f.fake.places)[1].every_node = false;
+    lock(&f.fake.calls).clear();
+    run_with(args(&file, "shop"), &mut f.ctx, &mut engine)
+        .await
+        .expect("deployed with an image on some nodes");
+    assert!(engine.was_used(), "this machine's engine was asked for it");
     assert_eq!(
         lock(&f.fake.calls).clone(),
         vec!["ImagesAvailable", "Deploy"]

@@ -2,13 +2,14 @@
 //! gRPC and mTLS on 127.0.0.1. A push sends only the blobs the store lacks and is
 //! refused when a blob or the config does not check out; every controller copies the
 //! image; with the controller that took the push killed, the others still serve it and
-//! a replica's agent loads it; `image rm` is refused while a service runs the image; an
+//! replicas' agents load it (the fake registry has none of these images); `image rm` is refused while a service runs the image; an
 //! image nothing runs is forgotten after the retention.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use shoal_agent::runtime::ContainerRuntime;
 use shoal_proto::pb;
 use shoal_proto::pb::image_push_client::ImagePushClient;
 use shoal_proto::pb::image_store_client::ImageStoreClient;
@@ -200,6 +201,12 @@ async fn the_store_takes_only_missing_blobs_copies_everywhere_and_survives_a_con
         },
     )
     .await;
+    // No registry has these images: the agents can only get them from the store.
+    for name in ["a", "b"] {
+        for image in ["app-web:shoal-1", "app-web:shoal-2"] {
+            cl.agents[name].fake.fail_pull(image, "no registry here");
+        }
+    }
     let v1 = Image::new("app-web:shoal-1", b"version 1");
     let total: u64 = v1.blobs().iter().map(|(_, b)| b.len() as u64).sum();
     // The service runs v1 from the start, so the sweep never takes it.
@@ -305,16 +312,15 @@ async fn the_store_takes_only_missing_blobs_copies_everywhere_and_survives_a_con
     let v2_bytes: u64 = v2.blobs().iter().map(|(_, b)| b.len() as u64).sum();
     for name in ["a", "b"] {
         let fake = &cl.agents[name].fake;
-        let loads = fake.loads();
+        let loaded: u64 = fake.loads().iter().map(|l| l.len() as u64).sum();
         assert!(
-            !loads.is_empty(),
-            "agent {name} loaded the image from the cluster"
+            loaded >= v2_bytes,
+            "agent {name} loaded every blob of v2 from the cluster ({loaded} < {v2_bytes})"
         );
-        let last = loads.last().unwrap();
+        let images = fake.images().await.expect("the fake's images");
         assert!(
-            last.len() as u64 >= v2_bytes,
-            "agent {name}'s load carries every blob ({} < {v2_bytes})",
-            last.len()
+            images.iter().any(|i| i.id == v2.id()),
+            "agent {name}'s engine holds v2 by its id: {images:?}"
         );
     }
 

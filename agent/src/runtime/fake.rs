@@ -364,6 +364,38 @@ impl FakeRuntime {
         self.lock().failures.remove(&op);
     }
 
+    /// A pull from the fake registry: fails as [`FakeRuntime::fail_pull`] says, else
+    /// the engine then has the image (under a made-up id), as a real pull leaves it.
+    async fn pull(&self, image: &str, call: Call) -> RuntimeResult<()> {
+        self.enter(Op::EnsureImage, Some(call))
+            .await
+            .map_err(|e| RuntimeError::Pull {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut st = self.lock();
+        if let Some(reason) = st.pull_failures.get(image) {
+            return Err(RuntimeError::Pull {
+                image: image.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if st.find_image(image).is_none() {
+            use sha2::Digest as _;
+            let id = format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(image.as_bytes()))
+            );
+            st.add_image(ImageInfo {
+                id,
+                tags: vec![image.to_string()],
+                layers: Vec::new(),
+                size: 0,
+            });
+        }
+        Ok(())
+    }
+
     /// Make pulling `image` fail with the registry's `reason`.
     pub fn fail_pull(&self, image: &str, reason: &str) {
         self.lock()
@@ -498,35 +530,11 @@ fn not_found(id: &str) -> RuntimeError {
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
     async fn ensure_image(&self, image: &str) -> RuntimeResult<()> {
-        self.enter(Op::EnsureImage, Some(Call::EnsureImage(image.to_string())))
-            .await
-            .map_err(|e| RuntimeError::Pull {
-                image: image.to_string(),
-                reason: e.to_string(),
-            })?;
-        match self.lock().pull_failures.get(image) {
-            Some(reason) => Err(RuntimeError::Pull {
-                image: image.to_string(),
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.pull(image, Call::EnsureImage(image.to_string())).await
     }
 
     async fn pull_image(&self, image: &str) -> RuntimeResult<()> {
-        self.enter(Op::EnsureImage, Some(Call::PullImage(image.to_string())))
-            .await
-            .map_err(|e| RuntimeError::Pull {
-                image: image.to_string(),
-                reason: e.to_string(),
-            })?;
-        match self.lock().pull_failures.get(image) {
-            Some(reason) => Err(RuntimeError::Pull {
-                image: image.to_string(),
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.pull(image, Call::PullImage(image.to_string())).await
     }
 
     async fn images(&self) -> RuntimeResult<Vec<ImageInfo>> {

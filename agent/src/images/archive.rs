@@ -141,16 +141,7 @@ async fn blob_entry(
     tar.header(path, size).await?;
     let mut hasher = Sha256::new();
     let mut got = 0u64;
-    loop {
-        let chunk = match tokio::time::timeout(BLOB_IDLE, stream.next()).await {
-            Ok(Some(c)) => c.map_err(fetch)?,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(fetch(anyhow::anyhow!(
-                    "no bytes of blob {digest} for {BLOB_IDLE:?}"
-                )))
-            }
-        };
+    while let Some(chunk) = next_chunk(&mut stream, digest).await? {
         received(chunk.len() as u64);
         got += chunk.len() as u64;
         if got > size {
@@ -175,6 +166,21 @@ async fn blob_entry(
     tar.pad(size).await
 }
 
+/// The next chunk of blob `digest`; a stream silent for [`BLOB_IDLE`] is a failed fetch.
+async fn next_chunk<S, B, E>(stream: &mut S, digest: &str) -> Result<Option<B>, BlobError>
+where
+    S: futures::Stream<Item = Result<B, E>> + Unpin,
+    E: Into<anyhow::Error>,
+{
+    match tokio::time::timeout(BLOB_IDLE, stream.next()).await {
+        Ok(Some(c)) => c.map(Some).map_err(|e| fetch(e.into())),
+        Ok(None) => Ok(None),
+        Err(_) => Err(fetch(anyhow::anyhow!(
+            "no bytes of blob {digest} for {BLOB_IDLE:?}"
+        ))),
+    }
+}
+
 /// A small blob (the config) in memory, checked against its digest.
 async fn small_blob(
     source: &dyn ImageSource,
@@ -184,16 +190,7 @@ async fn small_blob(
 ) -> Result<Vec<u8>, BlobError> {
     let mut stream = source.blob(digest).await.map_err(fetch)?;
     let mut data = Vec::new();
-    loop {
-        let chunk = match tokio::time::timeout(BLOB_IDLE, stream.next()).await {
-            Ok(Some(c)) => c.map_err(fetch)?,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(fetch(anyhow::anyhow!(
-                    "no bytes of blob {digest} for {BLOB_IDLE:?}"
-                )))
-            }
-        };
+    while let Some(chunk) = next_chunk(&mut stream, digest).await? {
         received(chunk.len() as u64);
         if (data.len() + chunk.len()) as u64 > max {
             return Err(BlobError::Fatal(anyhow::anyhow!(

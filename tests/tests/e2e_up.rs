@@ -194,7 +194,7 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
 }
 
 #[test]
-fn a_stack_whose_image_cannot_be_pulled_fails_the_deploy_with_the_pull_error() {
+fn a_stack_whose_image_is_nowhere_is_refused_before_anything_is_deployed() {
     ensure_test_image();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -214,13 +214,16 @@ fn a_stack_whose_image_cannot_be_pulled_fails_the_deploy_with_the_pull_error() {
         "{}",
         text(&out)
     );
+    // Where it was looked for, and the registry's own words.
+    assert!(err.contains("not in the cluster's store"), "{}", text(&out));
     assert!(err.to_lowercase().contains("pull"), "{}", text(&out));
-    let ps = up.ps("e2epull");
+    assert!(err.contains("nothing was deployed"), "{}", text(&out));
+    let ps = up.shoal(&["ps", "e2epull"]);
+    assert!(!ps.status.success(), "the stack was not deployed: {}", text(&ps));
     assert!(
-        ps.iter()
-            .any(|r| r["state"] == "failed"
-                && r["error"].as_str().unwrap().contains("does-not-exist")),
-        "{ps:#?}"
+        String::from_utf8_lossy(&ps.stderr).contains("no stack named e2epull"),
+        "{}",
+        text(&ps)
     );
 }
 

@@ -219,11 +219,7 @@ fn converge_service(
                 service: svc.key(),
                 generation: svc.generation,
             });
-        } else if rollout_paused(svc, tasks).is_some()
-            && svc.spec.update.failure_action == FailureAction::Rollback
-            && !svc.rolled_back
-            && svc.previous.is_some()
-        {
+        } else if rollout_paused(svc, tasks).is_some() && svc.rolls_back_when_paused() {
             out.push(Decision::RollBack {
                 service: svc.key(),
                 generation: svc.generation,

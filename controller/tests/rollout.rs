@@ -276,6 +276,12 @@ fn a_failed_rollout_with_failure_action_rollback_returns_to_the_old_spec() {
         now_ms: 3,
     });
     new_ones(&mut s, TaskState::Failed, 4);
+    // Between the failure and the rollback's commit, `services` must not say "paused"
+    // (a deploy polling then would report a pause the next pass undoes).
+    let svc = &s.services["app/web"];
+    let why = "rollout of generation 2 paused: 1 new replica(s) failed";
+    assert!(svc.rolls_back_when_paused());
+    assert_eq!(svc.rollout_state(Some(why)), format!("rolling back: {why}"));
     assert_eq!(
         reconcile(&s, 5),
         vec![Decision::RollBack {
@@ -290,6 +296,9 @@ fn a_failed_rollout_with_failure_action_rollback_returns_to_the_old_spec() {
     });
     let svc = &s.services["app/web"];
     assert_eq!((svc.generation, svc.spec.image.as_str()), (3, "img:1"));
+    // A rollback that fails too only pauses.
+    assert!(!svc.rolls_back_when_paused());
+    assert_eq!(svc.rollout_state(Some("x")), "paused: x");
     // It says which replica failed and why, even once that replica is gone.
     assert_eq!(
         svc.rollout_state(None),

@@ -148,9 +148,22 @@ impl Service {
         }
     }
 
-    /// Where the rollout of the current generation stands, in words for `services`.
+    /// A paused rollout of this service is rolled back by the reconciler's next pass
+    /// (`failure_action: rollback`, a previous spec to go back to, not a rollback itself).
+    pub fn rolls_back_when_paused(&self) -> bool {
+        self.spec.update.failure_action == shoal_proto::spec::FailureAction::Rollback
+            && !self.rolled_back
+            && self.previous.is_some()
+    }
+
+    /// Where the rollout of the current generation stands, in words for `services`. A
+    /// pause about to be rolled back reads "rolling back", not "paused", so a client
+    /// that polls in between does not report a pause that the next pass undoes.
     pub fn rollout_state(&self, paused: Option<&str>) -> String {
         match (self.rollout_complete, self.rolled_back, paused) {
+            (false, false, Some(why)) if self.rolls_back_when_paused() => {
+                format!("rolling back: {why}")
+            }
             (true, true, _) if !self.rollback_cause.is_empty() => {
                 format!("rolled back after {}", self.rollback_cause)
             }

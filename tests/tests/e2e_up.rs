@@ -219,7 +219,11 @@ fn a_stack_whose_image_is_nowhere_is_refused_before_anything_is_deployed() {
     assert!(err.to_lowercase().contains("pull"), "{}", text(&out));
     assert!(err.contains("nothing was deployed"), "{}", text(&out));
     let ps = up.shoal(&["ps", "e2epull"]);
-    assert!(!ps.status.success(), "the stack was not deployed: {}", text(&ps));
+    assert!(
+        !ps.status.success(),
+        "the stack was not deployed: {}",
+        text(&ps)
+    );
     assert!(
         String::from_utf8_lossy(&ps.stderr).contains("no stack named e2epull"),
         "{}",

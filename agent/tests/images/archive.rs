@@ -1,25 +1,8 @@
 //! The `docker load` tar: exactly the needed layers, the config and the manifest.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-
 use shoal_agent::images::archive;
 
-use crate::store::{image, layer, Store};
-
-/// Every file of a tar, by path.
-fn files(tar: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut a = tar::Archive::new(tar);
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().to_string();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        out.insert(path, data);
-    }
-    out
-}
+use crate::store::{image, layer, tar_files, Store};
 
 #[tokio::test]
 async fn the_tar_holds_the_layers_from_the_first_missing_one_the_config_and_the_manifest() {
@@ -47,7 +30,7 @@ async fn the_tar_holds_the_layers_from_the_first_missing_one_the_config_and_the_
     .unwrap();
     let bytes = std::fs::read(tar.path()).unwrap();
     assert_eq!(bytes.len() % 512, 0);
-    let files = files(&bytes);
+    let files = tar_files(&bytes);
     let id_hex = app.config_digest();
     let want: Vec<String> = vec![
         format!("{}/layer.tar", app.digest(2)),
@@ -95,7 +78,7 @@ async fn a_layer_twice_in_the_image_is_written_once() {
     let tar = archive::write(&store, &app.manifest, Some("app:1"), 0, dir.path(), &|_| {})
         .await
         .unwrap();
-    let files = files(&std::fs::read(tar.path()).unwrap());
+    let files = tar_files(&std::fs::read(tar.path()).unwrap());
     assert_eq!(files.len(), 4, "{:?}", files.keys());
     assert_eq!(tar.layers_sent, 2);
 }
@@ -137,7 +120,7 @@ async fn a_broken_stream_is_fetched_again_and_the_tar_has_no_trace_of_it() {
     let tar = archive::write(&store, &app.manifest, Some("app:1"), 0, dir.path(), &|_| {})
         .await
         .unwrap();
-    let files = files(&std::fs::read(tar.path()).unwrap());
+    let files = tar_files(&std::fs::read(tar.path()).unwrap());
     assert_eq!(
         files[&format!("{}/layer.tar", app.digest(0))],
         app.layers[0]

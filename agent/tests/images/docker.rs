@@ -4,17 +4,15 @@
 //! the engine's through the test image). Its id must be the same. Unused and forgotten
 //! by the store, the agent's sweep removes it again.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::process::Command;
 use std::sync::Arc;
 
-use shoal_agent::images::{archive, BlobRef, Ensured, ImageManifest, ImageSource, Images, Pruner};
+use shoal_agent::images::{archive, Ensured, ImageSource, Images, Pruner};
 use shoal_agent::runtime::docker::DockerRuntime;
 use shoal_agent::runtime::{ContainerRuntime, RuntimeError};
 use shoal_proto::spec::PullPolicy;
 
-use crate::store::{sha, Store, TestImage};
+use crate::store::{sha, tar_files, Store, TestImage};
 
 const BASE: &str = "shoal-test/busybox:latest";
 
@@ -47,15 +45,7 @@ impl Drop for Cleanup {
 
 /// The image as `docker save` wrote it, as the cluster's store would hold it.
 fn saved(tar: &[u8], reference: &str) -> TestImage {
-    let mut files = BTreeMap::new();
-    let mut a = tar::Archive::new(tar);
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().to_string();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        files.insert(path, data);
-    }
+    let files = tar_files(tar);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     let config = files[manifest[0]["Config"].as_str().unwrap()].clone();
     let layers: Vec<Vec<u8>> = manifest[0]["Layers"]
@@ -69,22 +59,7 @@ fn saved(tar: &[u8], reference: &str) -> TestImage {
     for (l, d) in layers.iter().zip(diff_ids.as_array().unwrap()) {
         assert_eq!(format!("sha256:{}", sha(l)), d.as_str().unwrap());
     }
-    TestImage {
-        manifest: ImageManifest {
-            reference: reference.to_string(),
-            id: format!("sha256:{}", sha(&config)),
-            layers: layers
-                .iter()
-                .map(|l| BlobRef {
-                    digest: sha(l),
-                    size: l.len() as u64,
-                })
-                .collect(),
-            config_size: config.len() as u64,
-        },
-        layers,
-        config,
-    }
+    TestImage::from_parts(reference, config, layers)
 }
 
 #[tokio::test]

@@ -41,22 +41,22 @@ pub fn image(reference: &str, layers: &[Vec<u8>], salt: &str) -> TestImage {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap();
-    TestImage {
-        manifest: ImageManifest {
-            reference: reference.to_string(),
-            id: format!("sha256:{}", sha(&config)),
-            layers: layers
-                .iter()
-                .map(|l| BlobRef {
-                    digest: sha(l),
-                    size: l.len() as u64,
-                })
-                .collect(),
-            config_size: config.len() as u64,
-        },
-        layers: layers.to_vec(),
-        config,
+    TestImage::from_parts(reference, config, layers.to_vec())
+}
+
+/// Every file of a tar, by path.
+pub fn tar_files(tar: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = std::collections::BTreeMap::new();
+    let mut a = tar::Archive::new(tar);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(path, data);
     }
+    out
 }
 
 /// A layer of `n` bytes of `byte`.
@@ -65,6 +65,26 @@ pub fn layer(byte: u8, n: usize) -> Vec<u8> {
 }
 
 impl TestImage {
+    /// The image of this config and these layers (base first), as the store records it.
+    pub fn from_parts(reference: &str, config: Vec<u8>, layers: Vec<Vec<u8>>) -> TestImage {
+        TestImage {
+            manifest: ImageManifest {
+                reference: reference.to_string(),
+                id: format!("sha256:{}", sha(&config)),
+                layers: layers
+                    .iter()
+                    .map(|l| BlobRef {
+                        digest: sha(l),
+                        size: l.len() as u64,
+                    })
+                    .collect(),
+                config_size: config.len() as u64,
+            },
+            layers,
+            config,
+        }
+    }
+
     /// As an engine that has it lists it.
     pub fn info(&self, tag: &str) -> ImageInfo {
         ImageInfo {

@@ -29,6 +29,8 @@ pub async fn run(ctx: Shared, retention: Duration, shutdown: CancellationToken) 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = Instant::now();
+    // The sweep reads every service: at most once per tick, not per applied entry.
+    let mut last_sweep: Option<Instant> = None;
     let mut failing: Option<String> = None;
     loop {
         match copy_missing(&ctx).await {
@@ -41,7 +43,9 @@ pub async fn run(ctx: Shared, retention: Duration, shutdown: CancellationToken) 
                 }
             }
         }
-        if ctx.node.raft.metrics().borrow().current_leader == Some(ctx.node.id) {
+        let leading = ctx.node.raft.metrics().borrow().current_leader == Some(ctx.node.id);
+        if leading && last_sweep.is_none_or(|t| t.elapsed() >= TICK) {
+            last_sweep = Some(Instant::now());
             let sweep = super::gc::sweep(&ctx.node.state.read(), now_ms(), retention);
             if !sweep.is_empty() {
                 for r in &sweep.forget {

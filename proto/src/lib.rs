@@ -2,13 +2,15 @@
 //!
 //! - [`pb`]: the tonic/prost code generated from `proto/shoal.proto`. Only this crate and
 //!   the thin conversion modules of the other crates name these types.
-//! - [`spec`]: the normalized Compose model, shared by the CLI, controller and agent.
+//! - [`spec`]: the normalized Compose model, shared by the CLI, controller and agent;
+//!   [`container`] its options passed straight to the engine.
 //! - [`task`]: task states as the controller and the agent both speak of them.
 //!
 //! This crate does no I/O.
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+pub mod container;
 pub mod network;
 pub mod spec;
 pub mod task;

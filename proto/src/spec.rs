@@ -231,6 +231,9 @@ pub struct ServiceSpec {
     /// the build context was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSpec>,
+    /// Options passed straight to the engine (`privileged`, `devices`, `network_mode`, ...).
+    #[serde(default, skip_serializing_if = "crate::container::ContainerOptions::is_default")]
+    pub container: crate::container::ContainerOptions,
 }
 
 /// `pull_policy` of a service (Compose's values; `if_not_present` is `missing`).
@@ -523,6 +526,10 @@ pub struct MountSpec {
     pub target: String,
     #[serde(default)]
     pub read_only: bool,
+    /// A bind mount whose source was written relative to the Compose file (`./data`):
+    /// a directory of the deploying machine, which other nodes may not have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relative: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -687,6 +694,8 @@ pub enum ConstraintField {
     Id,
     /// `node.labels.KEY`.
     Label(String),
+    /// `node.role`: `manager` when the node also runs a controller, else `worker`.
+    Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -703,6 +712,7 @@ impl std::fmt::Display for Constraint {
             ConstraintField::Hostname => "node.hostname".to_string(),
             ConstraintField::Id => "node.id".to_string(),
             ConstraintField::Label(k) => format!("node.labels.{k}"),
+            ConstraintField::Role => "node.role".to_string(),
         };
         let op = if self.equal { "==" } else { "!=" };
         write!(f, "{field}{op}{}", self.value)

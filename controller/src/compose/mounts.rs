@@ -82,12 +82,14 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
                     source: None,
                     target: target.into(),
                     read_only,
+                    relative: false,
                 },
                 Some(s) if is_path(s) => MountSpec {
                     kind: MountKind::Bind,
                     source: Some(host_path(s, item, ctx)),
                     target: target.into(),
                     read_only,
+                    relative: !s.starts_with('/'),
                 },
                 Some(s) => {
                     check_named(s, item, ctx, &ipath);
@@ -96,6 +98,7 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
                         source: Some(s.into()),
                         target: target.into(),
                         read_only,
+                        relative: false,
                     }
                 }
             };
@@ -148,6 +151,8 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
                 );
             }
         }
+        let relative = kind == MountKind::Bind
+            && source.as_deref().is_some_and(|s| !s.starts_with('/'));
         let source = match kind {
             MountKind::Bind => {
                 match source {
@@ -171,6 +176,7 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
             source,
             target,
             read_only,
+            relative,
         });
     }
     out

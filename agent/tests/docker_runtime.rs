@@ -273,6 +273,7 @@ async fn volumes_on_real_docker() {
             source: Some("data".into()),
             target: "/data".into(),
             read_only: false,
+            relative: false,
         }],
         ..Default::default()
     };

@@ -586,6 +586,7 @@ fn with_volumes(spec: &ServiceSpec) -> ServiceSpec {
         source: source.map(str::to_string),
         target: target.into(),
         read_only: false,
+        relative: false,
     };
     ServiceSpec {
         volumes: vec![

@@ -158,19 +158,22 @@ fn override_files_merge_in_order() {
                 kind: MountKind::Bind,
                 source: Some(src),
                 target: "/app/src".into(),
-                read_only: false
+                read_only: false,
+                relative: false,
             },
             MountSpec {
                 kind: MountKind::Volume,
                 source: Some("cache".into()),
                 target: "/cache".into(),
-                read_only: true
+                read_only: true,
+                relative: false,
             },
             MountSpec {
                 kind: MountKind::Volume,
                 source: Some("logs".into()),
                 target: "/logs".into(),
-                read_only: false
+                read_only: false,
+                relative: false,
             },
         ],
         "volumes merge by target; bind sources are absolute"
@@ -357,30 +360,35 @@ fn every_honored_key_lands_in_the_spec() {
                 source: Some("data".into()),
                 target: "/data".into(),
                 read_only: true,
+                relative: false,
             },
             MountSpec {
                 kind: MountKind::Bind,
                 source: Some(conf),
                 target: "/etc/app".into(),
                 read_only: false,
+                relative: false,
             },
             MountSpec {
                 kind: MountKind::Bind,
                 source: Some("/var/run/docker.sock".into()),
                 target: "/var/run/docker.sock".into(),
                 read_only: false,
+                relative: false,
             },
             MountSpec {
                 kind: MountKind::Volume,
                 source: None,
                 target: "/scratch".into(),
                 read_only: false,
+                relative: false,
             },
             MountSpec {
                 kind: MountKind::Tmpfs,
                 source: None,
                 target: "/tmp/cache".into(),
                 read_only: false,
+                relative: false,
             },
         ],
         healthcheck: Some(HealthcheckSpec {
@@ -487,6 +495,13 @@ fn every_honored_key_lands_in_the_spec() {
         // Neither `pull_policy` nor `build:` is written.
         pull_policy: PullPolicy::Missing,
         build: None,
+        container: shoal_proto::container::ContainerOptions {
+            logging: Some(shoal_proto::container::Logging {
+                driver: Some("syslog".into()),
+                options: BTreeMap::new(),
+            }),
+            ..Default::default()
+        },
     };
     assert_eq!(app, &expected);
 
@@ -525,7 +540,6 @@ fn every_honored_key_lands_in_the_spec() {
             "1:version",
             "29:services.app.restart",
             "45:services.app.container_name",
-            "74:services.app.logging",
         ]
     );
     assert!(l.diagnostics[2]
@@ -542,10 +556,14 @@ fn every_honored_key_lands_in_the_spec() {
         disposition("app", "deploy.placement"),
         Some(Disposition::Honored)
     );
-    assert!(matches!(
-        disposition("app", "logging"),
-        Some(Disposition::Ignored(_))
-    ));
+    assert_eq!(disposition("app", "logging"), Some(Disposition::Honored));
+    assert_eq!(
+        l.stack.services["app"].container.logging,
+        Some(shoal_proto::container::Logging {
+            driver: Some("syslog".into()),
+            options: BTreeMap::new(),
+        })
+    );
     assert_eq!(
         disposition("app", "deploy.update_config"),
         Some(Disposition::Honored)
@@ -559,8 +577,8 @@ fn every_honored_key_lands_in_the_spec() {
     assert!(text.contains("name: full"), "{text}");
     assert!(text.contains("# service app"), "{text}");
     assert!(
-        text.contains("logging")
-            && text.contains("ignored: shoal does not configure log drivers yet"),
+        text.lines()
+            .any(|l| l.starts_with("#   logging") && l.ends_with("honored")),
         "{text}"
     );
 }
@@ -700,7 +718,7 @@ fn broken_meaning_is_all_reported() {
             "broken/meaning.yaml:4:18: error: services.web.depends_on: dependency cycle detected: web -> worker -> web",
             "broken/meaning.yaml:4:26: error: services.web.depends_on.ghost: service web depends on undefined service `ghost`",
             "broken/meaning.yaml:6:9: error: services.web.volumes[0]: service uses the undeclared volume `undeclared`: declare it under the top-level volumes: key",
-            "broken/meaning.yaml:14:23: error: services.worker.deploy.placement.constraints[0]: unsupported constraint `node.role==manager`: shoal matches node.hostname, node.id and node.labels.KEY",
+            "broken/meaning.yaml:14:23: error: services.worker.deploy.placement.constraints[0]: invalid constraint `node.role==leader`: node.role is manager (the node also runs a controller) or worker",
             "broken/meaning.yaml:18:15: error: services.worker.deploy.resources.reservations.devices[0]: \"count\" and \"device_ids\" attributes are exclusive",
         ]
     );

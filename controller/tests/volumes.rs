@@ -24,6 +24,7 @@ fn mounting(name: &str, replicas: u64, volume: &str) -> ServiceSpec {
         source: Some(volume.into()),
         target: "/data".into(),
         read_only: false,
+        relative: false,
     }];
     s
 }
@@ -542,6 +543,7 @@ fn volumes_on_different_nodes_cannot_be_joined() {
         source: Some("y".into()),
         target: "/y".into(),
         read_only: false,
+        relative: false,
     });
     let mut spec = s.stacks["app"].spec.clone();
     spec.services.insert("both".into(), both);

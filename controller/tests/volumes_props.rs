@@ -62,6 +62,7 @@ fn build(nodes: &[NodeGen], replicas: u64) -> ClusterState {
         source: Some("v".into()),
         target: "/data".into(),
         read_only: false,
+        relative: false,
     }];
     s.apply(&Command::DeployStack {
         spec: StackSpec {

@@ -27,6 +27,7 @@ fn stack(name: &str, policy: VolumePolicy) -> StackSpec {
             source: Some("data".into()),
             target: "/data".into(),
             read_only: false,
+            relative: false,
         }],
         ..Default::default()
     };

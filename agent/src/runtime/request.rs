@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use shoal_proto::container::{ContainerOptions, NetworkMode};
 use shoal_proto::labels;
 use shoal_proto::spec::{MountKind, PortMode, Protocol, ServiceSpec};
 
@@ -58,6 +59,14 @@ pub struct ContainerRequest {
     pub dns: Vec<String>,
     /// GPUs handed to the container (`HostConfig.DeviceRequests`); see [`with_gpus`].
     pub device_requests: Vec<DeviceRequest>,
+    /// The engine's network mode when the container is not on the cluster's networks:
+    /// `host`, `none`, `container:NAME_OR_ID`, or `service:NAME`, which the supervisor
+    /// resolves to `container:ID` of a replica of that service on this node before the
+    /// create. `None`: [`ContainerRequest::network`] and its extra networks.
+    pub network_mode: Option<String>,
+    /// The service's other container options, as the spec has them (`ipc`/`pid` of the
+    /// form `service:NAME` are resolved by the supervisor like `network_mode`).
+    pub options: ContainerOptions,
 }
 
 /// A network a container is connected to besides the one it is created on.
@@ -360,6 +369,16 @@ pub fn container_request(task: &TaskIdentity, spec: &ServiceSpec, node: &str) ->
         extra_networks,
         device_requests: Vec::new(),
         dns: Vec::new(),
+        network_mode: spec.container.network_mode.as_ref().map(|m| match m {
+            NetworkMode::Host => "host".to_string(),
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Service(s) => format!("service:{s}"),
+            NetworkMode::Container(c) => format!("container:{c}"),
+        }),
+        options: ContainerOptions {
+            network_mode: None,
+            ..spec.container.clone()
+        },
     }
 }
 
@@ -429,24 +448,28 @@ mod tests {
                     source: Some("data".into()),
                     target: "/data".into(),
                     read_only: false,
+                    relative: false,
                 },
                 MountSpec {
                     kind: MountKind::Volume,
                     source: None,
                     target: "/cache".into(),
                     read_only: false,
+                    relative: false,
                 },
                 MountSpec {
                     kind: MountKind::Bind,
                     source: Some("/etc/app".into()),
                     target: "/etc/app".into(),
                     read_only: true,
+                    relative: false,
                 },
                 MountSpec {
                     kind: MountKind::Tmpfs,
                     source: None,
                     target: "/run".into(),
                     read_only: false,
+                    relative: false,
                 },
             ],
             healthcheck: Some(HealthcheckSpec {
@@ -747,5 +770,27 @@ mod tests {
             req.env.last().map(String::as_str),
             Some("NVIDIA_VISIBLE_DEVICES=GPU-9")
         );
+    }
+
+    #[test]
+    fn container_options_travel_and_network_modes_are_named_for_the_engine() {
+        let mut s = spec();
+        s.container.privileged = true;
+        s.container.shm_size = Some(64 << 20);
+        for (mode, want) in [
+            (NetworkMode::Host, "host"),
+            (NetworkMode::None, "none"),
+            (NetworkMode::Service("vpn".into()), "service:vpn"),
+            (NetworkMode::Container("c1".into()), "container:c1"),
+        ] {
+            s.container.network_mode = Some(mode);
+            let req = container_request(&task(), &s, "node-a");
+            assert_eq!(req.network_mode.as_deref(), Some(want));
+            assert!(req.options.privileged);
+            assert_eq!(req.options.shm_size, Some(64 << 20));
+            assert_eq!(req.options.network_mode, None, "carried in network_mode only");
+        }
+        s.container.network_mode = None;
+        assert_eq!(container_request(&task(), &s, "node-a").network_mode, None);
     }
 }

@@ -76,6 +76,9 @@ impl Control for ControlService {
             )));
         }
         let stack = spec.name.clone();
+        if let Some(why) = super::binds::refusal(&spec, &self.ctx.node.state.read()) {
+            return Err(Status::invalid_argument(why));
+        }
         // Sealed here, before anything is proposed: the Raft log never holds them in clear.
         let kept = self.ctx.node.state.read().cluster_secrets.clone();
         let secrets = crate::secrets::seal_stack(

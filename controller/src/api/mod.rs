@@ -3,6 +3,7 @@
 //! ([`convert`]); everything behind it speaks the domain types of [`crate::state`].
 
 pub mod agent_session;
+pub mod binds;
 pub mod control;
 pub mod convert;
 pub mod images;

@@ -17,6 +17,7 @@
 //! It must not talk to the cluster: it only turns text into a spec or into diagnostics.
 
 mod build;
+mod container;
 mod deploy;
 mod diag;
 mod disconnect;

@@ -49,15 +49,13 @@ impl Ctx<'_> {
 fn ignored_reason(key: &str) -> Option<&'static str> {
     Some(match key {
         "expose" => "ports are reachable by every service sharing a network with it; expose only documents them",
-        "logging" => "shoal does not configure log drivers yet; read logs with `shoal logs`",
-        "network_mode" => "every replica joins its Compose networks (the stack's default one when it lists none); other network modes are not supported yet",
         "links" => "services reach each other by name on the networks they share",
         "external_links" => "containers outside the stack are not linked; reach them by address",
-        "stdin_open" | "tty" => "replicas run detached; there is no terminal to attach",
-        "privileged" => "privileged containers are not supported yet; the container runs unprivileged",
-        "platform" => "the node's own platform is used",
         "develop" => "watch/develop mode is for local development, not for a cluster",
-        "devices" => "host device mappings are node-specific and not supported yet (GPUs: use gpus: or deploy.resources.reservations.devices)",
+        "attach" => "replicas run detached; read their output with `shoal logs`",
+        "cpu_count" | "cpu_percent" => "a Windows-only engine option; Linux engines ignore it (use cpus: or deploy.resources)",
+        "isolation" | "credential_spec" => "a Windows-only engine option",
+        "volumes_from" => "replicas of two services may run on different nodes; share data through a named volume instead",
         "profiles" => return None,
         _ => return None,
     })
@@ -104,6 +102,10 @@ const HONORED: &[&str] = &[
     "configs",
 ];
 
+fn honored(key: &str) -> bool {
+    HONORED.contains(&key) || super::container::KEYS.contains(&key)
+}
+
 /// Convert one (merged, profile-selected) service.
 pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpec, Vec<KeyReport>) {
     let base = format!("services.{name}");
@@ -133,7 +135,7 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
     for (k, _) in map {
         let key = k.name.as_str();
         let path = format!("{base}.{key}");
-        if HONORED.contains(&key) {
+        if honored(key) {
             match key {
                 "deploy" => {} // reported per sub-key by `deploy::convert`
                 "build" => {}  // reported with its ignored sub-keys by `build::convert`
@@ -143,6 +145,11 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
                         .is_some() =>
                 {
                     let why = "deploy.restart_policy is given and takes precedence";
+                    ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
+                    report(&mut keys, key, Disposition::Ignored(why.into()));
+                }
+                "ports" if get("network_mode").and_then(|n| n.as_scalar()) == Some("host") => {
+                    let why = "with network_mode: host the replica listens on the node's own ports directly";
                     ctx.sink.warn(k.pos, &path, format!("ignored: {why}"));
                     report(&mut keys, key, Disposition::Ignored(why.into()));
                 }
@@ -294,9 +301,78 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
             spec.disconnect = policy;
         }
     }
+    super::container::convert(&map[..], ctx.sink, &base, &mut spec.container);
+    namespace_checks(&map[..], &mut spec, ctx.sink, &base);
     legacy_resources(&map[..], ctx.sink, &base, &mut spec);
     deploy::convert(node, ctx.sink, &base, &mut spec, &mut keys);
     (spec, keys)
+}
+
+/// What sharing another container's namespaces implies: Docker refuses a network of its
+/// own (ports, hostname, DNS, hosts entries, MAC) beside `network_mode: container:` or
+/// `service:`, and Compose starts the service named after the one it names.
+fn namespace_checks(
+    map: &[(super::yaml::Key, Node)],
+    spec: &mut ServiceSpec,
+    sink: &mut Sink,
+    base: &str,
+) {
+    use shoal_proto::container::NetworkMode;
+    let shared = matches!(
+        spec.container.network_mode,
+        Some(NetworkMode::Service(_) | NetworkMode::Container(_))
+    );
+    if shared {
+        for (k, _) in map {
+            if matches!(
+                k.name.as_str(),
+                "ports"
+                    | "hostname"
+                    | "domainname"
+                    | "dns"
+                    | "dns_search"
+                    | "dns_opt"
+                    | "extra_hosts"
+                    | "mac_address"
+            ) {
+                sink.error(
+                    k.pos,
+                    &format!("{base}.{}", k.name),
+                    format!("conflicts with network_mode: the container shares another container's network, which sets its {}", k.name),
+                );
+            }
+        }
+    }
+    if spec.container.network_mode.is_some() {
+        // Not on the stack's networks at all (not even its default one).
+        spec.networks.clear();
+    }
+    if spec.container.network_mode == Some(NetworkMode::Host) {
+        // Reported ignored with the other keys.
+        spec.ports.clear();
+    }
+    let names: Vec<String> = spec
+        .container
+        .colocated_with()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for name in names {
+        if name == spec.name {
+            let pos = map
+                .iter()
+                .find(|(k, _)| matches!(k.name.as_str(), "network_mode" | "ipc" | "pid"))
+                .map(|(k, _)| k.pos)
+                .unwrap_or_default();
+            sink.error(
+                pos,
+                base,
+                format!("service {name} cannot share its own namespaces (service:{name})"),
+            );
+            continue;
+        }
+        spec.depends_on.entry(name).or_default();
+    }
 }
 
 fn legacy_resources(

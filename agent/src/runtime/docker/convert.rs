@@ -96,9 +96,25 @@ pub(super) fn docker_config(req: &ContainerRequest) -> Config<String> {
                 })
                 .collect()
         }),
-        dns: (!req.dns.is_empty()).then(|| req.dns.clone()),
+        dns: Some(if req.dns.is_empty() {
+            req.options.dns.clone()
+        } else {
+            req.dns.clone()
+        })
+        .filter(|d| !d.is_empty()),
         ..Default::default()
     };
+    let host_config = super::options::with_options(host_config, &req.options);
+    let host_config = HostConfig {
+        network_mode: Some(
+            req.network_mode
+                .clone()
+                .unwrap_or_else(|| req.network.clone()),
+        ),
+        ..host_config
+    };
+    // Sharing another container's network: Docker refuses an endpoint of our own.
+    let own_network = req.network_mode.is_none();
     let healthcheck = req.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.clone()),
         interval: h.interval_ns,
@@ -109,11 +125,17 @@ pub(super) fn docker_config(req: &ContainerRequest) -> Config<String> {
     });
     let endpoint = EndpointSettings {
         aliases: Some(req.aliases.clone()),
+        mac_address: req.options.mac_address.clone(),
         ..Default::default()
     };
+    let o = &req.options;
     Config {
         image: Some(req.image.clone()),
         hostname: req.hostname.clone(),
+        domainname: o.domainname.clone(),
+        mac_address: o.mac_address.clone(),
+        tty: o.tty.then_some(true),
+        open_stdin: o.stdin_open.then_some(true),
         user: req.user.clone(),
         env: Some(req.env.clone()),
         cmd: req.cmd.clone(),
@@ -125,7 +147,7 @@ pub(super) fn docker_config(req: &ContainerRequest) -> Config<String> {
         stop_signal: req.stop_signal.clone(),
         stop_timeout: Some(req.stop_timeout_secs),
         host_config: Some(host_config),
-        networking_config: Some(NetworkingConfig {
+        networking_config: own_network.then(|| NetworkingConfig {
             endpoints_config: [(req.network.clone(), endpoint)].into_iter().collect(),
         }),
         ..Default::default()

@@ -25,6 +25,7 @@ use shoal_proto::labels;
 use tracing::{info, warn};
 
 mod convert;
+mod options;
 mod images;
 mod volumes;
 use convert::{docker_config, from_inspect, from_summary};
@@ -255,9 +256,19 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn create(&self, req: &ContainerRequest) -> RuntimeResult<String> {
+        // Older engines drop annotations without a word; say so instead.
+        if !req.options.annotations.is_empty() {
+            let v = self.docker.client_version();
+            if v.major_version == 1 && v.minor_version < 43 {
+                return Err(RuntimeError::Engine(format!(
+                    "annotations need Docker API 1.43 (Docker 24) or later; this node's engine speaks {}.{}",
+                    v.major_version, v.minor_version
+                )));
+            }
+        }
         let options = CreateContainerOptions {
             name: req.name.clone(),
-            platform: None,
+            platform: req.options.platform.clone(),
         };
         let created = self
             .docker

@@ -62,7 +62,7 @@ fn intended_errors(rel: &str) -> Option<(&'static [&'static str], &'static str)>
     Some(match rel {
         "spec-fixtures/compose-go-extends/base.yaml" => (
             &[
-                "26:1: error: services.nil: must be a mapping, not null",
+                "25:7: error: services.nil: must be a mapping, not null",
                 "services.with-port: service with-port has no image",
             ],
             "an extends-test fragment: an empty service (`nil:`, which the schema rejects, INDEX.md) and a service with neither image nor build",
@@ -75,6 +75,11 @@ fn intended_errors(rel: &str) -> Option<(&'static [&'static str], &'static str)>
         "spec-fixtures/compose-go-attribute-snippets/models--TestModels.yaml" => (
             NO_IMAGE,
             "model-runner services have neither image nor build",
+        ),
+        "spec-fixtures/compose-go-attribute-snippets/devices--TestDeviceMapping.yaml"
+        | "spec-fixtures/compose-go-attribute-snippets/devices--TestDeviceMappingLongSyntax.yaml" => (
+            &["invalid device permissions `permissions`"],
+            "the engine refuses a device mode that is not some of r, w and m when it creates the container; shoal says so when the file is loaded",
         ),
         "spec-fixtures/compose-go-attribute-snippets/deploy--TestDeployPlacement.yaml" => (
             &["invalid constraint `node=foo`"],
@@ -166,7 +171,8 @@ fn valid_upstream_files_load() {
         }
     }
     // Before `build:` was honoured: 134 loaded, 52 refused (44 of them for `build:` alone).
-    assert_eq!((loaded, refused), (177, 9));
+    // Issue 14: the two device snippets with the mode `permissions` are refused.
+    assert_eq!((loaded, refused), (175, 11));
 }
 
 /// Copy a sample and its `NAME.env` into a fresh directory as `compose.yaml` + `.env`.
@@ -231,8 +237,11 @@ fn full_examples_fail_only_where_shoal_is_stricter() {
     // Upstream loads these with consistency checks off; shoal always checks: `network_mode`
     // with `networks`, depends_on services that are not defined, a volume (or, like
     // `docker compose`, a network) not declared at the top level, and Swarm constraint
-    // syntax it does not match (`node=foo`). Cluster volumes are not supported.
+    // syntax it does not match (`node=foo`), and options the engine refuses beside
+    // `network_mode: container:` (it shares that container's DNS, hosts and MAC).
+    // Cluster volumes are not supported.
     let common: &[&str] = &[
+        "conflicts with network_mode: the container shares another container's network",
         "services.foo: service foo declares mutually exclusive `network_mode` and `networks`",
         "services.foo.depends_on.db: service foo depends on undefined service `db`",
         "services.foo.depends_on.redis: service foo depends on undefined service `redis`",

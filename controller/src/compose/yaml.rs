@@ -1,14 +1,21 @@
-//! A YAML tree that keeps source positions, built from `yaml-rust2`'s marked events.
+//! A YAML tree that keeps source positions, built from libyaml's events
+//! (`libyaml-safer`, a safe Rust port of the C library that Compose's Go parser,
+//! go-yaml v3, was itself ported from, so both accept the same files).
 //!
 //! Anchors and aliases are expanded and `<<` merge keys (a mapping or a list of
 //! mappings) are applied while the tree is built, so later passes never see them.
-//! Plain scalars are typed with the YAML 1.2 core schema, as Compose's Go parser does
-//! (`yes`/`no` stay strings).
+//! Scalars are typed as go-yaml v3 types them ([`resolve`]): the YAML 1.2 core schema
+//! (`yes`/`no` stay strings) with Go's integer syntax (`0x1F`, `0o17`, `0755`).
+//! Duplicate keys are refused with go-yaml's message.
+
+mod mapping;
+mod resolve;
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag as YamlTag};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use libyaml_safer::{Event, EventData, Mark, ScalarStyle};
+
+pub use resolve::resolve_plain;
 
 /// Index into the loader's table of files.
 pub type FileId = usize;
@@ -26,6 +33,7 @@ pub struct Pos {
 pub enum ScalarKind {
     Null,
     Bool,
+    /// The text is the decimal value (`0x1F` becomes `31`), as Compose sees it.
     Int,
     Float,
     Str,
@@ -130,307 +138,266 @@ pub struct ParseProblem {
     pub message: String,
 }
 
-/// Parse every document of `src`. Syntax errors stop the parse; duplicate keys and bad
-/// merge keys are reported and the parse goes on.
+/// Parse every document of `src`. Syntax errors, aliases to unknown anchors and
+/// runaway alias expansion stop the parse (go-yaml fails there too); duplicate keys,
+/// bad merge keys and values that do not fit their tag are reported and the parse goes on.
 pub fn parse(src: &str, file: FileId) -> Result<(Vec<Node>, Vec<ParseProblem>), ParseProblem> {
-    let mut b = Builder {
-        file,
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        docs: Vec::new(),
-        problems: Vec::new(),
-    };
-    let mut parser = Parser::new_from_str(src);
-    parser.load(&mut b, true).map_err(|e| ParseProblem {
-        pos: Pos {
-            file,
-            line: e.marker().line(),
-            col: e.marker().col() + 1,
-        },
-        key: String::new(),
-        message: format!("invalid YAML: {}", e.info()),
-    })?;
-    Ok((b.docs, b.problems))
+    let mut input = src.as_bytes();
+    let mut parser = libyaml_safer::Parser::new();
+    parser.set_input_string(&mut input);
+    let mut b = Builder::new(file);
+    loop {
+        let ev = parser.parse().map_err(|e| syntax_error(&e, file))?;
+        if b.event(ev)? {
+            return Ok((b.docs, b.problems));
+        }
+    }
 }
 
-enum Frame {
-    Seq {
-        pos: Pos,
-        anchor: usize,
-        tag: Option<Tag>,
-        items: Vec<Node>,
-    },
-    Map {
-        pos: Pos,
-        anchor: usize,
-        tag: Option<Tag>,
-        /// Alternating keys and values.
-        items: Vec<(Node, Option<TScalarStyle>)>,
-    },
+fn pos_of(m: Mark, file: FileId) -> Pos {
+    Pos {
+        file,
+        line: usize::try_from(m.line)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+        col: usize::try_from(m.column)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    }
 }
+
+/// libyaml's error, placed where go-yaml places it: at the construct being read (the
+/// context) when there is one, else at the problem; the problem's own place is added
+/// to the message when it differs, since that is where the fix usually goes.
+fn syntax_error(e: &libyaml_safer::Error, file: FileId) -> ParseProblem {
+    let problem = e.problem_mark().map(|m| pos_of(m, file));
+    let context = e.context_mark().map(|m| pos_of(m, file));
+    let mut message = match e.context() {
+        Some(c) => format!("invalid YAML: {c}, {}", e.problem()),
+        None => format!("invalid YAML: {}", e.problem()),
+    };
+    if let (Some(p), Some(c)) = (problem, context) {
+        if (p.line, p.col) != (c.line, c.col) {
+            message.push_str(&format!(" (line {}, column {})", p.line, p.col));
+        }
+    }
+    ParseProblem {
+        pos: context.or(problem).unwrap_or(Pos {
+            file,
+            line: 1,
+            col: 1,
+        }),
+        key: String::new(),
+        message,
+    }
+}
+
+/// A collection whose end event has not come yet.
+struct Frame {
+    pos: Pos,
+    anchor: Option<String>,
+    tag: Option<Tag>,
+    kind: FrameKind,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
+    /// Alternating keys and values; the flag marks a key that is a merge key (`<<`).
+    Map(Vec<(Node, bool)>),
+}
+
+/// More nodes than this copied out of aliases is an alias bomb, not a Compose file.
+const MAX_ALIAS_NODES: usize = 1_000_000;
 
 struct Builder {
     file: FileId,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their size in nodes. Like go-yaml's decoder, anchors live
+    /// across the documents of one file, and a later anchor of the same name wins.
+    anchors: HashMap<String, (Node, usize)>,
+    alias_nodes: usize,
     docs: Vec<Node>,
     problems: Vec<ParseProblem>,
 }
 
-fn convert_tag(tag: Option<YamlTag>) -> (Option<Tag>, Option<&'static str>) {
-    match tag {
-        None => (None, None),
-        Some(t) if t.handle == "tag:yaml.org,2002:" => {
-            let core = match t.suffix.as_str() {
-                "str" => Some("str"),
-                "int" => Some("int"),
-                "float" => Some("float"),
-                "bool" => Some("bool"),
-                "null" => Some("null"),
-                _ => None,
-            };
-            (None, core)
-        }
-        Some(t) if t.handle == "!" && t.suffix == "reset" => (Some(Tag::Reset), None),
-        Some(t) if t.handle == "!" && t.suffix == "override" => (Some(Tag::Override), None),
-        Some(t) => (Some(Tag::Other(format!("{}{}", t.handle, t.suffix))), None),
+/// A tag as libyaml resolved it: Compose's own tags, a core-schema type, or another.
+fn convert_tag(tag: Option<String>) -> (Option<Tag>, Option<&'static str>) {
+    let Some(t) = tag else { return (None, None) };
+    if let Some(suffix) = t.strip_prefix("tag:yaml.org,2002:") {
+        let core = match suffix {
+            "str" => Some("str"),
+            "int" => Some("int"),
+            "float" => Some("float"),
+            "bool" => Some("bool"),
+            "null" => Some("null"),
+            "merge" => Some("merge"),
+            _ => None,
+        };
+        return (None, core);
+    }
+    match t.as_str() {
+        // The non-specific tag: the node is a string (go-yaml, YAML 1.2).
+        "!" => (None, Some("str")),
+        "!reset" => (Some(Tag::Reset), None),
+        "!override" => (Some(Tag::Override), None),
+        _ => (Some(Tag::Other(t)), None),
     }
 }
 
-/// YAML 1.2 core schema resolution of a plain scalar.
-pub fn resolve_plain(s: &str) -> ScalarKind {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return ScalarKind::Null,
-        "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => return ScalarKind::Bool,
-        ".inf" | "-.inf" | "+.inf" | ".Inf" | "-.Inf" | "+.Inf" | ".INF" | "-.INF" | "+.INF"
-        | ".nan" | ".NaN" | ".NAN" => return ScalarKind::Float,
-        _ => {}
+fn size(n: &Node) -> usize {
+    match &n.value {
+        Value::Scalar(..) => 1,
+        Value::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| 1 + size(v)).sum::<usize>(),
     }
-    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()) {
-        return ScalarKind::Int;
-    }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return ScalarKind::Int;
-        }
-    }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if !oct.is_empty() && oct.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return ScalarKind::Int;
-        }
-    }
-    // [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
-    let (mant, exp) = match body.find(['e', 'E']) {
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
-        None => (body, None),
-    };
-    let mant_ok =
-        match mant.split_once('.') {
-            Some((a, b)) => {
-                a.bytes().all(|c| c.is_ascii_digit())
-                    && b.bytes().all(|c| c.is_ascii_digit())
-                    && !(a.is_empty() && b.is_empty())
-            }
-            None => false,
-        } || (exp.is_some() && !mant.is_empty() && mant.bytes().all(|c| c.is_ascii_digit()));
-    let exp_ok = exp.is_none_or(|e| {
-        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
-        !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit())
-    });
-    if mant_ok && exp_ok {
-        return ScalarKind::Float;
-    }
-    ScalarKind::Str
 }
 
 impl Builder {
-    fn pos(&self, m: Marker) -> Pos {
-        Pos {
-            file: self.file,
-            line: m.line(),
-            col: m.col() + 1,
+    fn new(file: FileId) -> Builder {
+        Builder {
+            file,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            alias_nodes: 0,
+            docs: Vec::new(),
+            problems: Vec::new(),
         }
     }
 
-    fn finish(&mut self, node: Node, anchor: usize, key_style: Option<TScalarStyle>) {
-        if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+    fn fatal(&self, pos: Pos, message: String) -> ParseProblem {
+        ParseProblem {
+            pos,
+            key: String::new(),
+            message,
+        }
+    }
+
+    fn finish(&mut self, node: Node, anchor: Option<String>, merge_key: bool) {
+        if let Some(a) = anchor {
+            let n = size(&node);
+            self.anchors.insert(a, (node.clone(), n));
         }
         match self.stack.last_mut() {
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { items, .. }) => items.push((node, key_style)),
+            Some(Frame {
+                kind: FrameKind::Seq(items),
+                ..
+            }) => items.push(node),
+            Some(Frame {
+                kind: FrameKind::Map(items),
+                ..
+            }) => items.push((node, merge_key)),
             None => self.docs.push(node),
         }
     }
 
-    fn build_map(&mut self, items: Vec<(Node, Option<TScalarStyle>)>) -> Vec<(Key, Node)> {
-        let mut entries: Vec<(Key, Node)> = Vec::new();
-        let mut merged: Vec<Node> = Vec::new();
-        let mut it = items.into_iter();
-        while let Some((k, style)) = it.next() {
-            let Some((v, _)) = it.next() else { break };
-            let (name, kind) = match &k.value {
-                Value::Scalar(s, kind) => (s.clone(), *kind),
-                _ => {
-                    self.problems.push(ParseProblem {
-                        pos: k.pos,
-                        key: String::new(),
-                        message: format!("a mapping key must be a string, not {}", k.type_name()),
-                    });
-                    continue;
-                }
-            };
-            if name == "<<" && style == Some(TScalarStyle::Plain) {
-                match &v.value {
-                    Value::Map(_) => merged.push(v),
-                    Value::Seq(list) => {
-                        for m in list {
-                            if m.as_map().is_some() {
-                                merged.push(m.clone());
-                            } else {
-                                self.problems.push(ParseProblem {
-                                    pos: m.pos,
-                                    key: "<<".into(),
-                                    message: format!(
-                                        "a merge key takes mappings, not {}",
-                                        m.type_name()
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                    _ => self.problems.push(ParseProblem {
-                        pos: v.pos,
-                        key: "<<".into(),
-                        message: format!(
-                            "a merge key takes a mapping or a list of mappings, not {}",
-                            v.type_name()
-                        ),
-                    }),
-                }
-                continue;
-            }
-            if let Some((first, _)) = entries.iter().find(|(e, _)| e.name == name) {
-                self.problems.push(ParseProblem {
-                    pos: k.pos,
-                    key: name.clone(),
-                    message: format!(
-                        "key `{name}` is defined twice in this mapping (first on line {})",
-                        first.pos.line
-                    ),
-                });
-                continue;
-            }
-            entries.push((
-                Key {
-                    name,
-                    pos: k.pos,
-                    non_string: kind != ScalarKind::Str,
-                },
-                v,
-            ));
-        }
-        // Explicit keys win over merged ones; among merged mappings, the first wins.
-        for m in merged {
-            if let Value::Map(mentries) = m.value {
-                for (k, v) in mentries {
-                    if !entries.iter().any(|(e, _)| e.name == k.name) {
-                        entries.push((k, v));
-                    }
-                }
-            }
-        }
-        entries
-    }
-}
-
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
-        let pos = self.pos(mark);
-        match ev {
-            Event::Scalar(text, style, anchor, tag) => {
+    /// Takes one event; true once the stream has ended.
+    fn event(&mut self, ev: Event) -> Result<bool, ParseProblem> {
+        let pos = pos_of(ev.start_mark, self.file);
+        match ev.data {
+            EventData::Scalar {
+                anchor,
+                tag,
+                value,
+                style,
+                ..
+            } => {
                 let (tag, core) = convert_tag(tag);
-                let kind = match core {
-                    Some("str") => ScalarKind::Str,
-                    Some("int") => ScalarKind::Int,
-                    Some("float") => ScalarKind::Float,
-                    Some("bool") => ScalarKind::Bool,
-                    Some("null") => ScalarKind::Null,
-                    _ if style == TScalarStyle::Plain => resolve_plain(&text),
-                    _ => ScalarKind::Str,
+                let plain = style == ScalarStyle::Plain;
+                let merge_key =
+                    value == "<<" && ((plain && core.is_none()) || core == Some("merge"));
+                let core = core.filter(|c| *c != "merge");
+                let (text, kind) = match resolve::typed(value.clone(), plain, core) {
+                    Ok(t) => t,
+                    Err(message) => {
+                        self.problems.push(ParseProblem {
+                            pos,
+                            key: String::new(),
+                            message,
+                        });
+                        (value, ScalarKind::Str)
+                    }
                 };
                 let node = Node {
                     value: Value::Scalar(text, kind),
                     pos,
                     tag,
                 };
-                self.finish(node, anchor, Some(style));
+                self.finish(node, anchor, merge_key);
             }
-            Event::Alias(id) => {
-                let node = match self.anchors.get(&id) {
-                    Some(n) => n.clone(),
-                    None => Node::new(Value::Scalar(String::new(), ScalarKind::Null), pos),
+            EventData::Alias { anchor } => {
+                if self
+                    .stack
+                    .iter()
+                    .any(|f| f.anchor.as_deref() == Some(&anchor))
+                {
+                    return Err(self.fatal(
+                        pos,
+                        format!("invalid YAML: anchor '{anchor}' value contains itself"),
+                    ));
+                }
+                let Some((node, n)) = self.anchors.get(&anchor) else {
+                    return Err(self.fatal(
+                        pos,
+                        format!("invalid YAML: unknown anchor '{anchor}' referenced"),
+                    ));
                 };
-                self.finish(node, 0, None);
+                self.alias_nodes += n;
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(self.fatal(
+                        pos,
+                        "invalid YAML: document contains excessive aliasing".into(),
+                    ));
+                }
+                let node = node.clone();
+                self.finish(node, None, false);
             }
-            Event::SequenceStart(anchor, tag) => self.stack.push(Frame::Seq {
+            EventData::SequenceStart { anchor, tag, .. } => self.stack.push(Frame {
                 pos,
                 anchor,
                 tag: convert_tag(tag).0,
-                items: Vec::new(),
+                kind: FrameKind::Seq(Vec::new()),
             }),
-            Event::MappingStart(anchor, tag) => self.stack.push(Frame::Map {
+            EventData::MappingStart { anchor, tag, .. } => self.stack.push(Frame {
                 pos,
                 anchor,
                 tag: convert_tag(tag).0,
-                items: Vec::new(),
+                kind: FrameKind::Map(Vec::new()),
             }),
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq {
-                    pos,
-                    anchor,
-                    tag,
-                    items,
-                }) = self.stack.pop()
-                {
-                    let node = Node {
-                        value: Value::Seq(items),
-                        pos,
-                        tag,
+            EventData::SequenceEnd | EventData::MappingEnd => {
+                if let Some(f) = self.stack.pop() {
+                    let value = match f.kind {
+                        FrameKind::Seq(items) => Value::Seq(items),
+                        FrameKind::Map(items) => {
+                            Value::Map(mapping::build(items, &mut self.problems))
+                        }
                     };
-                    self.finish(node, anchor, None);
+                    let node = Node {
+                        value,
+                        pos: f.pos,
+                        tag: f.tag,
+                    };
+                    self.finish(node, f.anchor, false);
                 }
             }
-            Event::MappingEnd => {
-                if let Some(Frame::Map {
+            EventData::DocumentStart {
+                version_directive: Some(v),
+                ..
+            } if (v.major, v.minor) != (1, 1) => {
+                // libyaml also reads `%YAML 1.2`; go-yaml v3 refuses all but 1.1.
+                return Err(self.fatal(
                     pos,
-                    anchor,
-                    tag,
-                    items,
-                }) = self.stack.pop()
-                {
-                    // A block mapping's start event is marked late (at its first value);
-                    // its first key is where a reader looks for it.
-                    let pos = match items.first() {
-                        Some((k, _)) if (k.pos.line, k.pos.col) < (pos.line, pos.col) => k.pos,
-                        _ => pos,
-                    };
-                    let entries = self.build_map(items);
-                    let node = Node {
-                        value: Value::Map(entries),
-                        pos,
-                        tag,
-                    };
-                    self.finish(node, anchor, None);
-                }
+                    format!(
+                        "invalid YAML: found incompatible YAML document (%YAML {}.{}: Compose reads only %YAML 1.1)",
+                        v.major, v.minor
+                    ),
+                ));
             }
-            Event::Nothing
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd => {}
+            EventData::StreamEnd => return Ok(true),
+            EventData::StreamStart { .. }
+            | EventData::DocumentStart { .. }
+            | EventData::DocumentEnd { .. } => {}
         }
+        Ok(false)
     }
 }
 
@@ -450,19 +417,6 @@ mod tests {
             .iter()
             .map(|(k, _)| k.name.as_str())
             .collect()
-    }
-
-    #[test]
-    fn plain_scalars_use_the_core_schema() {
-        assert_eq!(resolve_plain("no"), ScalarKind::Str);
-        assert_eq!(resolve_plain("true"), ScalarKind::Bool);
-        assert_eq!(resolve_plain("~"), ScalarKind::Null);
-        assert_eq!(resolve_plain("-12"), ScalarKind::Int);
-        assert_eq!(resolve_plain("0x1F"), ScalarKind::Int);
-        assert_eq!(resolve_plain("1.5"), ScalarKind::Float);
-        assert_eq!(resolve_plain("1e3"), ScalarKind::Float);
-        assert_eq!(resolve_plain("8080:80"), ScalarKind::Str);
-        assert_eq!(resolve_plain("1.2.3"), ScalarKind::Str);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Several test hosts on one machine: each node is a network namespace with its own
-# address, its own Docker engine and a `shoal agent`; three `shoal controller` processes
-# run on the host, on the bridge address, so cutting a node never takes a controller.
+# address and a mount namespace of its own, in which its Docker engine and its
+# `shoal agent` both run; three `shoal controller` processes run on the host, on the
+# bridge address, so cutting a node never takes a controller.
 #
 #   scripts/hosts.sh up N          N nodes (n1..nN) + 3 controllers; waits until all ready
 #   scripts/hosts.sh down          kill everything, remove netns, veths, bridge, rules, dirs
@@ -11,6 +12,10 @@
 #   scripts/hosts.sh kill-controller K             SIGKILL controller K (1..3)
 #   scripts/hosts.sh docker NODE ARGS..            docker against the node's engine
 #   scripts/hosts.sh exec NODE CMD..               a command inside the node's netns
+#                                                  and mount namespace
+#   scripts/hosts.sh mknod NODE NAME               the character device /dev/shoal-test/NAME
+#                                                  (1:3, as /dev/null) on NODE only
+#   scripts/hosts.sh rmdev NODE NAME               remove it again
 #   scripts/hosts.sh addr | ip NODE | status       controller addresses, a node's IP, a summary
 #   scripts/hosts.sh credentials   the admin credentials dir (for --credentials or
 #                                  SHOAL_CREDENTIALS); controller 1 writes it at --init
@@ -36,6 +41,15 @@
 # containerd has its own socket, state and root), pidfile, socket and --bip
 # 10.(100+ID).<i>.1/24, storage driver vfs. The test image is loaded into each from the
 # host engine. Needs root, iproute2, iptables, nsenter (util-linux), dockerd.
+#
+# Each node's mount namespace (`unshare --mount=FILE --propagation slave`: mounts made
+# on the host still appear in it, none made in it leaks out) is kept by a bind mount
+# of it on $STATE/ns/n<i> (a private mount, as the kernel wants it), so the engine and
+# the agent of a revived node enter the same one again; `down` unmounts those, which
+# frees the namespaces with everything mounted in them. In it, /dev/shoal-test is a
+# tmpfs of the node's own (the empty directory is made on the host's /dev first), so a
+# device file made there with `mknod` exists on that node only: what the engine checks
+# for `--device` and the agent reports as the node's devices.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,6 +87,15 @@ node_dir() { echo "$STATE/n$1"; }
 sock() { echo "$(node_dir "$1")/docker.sock"; }
 ndocker() { local i="$1"; shift; docker -H "unix://$(sock "$i")" "$@"; }
 in_ns() { local i="$1"; shift; nsenter --net="/var/run/netns/$(netns "$i")" "$@"; }
+mntns() { echo "$STATE/ns/n$1"; }
+# in_node I CMD..: CMD in node I's network and mount namespaces (where its engine and
+# agent run).
+in_node() {
+  local i="$1"
+  shift
+  nsenter --mount="$(mntns "$i")" --net="/var/run/netns/$(netns "$i")" "$@"
+}
+DEVDIR=/dev/shoal-test
 ctl_addr() { echo "$HOST_IP:$((7369 + $1))"; }
 admin_dir() { echo "$STATE/c1/admin"; }
 # token ROLE: the join token for ROLE (agent | controller), as saved after init.
@@ -216,8 +239,43 @@ EOF
   # A killed engine's containerd may linger as an unreaped zombie, which its pidfile
   # would make the new engine wait for instead of starting its own.
   rm -f "$dir/dockerd.pid" "$dir/exec/containerd/containerd.pid" "$dir/exec/containerd/containerd.sock"
-  setsid nsenter --net="/var/run/netns/$(netns "$i")" dockerd --config-file "$dir/daemon.json" \
-    </dev/null >>"$dir/dockerd.log" 2>&1 &
+  setsid nsenter --mount="$(mntns "$i")" --net="/var/run/netns/$(netns "$i")" \
+    dockerd --config-file "$dir/daemon.json" </dev/null >>"$dir/dockerd.log" 2>&1 &
+}
+
+# make_mntns I: node I's mount namespace, kept by a bind mount on $(mntns I), with its
+# own tmpfs on $DEVDIR.
+make_mntns() {
+  local i="$1" f
+  f="$(mntns "$i")"
+  : >"$f"
+  unshare --mount="$f" --propagation slave true || die "cannot make the mount namespace of n$i"
+  # The copy of $STATE/ns in it would keep the earlier nodes' namespaces alive.
+  nsenter --mount="$f" umount -l "$STATE/ns" 2>/dev/null || true
+  nsenter --mount="$f" mount -t tmpfs -o mode=755,size=1m "shoal-test-n$i" "$DEVDIR" ||
+    die "cannot mount a tmpfs on $DEVDIR in the mount namespace of n$i"
+}
+
+# device_name NAME: NAME if it is a plain file name.
+device_name() {
+  [[ "$1" =~ ^[A-Za-z0-9._-]+$ && "$1" != . && "$1" != .. ]] ||
+    die "bad device name '$1': letters, digits, '.', '_' and '-' only"
+  echo "$1"
+}
+
+cmd_mknod() {
+  local i name
+  i="$(node_index "$1")"
+  name="$(device_name "$2")"
+  nsenter --mount="$(mntns "$i")" mknod -m 666 "$DEVDIR/$name" c 1 3 ||
+    die "mknod $DEVDIR/$name on n$i failed"
+}
+
+cmd_rmdev() {
+  local i name
+  i="$(node_index "$1")"
+  name="$(device_name "$2")"
+  nsenter --mount="$(mntns "$i")" rm -f "$DEVDIR/$name"
 }
 
 wait_engine() {
@@ -234,7 +292,8 @@ start_agent() {
   local i="$1" dir
   dir="$(node_dir "$i")"
   agent_cmd "$i"
-  spawn "$dir/agent.pid" "$dir/agent.log" nsenter --net="/var/run/netns/$(netns "$i")" "${CMD[@]}"
+  spawn "$dir/agent.pid" "$dir/agent.log" nsenter --mount="$(mntns "$i")" \
+    --net="/var/run/netns/$(netns "$i")" "${CMD[@]}"
 }
 
 # --- waiting on the cluster ------------------------------------------------------------
@@ -286,7 +345,7 @@ wait_voters() {
 require() {
   [[ "$(id -u)" == 0 ]] || die "needs root (network namespaces, veths, iptables, dockerd)"
   local c
-  for c in ip iptables nsenter setsid dockerd docker timeout; do
+  for c in ip iptables nsenter unshare mount mknod setsid dockerd docker timeout; do
     command -v "$c" >/dev/null || die "'$c' is missing (apt-get install iproute2 iptables util-linux docker.io)"
   done
   [[ -x "$SHOAL" ]] || die "$SHOAL is missing: cargo build -p shoal-cli (or set SHOAL_BIN)"
@@ -311,6 +370,11 @@ cmd_up() {
   # The host engine sets FORWARD's policy to DROP; bridged traffic passes FORWARD.
   iptables -I FORWARD -i "$BR" -o "$BR" -j ACCEPT
   echo "$n" >"$STATE/nodes"
+  # Where the nodes' mount namespaces are kept: a private mount (binding a namespace
+  # on a shared one is refused).
+  mkdir -p "$STATE/ns" "$DEVDIR"
+  mount --bind "$STATE/ns" "$STATE/ns"
+  mount --make-private "$STATE/ns"
   for i in $(seq 1 "$n"); do
     mkdir -p "$(node_dir "$i")"
     ip netns add "$(netns "$i")"
@@ -322,6 +386,7 @@ cmd_up() {
     in_ns "$i" ip addr add "$(node_ip "$i")/24" dev eth0
     in_ns "$i" ip link set eth0 up
     in_ns "$i" ip route add default via "$HOST_IP"
+    make_mntns "$i"
     start_engine "$i"
   done
   log "controllers on $(controllers)"
@@ -367,7 +432,10 @@ cmd_down() {
   local rest
   mapfile -t rest < <(pids_mentioning "$STATE/")
   kill9 "${rest[@]}"
-  # Mounts the engines left (container shm, netns bind mounts), deepest first.
+  # Mounts left under the state dir, deepest first: the nodes' mount namespaces
+  # ($STATE/ns/n<i>; with no process left in one, that frees it and all the engine
+  # mounted in it: container shm, netns bind mounts, the node's $DEVDIR), then
+  # $STATE/ns itself.
   if [[ -d "$STATE" ]]; then
     awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/self/mounts | sort -r |
       while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -444,8 +512,10 @@ main() {
       local i
       i="$(node_index "${1:?exec NODE CMD..}")"
       shift
-      in_ns "$i" "$@"
+      in_node "$i" "$@"
       ;;
+    mknod) cmd_mknod "${1:?mknod NODE NAME}" "${2:?mknod NODE NAME}" ;;
+    rmdev) cmd_rmdev "${1:?rmdev NODE NAME}" "${2:?rmdev NODE NAME}" ;;
     addr) controllers ;;
     credentials) admin_dir ;;
     ip) node_ip "$(node_index "${1:?ip NODE}")" ;;

@@ -66,9 +66,13 @@ pub fn stack_of(key: &str) -> Option<&str> {
 
 /// The networks a service of `stack` is attached to, in attachment order (the first one
 /// is the one it is created on). A spec without any (stored before services had
-/// several) is on the stack's default network.
+/// several) is on the stack's default network. A service with a `network_mode` (`host`,
+/// `none`, `service:NAME`, `container:NAME`) is on none: it gets no subnet, no name and
+/// no cluster network, its replicas live in another network namespace.
 pub fn attachments<'a>(stack: &str, spec: &'a ServiceSpec) -> Cow<'a, [ServiceNetwork]> {
-    if spec.networks.is_empty() {
+    if spec.container.network_mode.is_some() {
+        Cow::Borrowed(&[])
+    } else if spec.networks.is_empty() {
         Cow::Owned(vec![ServiceNetwork {
             name: DEFAULT.to_string(),
             key: local_key(stack, DEFAULT),
@@ -107,5 +111,25 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].key, "shop");
         assert_eq!(a[0].name, "default");
+    }
+
+    #[test]
+    fn a_service_with_a_network_mode_is_on_no_cluster_network() {
+        use crate::container::{ContainerOptions, NetworkMode};
+        for mode in [
+            NetworkMode::Host,
+            NetworkMode::None,
+            NetworkMode::Service("vpn".into()),
+            NetworkMode::Container("x".into()),
+        ] {
+            let spec = ServiceSpec {
+                container: ContainerOptions {
+                    network_mode: Some(mode.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            assert!(attachments("shop", &spec).is_empty(), "{mode:?}");
+        }
     }
 }

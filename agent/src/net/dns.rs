@@ -12,8 +12,9 @@
 //! asker's networks that has the name), on every node, with TTL 0 so that clients ask
 //! again and follow replicas as they move; a known name with no ready replica gets an
 //! empty answer. A name only other networks have gets NXDOMAIN (networks limit who
-//! sees whom). Other names are relayed to the first `nameserver` of this host's
-//! `/etc/resolv.conf`. The wire format is parsed by hand:
+//! sees whom). Other names are relayed upstream ([`super::upstream`]): to the asker's
+//! own `dns:` servers when its service lists some, else to the first `nameserver` of
+//! this host's `/etc/resolv.conf`. The wire format is parsed by hand:
 //! only the header and the question are read, nothing else is needed to answer.
 //! The same is served over TCP on the same address (length-prefixed messages, one
 //! connection at a time per client, closed after 10 s idle).
@@ -26,6 +27,8 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use super::upstream::Upstreams;
 
 /// What the servers answer, for every network.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,7 +71,6 @@ impl Names {
 
 const TYPE_A: u16 = 1;
 const TYPE_ANY: u16 = 255;
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The question of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,22 +176,14 @@ fn reply(
     }
 }
 
-/// The first nameserver of `/etc/resolv.conf` text.
-pub fn upstream(resolv_conf: &str) -> Option<SocketAddr> {
-    resolv_conf.lines().find_map(|l| {
-        let mut w = l.split_whitespace();
-        (w.next()? == "nameserver")
-            .then(|| w.next()?.parse().ok())
-            .flatten()
-            .map(|ip| SocketAddr::new(ip, 53))
-    })
-}
-
 /// The DNS servers of this node, one per cluster network.
 pub struct Dns {
     names: Arc<RwLock<Names>>,
     /// By network key: the address served on and how to stop it.
     servers: BTreeMap<String, (Ipv4Addr, CancellationToken)>,
+    /// Where other names are relayed, by asker (shared with the supervisor, which
+    /// keeps it current: [`Dns::upstreams`]).
+    upstreams: Arc<Upstreams>,
     shutdown: CancellationToken,
 }
 
@@ -198,8 +192,14 @@ impl Dns {
         Dns {
             names: Default::default(),
             servers: BTreeMap::new(),
+            upstreams: Default::default(),
             shutdown,
         }
+    }
+
+    /// The upstream resolvers by asker, for the supervisor to keep current.
+    pub fn upstreams(&self) -> Arc<Upstreams> {
+        self.upstreams.clone()
     }
 
     /// Replace the names answered.
@@ -237,6 +237,7 @@ impl Dns {
                     l,
                     stack.to_string(),
                     self.names.clone(),
+                    self.upstreams.clone(),
                     stop.clone(),
                 ));
             }
@@ -246,6 +247,7 @@ impl Dns {
             socket,
             stack.to_string(),
             self.names.clone(),
+            self.upstreams.clone(),
             stop.clone(),
         ));
         self.servers.insert(stack.to_string(), (gateway, stop));
@@ -268,6 +270,7 @@ async fn serve(
     socket: UdpSocket,
     stack: String,
     names: Arc<RwLock<Names>>,
+    upstreams: Arc<Upstreams>,
     stop: CancellationToken,
 ) {
     let socket = Arc::new(socket);
@@ -294,8 +297,9 @@ async fn serve(
             None => {
                 let socket = socket.clone();
                 let query = query.to_vec();
+                let upstreams = upstreams.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = relay(&socket, &query, from).await {
+                    if let Err(e) = relay(&socket, &upstreams, &query, from).await {
                         debug!(name = %q.name, error = %e, "upstream DNS failed");
                     }
                 });
@@ -309,6 +313,7 @@ async fn serve_tcp(
     listener: tokio::net::TcpListener,
     stack: String,
     names: Arc<RwLock<Names>>,
+    upstreams: Arc<Upstreams>,
     stop: CancellationToken,
 ) {
     loop {
@@ -323,10 +328,11 @@ async fn serve_tcp(
             },
         };
         let (stack, names, stop) = (stack.clone(), names.clone(), stop.clone());
+        let upstreams = upstreams.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = tcp_conversation(conn, &stack, from.ip(), &names) => {
+                r = tcp_conversation(conn, &stack, from.ip(), &names, &upstreams) => {
                     if let Err(e) = r {
                         debug!(%stack, error = %e, "DNS over TCP ended");
                     }
@@ -341,6 +347,7 @@ async fn tcp_conversation(
     stack: &str,
     from: std::net::IpAddr,
     names: &RwLock<Names>,
+    upstreams: &Upstreams,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
@@ -356,7 +363,7 @@ async fn tcp_conversation(
         };
         let reply = match reply(names, stack, from, &query, &q) {
             Some(r) => r,
-            None => match ask_upstream(&query).await {
+            None => match upstreams.ask(from, &query).await {
                 Ok(r) => r,
                 Err(e) => {
                     debug!(name = %q.name, error = %e, "upstream DNS failed");
@@ -372,36 +379,20 @@ async fn tcp_conversation(
     }
 }
 
-/// Send `query` upstream and its answer back to `to`.
-async fn relay(socket: &UdpSocket, query: &[u8], to: SocketAddr) -> Result<(), String> {
-    let reply = ask_upstream(query).await?;
+/// Send `query` upstream (the asker's servers, else the host's) and its answer back
+/// to the asker `to`.
+async fn relay(
+    socket: &UdpSocket,
+    upstreams: &Upstreams,
+    query: &[u8],
+    to: SocketAddr,
+) -> Result<(), String> {
+    let reply = upstreams.ask(to.ip(), query).await?;
     socket
         .send_to(&reply, to)
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// The upstream server's answer to `query` (over UDP).
-async fn ask_upstream(query: &[u8]) -> Result<Vec<u8>, String> {
-    let conf = tokio::fs::read_to_string("/etc/resolv.conf")
-        .await
-        .map_err(|e| format!("read /etc/resolv.conf: {e}"))?;
-    let server = upstream(&conf).ok_or("no nameserver in /etc/resolv.conf")?;
-    let local: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let up = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
-    up.send_to(query, server).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    let len = tokio::time::timeout(UPSTREAM_TIMEOUT, up.recv(&mut buf))
-        .await
-        .map_err(|_| format!("no answer from {server}"))?
-        .map_err(|e| e.to_string())?;
-    buf.truncate(len);
-    Ok(buf)
 }
 
 #[cfg(test)]
@@ -468,13 +459,6 @@ mod tests {
         let q = query(9, "db", TYPE_A);
         let a = answer(&q, &parse_query(&q).unwrap(), &[]);
         assert_eq!(&a[2..8], &[0x85, 0x80, 0, 1, 0, 0]);
-    }
-
-    #[test]
-    fn upstream_is_the_first_nameserver() {
-        let conf = "# generated\nsearch lan\nnameserver 192.168.1.1\nnameserver 8.8.8.8\n";
-        assert_eq!(upstream(conf), Some("192.168.1.1:53".parse().unwrap()));
-        assert_eq!(upstream("search lan\n"), None);
     }
 
     #[test]
@@ -576,6 +560,7 @@ mod tests {
             socket,
             "shop".into(),
             dns.names.clone(),
+            dns.upstreams(),
             stop.clone(),
         ));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -603,7 +588,14 @@ mod tests {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve_tcp(listener, "shop".into(), names, stop.clone()));
+        let upstreams = Arc::new(Upstreams::default());
+        tokio::spawn(serve_tcp(
+            listener,
+            "shop".into(),
+            names,
+            upstreams,
+            stop.clone(),
+        ));
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         let q = query(5, "db", TYPE_A);
         conn.write_all(&(q.len() as u16).to_be_bytes())
@@ -621,3 +613,6 @@ mod tests {
         stop.cancel();
     }
 }
+
+#[cfg(test)]
+mod relay_tests;

@@ -21,6 +21,7 @@ pub mod dns;
 pub mod drain;
 pub mod host;
 pub mod node;
+pub mod upstream;
 
 /// An IPv4 network, `BASE/PREFIX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,10 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::dns::{Dns, Names};
 use super::host::HostNet;
+use super::upstream::Upstreams;
 use crate::model::Mesh;
 
 pub struct NodeNet {
     dns: Arc<Mutex<Dns>>,
+    /// The DNS servers' upstreams by asker, set by the supervisor without waiting for
+    /// the lock a mesh application holds.
+    upstreams: Arc<Upstreams>,
     latest: watch::Sender<Arc<Mesh>>,
     worker: tokio::task::JoinHandle<()>,
 }
@@ -27,11 +31,14 @@ impl NodeNet {
 
     /// [`NodeNet::new`] on `host` (tests give it a recording shell).
     pub fn with_host(host: HostNet, shutdown: CancellationToken) -> NodeNet {
-        let dns = Arc::new(Mutex::new(Dns::new(shutdown.clone())));
+        let dns = Dns::new(shutdown.clone());
+        let upstreams = dns.upstreams();
+        let dns = Arc::new(Mutex::new(dns));
         let (latest, rx) = watch::channel(Arc::new(Mesh::default()));
         let worker = tokio::spawn(apply_latest(rx, dns.clone(), host, shutdown));
         NodeNet {
             dns,
+            upstreams,
             latest,
             worker,
         }
@@ -49,6 +56,11 @@ impl NodeNet {
     /// The DNS servers, for a starting container to be given one.
     pub fn dns(&self) -> Arc<Mutex<Dns>> {
         self.dns.clone()
+    }
+
+    /// Where each container's questions for non-cluster names go ([`Upstreams`]).
+    pub fn upstreams(&self) -> Arc<Upstreams> {
+        self.upstreams.clone()
     }
 
     /// Apply `mesh` (in the background).

@@ -100,6 +100,9 @@ struct FakeContainer {
     info: ContainerInfo,
     /// The Docker networks it was created on and connected to, in order.
     networks: Vec<String>,
+    /// `ContainerRequest::network_mode` (`host`, `container:ID`, ...): it gets no
+    /// address of its own when started.
+    network_mode: Option<String>,
     has_healthcheck: bool,
     logs: Vec<LogFrame>,
     /// The named volumes it mounts: a volume is in use while such a container exists.
@@ -320,6 +323,7 @@ impl FakeRuntime {
                     error: None,
                 },
                 networks: Vec::new(),
+                network_mode: None,
                 has_healthcheck: false,
                 logs: Vec::new(),
                 volumes: Vec::new(),
@@ -609,7 +613,9 @@ impl ContainerRuntime for FakeRuntime {
                 },
                 networks: std::iter::once(req.network.clone())
                     .chain(req.extra_networks.iter().map(|e| e.network.clone()))
+                    .filter(|_| req.network_mode.is_none())
                     .collect(),
+                network_mode: req.network_mode.clone(),
                 has_healthcheck,
                 logs: Vec::new(),
                 volumes: req
@@ -641,7 +647,7 @@ impl ContainerRuntime for FakeRuntime {
                 (true, false) => Health::Starting,
             };
             let mut took_id = false;
-            if c.info.ip.is_none() {
+            if c.info.ip.is_none() && c.network_mode.is_none() {
                 c.info.ip = Some(ip_for(n));
                 took_id = true;
             }

@@ -6,6 +6,11 @@
 //! what to do, and runs each runtime operation as its own task so that a slow pull does
 //! not hold the others up. It never restarts a container: an ended task stays ended until
 //! the controller replaces it with a new task.
+//!
+//! [`modes`]: `service:NAME` network, IPC and PID modes are resolved on the node before
+//! the create; a container whose network namespace's owner went is stopped and failed
+//! (its replacement joins the current owner); `dns:` servers become the upstreams of
+//! the container's addresses in the agent's DNS server, kept in step with what runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,10 +30,12 @@ use crate::proxy::{ingress_routes, mesh_routes, Proxy, Route};
 use crate::reconcile::{is_ours, plan, Action, AfterStop, Local};
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
 
-/// The longest a stopping replica waits for its ingress connections to finish.
+mod modes;
 mod ops;
+pub use modes::JOINED;
 use ops::{remove_container, start_task, stop_container, StartNet};
 
+/// The longest a stopping replica waits for its ingress connections to finish.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// What the supervisor tells the session, in order.
@@ -359,6 +366,28 @@ impl Supervisor {
             reported: &self.reported,
             ingress_errors: &self.ingress_errors,
         });
+        let stopping: BTreeSet<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { task_id, .. } => Some(task_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let rejoins = modes::rejoins(
+            self.intent.as_ref(),
+            &self.containers,
+            &self.busy,
+            &self.reported,
+        );
+        for stop in rejoins {
+            if let Action::Stop { task_id, .. } = &stop {
+                if stopping.contains(task_id) {
+                    continue;
+                }
+                info!(task = %task_id, "the container whose network it shares is gone: stopping it");
+            }
+            actions.push(stop);
+        }
         if let Some(contact) = &self.contact {
             let stopping: BTreeSet<String> = actions
                 .iter()
@@ -412,6 +441,10 @@ impl Supervisor {
         }
         self.prune();
         self.remove_volumes();
+        if let Some(net) = &self.net {
+            net.upstreams()
+                .set(modes::dns_upstreams(self.intent.as_ref(), &self.containers));
+        }
     }
 
     /// Engine names of the volumes this node's containers, its starting tasks and the

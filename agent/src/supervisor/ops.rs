@@ -10,11 +10,11 @@ use shoal_proto::task::TaskState;
 use tokio::sync::mpsc;
 use tracing::{instrument, warn};
 
-use super::OpEvent;
+use super::{modes, OpEvent};
 use crate::model::{Assignment, TaskReport};
 use crate::runtime::{
-    container_request, network_name, with_volume_names, ContainerInfo, ContainerRuntime,
-    RuntimeError,
+    container_request, network_name, with_volume_names, ContainerInfo, ContainerRequest,
+    ContainerRuntime, RuntimeError, TaskIdentity,
 };
 
 /// What a starting container needs besides its assignment: the cluster network, where
@@ -89,8 +89,12 @@ pub(super) async fn start_task(
                     return None;
                 }
             }
+            // `host`, `none`, `container:`, `service:`: another network namespace, none
+            // of the cluster's networks and none of the agent's DNS.
+            let own_network = a.spec.container.network_mode.is_none();
             let mut first_gateway = None;
-            for (i, (key, subnet)) in net.networks.iter().enumerate() {
+            let networks = if own_network { &net.networks[..] } else { &[] };
+            for (i, (key, subnet)) in networks.iter().enumerate() {
                 match runtime.ensure_network_in(key, *subnet).await {
                     Ok(g) if i == 0 => first_gateway = g.map(|g| (key.clone(), g)),
                     Ok(_) => {}
@@ -119,6 +123,22 @@ pub(super) async fn start_task(
                     }
                 }
             }
+            if !own_network {
+                req.dns.clear();
+                req.aliases.clear();
+                req.extra_networks.clear();
+            }
+            // With the agent's resolver, `dns:` servers are the upstreams of the
+            // container's addresses (the supervisor keeps them: modes::dns_upstreams).
+            let relayed = !req.dns.is_empty();
+            if let Err(e) = modes::check_dns(&mut req, relayed) {
+                fail(None, e);
+                return None;
+            }
+            if let Err(e) = join_namespaces(runtime, &mut req, &a.task, node).await {
+                fail(None, e);
+                return None;
+            }
             req.mounts.extend(secret_mounts);
             let req = crate::runtime::with_gpu_devices(req, &a.spec, &a.gpus, &net.gpu_mode);
             match runtime.create(&req).await {
@@ -135,6 +155,32 @@ pub(super) async fn start_task(
         return runtime.inspect(&id).await.ok();
     }
     runtime.inspect(&id).await.ok()
+}
+
+/// Resolve `service:NAME` in the request's network, IPC and PID modes against the
+/// node's containers as they are now.
+async fn join_namespaces(
+    runtime: &dyn ContainerRuntime,
+    req: &mut ContainerRequest,
+    task: &TaskIdentity,
+    node: &str,
+) -> Result<(), String> {
+    let modes = [
+        req.network_mode.as_deref(),
+        req.options.ipc.as_deref(),
+        req.options.pid.as_deref(),
+    ];
+    if !modes.iter().flatten().any(|m| m.starts_with("service:")) {
+        return Ok(());
+    }
+    let containers: Vec<ContainerInfo> = runtime
+        .list_managed()
+        .await
+        .map_err(|e| format!("list containers to join a service's namespaces: {e}"))?
+        .into_iter()
+        .filter(|c| crate::reconcile::is_ours(c, node))
+        .collect();
+    modes::resolve_request(req, task, node, &containers)
 }
 
 pub(super) async fn stop_container(

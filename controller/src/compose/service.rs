@@ -350,6 +350,13 @@ fn namespace_checks(
     if spec.container.network_mode == Some(NetworkMode::Host) {
         // Reported ignored with the other keys.
         spec.ports.clear();
+        if let Some((k, _)) = map.iter().find(|(k, _)| k.name == "mac_address") {
+            sink.error(
+                k.pos,
+                &format!("{base}.mac_address"),
+                "conflicts with network_mode: host: the replica uses the node's own interfaces",
+            );
+        }
     }
     let names: Vec<String> = spec
         .container

@@ -105,16 +105,24 @@ pub(super) fn docker_config(req: &ContainerRequest) -> Config<String> {
         ..Default::default()
     };
     let host_config = super::options::with_options(host_config, &req.options);
+    // Off the cluster's networks (`host`, `none`, `container:`): no endpoint of our own.
+    let own_network = req.network_mode.is_none();
+    // Sharing another container's network: Docker refuses what would set up our own.
+    let shared = req
+        .network_mode
+        .as_deref()
+        .is_some_and(|m| m.starts_with("container:"));
     let host_config = HostConfig {
         network_mode: Some(
             req.network_mode
                 .clone()
                 .unwrap_or_else(|| req.network.clone()),
         ),
+        dns: host_config.dns.filter(|_| !shared),
+        extra_hosts: host_config.extra_hosts.filter(|_| !shared),
+        port_bindings: host_config.port_bindings.filter(|_| !shared),
         ..host_config
     };
-    // Sharing another container's network: Docker refuses an endpoint of our own.
-    let own_network = req.network_mode.is_none();
     let healthcheck = req.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.clone()),
         interval: h.interval_ns,
@@ -131,9 +139,9 @@ pub(super) fn docker_config(req: &ContainerRequest) -> Config<String> {
     let o = &req.options;
     Config {
         image: Some(req.image.clone()),
-        hostname: req.hostname.clone(),
-        domainname: o.domainname.clone(),
-        mac_address: o.mac_address.clone(),
+        hostname: req.hostname.clone().filter(|_| !shared),
+        domainname: o.domainname.clone().filter(|_| !shared),
+        mac_address: o.mac_address.clone().filter(|_| !shared),
         tty: o.tty.then_some(true),
         open_stdin: o.stdin_open.then_some(true),
         user: req.user.clone(),
@@ -142,7 +150,7 @@ pub(super) fn docker_config(req: &ContainerRequest) -> Config<String> {
         entrypoint: req.entrypoint.clone(),
         working_dir: req.working_dir.clone(),
         labels: Some(req.labels.clone().into_iter().collect()),
-        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        exposed_ports: (!exposed.is_empty() && !shared).then_some(exposed),
         healthcheck,
         stop_signal: req.stop_signal.clone(),
         stop_timeout: Some(req.stop_timeout_secs),

@@ -25,8 +25,8 @@ use shoal_proto::labels;
 use tracing::{info, warn};
 
 mod convert;
-mod options;
 mod images;
+mod options;
 mod volumes;
 use convert::{docker_config, from_inspect, from_summary};
 pub use volumes::rfc3339_ms;
@@ -94,6 +94,27 @@ impl DockerRuntime {
     pub fn client(&self) -> &Docker {
         &self.docker
     }
+}
+
+/// The engine's refusal of a bind mount whose source is not there, naming the node: the
+/// same path may exist on the machine the stack was deployed from.
+fn missing_bind_source(e: RuntimeError, req: &ContainerRequest) -> RuntimeError {
+    let text = e.to_string();
+    let Some(path) = text
+        .split("bind source path does not exist: ")
+        .nth(1)
+        .map(|p| p.trim().to_string())
+    else {
+        return e;
+    };
+    let node = req
+        .labels
+        .get(shoal_proto::labels::NODE)
+        .map(String::as_str)
+        .unwrap_or("this node");
+    RuntimeError::Engine(format!(
+        "the bind mount's source {path} does not exist on node {node}: create it there, or pin the service to a node that has it"
+    ))
 }
 
 fn engine(e: BollardError) -> RuntimeError {
@@ -274,7 +295,7 @@ impl ContainerRuntime for DockerRuntime {
             .docker
             .create_container(Some(options), docker_config(req))
             .await
-            .map_err(engine)?;
+            .map_err(|e| missing_bind_source(engine(e), req))?;
         // API 1.41 attaches one network at create: connect the others before start.
         for extra in &req.extra_networks {
             let connect = ConnectNetworkOptions {
@@ -571,5 +592,29 @@ mod tests {
             ("localhost:5000/a/b", "v2")
         );
         assert_eq!(split_reference("a@sha256:00"), ("a", "sha256:00"));
+    }
+
+    #[test]
+    fn a_missing_bind_source_is_named_with_its_node() {
+        let req = ContainerRequest {
+            labels: [(shoal_proto::labels::NODE.to_string(), "n2".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let refused = RuntimeError::Engine(
+            "invalid mount config for type \"bind\": bind source path does not exist: /srv/data"
+                .into(),
+        );
+        let e = missing_bind_source(refused, &req).to_string();
+        assert!(
+            e.starts_with("the bind mount's source /srv/data does not exist on node n2"),
+            "{e}"
+        );
+        let other = RuntimeError::Engine("no space left on device".into());
+        assert_eq!(
+            missing_bind_source(other, &req).to_string(),
+            "no space left on device"
+        );
     }
 }

@@ -338,6 +338,10 @@ pub struct HelloInfo {
     pub labels: BTreeMap<String, String>,
     pub observed: Vec<TaskReport>,
     pub gpus: Vec<GpuDevice>,
+    /// The node's device paths ([`crate::devices::scan`]), sorted.
+    pub devices: Vec<String>,
+    /// Docker's `os/arch[/variant]` ([`crate::devices::platform`]).
+    pub platform: String,
 }
 
 impl From<&GpuDevice> for pb::GpuDevice {
@@ -360,6 +364,15 @@ pub fn gpu_report_message(gpus: &[GpuDevice]) -> pb::AgentMessage {
     }
 }
 
+/// The node's device paths changed: the full new set.
+pub fn device_report_message(paths: &[String]) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Devices(pb::DeviceReport {
+            paths: paths.to_vec(),
+        })),
+    }
+}
+
 pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
@@ -371,6 +384,8 @@ pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
             observed: h.observed.iter().map(Into::into).collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             gpus: h.gpus.iter().map(Into::into).collect(),
+            devices: h.devices.clone(),
+            platform: h.platform.clone(),
         })),
     }
 }

@@ -16,6 +16,8 @@
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`gpu`]: this node's GPUs ([`gpu::GpuInventory`]: NVML, an inventory file, or a
 //!   fake), rediscovered periodically and reported to the controller when they change.
+//! - [`devices`]: this node's device paths (rescanned, reported when they change) and
+//!   its platform, which the scheduler matches against `devices:` and `platform:`.
 //! - [`volumes`]: named volumes: made with shoal's labels before their containers,
 //!   reported with their sizes, removed when the controller says, and their contents
 //!   exported to or imported from another node through the leader (tar streams, in two
@@ -49,6 +51,7 @@ use tracing::{info, warn};
 
 pub mod convert;
 pub mod credentials;
+pub mod devices;
 pub mod disconnect;
 pub mod gpu;
 pub mod images;
@@ -107,6 +110,11 @@ pub struct AgentConfig {
     pub secrets_dir: Option<PathBuf>,
     /// How assigned GPUs are named to Docker (`--gpu-cdi`: CDI names).
     pub gpu_mode: runtime::GpuDeviceMode,
+    /// Where the node's device paths are scanned ([`devices::DEV_ROOT`]; tests point it
+    /// at a directory of their own).
+    pub devices_root: PathBuf,
+    /// How often the device paths are scanned again.
+    pub device_rescan_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -129,6 +137,8 @@ impl Default for AgentConfig {
             plaintext: false,
             secrets_dir: None,
             gpu_mode: runtime::GpuDeviceMode::Nvidia,
+            devices_root: PathBuf::from(devices::DEV_ROOT),
+            device_rescan_interval: devices::RESCAN_INTERVAL,
         }
     }
 }
@@ -160,6 +170,12 @@ pub async fn run_with_runtime(
     )
     .await
     .context("discover GPUs")?;
+    let devices = devices::watch(
+        cfg.devices_root.clone(),
+        cfg.device_rescan_interval,
+        shutdown.child_token(),
+    )
+    .await;
     let image_counters = Arc::new(images::ImageCounters::default());
     if let Some(addr) = cfg.metrics {
         let listener = metrics::bind(addr).await?;
@@ -232,6 +248,7 @@ pub async fn run_with_runtime(
             labels: cfg.labels,
             heartbeat_interval: cfg.heartbeat_interval,
             gpus,
+            devices,
             contact,
             tls: credentials.as_ref().map(|c| c.tls.clone()),
             standbys,

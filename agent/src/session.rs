@@ -3,8 +3,9 @@
 //! Connects to the controller addresses in turn (capped exponential backoff), follows a
 //! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
-//! then heartbeats, task status transitions, log chunks, and the node's volumes and
-//! images (after the Hello, then when they change) up; assignments and log
+//! then heartbeats, task status transitions, log chunks, the node's GPUs and device
+//! paths (when they change), and its volumes and images (after the Hello, then when
+//! they change) up; assignments and log
 //! requests down. A lost session never touches containers: the agent reconnects and says
 //! Hello again with what runs now.
 
@@ -44,6 +45,8 @@ pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     /// The node's GPUs as last discovered; a change is reported on the session.
     pub gpus: tokio::sync::watch::Receiver<Vec<crate::gpu::GpuDevice>>,
+    /// The node's device paths as last scanned; a change is reported on the session.
+    pub devices: tokio::sync::watch::Receiver<Vec<String>>,
     /// Touched on every message from the controller (the disconnect policy reads it).
     pub contact: crate::disconnect::Contact,
     /// The node's certificate; `None` only against in-process fake controllers.
@@ -278,6 +281,7 @@ async fn session(
     };
     // Whatever changes after this snapshot is reported on the session.
     let mut gpus = cfg.gpus.clone();
+    let mut devices = cfg.devices.clone();
     let hello = HelloInfo {
         name: cfg.name.clone(),
         address,
@@ -286,6 +290,8 @@ async fn session(
         labels: cfg.labels.clone(),
         observed,
         gpus: gpus.borrow_and_update().clone(),
+        devices: devices.borrow_and_update().clone(),
+        platform: crate::devices::platform(),
     };
     let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(1024);
     if out.send(convert::hello_message(&hello)).await.is_err() {
@@ -359,6 +365,9 @@ async fn session(
             },
             Some(chunk) = log_rx.recv() => convert::log_message(chunk),
             Ok(()) = gpus.changed() => convert::gpu_report_message(&gpus.borrow_and_update()),
+            Ok(()) = devices.changed() => {
+                convert::device_report_message(&devices.borrow_and_update())
+            }
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
                     cfg.contact.touch();

@@ -34,6 +34,9 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
                 status: NodeStatus::Ready,
                 availability: Availability::Active,
                 gpus: Vec::new(),
+                devices: Default::default(),
+                platform: String::new(),
+                manager: false,
             },
         );
     }

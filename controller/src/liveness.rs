@@ -110,6 +110,9 @@ mod tests {
                 status,
                 availability: Availability::Active,
                 gpus: Vec::new(),
+                devices: Default::default(),
+                platform: String::new(),
+                manager: false,
             },
         );
         s

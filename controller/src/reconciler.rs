@@ -91,7 +91,7 @@ pub fn desired_replicas(state: &ClusterState, svc: &Service) -> u64 {
     match svc.spec.mode {
         ServiceMode::Replicated | ServiceMode::ReplicatedJob => svc.replicas,
         ServiceMode::Global | ServiceMode::GlobalJob => {
-            scheduler::eligible_nodes(state, &svc.spec).len() as u64
+            scheduler::eligible_nodes(state, &svc.key(), &svc.spec).len() as u64
         }
     }
 }
@@ -161,10 +161,12 @@ fn converge_service(
         ServiceMode::Replicated | ServiceMode::ReplicatedJob => {
             (1..=svc.replicas).map(Slot::Index).collect()
         }
-        ServiceMode::Global | ServiceMode::GlobalJob => scheduler::eligible_nodes(state, &svc.spec)
-            .into_iter()
-            .map(Slot::Node)
-            .collect(),
+        ServiceMode::Global | ServiceMode::GlobalJob => {
+            scheduler::eligible_nodes(state, &svc.key(), &svc.spec)
+                .into_iter()
+                .map(Slot::Node)
+                .collect()
+        }
     };
     let mut by_slot: BTreeMap<Slot, Vec<&Task>> = BTreeMap::new();
     for t in tasks {

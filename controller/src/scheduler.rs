@@ -2,8 +2,11 @@
 //! decision per task, `Assign` or `Pending` with a reason a person can act on.
 //!
 //! Filters ([`fits`]), in order: the node is ready and active, matches the service's
-//! placement constraints, stays under `max_replicas_per_node`, has its published ports
-//! free, and has the CPUs and memory the replica reserves.
+//! placement constraints (`node.role` included), is of the service's `platform:` and
+//! has every path of its `devices:` ([`needs`]), stays under `max_replicas_per_node`,
+//! runs a replica of each service whose namespace the replica shares
+//! (`network_mode`/`ipc`/`pid: service:NAME`), has its published ports free, and has
+//! the CPUs and memory the replica reserves.
 //!
 //! Scoring, among the nodes left:
 //! 1. `preferences: - spread: node.labels.X`: replicas go to the value of X (nodes
@@ -30,15 +33,20 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
-use shoal_proto::spec::{Constraint, ConstraintField, PortMode, Protocol, ServiceSpec};
+use shoal_proto::spec::{Protocol, ServiceSpec};
+use shoal_proto::task::Desired;
 
 use crate::gpu_fit;
 use crate::state::{
     Availability, ClusterState, Decision, Node, NodeId, NodeStatus, ServiceKey, TaskId,
 };
 
+mod filters;
+mod needs;
 mod reason;
 pub mod volumes;
+use filters::{fits, unmet_constraint};
+pub use needs::platform_matches;
 pub use reason::Refusal;
 pub use volumes::{binding, Binding, NodeFilter};
 
@@ -65,6 +73,9 @@ pub struct Load {
     ports: BTreeMap<(u16, Protocol), ServiceKey>,
     /// GPU UUIDs held by live tasks.
     gpus: BTreeSet<String>,
+    /// Of `per_service`, the replicas told to stop (they no longer anchor co-located
+    /// replicas).
+    stopping: HashMap<ServiceKey, u64>,
 }
 
 impl Load {
@@ -82,6 +93,12 @@ impl Load {
 
     fn of_service(&self, service: &ServiceKey) -> u64 {
         self.per_service.get(service).copied().unwrap_or(0)
+    }
+
+    /// Whether a replica of `service` runs here and is meant to keep running.
+    fn keeps(&self, service: &str) -> bool {
+        let all = self.per_service.get(service).copied().unwrap_or(0);
+        all > self.stopping.get(service).copied().unwrap_or(0)
     }
 
     /// The larger of the fractions of CPUs and memory reserved, in millionths.
@@ -135,6 +152,9 @@ impl<'s> Loads<'s> {
                 .or_insert_with(|| t.service_key());
             if let Some(svc) = state.services.get(key.as_str()) {
                 loads[*i].add(key, &svc.spec);
+                if t.desired == Desired::Shutdown {
+                    *loads[*i].stopping.entry(key.clone()).or_default() += 1;
+                }
             }
         }
         let has_image = vec![false; nodes.len()];
@@ -483,98 +503,53 @@ fn no_fit_reason(loads: &Loads<'_>, req: &Request<'_>) -> String {
     reason::summarize(&refusals)
 }
 
-fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
-}
-
-/// Why `node` cannot take `req`; Ok when it can.
-fn fits(node: &Node, load: &Load, req: &Request<'_>) -> Result<(), Refusal> {
-    match node.status {
-        NodeStatus::Ready => {}
-        NodeStatus::Down => return Err(Refusal::Down),
-        NodeStatus::Unknown => return Err(Refusal::NotReported),
-    }
-    if node.availability == Availability::Drain {
-        return Err(Refusal::Drained);
-    }
-    if let Some(c) = unmet_constraint(node, req.spec) {
-        return Err(Refusal::Constraint(c.to_string()));
-    }
-    if let Some(why) = req.nodes.as_ref().and_then(|f| f.refuses(&node.id)) {
-        return Err(Refusal::Other(why));
-    }
-    let mine = load.of_service(&req.service);
-    if let Some(max) = req.spec.placement.max_replicas_per_node {
-        if mine >= max {
-            return Err(Refusal::MaxReplicas { max });
-        }
-    }
-    for p in &req.spec.ports {
-        let Some(published) = p.published else {
-            continue;
-        };
-        match load.ports.get(&(published, p.protocol)) {
-            // Replicas of one service share an ingress port through the agent's proxy;
-            // a host-mode port belongs to one container.
-            Some(owner) if owner == &req.service && p.mode == PortMode::Ingress => {}
-            Some(owner) => {
-                return Err(Refusal::Port {
-                    port: format!("{published}/{}", proto_name(p.protocol)),
-                    owner: owner.clone(),
-                })
-            }
-            None => {}
-        }
-    }
-    let want_cpu = req.spec.resources.requested_nano_cpus();
-    if want_cpu > 0 {
-        let free = node.nano_cpus - load.nano_cpus;
-        if want_cpu > free {
-            return Err(Refusal::Cpus {
-                free: free.max(0),
-                want: want_cpu,
-            });
-        }
-    }
-    let want_mem = req.spec.resources.requested_memory();
-    if want_mem > 0 {
-        let free = node.memory_bytes - load.memory;
-        if want_mem > free {
-            return Err(Refusal::Memory {
-                free: free.max(0),
-                want: want_mem,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The first placement constraint of `spec` that `node` does not satisfy.
-fn unmet_constraint<'a>(node: &Node, spec: &'a ServiceSpec) -> Option<&'a Constraint> {
-    spec.placement.constraints.iter().find(|c| {
-        let actual = match &c.field {
-            ConstraintField::Hostname | ConstraintField::Id => Some(node.id.as_str()),
-            ConstraintField::Label(k) => node.labels.get(k).map(String::as_str),
-            // Filled in with the node's role (issue 14).
-            ConstraintField::Role => Some("worker"),
-        };
-        (actual == Some(c.value.as_str())) != c.equal
-    })
-}
-
-/// The set of node ids a request could ever run on, ignoring load (for global services).
-pub fn eligible_nodes(state: &ClusterState, spec: &ServiceSpec) -> BTreeSet<NodeId> {
+/// The set of node ids a replica of `service` could run on, ignoring load (for global
+/// services): ready, active, matching its constraints, platform, devices and GPUs, and
+/// running the replicas it must share a node with.
+pub fn eligible_nodes(
+    state: &ClusterState,
+    service: &ServiceKey,
+    spec: &ServiceSpec,
+) -> BTreeSet<NodeId> {
+    let partners = colocation_partners(state, spec);
     state
         .nodes
         .values()
         .filter(|n| n.status == NodeStatus::Ready && n.availability == Availability::Active)
         .filter(|n| unmet_constraint(n, spec).is_none())
+        .filter(|n| needs::node_lacks(n, spec).is_none())
         .filter(|n| gpu_fit::could_fit(n, &spec.gpus))
+        .filter(|n| {
+            partners.as_ref().is_none_or(|p| {
+                let here = p.get(n.id.as_str());
+                needs::missing_partner(service, spec, |s| here.is_some_and(|h| h.contains(s)))
+                    .is_none()
+            })
+        })
         .map(|n| n.id.clone())
         .collect()
+}
+
+/// Per node, the `STACK/NAME` of every task meant to keep running there, when `spec`
+/// shares a namespace with another service (one pass over the tasks); `None` when it
+/// shares none.
+fn colocation_partners<'s>(
+    state: &'s ClusterState,
+    spec: &ServiceSpec,
+) -> Option<BTreeMap<&'s str, BTreeSet<String>>> {
+    if spec.container.colocated_with().is_empty() {
+        return None;
+    }
+    let mut out: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if t.state.is_terminal() || t.desired == Desired::Shutdown {
+            continue;
+        }
+        if let Some(node) = t.node.as_deref() {
+            out.entry(node).or_default().insert(t.service_key());
+        }
+    }
+    Some(out)
 }
 
 /// The nodes that could take one more replica of `service` now, loads counted (for

@@ -159,7 +159,7 @@ fn override_files_merge_in_order() {
                 source: Some(src),
                 target: "/app/src".into(),
                 read_only: false,
-                relative: false,
+                relative: true,
             },
             MountSpec {
                 kind: MountKind::Volume,
@@ -367,7 +367,7 @@ fn every_honored_key_lands_in_the_spec() {
                 source: Some(conf),
                 target: "/etc/app".into(),
                 read_only: false,
-                relative: false,
+                relative: true,
             },
             MountSpec {
                 kind: MountKind::Bind,

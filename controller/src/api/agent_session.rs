@@ -1,7 +1,10 @@
 //! `AgentSession`: one long-lived bidirectional stream per agent, on the leader only.
 //!
 //! Up: hello (node registration and what runs), heartbeats (liveness, in memory), task
-//! status transitions (written through Raft), log chunks (routed to CLI streams).
+//! status transitions (written through Raft), log chunks (routed to CLI streams), and
+//! the node's GPUs, device paths, volumes and images when they change.
+//! The session also keeps the node's role (`node.role`) current: a node is a manager
+//! while a controller's address is its own ([`crate::state::nodes::is_manager`]).
 //! Down: the node's full assignment set, re-sent whenever it changes, and log requests.
 
 use crate::state::images::NodeImage;
@@ -22,6 +25,9 @@ use shoal_proto::task::Desired;
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a session compares its node's role with the controllers' addresses (a
+/// controller joined or left on the node's machine).
+const ROLE_CHECK: Duration = Duration::from_secs(1);
 
 pub struct AgentSessionService {
     ctx: Shared,
@@ -67,7 +73,8 @@ impl AgentSession for AgentSessionService {
             Ok(None) => return Err(Status::cancelled("the agent closed the session")),
             Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
         };
-        let node = convert::node_from_hello(&hello)?;
+        let mut node = convert::node_from_hello(&hello)?;
+        node.manager = runs_a_controller(&self.ctx, &node.address);
         let name = node.id.clone();
         // An agent speaks only for the node its certificate names.
         crate::pki::auth::check_speaks_for(speaker.as_ref(), &name)?;
@@ -127,6 +134,8 @@ async fn serve(
     let mut last_sent: Option<Vec<crate::assignments::NodeAssignment>> = None;
     let mut last_mesh: Option<crate::endpoints::NodeMesh> = None;
     let mut last_removals: Option<Vec<String>> = None;
+    let mut role_check = tokio::time::interval(ROLE_CHECK);
+    role_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Send the node its assignments (and its view of the mesh) whenever they change.
         let update = {
@@ -210,9 +219,42 @@ async fn serve(
                 }
                 handle(ctx, node, msg).await?;
             }
+            _ = role_check.tick() => keep_role(ctx, node).await?,
             _ = tx.closed() => return Ok(()),
         }
     }
+}
+
+/// Whether a controller of the current membership (voters and learners) runs on the
+/// machine at `address`.
+fn runs_a_controller(ctx: &Shared, address: &str) -> bool {
+    let members = crate::membership::members(&ctx.node.raft);
+    crate::state::nodes::is_manager(address, members.values().map(|m| m.addr.as_str()))
+}
+
+/// Proposes the node's role when the membership changed it since it was recorded.
+async fn keep_role(ctx: &Shared, node: &str) -> Result<(), Status> {
+    let Some((address, recorded)) = ctx
+        .node
+        .state
+        .read()
+        .nodes
+        .get(node)
+        .map(|n| (n.address.clone(), n.manager))
+    else {
+        return Ok(());
+    };
+    let manager = runs_a_controller(ctx, &address);
+    if manager == recorded {
+        return Ok(());
+    }
+    tracing::info!(node, manager, "node role changed");
+    ctx.propose(Command::SetNodeRole {
+        node: node.to_string(),
+        manager,
+    })
+    .await?;
+    Ok(())
 }
 
 async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), Status> {
@@ -236,6 +278,26 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
             ctx.propose(Command::SetNodeGpus {
                 node: node.to_string(),
                 gpus,
+            })
+            .await?;
+            Ok(())
+        }
+        Some(Msg::Devices(r)) => {
+            let devices: std::collections::BTreeSet<String> = r.paths.into_iter().collect();
+            let same = ctx
+                .node
+                .state
+                .read()
+                .nodes
+                .get(node)
+                .is_some_and(|n| n.devices == devices);
+            if same {
+                return Ok(());
+            }
+            tracing::info!(node, devices = devices.len(), "node device paths changed");
+            ctx.propose(Command::SetNodeDevices {
+                node: node.to_string(),
+                devices,
             })
             .await?;
             Ok(())

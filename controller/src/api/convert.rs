@@ -78,6 +78,10 @@ pub fn node_from_hello(h: &pb::Hello) -> Result<Node, Invalid> {
         status: NodeStatus::Ready,
         availability: Availability::Active,
         gpus: gpus_from_pb(&h.gpus)?,
+        devices: h.devices.iter().cloned().collect(),
+        platform: h.platform.clone(),
+        // Decided by the leader from the controllers' addresses (`agent_session`).
+        manager: false,
     })
 }
 

@@ -365,7 +365,7 @@ fn restart_policy(n: &Node, sink: &mut Sink, path: &str) -> RestartPolicy {
     p
 }
 
-/// `node.hostname==x`, `node.id != y`, `node.labels.zone==eu`.
+/// `node.hostname==x`, `node.id != y`, `node.labels.zone==eu`, `node.role==manager`.
 pub fn parse_constraint(s: &str) -> Result<Constraint, String> {
     let (field, equal, value) = if let Some((f, v)) = s.split_once("==") {
         (f, true, v)
@@ -380,11 +380,20 @@ pub fn parse_constraint(s: &str) -> Result<Constraint, String> {
     let field = match field {
         "node.hostname" => ConstraintField::Hostname,
         "node.id" => ConstraintField::Id,
+        // A manager runs a controller too; Swarm's words, so its files read unchanged.
+        "node.role" => match value {
+            "manager" | "worker" => ConstraintField::Role,
+            _ => {
+                return Err(format!(
+                    "invalid constraint `{s}`: node.role is manager (the node also runs a controller) or worker"
+                ))
+            }
+        },
         f => match f.strip_prefix("node.labels.") {
             Some(label) if !label.is_empty() => ConstraintField::Label(label.to_string()),
             _ => {
                 return Err(format!(
-                    "unsupported constraint `{s}`: shoal matches node.hostname, node.id and node.labels.KEY"
+                    "unsupported constraint `{s}`: shoal matches node.hostname, node.id, node.role and node.labels.KEY"
                 ))
             }
         },
@@ -520,9 +529,28 @@ mod tests {
                 value: "eu".into()
             })
         );
-        assert!(parse_constraint("node.role==manager")
+        assert_eq!(
+            parse_constraint("node.role==manager"),
+            Ok(Constraint {
+                field: ConstraintField::Role,
+                equal: true,
+                value: "manager".into()
+            })
+        );
+        assert_eq!(
+            parse_constraint("node.role != worker"),
+            Ok(Constraint {
+                field: ConstraintField::Role,
+                equal: false,
+                value: "worker".into()
+            })
+        );
+        assert!(parse_constraint("node.role==leader")
             .unwrap_err()
-            .contains("node.role==manager"));
+            .contains("node.role is manager (the node also runs a controller) or worker"));
+        assert!(parse_constraint("engine.labels.x==y")
+            .unwrap_err()
+            .contains("unsupported constraint `engine.labels.x==y`"));
         assert!(parse_constraint("node.hostname=x").is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! Why a node refuses a replica, and the pending reason `ps` shows when every node does:
 //! nodes refusing for the same reason are named together, at most [`NAMES`] of them,
 //! resources first and nodes out of service last, e.g. `no node can run it: a has 0.5
-//! CPUs free, b has 0.25 (needs 1.5); d, e are drained; c is down`.
+//! CPUs free, b has 0.25 (needs 1.5); d, e are drained; c is down`. When every node
+//! lacks the same device, platform or co-located replica, one sentence says so:
+//! `no node has device /dev/ttyUSB0 (3 nodes checked)`.
 
 use std::collections::BTreeMap;
 
@@ -23,12 +25,25 @@ pub enum Refusal {
     },
     /// Any other filter's words (e.g. "has no GPU free").
     Other(String),
+    /// No replica of `service` (`STACK/NAME`), whose namespace the replica would
+    /// share (`why`: the Compose key, e.g. `network_mode: service:vpn`), runs there.
+    Colocated {
+        service: String,
+        why: String,
+    },
     Port {
         port: String,
         owner: String,
     },
     MaxReplicas {
         max: u64,
+    },
+    /// A `devices:` path the node does not have.
+    Device(String),
+    /// The node is of platform `have` (empty: unknown), the service wants `want`.
+    Platform {
+        want: String,
+        have: String,
     },
     /// The first placement constraint the node does not match, as written.
     Constraint(String),
@@ -55,15 +70,17 @@ impl Refusal {
                 free: 0,
                 want: *want,
             },
+            Refusal::Platform { want, .. } => Refusal::Platform {
+                want: want.clone(),
+                have: String::new(),
+            },
             r => r.clone(),
         }
     }
 
     /// `node` and what stops it, for one node.
     pub fn phrase(&self, node: &str) -> String {
-        summarize(&[(node, self.clone())])
-            .trim_start_matches("no node can run it: ")
-            .to_string()
+        self.group().words(&[node], &[self.detail()])
     }
 
     /// The phrase for `nodes` (names already joined) refusing for this reason.
@@ -105,6 +122,13 @@ impl Refusal {
                 )
             }
             Refusal::Other(why) => format!("{names}: {why}"),
+            Refusal::Colocated { service, why } => {
+                format!("{names} {runs} no replica of {service} ({why})")
+            }
+            Refusal::Device(path) => format!("{names} {has} no device {path}"),
+            Refusal::Platform { want, .. } => {
+                format!("{names} {is} {}, not {want}", platforms(detail, " or "))
+            }
         }
     }
 
@@ -112,6 +136,7 @@ impl Refusal {
         match self {
             Refusal::Cpus { free, .. } => cpus(*free),
             Refusal::Memory { free, .. } => mib(*free),
+            Refusal::Platform { have, .. } => have.clone(),
             _ => String::new(),
         }
     }
@@ -151,6 +176,18 @@ fn free_list(nodes: &[&str], detail: &[String], what: &str) -> String {
     parts.join(", ")
 }
 
+/// The distinct platforms among `detail` (empty: unknown), in first-seen order.
+fn platforms(detail: &[String], sep: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for d in detail {
+        let d = if d.is_empty() { "unknown" } else { d.as_str() };
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    seen.join(sep)
+}
+
 /// The pending reason for refusals by every node: grouped by reason, in filter order.
 pub fn summarize(refusals: &[(&str, Refusal)]) -> String {
     let mut groups: BTreeMap<Refusal, (Vec<&str>, Vec<String>)> = BTreeMap::new();
@@ -159,11 +196,37 @@ pub fn summarize(refusals: &[(&str, Refusal)]) -> String {
         g.0.push(node);
         g.1.push(r.detail());
     }
+    if let (1, Some((r, (nodes, detail)))) = (groups.len(), groups.iter().next()) {
+        if let Some(one) = all_nodes_lack(r, nodes.len(), detail) {
+            return one;
+        }
+    }
     let parts: Vec<String> = groups
         .iter()
         .map(|(r, (nodes, detail))| r.words(nodes, detail))
         .collect();
     format!("no node can run it: {}", parts.join("; "))
+}
+
+/// One sentence for every node lacking the same thing the service itself asks for.
+fn all_nodes_lack(r: &Refusal, nodes: usize, detail: &[String]) -> Option<String> {
+    let checked = if nodes == 1 { "node" } else { "nodes" };
+    match r {
+        Refusal::Device(path) => Some(format!(
+            "no node has device {path} ({nodes} {checked} checked)"
+        )),
+        Refusal::Platform { want, .. } => {
+            let is = if nodes == 1 { "node is" } else { "nodes are" };
+            Some(format!(
+                "no node has platform {want} ({is} {})",
+                platforms(detail, ", ")
+            ))
+        }
+        Refusal::Colocated { service, why } => Some(format!(
+            "waits for a replica of {service} on the same node ({why})"
+        )),
+        _ => None,
+    }
 }
 
 pub fn cpus(nano: i64) -> String {

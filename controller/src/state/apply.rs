@@ -215,6 +215,8 @@ impl ClusterState {
                 }
                 None => CommandResult::error(format!("unknown node {node}")),
             },
+            Command::SetNodeDevices { node, devices } => self.set_node_devices(node, devices),
+            Command::SetNodeRole { node, manager } => self.set_node_role(node, *manager),
             Command::SetPki { record } => {
                 self.pki = Some(record.clone());
                 CommandResult::default()

@@ -8,6 +8,7 @@
 mod apply;
 pub mod images;
 mod model;
+pub mod nodes;
 mod secrets;
 mod standby;
 pub mod subnets;

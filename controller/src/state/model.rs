@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use shoal_proto::spec::{ServiceSpec, StackSpec};
@@ -277,6 +277,31 @@ pub struct Node {
     /// The GPUs its agent reported (NVML or `--gpu-inventory`), by index.
     #[serde(default)]
     pub gpus: Vec<Gpu>,
+    /// The device paths its agent found under `/dev` (hello, then `DeviceReport`): a
+    /// service's `devices:` sources must all be here.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub devices: BTreeSet<String>,
+    /// Docker's `os/arch[/variant]` of the node (`linux/amd64`); empty: unknown (an
+    /// older agent), which matches no service that names a `platform:`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform: String,
+    /// A controller runs on this node too (`node.role == manager`); decided by the
+    /// leader from the controllers' addresses ([`super::nodes::is_manager`]) and
+    /// recorded through `RegisterNode` and `SetNodeRole`, so placement reads only the
+    /// state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manager: bool,
+}
+
+impl Node {
+    /// `node.role` as placement constraints name it.
+    pub fn role(&self) -> &'static str {
+        if self.manager {
+            "manager"
+        } else {
+            "worker"
+        }
+    }
 }
 
 /// One GPU of a node (a MIG instance counts as its own GPU).
@@ -415,6 +440,16 @@ pub enum Command {
     SetNodeGpus {
         node: NodeId,
         gpus: Vec<Gpu>,
+    },
+    /// An agent rescanned its device paths and found a different set.
+    SetNodeDevices {
+        node: NodeId,
+        devices: BTreeSet<String>,
+    },
+    /// The leader saw a controller start or stop running on the node's address.
+    SetNodeRole {
+        node: NodeId,
+        manager: bool,
     },
     /// `shoal rebalance SERVICE`: move replicas to even out the service's spread.
     Rebalance {

@@ -15,6 +15,9 @@ pub fn node(id: &str, cpus: f64, mem_mib: i64) -> Node {
         status: NodeStatus::Ready,
         availability: Availability::Active,
         gpus: Vec::new(),
+        devices: Default::default(),
+        platform: String::new(),
+        manager: false,
     }
 }
 

@@ -136,6 +136,17 @@ impl Hosts {
         self.run(&["revive", node]);
     }
 
+    /// A character device `/dev/shoal-test/NAME` (like /dev/null) on `node` only (each
+    /// test host has its own mount namespace, shared by its engine and agent).
+    pub fn mknod(&self, node: &str, name: &str) {
+        self.run(&["mknod", node, name]);
+    }
+
+    /// Removes what [`Hosts::mknod`] made.
+    pub fn rmdev(&self, node: &str, name: &str) {
+        self.run(&["rmdev", node, name]);
+    }
+
     /// The node's link goes down; its processes keep running.
     pub fn partition(&self, node: &str) {
         self.run(&["partition", node]);

@@ -232,7 +232,10 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSpec>,
     /// Options passed straight to the engine (`privileged`, `devices`, `network_mode`, ...).
-    #[serde(default, skip_serializing_if = "crate::container::ContainerOptions::is_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::container::ContainerOptions::is_default"
+    )]
     pub container: crate::container::ContainerOptions,
 }
 

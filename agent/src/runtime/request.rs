@@ -788,7 +788,10 @@ mod tests {
             assert_eq!(req.network_mode.as_deref(), Some(want));
             assert!(req.options.privileged);
             assert_eq!(req.options.shm_size, Some(64 << 20));
-            assert_eq!(req.options.network_mode, None, "carried in network_mode only");
+            assert_eq!(
+                req.options.network_mode, None,
+                "carried in network_mode only"
+            );
         }
         s.container.network_mode = None;
         assert_eq!(container_request(&task(), &s, "node-a").network_mode, None);

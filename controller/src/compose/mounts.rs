@@ -151,8 +151,8 @@ pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> 
                 );
             }
         }
-        let relative = kind == MountKind::Bind
-            && source.as_deref().is_some_and(|s| !s.starts_with('/'));
+        let relative =
+            kind == MountKind::Bind && source.as_deref().is_some_and(|s| !s.starts_with('/'));
         let source = match kind {
             MountKind::Bind => {
                 match source {

@@ -50,6 +50,24 @@ fn exec(id: &str, script: &str) -> (bool, String) {
     )
 }
 
+/// A DNS server on 127.0.0.1 answering every A question with 192.0.2.99, standing in for
+/// a service's own upstream resolver (`dns:`); stops when the test process ends.
+fn fake_upstream() -> u16 {
+    use shoal_agent::net::dns::{answer, parse_query};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the fake upstream");
+    let port = socket.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            if let Some(q) = parse_query(&buf[..len]) {
+                let reply = answer(&buf[..len], &q, &["192.0.2.99".parse().unwrap()]);
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    port
+}
+
 fn running_container(up: &ShoalUp, stack: &str, service: &str) -> Option<String> {
     up.ps(stack)
         .iter()
@@ -70,6 +88,7 @@ fn every_container_option_reaches_the_engine() {
         "/shoal-test"
     };
     let port = free_port();
+    let upstream = fake_upstream();
     let compose = format!(
         r#"name: opts
 services:
@@ -132,6 +151,11 @@ services:
     pid: host
     uts: host
     stop_grace_period: 1s
+  asker:
+    image: {TEST_IMAGE}
+    command: ["sleep", "600"]
+    dns: ["127.0.0.1:{upstream}"]
+    stop_grace_period: 1s
   side:
     image: {TEST_IMAGE}
     command: ["sh", "-c", "exec sleep 600"]
@@ -159,6 +183,7 @@ services:
         "cgroup",
         "cgroup_parent",
         "group_add",
+        "dns",
         "dns_search",
         "dns_opt",
         "domainname",
@@ -294,6 +319,22 @@ services:
     assert_eq!(s["HostConfig"]["IpcMode"], format!("container:{all_id}"));
     let (ok, side_mac) = exec(&side, "cat /sys/class/net/eth0/address");
     assert!(ok && side_mac == mac, "side sees {side_mac}");
+
+    // `dns:` is the container's upstream for other names; cluster names still resolve.
+    let asker = eventually(LONG, "asker running", || {
+        running_container(&up, "opts", "asker")
+    });
+    let outside = eventually(
+        LONG,
+        "the outside name from the service's own resolver",
+        || {
+            let (ok, out) = exec(&asker, "nslookup outside.example");
+            (ok && out.contains("192.0.2.99")).then_some(out)
+        },
+    );
+    assert!(outside.contains("192.0.2.99"));
+    let (ok, inside_name) = exec(&asker, "nslookup all");
+    assert!(ok && !inside_name.contains("192.0.2.99"), "{inside_name}");
 
     // `network_mode: host` (with pid and uts): answers on the node's ports.
     let hc = inspect(&hosty);

@@ -366,13 +366,7 @@ impl Supervisor {
             reported: &self.reported,
             ingress_errors: &self.ingress_errors,
         });
-        let stopping: BTreeSet<String> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Stop { task_id, .. } => Some(task_id.clone()),
-                _ => None,
-            })
-            .collect();
+        let stopping = stopped_tasks(&actions);
         let rejoins = modes::rejoins(
             self.intent.as_ref(),
             &self.containers,
@@ -389,13 +383,7 @@ impl Supervisor {
             actions.push(stop);
         }
         if let Some(contact) = &self.contact {
-            let stopping: BTreeSet<String> = actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Stop { task_id, .. } => Some(task_id.clone()),
-                    _ => None,
-                })
-                .collect();
+            let stopping = stopped_tasks(&actions);
             let stops = disconnect::to_stop(
                 self.intent.as_ref(),
                 &self.containers,
@@ -792,4 +780,15 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The tasks `actions` already stop.
+fn stopped_tasks(actions: &[Action]) -> BTreeSet<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Stop { task_id, .. } => Some(task_id.clone()),
+            _ => None,
+        })
+        .collect()
 }

@@ -382,44 +382,33 @@ fn blkio(n: &Node, sink: &mut Sink, path: &str) -> Blkio {
                     })
                     .collect()
             }
-            "device_read_bps" | "device_write_bps" => {
-                let rates = device_list(v, sink, &p, "rate")
-                    .into_iter()
-                    .filter_map(|(path, n, p)| {
-                        let rate = bytes(n, sink, &p)?;
-                        Some(DeviceRate {
-                            path,
-                            rate: u64::try_from(rate).ok()?,
-                        })
-                    })
-                    .collect();
-                if k.name == "device_read_bps" {
-                    out.device_read_bps = rates;
-                } else {
-                    out.device_write_bps = rates;
-                }
-            }
-            "device_read_iops" | "device_write_iops" => {
-                let rates = device_list(v, sink, &p, "rate")
-                    .into_iter()
-                    .filter_map(|(path, n, p)| {
-                        let rate = int(n, sink, &p)?;
-                        Some(DeviceRate {
-                            path,
-                            rate: u64::try_from(rate).ok()?,
-                        })
-                    })
-                    .collect();
-                if k.name == "device_read_iops" {
-                    out.device_read_iops = rates;
-                } else {
-                    out.device_write_iops = rates;
-                }
-            }
+            "device_read_bps" => out.device_read_bps = rates(v, sink, &p, bytes),
+            "device_write_bps" => out.device_write_bps = rates(v, sink, &p, bytes),
+            "device_read_iops" => out.device_read_iops = rates(v, sink, &p, int),
+            "device_write_iops" => out.device_write_iops = rates(v, sink, &p, int),
             _ => {}
         }
     }
     out
+}
+
+/// `[{path, rate}]` entries, each rate read by `read` (bytes or a count per second).
+fn rates(
+    n: &Node,
+    sink: &mut Sink,
+    path: &str,
+    read: fn(&Node, &mut Sink, &str) -> Option<i64>,
+) -> Vec<DeviceRate> {
+    device_list(n, sink, path, "rate")
+        .into_iter()
+        .filter_map(|(path, n, p)| {
+            let rate = read(n, sink, &p)?;
+            Some(DeviceRate {
+                path,
+                rate: u64::try_from(rate).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// `[{path, FIELD}]` entries as (path, FIELD's node, FIELD's key path).

@@ -125,6 +125,9 @@ fn a_service_with_a_device_lands_only_on_the_node_that_has_it() {
         fitting_nodes(&s, &"app/modem".to_string(), &spec),
         vec!["b".to_string()]
     );
+    // Agents report what is under /dev; a path elsewhere is left to the engine.
+    let elsewhere = needing("elsewhere", 1, &["/run/custom-device"]);
+    assert_eq!(place(&s, &[req("t4", &elsewhere)]), vec![assign("t4", "a")]);
 }
 
 #[test]

@@ -26,8 +26,10 @@ pub(super) fn node_lacks(node: &Node, spec: &ServiceSpec) -> Option<Refusal> {
     if c.devices.is_empty() {
         return None;
     }
+    // Agents report what is under /dev; a path elsewhere is the engine's to check.
     c.device_paths()
         .map(normal_path)
+        .filter(|p| p.starts_with("/dev/"))
         .find(|p| !node.devices.contains(*p))
         .map(|p| Refusal::Device(p.to_string()))
 }

@@ -215,14 +215,7 @@ fn network_mode(n: &Node, sink: &mut Sink, path: &str) -> Option<NetworkMode> {
 /// `devices:` entries: `HOST[:CONTAINER[:PERMS]]`, a CDI name, or `{source, target,
 /// permissions}`.
 fn devices(n: &Node, sink: &mut Sink, path: &str) -> Vec<DeviceMapping> {
-    let Some(items) = n.as_seq() else {
-        sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
+    let items = super::value::list(n, sink, path);
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{path}[{i}]");
@@ -418,14 +411,7 @@ fn device_list<'a>(
     path: &str,
     field: &str,
 ) -> Vec<(String, &'a Node, String)> {
-    let Some(items) = n.as_seq() else {
-        sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
+    let items = super::value::list(n, sink, path);
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{path}[{i}]");

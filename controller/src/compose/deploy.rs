@@ -195,14 +195,7 @@ fn resources(n: &Node, sink: &mut Sink, path: &str, spec: &mut ServiceSpec) {
 }
 
 fn devices(n: &Node, sink: &mut Sink, path: &str, gpus: &mut Vec<GpuRequest>) {
-    let Some(items) = n.as_seq() else {
-        sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return;
-    };
+    let items = super::value::list(n, sink, path);
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{path}[{i}]");
         let Some(caps) = item.get("capabilities") else {

@@ -53,14 +53,7 @@ fn check_named(name: &str, item: &Node, ctx: &mut Ctx<'_>, path: &str) {
 }
 
 pub(crate) fn mounts(n: &Node, ctx: &mut Ctx<'_>, path: &str) -> Vec<MountSpec> {
-    let Some(items) = n.as_seq() else {
-        ctx.sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
+    let items = super::value::list(n, ctx.sink, path);
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{path}[{i}]");

@@ -8,14 +8,7 @@ use super::value::{opt_text, text};
 use super::yaml::Node;
 
 pub(crate) fn ports(n: &Node, sink: &mut Sink, path: &str) -> Vec<PortSpec> {
-    let Some(items) = n.as_seq() else {
-        sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
+    let items = super::value::list(n, sink, path);
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let ipath = format!("{path}[{i}]");

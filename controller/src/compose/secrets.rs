@@ -228,14 +228,7 @@ fn resolve(dir: &std::path::Path, file: &str) -> PathBuf {
 /// A service's `secrets:` or `configs:` (short names or `{source, target, uid, gid,
 /// mode}`).
 pub(crate) fn service(n: &Node, ctx: &mut Ctx<'_>, path: &str, kind: FileKind) -> Vec<SecretRef> {
-    let Some(items) = n.as_seq() else {
-        ctx.sink.error(
-            n.pos,
-            path,
-            format!("must be a list, not {}", n.type_name()),
-        );
-        return Vec::new();
-    };
+    let items = super::value::list(n, ctx.sink, path);
     let mut out: Vec<SecretRef> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");

@@ -63,6 +63,21 @@ pub(crate) fn boolean(n: &Node, sink: &mut Sink, path: &str) -> Option<bool> {
     }
 }
 
+/// The items of a list; an error (and none) when it is something else.
+pub(crate) fn list<'a>(n: &'a Node, sink: &mut Sink, path: &str) -> &'a [Node] {
+    match &n.value {
+        Value::Seq(items) => items,
+        _ => {
+            sink.error(
+                n.pos,
+                path,
+                format!("must be a list, not {}", n.type_name()),
+            );
+            &[]
+        }
+    }
+}
+
 /// A string or a list of strings, as a list.
 pub(crate) fn string_list(n: &Node, sink: &mut Sink, path: &str) -> Vec<String> {
     match &n.value {

@@ -27,7 +27,20 @@ pub struct AgentCredentials {
     current: Mutex<(CredentialFiles, CertInfo)>,
 }
 
+/// The cluster id of a CA certificate ([`shoal_proto::labels::CLUSTER`]).
+pub fn cluster_id(ca_pem: &str) -> Option<String> {
+    let certs = shoal_tls::parse_certs(ca_pem).ok()?;
+    let digest = shoal_tls::token::ca_digest(certs.first()?);
+    Some(digest.chars().take(16).collect())
+}
+
 impl AgentCredentials {
+    /// This cluster's id, from the CA the node's certificate chains to.
+    pub fn cluster_id(&self) -> Option<String> {
+        let ca = self.lock().0.ca_pem.clone();
+        cluster_id(&ca)
+    }
+
     /// The stored credentials, or new ones obtained with `token`.
     pub async fn obtain(
         data_dir: &Path,

@@ -234,6 +234,7 @@ pub async fn run_with_runtime(
             standbys: Some(standbys.clone()),
             thawed: thawed.clone(),
             images: images.clone(),
+            cluster: credentials.as_ref().and_then(|c| c.cluster_id()),
         },
         runtime.clone(),
         Some(contact.clone()),

@@ -222,8 +222,14 @@ pub fn plan(local: Local<'_>) -> Vec<Action> {
 
 /// Whether a container belongs to `node` (containers without a node label are taken as
 /// this node's: an engine is shared only by agents that label their containers).
-pub fn is_ours(c: &ContainerInfo, node: &str) -> bool {
-    !matches!(c.labels.get(labels::NODE), Some(n) if n != node)
+pub fn is_ours(c: &ContainerInfo, node: &str, cluster: Option<&str>) -> bool {
+    let node_ok = !matches!(c.labels.get(labels::NODE), Some(n) if n != node);
+    // Containers made before clusters labelled theirs have no label: this cluster's.
+    let cluster_ok = match (cluster, c.labels.get(labels::CLUSTER)) {
+        (Some(ours), Some(theirs)) => ours == theirs,
+        _ => true,
+    };
+    node_ok && cluster_ok
 }
 
 #[cfg(test)]
@@ -447,9 +453,21 @@ mod tests {
     #[test]
     fn other_nodes_containers_are_not_ours() {
         let mut c = container("c1", "t1", ContainerState::Running);
-        assert!(is_ours(&c, "a"));
+        assert!(is_ours(&c, "a", None));
         c.labels.insert(labels::NODE.into(), "b".into());
-        assert!(!is_ours(&c, "a"));
-        assert!(is_ours(&c, "b"));
+        assert!(!is_ours(&c, "a", None));
+        assert!(is_ours(&c, "b", None));
+    }
+
+    #[test]
+    fn other_clusters_containers_are_not_ours() {
+        let mut c = container("c1", "t1", ContainerState::Running);
+        // Made before containers carried their cluster: this cluster's.
+        assert!(is_ours(&c, "a", Some("c0ffee")));
+        c.labels.insert(labels::CLUSTER.into(), "c0ffee".into());
+        assert!(is_ours(&c, "a", Some("c0ffee")));
+        assert!(!is_ours(&c, "a", Some("bada55")));
+        // An agent that does not know its cluster (no credentials) cannot tell.
+        assert!(is_ours(&c, "a", None));
     }
 }

@@ -32,6 +32,7 @@ fn start(fake: &FakeRuntime) -> Node {
             standbys: None,
             thawed: Default::default(),
             images: Default::default(),
+            cluster: None,
         },
         Arc::new(fake.clone()),
         stop.clone(),

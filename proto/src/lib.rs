@@ -32,6 +32,10 @@ pub mod labels {
     pub const SLOT: &str = "io.shoal.slot";
     pub const NODE: &str = "io.shoal.node";
     pub const GENERATION: &str = "io.shoal.generation";
+    /// The cluster the container belongs to: the first 16 hex digits of the SHA-256 of
+    /// its CA certificate (kept by `--restore` and `--force-new-cluster`). An agent
+    /// leaves containers of another cluster alone.
+    pub const CLUSTER: &str = "io.shoal.cluster";
     /// On volumes shoal creates: the Compose name of the volume (with `STACK` and `NODE`).
     pub const VOLUME: &str = "io.shoal.volume";
 }

@@ -115,6 +115,10 @@ pub struct SupervisorConfig {
     /// How tasks' images are made present (the engine, the cluster's store, the
     /// registry); its default has no cluster store.
     pub images: Arc<crate::images::Images>,
+    /// This cluster's id (from its CA): labels the containers made here; containers
+    /// labelled with another are left alone. `None` (no credentials): no label, and
+    /// every container of this node is taken as ours.
+    pub cluster: Option<String>,
 }
 
 enum OpEvent {
@@ -157,6 +161,8 @@ struct Supervisor {
     volumes_removing: BTreeSet<String>,
     /// Volumes removed while the controller still lists them (not asked again).
     volumes_removed: BTreeSet<String>,
+    /// Containers of another cluster on this engine, last warned about.
+    foreign: BTreeSet<String>,
 }
 
 /// Start a supervisor; it runs until `shutdown` and leaves containers running then.
@@ -199,6 +205,7 @@ pub fn spawn_with_contact(
         contact,
         volumes_removing: BTreeSet::new(),
         volumes_removed: BTreeSet::new(),
+        foreign: BTreeSet::new(),
     };
     let (done_tx, done) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
@@ -271,6 +278,30 @@ impl Supervisor {
         ids
     }
 
+    /// Says once, for each new set, which containers of another cluster this engine
+    /// holds: they are left alone (never adopted, stopped or removed), and the user may
+    /// remove them.
+    fn warn_foreign(&mut self, foreign: &[ContainerInfo]) {
+        let now: BTreeSet<String> = foreign.iter().map(|c| c.id.clone()).collect();
+        if now == self.foreign {
+            return;
+        }
+        if !foreign.is_empty() {
+            let names: Vec<String> = foreign
+                .iter()
+                .map(|c| {
+                    let cluster = c.labels.get(shoal_proto::labels::CLUSTER);
+                    format!("{} (cluster {})", c.name, cluster.map_or("?", String::as_str))
+                })
+                .collect();
+            warn!(
+                containers = %names.join(", "),
+                "containers of another shoal cluster are on this engine; left alone (remove them with docker rm)"
+            );
+        }
+        self.foreign = now;
+    }
+
     /// Refresh the view of this node's containers. Containers that just exited are
     /// inspected once for their exit code and OOM flag.
     async fn observe(&mut self) {
@@ -282,7 +313,12 @@ impl Supervisor {
             }
         };
         let mut next = BTreeMap::new();
-        for mut c in list.into_iter().filter(|c| is_ours(c, &self.cfg.node)) {
+        let (list, foreign): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .filter(|c| is_ours(c, &self.cfg.node, None))
+            .partition(|c| is_ours(c, &self.cfg.node, self.cfg.cluster.as_deref()));
+        self.warn_foreign(&foreign);
+        for mut c in list {
             let was_exited = self
                 .containers
                 .get(&c.id)
@@ -691,6 +727,7 @@ impl Supervisor {
                     gpu_mode: self.cfg.gpu_mode.clone(),
                     standbys: self.cfg.standbys.clone(),
                     images: self.cfg.images.clone(),
+                    cluster: self.cfg.cluster.clone(),
                 };
                 self.ops.spawn(async move {
                     let container =

@@ -27,6 +27,8 @@ pub(super) struct StartNet {
     pub gpu_mode: crate::runtime::GpuDeviceMode,
     pub standbys: Option<crate::volumes::standby::Standbys>,
     pub images: Arc<crate::images::Images>,
+    /// This cluster's id, labelling the container ([`super::SupervisorConfig::cluster`]).
+    pub cluster: Option<String>,
 }
 
 /// Get the image, create and start one task's container, reporting `starting`, or `failed` with
@@ -135,7 +137,12 @@ pub(super) async fn start_task(
                 fail(None, e);
                 return None;
             }
-            if let Err(e) = join_namespaces(runtime, &mut req, &a.task, node).await {
+            if let Some(cluster) = &net.cluster {
+                req.labels
+                    .insert(shoal_proto::labels::CLUSTER.to_string(), cluster.clone());
+            }
+            let cluster = net.cluster.as_deref();
+            if let Err(e) = join_namespaces(runtime, &mut req, &a.task, node, cluster).await {
                 fail(None, e);
                 return None;
             }
@@ -164,6 +171,7 @@ async fn join_namespaces(
     req: &mut ContainerRequest,
     task: &TaskIdentity,
     node: &str,
+    cluster: Option<&str>,
 ) -> Result<(), String> {
     let modes = [
         req.network_mode.as_deref(),
@@ -178,7 +186,7 @@ async fn join_namespaces(
         .await
         .map_err(|e| format!("list containers to join a service's namespaces: {e}"))?
         .into_iter()
-        .filter(|c| crate::reconcile::is_ours(c, node))
+        .filter(|c| crate::reconcile::is_ours(c, node, cluster))
         .collect();
     modes::resolve_request(req, task, node, &containers)
 }

@@ -115,6 +115,7 @@ impl Control for ControlService {
         self.ctx.linearizable().await?;
         let req = req.into_inner();
         let state = self.ctx.node.state.snapshot();
+        let now = now_ms();
         if !req.stack.is_empty() && !state.stacks.contains_key(&req.stack) {
             return Err(Status::not_found(format!("no stack named {}", req.stack)));
         }
@@ -135,7 +136,13 @@ impl Control for ControlService {
         });
         let rows = tasks
             .into_iter()
-            .map(|t| convert::task_row(t, state.services.get(&t.service_key())))
+            .map(|t| {
+                let mut row = convert::task_row(t, state.services.get(&t.service_key()));
+                if let Some(why) = convert::stalled(t, now) {
+                    row.error = why;
+                }
+                row
+            })
             .collect();
         Ok(Response::new(pb::PsReply { tasks: rows }))
     }

@@ -187,6 +187,26 @@ pub fn task_row(t: &Task, svc: Option<&Service>) -> pb::TaskRow {
     }
 }
 
+/// How long a task may stay `assigned` (its agent has not said `starting`) before `ps`
+/// says so: an agent acts on an assignment within a second when it is connected.
+pub const STALLED_AFTER_MS: u64 = 10_000;
+
+/// Why an assigned task has not started, when it has been assigned for longer than
+/// [`STALLED_AFTER_MS`] with nothing said about it: never silently stuck.
+pub fn stalled(t: &Task, now_ms: u64) -> Option<String> {
+    if t.state != shoal_proto::task::TaskState::Assigned || !t.error.is_empty() {
+        return None;
+    }
+    let waited = now_ms.saturating_sub(t.updated_at_ms);
+    (waited > STALLED_AFTER_MS).then(|| {
+        format!(
+            "assigned to {} {} s ago and not started by its agent yet: check the node with `shoal nodes` and its agent's log",
+            t.node.as_deref().unwrap_or("a node"),
+            waited / 1000
+        )
+    })
+}
+
 pub fn service_row(state: &ClusterState, svc: &Service) -> pb::ServiceRow {
     let current = state
         .tasks

@@ -218,6 +218,9 @@ impl ClusterState {
             Command::SetNodeDevices { node, devices } => self.set_node_devices(node, devices),
             Command::SetNodeRole { node, manager } => self.set_node_role(node, *manager),
             Command::SetPki { record } => {
+                if self.pki.is_none() && self.next_task == 0 && self.tasks.is_empty() {
+                    self.next_task = first_task_number(record);
+                }
                 self.pki = Some(record.clone());
                 CommandResult::default()
             }
@@ -698,4 +701,18 @@ fn failure_words(t: &Task) -> String {
         "failed".to_string()
     };
     format!("{} slot {}{node}: {why}", t.service, t.slot)
+}
+
+/// Where a new cluster's task numbers start: a block of its own, derived from its CA
+/// (so every controller applying `SetPki` computes the same), so that two clusters that
+/// ran on the same machines never share a task id, and a container an earlier cluster
+/// left on an engine is never taken for a task of this one (task ids name containers).
+/// `{:010x}` ids have room for 2^40 tasks; this leaves more than 2^39 after any start.
+fn first_task_number(record: &crate::pki::PkiRecord) -> u64 {
+    let digest = record.digest().unwrap_or_default();
+    let block = digest
+        .get(..7)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    block << 8
 }

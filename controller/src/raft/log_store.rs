@@ -56,6 +56,16 @@ pub fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
+/// What to do about an entry naming a command this shoal does not know: a newer shoal
+/// wrote it (a rolling upgrade goes controllers first, so an older one never should).
+fn newer_hint(e: &serde_json::Error) -> &'static str {
+    if e.to_string().contains("unknown variant") {
+        " (a command this shoal does not know: a newer shoal wrote it; run at least that version here)"
+    } else {
+        ""
+    }
+}
+
 fn key_index(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
@@ -108,7 +118,10 @@ impl LogStore {
                 );
             };
             let entry: Entry<TypeConfig> = serde_json::from_slice(&value).map_err(|e| {
-                anyhow::anyhow!("raft log in {dir} is corrupt: entry {index} does not parse: {e}")
+                anyhow::anyhow!(
+                    "raft log in {dir} is unreadable: entry {index} does not parse: {e}{}",
+                    newer_hint(&e)
+                )
             })?;
             if entry.log_id.index != index {
                 bail!(
@@ -236,7 +249,7 @@ impl LogStore {
                 ErrorSubject::LogIndex(index),
                 ErrorVerb::Read,
                 &self.dir,
-                format!("log entry {index} does not parse: {e}"),
+                format!("log entry {index} does not parse: {e}{}", newer_hint(&e)),
             )
         })
     }

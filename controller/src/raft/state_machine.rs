@@ -6,7 +6,10 @@
 //! snapshot. On open the state machine loads the persisted snapshot, and openraft replays
 //! the (committed) log after it.
 //!
-//! Snapshot bytes are the JSON of [`Applied`]: `{last_applied, membership, state}`.
+//! Snapshot bytes are the JSON of [`Applied`] with the format it is written in:
+//! `{format, last_applied, membership, state}` ([`encode_snapshot`], [`decode_snapshot`]).
+//! A shoal refuses a snapshot of a newer format than it reads, saying so, rather than
+//! misreading it; snapshots written before formats were numbered are format 1.
 
 use std::io::Cursor;
 use std::ops::Deref;
@@ -36,6 +39,61 @@ pub struct Applied {
     pub last_applied: Option<LogId<RaftNodeId>>,
     pub membership: StoredMembership<RaftNodeId, BasicNode>,
     pub state: ClusterState,
+}
+
+/// The snapshot format this shoal writes, and the newest it reads. Bump it when a
+/// snapshot this version writes could be misread by an older one (a field whose absence
+/// an older version would take for something else), and keep a golden snapshot of every
+/// format in `controller/tests/fixtures/state/` (`tests/state_formats.rs` loads them).
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    format: u32,
+    #[serde(flatten)]
+    applied: &'a Applied,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    /// Absent in snapshots written before formats were numbered: format 1.
+    #[serde(default)]
+    format: Option<u32>,
+    #[serde(flatten)]
+    applied: Applied,
+}
+
+/// The bytes of a snapshot of `applied`, in [`SNAPSHOT_FORMAT`].
+pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&SnapshotOut {
+        format: SNAPSHOT_FORMAT,
+        applied,
+    })
+    .map_err(|e| format!("encode snapshot: {e}"))
+}
+
+/// The state in snapshot bytes, or why it cannot be read: a newer format than this
+/// shoal reads, or bytes that do not parse.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, String> {
+    #[derive(Deserialize)]
+    struct FormatOnly {
+        #[serde(default)]
+        format: Option<u32>,
+    }
+    // The format first: a newer snapshot may not parse as this version's state at all.
+    let format = serde_json::from_slice::<FormatOnly>(bytes)
+        .map_err(|e| format!("it does not parse: {e}"))?
+        .format
+        .unwrap_or(1);
+    if format > SNAPSHOT_FORMAT {
+        return Err(format!(
+            "it was written by a newer shoal (state format {format}; this shoal reads formats up to {SNAPSHOT_FORMAT}): run a shoal at least as new as the one that wrote it"
+        ));
+    }
+    let parsed: SnapshotIn =
+        serde_json::from_slice(bytes).map_err(|e| format!("its data does not parse: {e}"))?;
+    debug_assert!(parsed.format.unwrap_or(1) <= SNAPSHOT_FORMAT);
+    Ok(parsed.applied)
 }
 
 /// What the state machine and every [`StateHandle`] share.
@@ -251,11 +309,8 @@ impl StateMachine {
         let applied = match snapshots.load()? {
             None => Applied::default(),
             Some((meta, data)) => {
-                let payload: Applied = serde_json::from_slice(&data).map_err(|e| {
-                    anyhow::anyhow!(
-                        "raft snapshot in {} is unreadable: its data does not parse: {e}",
-                        dir.display()
-                    )
+                let payload: Applied = decode_snapshot(&data).map_err(|e| {
+                    anyhow::anyhow!("raft snapshot in {} is unreadable: {e}", dir.display())
                 })?;
                 if payload.last_applied != meta.last_log_id {
                     anyhow::bail!(
@@ -310,12 +365,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (meta, data) = {
             let applied = self.shared.read();
-            let data = serde_json::to_vec(&*applied).map_err(|e| {
+            let data = encode_snapshot(&applied).map_err(|e| {
                 storage_err(
                     ErrorSubject::StateMachine,
                     ErrorVerb::Read,
                     &self.snapshots.dir,
-                    format!("encode snapshot: {e}"),
+                    e,
                 )
             })?;
             let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -396,12 +451,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let payload: Applied = serde_json::from_slice(&data).map_err(|e| {
+        let payload: Applied = decode_snapshot(&data).map_err(|e| {
             storage_err(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Read,
                 &self.snapshots.dir,
-                format!("received snapshot does not parse: {e}"),
+                format!("received snapshot cannot be installed: {e}"),
             )
         })?;
         self.snapshots.save(meta, &data).await?;

@@ -34,7 +34,7 @@ use shoal_proto::network;
 use shoal_proto::spec::{PortMode, Protocol};
 use shoal_proto::task::{Desired, TaskState};
 
-use crate::state::{subnets, ClusterState, Task};
+use crate::state::{ClusterState, Task};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeMesh {
@@ -91,8 +91,9 @@ fn is_ready(state: &ClusterState, t: &Task) -> bool {
 
 /// The mesh as `node` must see it.
 pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
+    let pool = state.pool();
     let mut mesh = NodeMesh {
-        pool: subnets::POOL.to_string(),
+        pool: pool.to_string(),
         ..NodeMesh::default()
     };
     // Ready tasks by service.
@@ -133,13 +134,13 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
                 continue;
             }
             if let Some(ip) = state.nodes.get(other).and_then(|n| node_ip(&n.address)) {
-                mesh.routes.insert(subnets::cidr(*index), ip);
+                mesh.routes.insert(pool.cidr(*index), ip);
             }
         }
         let Some(mine) = nodes.get(node) else {
             continue;
         };
-        let mut all: Vec<String> = nodes.values().map(|i| subnets::cidr(*i)).collect();
+        let mut all: Vec<String> = nodes.values().map(|i| pool.cidr(*i)).collect();
         all.extend(
             also_from
                 .get(key)
@@ -148,7 +149,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
                 .map(|ip| format!("{ip}/32")),
         );
         mesh.subnets
-            .insert(key.clone(), (subnets::cidr(*mine), all));
+            .insert(key.clone(), (pool.cidr(*mine), all));
         if internal.contains(key.as_str()) {
             mesh.internal.insert(key.clone());
         }

@@ -70,6 +70,8 @@ pub struct ControllerConfig {
     pub init_ca: Option<InitCa>,
     /// How long an image no service runs stays in the cluster's store.
     pub image_retention: Duration,
+    /// `--init --pool CIDR`: the new cluster's address pool (default `10.208.0.0/12`).
+    pub pool: Option<String>,
 }
 
 /// A CA's certificate and key (PEM), for [`ControllerConfig::init_ca`].
@@ -102,6 +104,7 @@ impl ControllerConfig {
             admin_cert_ttl: pki::DEFAULT_CERT_TTL,
             init_ca: None,
             image_retention: crate::images::DEFAULT_RETENTION,
+            pool: None,
         }
     }
 }
@@ -179,6 +182,9 @@ pub async fn serve(
     if let Some(record) = pki::local::pending(&cfg.data_dir)? {
         commit_pki(&node, record).await?;
         pki::local::clear_pending(&cfg.data_dir)?;
+    }
+    if let (true, Bootstrap::Init, Some(pool)) = (fresh, &cfg.bootstrap, &cfg.pool) {
+        commit_pool(&node, pool).await?;
     }
 
     let ctx = Arc::new(Context {
@@ -275,6 +281,27 @@ pub async fn serve(
 
 /// How long `--init` waits to commit its PKI record (it is alone, so it leads at once).
 const COMMIT_PKI_BOUND: Duration = Duration::from_secs(20);
+
+/// Commits the address pool `--init --pool` gave (a fresh cluster is alone, so it
+/// leads at once).
+async fn commit_pool(node: &raft::RaftNode, pool: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let cmd = crate::state::Command::SetPool {
+            pool: pool.to_string(),
+        };
+        match raft::propose(&node.raft, cmd).await {
+            Ok(r) => match r.error {
+                None => return Ok(()),
+                Some(e) => anyhow::bail!("set the address pool: {e}"),
+            },
+            Err(e) if start.elapsed() > COMMIT_PKI_BOUND => {
+                anyhow::bail!("store the address pool in the Raft state: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
 
 /// Commits the record `--init` made, unless the state already has one.
 async fn commit_pki(node: &raft::RaftNode, record: pki::PkiRecord) -> anyhow::Result<()> {

@@ -102,3 +102,35 @@ fn a_task_assigned_and_not_started_is_said_so_within_seconds() {
     t.state = shoal_proto::task::TaskState::Starting;
     assert_eq!(stalled(&t, 100_000), None);
 }
+
+/// `--init --pool`: the pool is the cluster's from the start; it cannot move once
+/// networks have subnets (their containers' addresses would leave it).
+#[test]
+fn the_pool_is_set_before_any_subnet_and_kept() {
+    use shoal_controller::state::{ClusterState, Command};
+    let mut s = ClusterState::default();
+    assert_eq!(s.pool().to_string(), "10.208.0.0/12");
+    let set = |s: &mut ClusterState, pool: &str| {
+        s.apply(&Command::SetPool {
+            pool: pool.to_string(),
+        })
+        .error
+    };
+    assert!(set(&mut s, "10.240.1.0/16")
+        .unwrap()
+        .contains("did you mean 10.240.0.0/16?"));
+    assert_eq!(set(&mut s, "10.240.0.0/16"), None);
+    assert_eq!(s.pool().to_string(), "10.240.0.0/16");
+    s.subnets
+        .entry("app".into())
+        .or_default()
+        .insert("n1".into(), 0);
+    // The same again is fine; another is refused, naming both.
+    assert_eq!(set(&mut s, "10.240.0.0/16"), None);
+    let refused = set(&mut s, "10.96.0.0/16").expect("refused");
+    assert!(
+        refused.contains("10.240.0.0/16") && refused.contains("10.96.0.0/16"),
+        "{refused}"
+    );
+    assert_eq!(s.pool().to_string(), "10.240.0.0/16");
+}

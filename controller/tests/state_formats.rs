@@ -26,6 +26,10 @@ fn fixture(name: &str) -> PathBuf {
 /// A state that uses what format 1 has: nodes with labels, devices, platform and role;
 /// services with container options, devices and `service:` networking; running tasks.
 fn rich_state() -> ClusterState {
+    rich_state_in(ClusterState::default())
+}
+
+fn rich_state_in(base: ClusterState) -> ClusterState {
     let mut a = node("a", 4.0, 4096);
     a.labels.insert("zone".into(), "eu".into());
     a.devices = ["/dev/null".to_string(), "/dev/ttyUSB0".to_string()].into();
@@ -45,6 +49,7 @@ fn rich_state() -> ClusterState {
     let mut vpn_app = svc("app", 1);
     vpn_app.container.network_mode = Some(NetworkMode::Service("web".into()));
     let mut s = deployed(vec![a, b], vec![svc("web", 2), zigbee, vpn_app]);
+    s.pool = base.pool;
     settle(&mut s, 1_000);
     for service in ["web", "zigbee", "app"] {
         report(&mut s, service, TaskState::Running, None, 2_000);
@@ -56,7 +61,7 @@ fn rich_state() -> ClusterState {
 #[test]
 fn the_golden_snapshot_of_format_1_loads() {
     let path = fixture("format-1.json");
-    if std::env::var_os("SHOAL_WRITE_GOLDEN").is_some() && SNAPSHOT_FORMAT == 1 {
+    if std::env::var_os("SHOAL_WRITE_GOLDEN").is_some() && !path.exists() {
         let applied = Applied {
             state: rich_state(),
             ..Default::default()
@@ -102,6 +107,36 @@ fn the_golden_snapshot_of_format_1_loads() {
     // What this version writes for the same state reads back the same.
     let again = decode_snapshot(&encode_snapshot(&loaded).unwrap()).unwrap();
     assert_eq!(again, loaded);
+}
+
+#[test]
+fn the_golden_snapshot_of_format_2_loads_with_its_pool() {
+    let path = fixture("format-2.json");
+    if std::env::var_os("SHOAL_WRITE_GOLDEN").is_some() && !path.exists() {
+        let mut state = ClusterState::default();
+        state.apply(&Command::SetPool {
+            pool: "10.240.0.0/16".into(),
+        });
+        let mut rich = rich_state_in(state);
+        settle(&mut rich, 4_000);
+        let applied = Applied {
+            state: rich,
+            ..Default::default()
+        };
+        std::fs::write(&path, encode_snapshot(&applied).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["format"], 2, "a state with a pool is format 2");
+    let loaded = decode_snapshot(&bytes).unwrap_or_else(|e| panic!("format 2 must load: {e}"));
+    assert_eq!(loaded.state.pool().to_string(), "10.240.0.0/16");
+    // Every subnet it gave out is in its pool.
+    for nodes in loaded.state.subnets.values() {
+        for i in nodes.values() {
+            assert!(loaded.state.pool().cidr(*i).starts_with("10.240."));
+        }
+    }
+    assert!(!loaded.state.subnets.is_empty());
 }
 
 #[test]

@@ -115,3 +115,34 @@ impl Drop for Leftover {
             .output();
     }
 }
+
+#[test]
+fn the_address_pool_given_at_init_is_used_for_every_network() {
+    ensure_test_image();
+    let up = ShoalUp::start_with("e2e-pool", &["--pool", "10.240.0.0/16"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!(
+            "name: pooled\nservices:\n  web:\n    image: {TEST_IMAGE}\n    command: [\"sleep\", \"3600\"]\n    stop_grace_period: 1s\n    networks: [default, back]\nnetworks:\n  back: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let out = up.shoal_in(dir.path(), &["deploy", "-c", "compose.yaml"]);
+    assert!(out.status.success(), "deploy: {}\n{}", text(&out), up.log());
+    for network in ["shoal-pooled", "shoal-pooled.back"] {
+        let subnet = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            network,
+        ]);
+        assert!(
+            subnet.trim().starts_with("10.240.") && subnet.trim().ends_with("/24"),
+            "{network}: {subnet}"
+        );
+    }
+    let rm = up.shoal(&["rm", "pooled"]);
+    assert!(rm.status.success(), "{}", text(&rm));
+}

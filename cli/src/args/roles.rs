@@ -29,6 +29,10 @@ pub struct UpArgs {
     /// Default: /run/shoal/secrets/NODE-HASH.
     #[arg(long, value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// The cluster's address pool for container subnets (each network on each node
+    /// takes a /24 of it); default 10.208.0.0/12. Pick one no machine or LAN uses.
+    #[arg(long, value_name = "CIDR", value_parser = parse_pool)]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +60,10 @@ pub struct ControllerArgs {
     /// Join the cluster that ADDR belongs to.
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
+    /// The cluster's address pool for container subnets (each network on each node
+    /// takes a /24 of it); default 10.208.0.0/12; with --init only. Pick one no machine or LAN uses.
+    #[arg(long, value_name = "CIDR", value_parser = parse_pool)]
+    pub pool: Option<String>,
     /// Controller join token, with --join (`shoal token show controller`).
     #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
     pub token: Option<String>,
@@ -210,4 +218,9 @@ mod tests {
         );
         assert_eq!(cdi(&[]), None);
     }
+}
+
+/// `--pool CIDR`, checked as the controller will (IPv4, /8 to /24, no host bits).
+fn parse_pool(s: &str) -> Result<String, String> {
+    shoal_controller::state::subnets::Pool::parse(s).map(|p| p.to_string())
 }

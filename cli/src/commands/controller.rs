@@ -54,6 +54,13 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     cfg.token = args.token;
     cfg.cert_ttl = args.cert_ttl;
     cfg.image_retention = args.image_retention;
+    if args.pool.is_some() && !args.init {
+        return Err(UsageError(
+            "--pool is the new cluster's address pool: give it with --init (a joining controller takes the cluster's)".into(),
+        )
+        .into());
+    }
+    cfg.pool = args.pool;
     // The first admin credentials last as long (shortened for tests alike); the CLI
     // renews them like nodes renew theirs.
     cfg.admin_cert_ttl = args.cert_ttl;

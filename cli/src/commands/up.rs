@@ -30,6 +30,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("create the data directory {}", data_dir.display()))?;
     let local = local_addr(args.listen);
     let mut controller = ControllerConfig::new(data_dir.join("controller"), args.listen);
+    controller.pool = args.pool.clone();
     controller.bootstrap = Bootstrap::Init;
     let agent = shoal_agent::AgentConfig {
         controllers: vec![local.to_string()],

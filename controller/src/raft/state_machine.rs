@@ -45,7 +45,11 @@ pub struct Applied {
 /// snapshot this version writes could be misread by an older one (a field whose absence
 /// an older version would take for something else), and keep a golden snapshot of every
 /// format in `controller/tests/fixtures/state/` (`tests/state_formats.rs` loads them).
-pub const SNAPSHOT_FORMAT: u32 = 1;
+///
+/// - 1: the state before formats were numbered, and every state without the below.
+/// - 2: a state with a chosen address pool (`ClusterState::pool`), which format 1
+///   readers would ignore and then give out addresses of the default pool.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize)]
 struct SnapshotOut<'a> {
@@ -63,12 +67,11 @@ struct SnapshotIn {
     applied: Applied,
 }
 
-/// The bytes of a snapshot of `applied`, in [`SNAPSHOT_FORMAT`].
+/// The bytes of a snapshot of `applied`, in the oldest format that holds what it
+/// stores (so an older shoal reads it unless that would misread it).
 pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(&SnapshotOut {
-        format: SNAPSHOT_FORMAT,
-        applied,
-    })
+    let format = if applied.state.pool.is_some() { 2 } else { 1 };
+    serde_json::to_vec(&SnapshotOut { format, applied })
     .map_err(|e| format!("encode snapshot: {e}"))
 }
 

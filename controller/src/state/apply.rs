@@ -217,6 +217,17 @@ impl ClusterState {
             },
             Command::SetNodeDevices { node, devices } => self.set_node_devices(node, devices),
             Command::SetNodeRole { node, manager } => self.set_node_role(node, *manager),
+            Command::SetPool { pool } => match super::subnets::Pool::parse(pool) {
+                Err(e) => CommandResult::error(e),
+                Ok(p) if self.subnets.is_empty() || self.pool() == p => {
+                    self.pool = Some(p.to_string());
+                    CommandResult::default()
+                }
+                Ok(p) => CommandResult::error(format!(
+                    "the address pool is {}: it cannot become {p} once networks have subnets",
+                    self.pool()
+                )),
+            },
             Command::SetPki { record } => {
                 if self.pki.is_none() && self.next_task == 0 && self.tasks.is_empty() {
                     self.next_task = first_task_number(record);
@@ -566,8 +577,9 @@ impl ClusterState {
         let Some(svc) = self.services.get(service) else {
             return;
         };
+        let size = self.pool().size();
         for a in shoal_proto::network::attachments(&svc.stack, &svc.spec).iter() {
-            crate::state::subnets::allocate(&mut self.subnets, &a.key, node);
+            crate::state::subnets::allocate(&mut self.subnets, &a.key, node, size);
         }
     }
 

@@ -60,6 +60,20 @@ pub struct ClusterState {
     /// The images on each node's engine, as its agent last reported them.
     #[serde(default)]
     pub node_images: BTreeMap<NodeId, Vec<super::images::NodeImage>>,
+    /// The address pool given at `--init --pool`; `None`: the default
+    /// ([`super::subnets::POOL`]). A state that has one is written as snapshot format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+impl ClusterState {
+    /// The cluster's address pool.
+    pub fn pool(&self) -> super::subnets::Pool {
+        self.pool
+            .as_deref()
+            .and_then(|p| super::subnets::Pool::parse(p).ok())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -455,6 +469,9 @@ pub enum Command {
     Rebalance {
         service: ServiceKey,
     },
+    /// `--init --pool CIDR`: the cluster's address pool; refused once a network has a
+    /// subnet (their addresses would leave the pool).
+    SetPool { pool: String },
     /// The cluster's PKI: written by `--init` and when a join token is rotated.
     SetPki {
         record: crate::pki::PkiRecord,

@@ -9,6 +9,7 @@
 //!   [`progress`] decides, purely, whether a deploy has converged.
 //! - [`images`] builds `build:` services on this machine's engine and ships images to
 //!   the cluster's store (`shoal deploy`, `shoal image push`).
+//! - [`install`] runs a role as a systemd service (`shoal install`, `shoal uninstall`).
 //! - [`error`] maps failures to exit codes: 0 ok, 1 operation failed, 2 bad usage or input.
 //!
 //! This crate holds no cluster logic of its own: it parses, calls and prints.
@@ -22,6 +23,7 @@ mod error;
 #[cfg(test)]
 mod fake_control;
 mod images;
+mod install;
 mod leader;
 mod logging;
 mod login;

@@ -148,8 +148,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
                 .flatten()
                 .map(|ip| format!("{ip}/32")),
         );
-        mesh.subnets
-            .insert(key.clone(), (pool.cidr(*mine), all));
+        mesh.subnets.insert(key.clone(), (pool.cidr(*mine), all));
         if internal.contains(key.as_str()) {
             mesh.internal.insert(key.clone());
         }

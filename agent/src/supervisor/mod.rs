@@ -291,7 +291,11 @@ impl Supervisor {
                 .iter()
                 .map(|c| {
                     let cluster = c.labels.get(shoal_proto::labels::CLUSTER);
-                    format!("{} (cluster {})", c.name, cluster.map_or("?", String::as_str))
+                    format!(
+                        "{} (cluster {})",
+                        c.name,
+                        cluster.map_or("?", String::as_str)
+                    )
                 })
                 .collect();
             warn!(

@@ -130,6 +130,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Run a controller or an agent as a systemd service on this machine: write its unit
+    /// and environment file, enable and start it.
+    Install(crate::install::InstallArgs),
+    /// Stop, disable and remove what `shoal install` installed (data directories are kept).
+    Uninstall(crate::install::UninstallArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -136,6 +136,11 @@ pub struct AgentArgs {
     pub token: Option<String>,
 }
 
+/// `--pool CIDR`, checked as the controller will (IPv4, /8 to /24, no host bits).
+fn parse_pool(s: &str) -> Result<String, String> {
+    shoal_controller::state::subnets::Pool::parse(s).map(|p| p.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{addrs, parse};
@@ -218,9 +223,4 @@ mod tests {
         );
         assert_eq!(cdi(&[]), None);
     }
-}
-
-/// `--pool CIDR`, checked as the controller will (IPv4, /8 to /24, no host bits).
-fn parse_pool(s: &str) -> Result<String, String> {
-    shoal_controller::state::subnets::Pool::parse(s).map(|p| p.to_string())
 }

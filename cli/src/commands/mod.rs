@@ -96,6 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret { command } => secret::run(command, &mut Ctx::ready(&global).await).await,
         Command::Volume { command } => volume::run(command, &mut Ctx::ready(&global).await).await,
         Command::Image { command } => image::run(command, &mut Ctx::ready(&global).await).await,
+        Command::Install(args) => crate::install::install(args),
+        Command::Uninstall(args) => crate::install::uninstall(args),
         Command::Login => {
             let addr = global.addr.0.join(",");
             login::run(

@@ -72,7 +72,7 @@ struct SnapshotIn {
 pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, String> {
     let format = if applied.state.pool.is_some() { 2 } else { 1 };
     serde_json::to_vec(&SnapshotOut { format, applied })
-    .map_err(|e| format!("encode snapshot: {e}"))
+        .map_err(|e| format!("encode snapshot: {e}"))
 }
 
 /// The state in snapshot bytes, or why it cannot be read: a newer format than this

@@ -471,7 +471,9 @@ pub enum Command {
     },
     /// `--init --pool CIDR`: the cluster's address pool; refused once a network has a
     /// subnet (their addresses would leave the pool).
-    SetPool { pool: String },
+    SetPool {
+        pool: String,
+    },
     /// The cluster's PKI: written by `--init` and when a join token is rotated.
     SetPki {
         record: crate::pki::PkiRecord,

@@ -39,7 +39,9 @@ impl Pool {
             .split_once('/')
             .ok_or_else(|| bad("write it as A.B.C.D/P, e.g. 10.240.0.0/16"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| bad("not an IPv4 address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad("the prefix is not a number"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| bad("the prefix is not a number"))?;
         if !(8..=24).contains(&prefix) {
             return Err(bad(
                 "the prefix must be between /8 and /24 (each network on each node takes a /24)",
@@ -48,7 +50,9 @@ impl Pool {
         let base = u32::from(ip);
         if base & (u32::MAX >> prefix) != 0 {
             let start = Ipv4Addr::from(base & !(u32::MAX >> prefix));
-            return Err(bad(&format!("host bits are set: did you mean {start}/{prefix}?")));
+            return Err(bad(&format!(
+                "host bits are set: did you mean {start}/{prefix}?"
+            )));
         }
         Ok(Pool { base, prefix })
     }
@@ -90,8 +94,6 @@ pub fn allocate(
     Some(free)
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +120,10 @@ mod tests {
         for i in 0..POOL_SIZE - 1 {
             big.insert(format!("n{i}"), i);
         }
-        assert_eq!(allocate(&mut s, "big", "last", POOL_SIZE), Some(POOL_SIZE - 1));
+        assert_eq!(
+            allocate(&mut s, "big", "last", POOL_SIZE),
+            Some(POOL_SIZE - 1)
+        );
         assert_eq!(allocate(&mut s, "big", "one-more", POOL_SIZE), None);
     }
 

@@ -68,15 +68,8 @@ async fn another_clusters_container_is_left_alone_and_ours_is_labelled() {
     let _guard = stop.clone().drop_guard();
     let (handle, mut events) = supervisor::spawn(
         SupervisorConfig {
-            node: "node-a".into(),
-            poll_interval: Duration::from_millis(500),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
             cluster: Some(OURS.into()),
+            ..SupervisorConfig::new("node-a")
         },
         Arc::new(fake.clone()),
         stop.clone(),

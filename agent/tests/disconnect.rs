@@ -82,15 +82,8 @@ async fn a_cut_off_node_stops_only_the_services_that_asked() {
     let _guard = stop.clone().drop_guard();
     let (handle, mut events) = supervisor::spawn_with_contact(
         SupervisorConfig {
-            node: "node-a".into(),
             poll_interval: Duration::from_millis(100),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
-            cluster: None,
+            ..SupervisorConfig::new("node-a")
         },
         Arc::new(fake.clone()),
         Some(contact.clone()),
@@ -159,15 +152,8 @@ async fn contact_in_time_keeps_the_replicas_running() {
     let _guard = stop.clone().drop_guard();
     let (handle, mut events) = supervisor::spawn_with_contact(
         SupervisorConfig {
-            node: "node-a".into(),
             poll_interval: Duration::from_millis(100),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
-            cluster: None,
+            ..SupervisorConfig::new("node-a")
         },
         Arc::new(fake.clone()),
         Some(contact.clone()),

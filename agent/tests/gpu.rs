@@ -273,15 +273,8 @@ async fn created_with(
     let stop = CancellationToken::new();
     let (handle, mut events) = supervisor::spawn(
         SupervisorConfig {
-            node: "gpu-node".into(),
-            poll_interval: Duration::from_millis(500),
-            ingress: false,
-            secrets: None,
             gpu_mode: mode,
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
-            cluster: None,
+            ..SupervisorConfig::new("gpu-node")
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -346,17 +339,7 @@ async fn an_engine_without_the_gpu_runtime_fails_the_task_with_its_message() {
     fake.fail(Op::Start, refusal);
     let stop = CancellationToken::new();
     let (handle, mut events) = supervisor::spawn(
-        SupervisorConfig {
-            node: "gpu-node".into(),
-            poll_interval: Duration::from_millis(500),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
-            cluster: None,
-        },
+        SupervisorConfig::new("gpu-node"),
         Arc::new(fake.clone()),
         stop.clone(),
     );

@@ -23,17 +23,7 @@ struct Node {
 fn start(fake: &FakeRuntime) -> Node {
     let stop = CancellationToken::new();
     let (handle, events) = supervisor::spawn(
-        SupervisorConfig {
-            node: "node-a".into(),
-            poll_interval: Duration::from_millis(500),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
-            cluster: None,
-        },
+        SupervisorConfig::new("node-a"),
         Arc::new(fake.clone()),
         stop.clone(),
     );

@@ -38,15 +38,9 @@ fn start_thawed(
     let stop = CancellationToken::new();
     let (handle, events) = supervisor::spawn(
         SupervisorConfig {
-            node: "node-a".into(),
-            poll_interval: Duration::from_millis(500),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
             standbys,
             thawed,
-            images: Default::default(),
-            cluster: None,
+            ..SupervisorConfig::new("node-a")
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -526,15 +520,9 @@ async fn ingress_port_forwards_to_a_running_replica_and_conflicts_fail_the_task(
     let stop = CancellationToken::new();
     let (handle, mut events) = supervisor::spawn(
         SupervisorConfig {
-            node: "node-a".into(),
             poll_interval: Duration::from_millis(50),
             ingress: true,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
-            images: Default::default(),
-            cluster: None,
+            ..SupervisorConfig::new("node-a")
         },
         Arc::new(fake.clone()),
         stop.clone(),
@@ -920,15 +908,8 @@ async fn assignments_tell_the_images_which_are_in_use() {
     let _guard = stop.clone().drop_guard();
     let (handle, events) = supervisor::spawn(
         SupervisorConfig {
-            node: "node-a".into(),
-            poll_interval: Duration::from_millis(500),
-            ingress: false,
-            secrets: None,
-            gpu_mode: Default::default(),
-            standbys: None,
-            thawed: Default::default(),
             images: images.clone(),
-            cluster: None,
+            ..SupervisorConfig::new("node-a")
         },
         Arc::new(fake.clone()),
         stop,

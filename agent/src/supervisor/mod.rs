@@ -121,6 +121,25 @@ pub struct SupervisorConfig {
     pub cluster: Option<String>,
 }
 
+impl SupervisorConfig {
+    /// A supervisor of `node` polling every 500 ms, without ingress, secrets, standby
+    /// copies, a cluster store or a cluster id: what the fields' absence means, to be
+    /// filled in with struct update syntax.
+    pub fn new(node: &str) -> SupervisorConfig {
+        SupervisorConfig {
+            node: node.to_string(),
+            poll_interval: Duration::from_millis(500),
+            ingress: false,
+            secrets: None,
+            gpu_mode: Default::default(),
+            standbys: None,
+            thawed: Default::default(),
+            images: Default::default(),
+            cluster: None,
+        }
+    }
+}
+
 enum OpEvent {
     Report(TaskReport),
     /// The operation on the task ended; `container` is what it left behind, if anything.

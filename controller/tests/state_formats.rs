@@ -17,6 +17,22 @@ use shoal_controller::state::*;
 use shoal_proto::container::{ContainerOptions, DeviceMapping, NetworkMode};
 use shoal_proto::task::TaskState;
 
+/// Where a three-controller cluster's snapshot stands: its last entry and membership
+/// (maps keyed by node ids, which a snapshot must read back).
+fn as_applied(state: ClusterState) -> Applied {
+    use openraft::{BasicNode, CommittedLeaderId, LogId, Membership, StoredMembership};
+    let log_id = LogId::new(CommittedLeaderId::new(3, 1), 42);
+    let nodes: std::collections::BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|i| (i, BasicNode::new(format!("10.0.0.{i}:7370"))))
+        .collect();
+    let voters = vec![nodes.keys().copied().collect()];
+    Applied {
+        last_applied: Some(log_id),
+        membership: StoredMembership::new(Some(log_id), Membership::new(voters, nodes)),
+        state,
+    }
+}
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/state")
@@ -62,10 +78,7 @@ fn rich_state_in(base: ClusterState) -> ClusterState {
 fn the_golden_snapshot_of_format_1_loads() {
     let path = fixture("format-1.json");
     if std::env::var_os("SHOAL_WRITE_GOLDEN").is_some() && !path.exists() {
-        let applied = Applied {
-            state: rich_state(),
-            ..Default::default()
-        };
+        let applied = as_applied(rich_state());
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, encode_snapshot(&applied).unwrap()).unwrap();
     }
@@ -76,6 +89,8 @@ fn the_golden_snapshot_of_format_1_loads() {
         )
     });
     let loaded = decode_snapshot(&bytes).unwrap_or_else(|e| panic!("format 1 must load: {e}"));
+    assert_eq!(loaded.last_applied.map(|l| l.index), Some(42));
+    assert_eq!(loaded.membership.nodes().count(), 3);
     let s = &loaded.state;
     assert_eq!(s.stacks.keys().collect::<Vec<_>>(), vec!["app"]);
     assert_eq!(s.services.len(), 3);
@@ -119,10 +134,7 @@ fn the_golden_snapshot_of_format_2_loads_with_its_pool() {
         });
         let mut rich = rich_state_in(state);
         settle(&mut rich, 4_000);
-        let applied = Applied {
-            state: rich,
-            ..Default::default()
-        };
+        let applied = as_applied(rich);
         std::fs::write(&path, encode_snapshot(&applied).unwrap()).unwrap();
     }
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

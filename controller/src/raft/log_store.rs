@@ -118,9 +118,14 @@ impl LogStore {
                 );
             };
             let entry: Entry<TypeConfig> = serde_json::from_slice(&value).map_err(|e| {
+                let hint = newer_hint(&e);
+                let what = if hint.is_empty() {
+                    "corrupt"
+                } else {
+                    "unreadable"
+                };
                 anyhow::anyhow!(
-                    "raft log in {dir} is unreadable: entry {index} does not parse: {e}{}",
-                    newer_hint(&e)
+                    "raft log in {dir} is {what}: entry {index} does not parse: {e}{hint}"
                 )
             })?;
             if entry.log_id.index != index {

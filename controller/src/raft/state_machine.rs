@@ -58,15 +58,6 @@ struct SnapshotOut<'a> {
     applied: &'a Applied,
 }
 
-#[derive(Deserialize)]
-struct SnapshotIn {
-    /// Absent in snapshots written before formats were numbered: format 1.
-    #[serde(default)]
-    format: Option<u32>,
-    #[serde(flatten)]
-    applied: Applied,
-}
-
 /// The bytes of a snapshot of `applied`, in the oldest format that holds what it
 /// stores (so an older shoal reads it unless that would misread it).
 pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, String> {
@@ -93,10 +84,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, String> {
             "it was written by a newer shoal (state format {format}; this shoal reads formats up to {SNAPSHOT_FORMAT}): run a shoal at least as new as the one that wrote it"
         ));
     }
-    let parsed: SnapshotIn =
-        serde_json::from_slice(bytes).map_err(|e| format!("its data does not parse: {e}"))?;
-    debug_assert!(parsed.format.unwrap_or(1) <= SNAPSHOT_FORMAT);
-    Ok(parsed.applied)
+    // `Applied` directly, not through `#[serde(flatten)]`: a flattened struct is read
+    // from buffered content, where maps keyed by numbers (the membership's nodes) fail.
+    // `format` is a field `Applied` ignores.
+    serde_json::from_slice(bytes).map_err(|e| format!("its data does not parse: {e}"))
 }
 
 /// What the state machine and every [`StateHandle`] share.

@@ -1,8 +1,9 @@
 //! Issue 14 end to end on the local engine: a Compose file using every container option
 //! is deployed with `shoal up` and the CLI, and each option is checked on the created
-//! container (`docker inspect`) and, where it shows, from inside it.
+//! container (`docker inspect`) and, where it shows, from inside it; and a real
+//! PostgreSQL gets its `shm_size` and answers on the node's network (`network_mode: host`).
 //!
-//! Needs Docker and the test image (scripts/test.sh provides both).
+//! Needs Docker, the test image and `shoal-test/postgres:15` (scripts/test.sh makes them).
 
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ fn fake_upstream() -> u16 {
 fn running_container(up: &ShoalUp, stack: &str, service: &str) -> Option<String> {
     up.ps(stack)
         .iter()
-        .find(|r| r["service"] == service && r["state"] == "running")
+        .find(|r| r["service"] == service && (r["state"] == "running" || r["state"] == "healthy"))
         .and_then(|r| r["container"].as_str().map(str::to_string))
         .filter(|c| !c.is_empty())
 }
@@ -431,5 +432,72 @@ services:
         let error = sized["error"].as_str().unwrap_or_default().to_lowercase();
         assert!(error.contains("storage"), "{error}");
     }
+    drop(up);
+}
+
+/// Real software (Debian's PostgreSQL 15, `shoal-test/postgres:15` from
+/// scripts/build-postgres-image.sh, which scripts/test.sh runs): a database that asks for
+/// `shm_size` gets it, and with `network_mode: host` it answers on the node's own port.
+#[test]
+fn a_real_postgresql_gets_its_shm_size_and_answers_on_the_nodes_network() {
+    const PG_IMAGE: &str = "shoal-test/postgres:15";
+    let up = ShoalUp::start("e2e-opts-pg");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!(
+            r#"name: pgopts
+services:
+  db:
+    image: {PG_IMAGE}
+    user: postgres
+    network_mode: host
+    shm_size: 256m
+    command:
+      - sh
+      - -c
+      - |
+        /usr/lib/postgresql/15/bin/initdb -D /tmp/data -U postgres --auth=trust >/dev/null &&
+        exec /usr/lib/postgresql/15/bin/postgres -D /tmp/data -c listen_addresses=127.0.0.1 -c port={port} -k /tmp
+    stop_grace_period: 10s
+    stop_signal: SIGINT
+    healthcheck:
+      test: ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "{port}", "-U", "postgres"]
+      interval: 1s
+      timeout: 3s
+      retries: 30
+"#
+        ),
+    )
+    .unwrap();
+    let out = up.shoal_in(dir.path(), &["deploy", "-c", "compose.yaml"]);
+    assert!(out.status.success(), "deploy: {}\n{}", text(&out), up.log());
+    let db = eventually(LONG, "db running", || {
+        running_container(&up, "pgopts", "db")
+    });
+    assert_eq!(inspect(&db)["HostConfig"]["ShmSize"], 256 << 20);
+    let (ok, mounts) = exec(&db, "grep ' /dev/shm ' /proc/mounts");
+    assert!(ok && mounts.contains("size=262144k"), "{mounts}");
+    // PostgreSQL's dynamic shared memory lives in /dev/shm: a parallel query uses it.
+    let (ok, rows) = exec(
+        &db,
+        &format!(
+            "psql -h 127.0.0.1 -p {port} -U postgres -tAc \"set max_parallel_workers_per_gather = 2; set parallel_setup_cost = 0; set parallel_tuple_cost = 0; set min_parallel_table_scan_size = 0; select count(*) from generate_series(1, 200000)\""
+        ),
+    );
+    // Each `set` prints its tag; the count is the last line.
+    assert!(ok && rows.lines().last() == Some("200000"), "{rows}");
+    // From outside the container, on the node's own network.
+    let ready = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "host", PG_IMAGE])
+        .args(["pg_isready", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .output()
+        .expect("docker run pg_isready");
+    assert!(
+        String::from_utf8_lossy(&ready.stdout).contains("accepting connections"),
+        "{}",
+        text(&ready)
+    );
     drop(up);
 }

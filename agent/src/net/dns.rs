@@ -395,23 +395,26 @@ async fn relay(
     Ok(())
 }
 
+/// A query as `nslookup`/libc send it (for the tests here and in `relay_tests`).
+#[cfg(test)]
+fn test_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A query as `nslookup`/libc send it.
-    fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-        let mut q = id.to_be_bytes().to_vec();
-        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in name.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.push(0);
-        q.extend_from_slice(&qtype.to_be_bytes());
-        q.extend_from_slice(&1u16.to_be_bytes());
-        q
-    }
+    use super::test_query as query;
 
     #[test]
     fn queries_parse_to_their_lower_case_name_and_type() {

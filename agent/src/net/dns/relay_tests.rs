@@ -14,16 +14,7 @@ use super::{answer, parse_query, serve, Names, TYPE_A};
 use crate::net::upstream::Upstreams;
 
 fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&TYPE_A.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q
+    super::test_query(id, name, TYPE_A)
 }
 
 /// A DNS server on `bind` answering every A question with `ip`; counts the questions.

@@ -10,6 +10,13 @@
 #   scripts/hosts.sh revive NODE   link up; engine and agent again on the same data dirs
 #   scripts/hosts.sh partition NODE / heal NODE    link down / up, processes untouched
 #   scripts/hosts.sh kill-controller K             SIGKILL controller K (1..3)
+#   scripts/hosts.sh start-controller K [ARGS..]   start controller K again on its data dir,
+#                                  address and log; with ARGS instead of --init/--join
+#   scripts/hosts.sh wipe-controller K             SIGKILL controller K, delete its data dir
+#   scripts/hosts.sh stop-agent NODE / start-agent NODE   SIGTERM the agent (its
+#                                  containers keep running) / start it on its data dir
+#   scripts/hosts.sh new-cluster   every controller and agent killed, their data dirs
+#                                  deleted (engines kept), a new cluster made as `up` does
 #   scripts/hosts.sh docker NODE ARGS..            docker against the node's engine
 #   scripts/hosts.sh exec NODE CMD..               a command inside the node's netns
 #                                                  and mount namespace
@@ -303,6 +310,19 @@ shoal_json() {
 }
 
 # save_tokens: once controller 1 leads, keep both join tokens for the joiners.
+# start_controllers: controller 1 inits, then the others join it one at a time (each
+# is added as a learner, then promoted); the join tokens are saved after the first.
+start_controllers() {
+  local k
+  for k in $(seq 1 "$NCTL"); do
+    controller_cmd "$k"
+    spawn "$STATE/c$k.pid" "$STATE/c$k.log" "${CMD[@]}"
+    wait_voters "$k"
+    [[ "$k" == 1 ]] && save_tokens
+  done
+  return 0
+}
+
 save_tokens() {
   local role
   for role in controller agent; do
@@ -390,13 +410,7 @@ cmd_up() {
     start_engine "$i"
   done
   log "controllers on $(controllers)"
-  for k in $(seq 1 "$NCTL"); do
-    controller_cmd "$k"
-    spawn "$STATE/c$k.pid" "$STATE/c$k.log" "${CMD[@]}"
-    # Join one at a time: each joiner is added as a learner, then promoted.
-    wait_voters "$k"
-    [[ "$k" == 1 ]] && save_tokens
-  done
+  start_controllers
   local image="$STATE/image.tar"
   docker save "$IMAGE" -o "$image"
   local pids=()
@@ -477,6 +491,58 @@ cmd_revive() {
   log "n$i revived"
 }
 
+# start-controller K [ARGS..]: controller K on its data dir, address and log, with ARGS
+# (e.g. --restore FILE) in place of its --init/--join when given.
+cmd_start_controller() {
+  local k="$1"
+  shift
+  alive "$(pid_of "$STATE/c$k.pid")" && die "controller $k is running"
+  controller_cmd "$k"
+  if [[ $# -gt 0 ]]; then
+    local addr
+    addr="$(ctl_addr "$k")"
+    CMD=("$SHOAL" controller --data-dir "$STATE/c$k" --listen "$addr" --advertise "$addr" "$@")
+  fi
+  spawn "$STATE/c$k.pid" "$STATE/c$k.log" "${CMD[@]}"
+  log "controller $k started: ${CMD[*]:1}"
+}
+
+cmd_stop_agent() {
+  local i pid
+  i="$(node_index "$1")"
+  pid="$(pid_of "$(node_dir "$i")/agent.pid")"
+  [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do
+    alive "$pid" || return 0
+    sleep 0.05
+  done
+  die "the agent of n$i did not stop within 10 s of SIGTERM"
+}
+
+# new-cluster: the same machines given a new cluster, as a user would make one: every
+# controller and agent SIGKILLed and their data dirs deleted (the engines stay, with the
+# old cluster's containers and networks), controller 1 initialised again and the others
+# joining it (as `up`), every agent started again with the new tokens.
+cmd_new_cluster() {
+  local n i k names=()
+  n="$(cat "$STATE/nodes")"
+  for k in $(seq 1 9); do kill9 "$(pid_of "$STATE/c$k.pid")"; done
+  for i in $(seq 1 "$n"); do
+    kill9 "$(pid_of "$(node_dir "$i")/agent.pid")"
+    rm -rf "$(node_dir "$i")/agent" "$(node_dir "$i")/agent.pid"
+  done
+  for k in $(seq 1 9); do rm -rf "${STATE:?}/c$k" "$STATE/c$k.pid"; done
+  rm -f "$STATE/controller.token" "$STATE/agent.token"
+  start_controllers
+  for i in $(seq 1 "$n"); do
+    engine_only "$i" && continue
+    start_agent "$i"
+    names+=("n$i")
+  done
+  wait_nodes ready "${names[@]}"
+  log "new-cluster: ${names[*]} ready in a new cluster"
+}
+
 cmd_status() {
   local i n
   n="$(cat "$STATE/nodes" 2>/dev/null || echo 0)"
@@ -502,6 +568,14 @@ main() {
     partition) ip link set "$(veth_host "$(node_index "${1:?partition NODE}")")" down ;;
     heal) ip link set "$(veth_host "$(node_index "${1:?heal NODE}")")" up ;;
     kill-controller) kill9 "$(pid_of "$STATE/c${1:?kill-controller K}.pid")" ;;
+    start-controller) cmd_start_controller "${1:?start-controller K [ARGS..]}" "${@:2}" ;;
+    wipe-controller)
+      kill9 "$(pid_of "$STATE/c${1:?wipe-controller K}.pid")"
+      rm -rf "${STATE:?}/c$1"
+      ;;
+    stop-agent) cmd_stop_agent "${1:?stop-agent NODE}" ;;
+    start-agent) start_agent "$(node_index "${1:?start-agent NODE}")" ;;
+    new-cluster) cmd_new_cluster ;;
     docker)
       local i
       i="$(node_index "${1:?docker NODE ARGS..}")"

@@ -342,6 +342,8 @@ pub struct HelloInfo {
     pub devices: Vec<String>,
     /// Docker's `os/arch[/variant]` ([`crate::devices::platform`]).
     pub platform: String,
+    /// What overlaps the cluster's pool on the node ([`crate::net::conflicts`]).
+    pub conflicts: Vec<String>,
 }
 
 impl From<&GpuDevice> for pb::GpuDevice {
@@ -386,6 +388,16 @@ pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
             gpus: h.gpus.iter().map(Into::into).collect(),
             devices: h.devices.clone(),
             platform: h.platform.clone(),
+            conflicts: h.conflicts.clone(),
+        })),
+    }
+}
+
+/// What overlaps the cluster's pool on the node changed: the full new list.
+pub fn conflict_report_message(conflicts: &[String]) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Conflicts(pb::ConflictReport {
+            conflicts: conflicts.to_vec(),
         })),
     }
 }

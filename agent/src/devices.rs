@@ -317,6 +317,7 @@ mod tests {
             gpus: Vec::new(),
             devices: paths.clone(),
             platform: "linux/arm64".into(),
+            conflicts: Vec::new(),
         };
         match crate::convert::hello_message(&hello).msg {
             Some(Msg::Hello(h)) => {

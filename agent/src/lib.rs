@@ -12,7 +12,9 @@
 //! - [`proxy`]: ingress ports, forwarding a published port to ready replicas on any node
 //!   (the routing mesh).
 //! - [`net`]: the cluster network on this node: stack subnets, host-gw routes, iptables
-//!   isolation, and the DNS server that answers service names cluster-wide.
+//!   isolation, the DNS server that answers service names cluster-wide, and what on the
+//!   node overlaps the cluster's pool (routes, other Docker networks; reported when it
+//!   changes).
 //! - [`logs`]: container output streamed for the controller's log requests.
 //! - [`gpu`]: this node's GPUs ([`gpu::GpuInventory`]: NVML, an inventory file, or a
 //!   fake), rediscovered periodically and reported to the controller when they change.
@@ -115,6 +117,11 @@ pub struct AgentConfig {
     pub devices_root: PathBuf,
     /// How often the device paths are scanned again.
     pub device_rescan_interval: Duration,
+    /// Where the node's IPv4 routes are read for the pool conflict scan
+    /// ([`net::conflicts::ROUTES_FILE`]; tests point it at a file of their own).
+    pub routes_file: PathBuf,
+    /// How often the node is scanned for what overlaps the cluster's pool.
+    pub conflict_rescan_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -139,6 +146,8 @@ impl Default for AgentConfig {
             gpu_mode: runtime::GpuDeviceMode::Nvidia,
             devices_root: PathBuf::from(devices::DEV_ROOT),
             device_rescan_interval: devices::RESCAN_INTERVAL,
+            routes_file: PathBuf::from(net::conflicts::ROUTES_FILE),
+            conflict_rescan_interval: net::conflicts::RESCAN_INTERVAL,
         }
     }
 }
@@ -216,6 +225,17 @@ pub async fn run_with_runtime(
     ));
     // The images this agent loaded, removed once unused and gone from the store.
     tokio::spawn(images::Pruner::new(images.clone(), runtime.clone()).run(shutdown.child_token()));
+    let (space, space_rx) = tokio::sync::watch::channel(Default::default());
+    let conflicts = net::conflicts::watch(
+        runtime.clone(),
+        net::conflicts::ScanConfig {
+            routes_file: cfg.routes_file.clone(),
+            interval: cfg.conflict_rescan_interval,
+            cluster: credentials.as_ref().and_then(|c| c.cluster_id()),
+        },
+        space_rx,
+        shutdown.child_token(),
+    );
     let stop_supervisor = shutdown.child_token();
     let contact = disconnect::Contact::new();
     let standbys = volumes::standby::Standbys::in_data_dir(&cfg.data_dir);
@@ -250,6 +270,8 @@ pub async fn run_with_runtime(
             heartbeat_interval: cfg.heartbeat_interval,
             gpus,
             devices,
+            conflicts,
+            space,
             contact,
             tls: credentials.as_ref().map(|c| c.tls.clone()),
             standbys,

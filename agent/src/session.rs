@@ -1,11 +1,11 @@
 //! The long-lived bidirectional session with the controller leader.
 //!
-//! Connects to the controller addresses in turn (capped exponential backoff), follows a
+//! Connects to the controller addresses in turn (capped exponential backoff between rounds), follows a
 //! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
-//! then heartbeats, task status transitions, log chunks, the node's GPUs and device
-//! paths (when they change), and its volumes and images (after the Hello, then when
-//! they change) up; assignments and log
+//! then heartbeats, task status transitions, log chunks, the node's GPUs, device
+//! paths and what overlaps the cluster's pool (when they change), and its volumes and
+//! images (after the Hello, then when they change) up; assignments and log
 //! requests down. A lost session never touches containers: the agent reconnects and says
 //! Hello again with what runs now.
 
@@ -47,6 +47,12 @@ pub struct SessionConfig {
     pub gpus: tokio::sync::watch::Receiver<Vec<crate::gpu::GpuDevice>>,
     /// The node's device paths as last scanned; a change is reported on the session.
     pub devices: tokio::sync::watch::Receiver<Vec<String>>,
+    /// What overlaps the cluster's pool on the node as last scanned
+    /// ([`crate::net::conflicts`]); a change is reported on the session.
+    pub conflicts: tokio::sync::watch::Receiver<Vec<String>>,
+    /// Where the cluster's address space from each assignment set goes, for the
+    /// conflict scan.
+    pub space: tokio::sync::watch::Sender<crate::net::conflicts::ClusterSpace>,
     /// Touched on every message from the controller (the disconnect policy reads it).
     pub contact: crate::disconnect::Contact,
     /// The node's certificate; `None` only against in-process fake controllers.
@@ -135,8 +141,12 @@ pub async fn run(
                 } else {
                     debug!(controller = %addr, %error, "cannot open session");
                 }
-                sleep(backoff, &shutdown).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                // The backoff is between rounds of the list, not between its addresses:
+                // with most controllers down, the one that runs is found within a round.
+                if established || next.is_multiple_of(cfg.controllers.len()) {
+                    sleep(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
             }
         }
     }
@@ -192,6 +202,10 @@ fn ended_by(status: tonic::Status, established: bool) -> Ended {
     if status.code() == tonic::Code::PermissionDenied && status.message().contains("was revoked") {
         return Ended::Revoked(status.message().to_string());
     }
+    if status.message().contains("wire protocol") {
+        // An upgrade is half done: said at warn, every attempt, until it is finished.
+        warn!(error = %status.message(), "the controller cannot work with this agent's version");
+    }
     match leader_hint(&status) {
         Some(l) => Ended::Leader(l),
         None => Ended::Failed {
@@ -239,7 +253,9 @@ async fn session(
         error,
         established: false,
     };
-    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+    let endpoint = match Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent(shoal_proto::protocol::user_agent()))
+    {
         Ok(e) => e
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -282,6 +298,7 @@ async fn session(
     // Whatever changes after this snapshot is reported on the session.
     let mut gpus = cfg.gpus.clone();
     let mut devices = cfg.devices.clone();
+    let mut conflicts = cfg.conflicts.clone();
     let hello = HelloInfo {
         name: cfg.name.clone(),
         address,
@@ -292,6 +309,7 @@ async fn session(
         gpus: gpus.borrow_and_update().clone(),
         devices: devices.borrow_and_update().clone(),
         platform: crate::devices::platform(),
+        conflicts: conflicts.borrow_and_update().clone(),
     };
     let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(1024);
     if out.send(convert::hello_message(&hello)).await.is_err() {
@@ -368,10 +386,13 @@ async fn session(
             Ok(()) = devices.changed() => {
                 convert::device_report_message(&devices.borrow_and_update())
             }
+            Ok(()) = conflicts.changed() => {
+                convert::conflict_report_message(&conflicts.borrow_and_update())
+            }
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
                     cfg.contact.touch();
-                    handle(m, supervisor, &mut logs, &mut transfers, &out).await;
+                    handle(m, supervisor, &mut logs, &mut transfers, &out, &cfg.space).await;
                     continue;
                 }
                 Ok(None) => return lost("controller closed the session".into()),
@@ -390,6 +411,7 @@ async fn handle(
     logs: &mut LogStreams,
     transfers: &mut Transfers,
     out: &mpsc::Sender<pb::AgentMessage>,
+    space: &tokio::sync::watch::Sender<crate::net::conflicts::ClusterSpace>,
 ) {
     let Some((event, invalid)) = convert::controller_event(msg) else {
         return;
@@ -400,7 +422,15 @@ async fn handle(
         let _ = out.send(convert::status_message(&r)).await;
     }
     match event {
-        ControllerEvent::Assignments(set) => supervisor.assign(set),
+        ControllerEvent::Assignments(set) => {
+            let now = crate::net::conflicts::ClusterSpace::of(&set.mesh);
+            space.send_if_modified(|known| {
+                let changed = *known != now;
+                *known = now;
+                changed
+            });
+            supervisor.assign(set)
+        }
         ControllerEvent::Logs(req) => {
             let containers = supervisor.containers().await;
             logs.start(req, &containers);

@@ -6,43 +6,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_agent::model::{Assignment, AssignmentSet};
+#[allow(dead_code)]
+mod common;
+
+use shoal_agent::model::AssignmentSet;
 use shoal_agent::runtime::fake::{Call, FakeRuntime};
-use shoal_agent::runtime::{ContainerState, TaskIdentity};
+use shoal_agent::runtime::ContainerState;
 use shoal_agent::supervisor::{self, Event, SupervisorConfig};
 use shoal_proto::labels;
-use shoal_proto::spec::ServiceSpec;
-use shoal_proto::task::{Desired, TaskState};
+use shoal_proto::task::TaskState;
 use tokio_util::sync::CancellationToken;
 
 const OURS: &str = "c0ffee0000000001";
 const THEIRS: &str = "bada550000000002";
 
 fn assignment(id: &str) -> AssignmentSet {
-    let a = Assignment {
-        task: TaskIdentity {
-            task_id: id.into(),
-            stack: "shop".into(),
-            service: "db".into(),
-            slot: 1,
-            generation: 1,
-        },
-        desired: Desired::Running,
-        ended: false,
-        gpus: Vec::new(),
-        secrets: Vec::new(),
-        volumes: Vec::new(),
-        spec: Arc::new(ServiceSpec {
-            name: "db".into(),
-            image: "img:1".into(),
-            ..Default::default()
-        }),
-    };
     AssignmentSet {
         version: 1,
         mesh: Default::default(),
         remove_volumes: Vec::new(),
-        tasks: [(id.to_string(), a)].into_iter().collect(),
+        tasks: [(id.to_string(), common::assignment(id, "shop", "db"))]
+            .into_iter()
+            .collect(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Cluster networks on their subnets, on the real Docker engine: created on the subnet
 //! asked for, an unused one on another subnet recreated, a used one kept; a service on
-//! several networks gets a container with an address on each (connected before start).
+//! several networks gets a container with an address on each (connected before start);
+//! networks carry their cluster's id, and another cluster's is never recreated.
 
 use std::sync::Arc;
 
@@ -48,21 +49,27 @@ async fn stack_networks_take_their_cluster_subnet() {
         more_networks: vec![],
     };
 
-    let gateway = docker.ensure_network_in(&stack, Some(first)).await.unwrap();
+    let gateway = docker
+        .ensure_network_in(&stack, Some(first), None)
+        .await
+        .unwrap();
     assert_eq!(
         gateway,
         Some(first.gateway()),
         "created on the subnet asked for"
     );
     assert_eq!(
-        docker.ensure_network_in(&stack, Some(first)).await.unwrap(),
+        docker
+            .ensure_network_in(&stack, Some(first), None)
+            .await
+            .unwrap(),
         Some(first.gateway()),
         "asking again keeps it"
     );
 
     // No container uses it: asked with another subnet, it is recreated there.
     let gateway = docker
-        .ensure_network_in(&stack, Some(second))
+        .ensure_network_in(&stack, Some(second), None)
         .await
         .unwrap();
     assert_eq!(
@@ -94,7 +101,10 @@ async fn stack_networks_take_their_cluster_subnet() {
         .await
         .expect("create");
     cleanup.containers.push(id.clone());
-    let gateway = docker.ensure_network_in(&stack, Some(first)).await.unwrap();
+    let gateway = docker
+        .ensure_network_in(&stack, Some(first), None)
+        .await
+        .unwrap();
     assert_eq!(gateway, Some(second.gateway()), "a used network is kept");
     docker.remove(&id).await.unwrap();
     cleanup.containers.clear();
@@ -116,11 +126,11 @@ async fn a_service_on_several_networks_has_an_address_on_each() {
         more_networks: vec![network_name(&back_key)],
     };
     docker
-        .ensure_network_in(&front_key, Some(front))
+        .ensure_network_in(&front_key, Some(front), None)
         .await
         .unwrap();
     docker
-        .ensure_network_in(&back_key, Some(back))
+        .ensure_network_in(&back_key, Some(back), None)
         .await
         .unwrap();
     docker
@@ -173,4 +183,58 @@ async fn a_service_on_several_networks_has_an_address_on_each() {
     cleanup.containers.clear();
     docker.remove_network(&front_key).await.unwrap();
     docker.remove_network(&back_key).await.unwrap();
+}
+
+/// Networks carry the cluster that made them; one of another cluster is never recreated
+/// (removed) for this one, even unused on another subnet; `list_networks` reads both.
+#[tokio::test]
+async fn networks_carry_their_cluster_and_another_clusters_is_never_recreated() {
+    let docker: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::connect(None).await.unwrap());
+    let pid = std::process::id();
+    let (ours, theirs) = (format!("dno{pid:x}"), format!("dnt{pid:x}"));
+    let third = 20 + pid % 200;
+    // Apart from the other tests' subnets: they run at the same time.
+    let a: Subnet = format!("10.219.{third}.0/24").parse().unwrap();
+    let b: Subnet = format!("10.218.{third}.0/24").parse().unwrap();
+    let _cleanup = Cleanup {
+        network: network_name(&ours),
+        containers: vec![],
+        more_networks: vec![network_name(&theirs)],
+    };
+    docker
+        .ensure_network_in(&ours, Some(a), Some("c0ffee0000000001"))
+        .await
+        .unwrap();
+    docker
+        .ensure_network_in(&theirs, Some(b), Some("bada550000000002"))
+        .await
+        .unwrap();
+    // This cluster asks for the other's network on another subnet: it is kept as it is.
+    let gateway = docker
+        .ensure_network_in(&theirs, Some(a), Some("c0ffee0000000001"))
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway,
+        Some(b.gateway()),
+        "another cluster's network is kept"
+    );
+
+    let listed = docker.list_networks().await.expect("list networks");
+    let find = |name: &str| {
+        listed
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("{name} listed: {listed:?}"))
+    };
+    let o = find(&network_name(&ours));
+    assert_eq!(o.cluster(), Some("c0ffee0000000001"));
+    assert_eq!(o.shoal_key().as_deref(), Some(ours.as_str()));
+    assert_eq!(o.subnets, vec![a]);
+    assert_eq!(o.bridge, Some(format!("br-{}", &o.id[..12])));
+    let t = find(&network_name(&theirs));
+    assert_eq!(t.cluster(), Some("bada550000000002"));
+    assert_eq!(t.subnets, vec![b]);
+    // The engine's default bridge is listed too, with its own interface name.
+    assert_eq!(find("bridge").bridge.as_deref(), Some("docker0"));
 }

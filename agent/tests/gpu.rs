@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(dead_code)]
 mod common;
 use common::*;
 

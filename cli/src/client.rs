@@ -288,7 +288,16 @@ impl Client {
                 message: format!("`{addr}` is not a controller address: {e}"),
             })
         })?;
-        let endpoint = endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
+        let endpoint = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .user_agent(shoal_proto::protocol::user_agent())
+            .map_err(|e| {
+                Miss::Refused(ApiError {
+                    code: Code::Internal,
+                    message: format!("user agent: {e}"),
+                })
+            })?;
         let connected = match &self.tls {
             Ok(Some(tls)) => tls.connect(endpoint).await,
             Ok(None) => endpoint.connect().await,

@@ -394,6 +394,14 @@ impl Control for Fake {
     async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    type BackupClusterStream =
+        Pin<Box<dyn Stream<Item = Result<pb::BackupClusterChunk, Status>> + Send>>;
+    async fn backup_cluster(
+        &self,
+        _: Request<pb::BackupClusterRequest>,
+    ) -> Result<Response<Self::BackupClusterStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]

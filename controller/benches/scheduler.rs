@@ -37,6 +37,7 @@ fn cluster() -> (ClusterState, Vec<ServiceSpec>) {
                 devices: Default::default(),
                 platform: String::new(),
                 manager: false,
+                conflicts: Vec::new(),
             },
         );
     }

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod assignments;
+pub mod backup;
 pub mod compose;
 pub mod endpoints;
 pub mod faults;
@@ -37,6 +38,7 @@ pub mod pki;
 pub mod raft;
 pub mod rebalance;
 pub mod reconciler;
+pub mod recovery;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

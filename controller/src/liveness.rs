@@ -2,7 +2,9 @@
 //! Only transitions (ready -> down, down -> ready) are written, by the leader loop.
 //!
 //! A new leader starts every node's clock at its own start, so each node gets one full
-//! grace period to reach it before being declared down.
+//! grace period to reach it before being declared down, plus [`FIRST_CONTACT`] until it
+//! has heard from the node once: after an outage of every controller (a restore, a
+//! reboot of all machines) agents retry at their slowest backoff.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,6 +16,11 @@ use crate::state::{ClusterState, NodeId, NodeStatus};
 /// late ones never take a node down, while a dead node's replicas are placed elsewhere
 /// within about 2 s (the leader checks every 250 ms). `--node-grace-ms` changes it.
 pub const DEFAULT_NODE_GRACE: Duration = Duration::from_millis(1500);
+
+/// What a node the leader has not heard from yet gets on top of the grace: the agents'
+/// longest backoff between two rounds of their controller list (`session::BACKOFF_MAX`,
+/// 2 s) and a round of connection attempts.
+pub const FIRST_CONTACT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct Liveness {
@@ -71,8 +78,10 @@ impl Liveness {
     pub fn transitions(&self, state: &ClusterState, now: Instant) -> Vec<(NodeId, NodeStatus)> {
         let mut out = Vec::new();
         for node in state.nodes.values() {
-            let last = self.last_seen.get(&node.id).copied().unwrap_or(self.since);
-            let alive = now.saturating_duration_since(last.max(self.since)) < self.grace;
+            let alive = match self.last_seen.get(&node.id) {
+                Some(last) => now.saturating_duration_since((*last).max(self.since)) < self.grace,
+                None => now.saturating_duration_since(self.since) < self.grace + FIRST_CONTACT,
+            };
             match (node.status, alive) {
                 (NodeStatus::Ready | NodeStatus::Unknown, false) => {
                     out.push((node.id.clone(), NodeStatus::Down))
@@ -113,21 +122,38 @@ mod tests {
                 devices: Default::default(),
                 platform: String::new(),
                 manager: false,
+                conflicts: Vec::new(),
             },
         );
         s
     }
 
     #[test]
-    fn a_new_leader_gives_every_node_a_grace_period() {
+    fn a_new_leader_gives_every_node_a_grace_period_and_time_to_find_it() {
         let t0 = Instant::now();
         let l = Liveness::new(Duration::from_secs(2), t0);
         let s = state_with(NodeStatus::Ready);
+        let first = Duration::from_secs(2) + FIRST_CONTACT;
         assert!(l
-            .transitions(&s, t0 + Duration::from_millis(1900))
+            .transitions(&s, t0 + first - Duration::from_millis(100))
             .is_empty());
         assert_eq!(
-            l.transitions(&s, t0 + Duration::from_millis(2100)),
+            l.transitions(&s, t0 + first + Duration::from_millis(100)),
+            vec![("a".to_string(), NodeStatus::Down)]
+        );
+    }
+
+    #[test]
+    fn a_node_heard_once_gets_the_grace_only() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(2), t0);
+        l.seen("a", t0 + Duration::from_millis(500));
+        let s = state_with(NodeStatus::Ready);
+        assert!(l
+            .transitions(&s, t0 + Duration::from_millis(2400))
+            .is_empty());
+        assert_eq!(
+            l.transitions(&s, t0 + Duration::from_millis(2600)),
             vec![("a".to_string(), NodeStatus::Down)]
         );
     }

@@ -40,6 +40,18 @@ pub enum Bootstrap {
     Init,
     /// `--join ADDR[,ADDR..]`: join the cluster any of these controllers belongs to.
     Join(String),
+    /// `--restore FILE`: a new one-member cluster with a backup's state and identity
+    /// (unless the data dir already holds a controller, which resumes).
+    Restore(Box<crate::backup::Backup>),
+    /// `--force-new-cluster`: the data dir's controller becomes the only member of a new
+    /// group with its state and identity ([`crate::recovery`]).
+    ForceNewCluster,
+}
+
+impl Bootstrap {
+    fn is_join(&self) -> bool {
+        matches!(self, Bootstrap::Join(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -126,24 +138,37 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
+    let init_opts = pki::local::InitOptions {
+        advertise: advertise.clone(),
+        ttl: cfg.cert_ttl,
+        admin_ttl: cfg.admin_cert_ttl,
+    };
     let (id, fresh) = match membership::stored_id(&cfg.data_dir)? {
+        Some(old) if cfg.bootstrap == Bootstrap::ForceNewCluster => {
+            let id = crate::recovery::force_new_cluster(&cfg.data_dir, old, api::control::now_ms())
+                .await?;
+            membership::store_id(&cfg.data_dir, id)?;
+            (id, id != old)
+        }
         Some(id) => {
             tracing::info!(id, dir = %cfg.data_dir.display(), "resuming controller from its data dir");
             (id, false)
         }
         None => {
             let id = match &cfg.bootstrap {
+                Bootstrap::ForceNewCluster => anyhow::bail!(
+                    "{} holds no controller: --force-new-cluster needs the data dir of a controller that survived",
+                    cfg.data_dir.display()
+                ),
+                Bootstrap::Restore(backup) => {
+                    crate::recovery::prepare_restore(&cfg.data_dir, &init_opts, backup)?
+                }
                 Bootstrap::Init => {
                     let ca = match &cfg.init_ca {
                         Some(c) => Some(pki::ClusterCa::from_pem(&c.cert_pem, &c.key_pem)?),
                         None => None,
                     };
-                    let opts = pki::local::InitOptions {
-                        advertise: advertise.clone(),
-                        ttl: cfg.cert_ttl,
-                        admin_ttl: cfg.admin_cert_ttl,
-                    };
-                    pki::local::init(&cfg.data_dir, &opts, ca)?;
+                    pki::local::init(&cfg.data_dir, &init_opts, ca)?;
                     1
                 }
                 Bootstrap::Join(addrs) => {
@@ -176,9 +201,10 @@ pub async fn serve(
     )
     .await
     .with_context(|| format!("open the controller data dir {}", cfg.data_dir.display()))?;
-    if fresh && cfg.bootstrap == Bootstrap::Init {
+    if fresh && !cfg.bootstrap.is_join() {
         raft::initialize_single(&node).await?;
     }
+    crate::recovery::commit_seed(&node).await?;
     if let Some(record) = pki::local::pending(&cfg.data_dir)? {
         commit_pki(&node, record).await?;
         pki::local::clear_pending(&cfg.data_dir)?;

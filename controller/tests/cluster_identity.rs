@@ -28,6 +28,7 @@ fn each_cluster_numbers_its_tasks_in_a_block_of_its_own() {
                 devices: Default::default(),
                 platform: String::new(),
                 manager: false,
+                conflicts: Vec::new(),
             },
         });
         let web = ServiceSpec {

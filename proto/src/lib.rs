@@ -12,6 +12,7 @@
 
 pub mod container;
 pub mod network;
+pub mod protocol;
 pub mod spec;
 pub mod task;
 

@@ -121,6 +121,64 @@ impl Hosts {
         self.run(&["kill-controller", &k.to_string()]);
     }
 
+    /// Controller `k` (1..3) started again on its data dir and address; with `args`
+    /// (e.g. `--restore FILE`) in place of its `--init`/`--join` when not empty.
+    pub fn start_controller(&self, k: usize, args: &[&str]) {
+        let mut all = vec!["start-controller".to_string(), k.to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.run(&all);
+    }
+
+    /// SIGKILL of controller `k` and its data dir deleted: the machine lost for good.
+    pub fn wipe_controller(&self, k: usize) {
+        self.run(&["wipe-controller", &k.to_string()]);
+    }
+
+    /// Controller `k`'s data dir.
+    pub fn controller_dir(&self, k: usize) -> PathBuf {
+        PathBuf::from(format!("/tmp/shoal-hosts/{}/c{k}", self.id))
+    }
+
+    /// Controller `k`'s address.
+    pub fn controller_addr(&self, k: usize) -> String {
+        self.addr
+            .split(',')
+            .nth(k - 1)
+            .unwrap_or_else(|| panic!("no controller {k} in {}", self.addr))
+            .to_string()
+    }
+
+    /// The admin credentials every CLI call uses from now on.
+    pub fn use_credentials(&mut self, dir: &std::path::Path) {
+        self.credentials = dir.display().to_string();
+    }
+
+    /// SIGTERM of the node's agent (its containers keep running), waiting until it exits.
+    pub fn stop_agent(&self, node: &str) {
+        self.run(&["stop-agent", node]);
+    }
+
+    /// The node's agent started again on its data dir.
+    pub fn start_agent(&self, node: &str) {
+        self.run(&["start-agent", node]);
+    }
+
+    /// The same machines given a new cluster (`hosts.sh new-cluster`): controllers and
+    /// agents killed and their data dirs deleted, the engines kept with everything on
+    /// them; returns once every node is ready in the new cluster, whose admin
+    /// credentials every CLI call uses from then on.
+    pub fn new_cluster(&mut self) {
+        self.run(&["new-cluster"]);
+        self.credentials = self.run(&["credentials"]).trim().to_string();
+    }
+
+    /// Everything the node's agent logged (every run of it, appended).
+    pub fn agent_log(&self, node: &str) -> String {
+        let path = format!("/tmp/shoal-hosts/{}/{node}/agent.log", self.id);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+    }
+
     /// Power cut: the node's containers, agent and engine are killed and its link goes
     /// down. Returns when it happened, in ms since the Unix epoch.
     pub fn cut(&self, node: &str) -> u64 {

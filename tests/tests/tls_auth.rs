@@ -599,3 +599,51 @@ async fn a_controller_needs_the_controller_token_to_join() {
     let status = cl.client().cluster_status().await.unwrap();
     assert_eq!(status.members.len(), 1, "no member was added: {status:?}");
 }
+
+/// Every request carries the sender's wire protocol (`user-agent`); a controller
+/// refuses a peer it cannot work with, saying which side to upgrade, and serves one a
+/// version apart (a rolling upgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_an_incompatible_wire_protocol_is_refused_saying_why() {
+    use shoal_proto::pb::control_client::ControlClient;
+    use shoal_proto::protocol::{MIN_PROTOCOL, PROTOCOL};
+    let cl = Cluster::start(1, &[]).await;
+    let addr = cl.addr(0);
+    let status = |agent: String| {
+        let tls = cl.admin_tls();
+        let addr = addr.clone();
+        async move {
+            let endpoint = shoal_tls::client::endpoint(&addr)
+                .unwrap()
+                .user_agent(agent)
+                .unwrap();
+            let channel = tls.connect(endpoint).await.unwrap();
+            ControlClient::new(channel)
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+        }
+    };
+    let next = PROTOCOL + 1;
+    status(format!("shoal/9.9.9 protocol/{next} min/{PROTOCOL}"))
+        .await
+        .expect("a peer one protocol newer that still works with this one is served");
+    let far = PROTOCOL + 2;
+    let e = status(format!("shoal/9.9.9 protocol/{far} min/{next}"))
+        .await
+        .expect_err("a peer that no longer works with this protocol is refused");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&format!(
+            "shoal 9.9.9 speaks wire protocol {far} and works only with {next} and newer"
+        )) && e.message().contains("upgrade this controller first"),
+        "{}",
+        e.message()
+    );
+    if MIN_PROTOCOL > 0 {
+        let old = MIN_PROTOCOL - 1;
+        let e = status(format!("shoal/0.0.1 protocol/{old} min/{old}"))
+            .await
+            .expect_err("a peer older than this shoal works with is refused");
+        assert!(e.message().contains("upgrade it"), "{}", e.message());
+    }
+}

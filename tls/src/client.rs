@@ -112,7 +112,7 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
         .strip_prefix("http://")
         .or_else(|| addr.strip_prefix("https://"))
         .unwrap_or(addr);
-    Endpoint::from_shared(format!("http://{addr}"))
+    Endpoint::from_shared(format!("http://{addr}"))?.user_agent(shoal_proto::protocol::user_agent())
 }
 
 /// Trusts only the cluster CA and presents `creds`' certificate.

@@ -9,7 +9,9 @@
 //!   when the agent stops;
 //! - [`dns`]: a DNS server on each network's gateway answering a container the names of
 //!   its networks with the ready replicas cluster-wide, NXDOMAIN for other networks'
-//!   names, forwarding other names upstream.
+//!   names, forwarding other names upstream;
+//! - [`conflicts`]: routes and other Docker networks on the node that overlap the
+//!   cluster's pool, reported to the controller (`shoal nodes` shows them).
 //!
 //! The pure parts ([`host::plan`], [`dns::answer`], [`dns::Names::lookup`]) are unit
 //! tested, [`host::HostNet`] on a recording shell; the rest shells out to `ip` and
@@ -17,6 +19,7 @@
 
 use std::net::Ipv4Addr;
 
+pub mod conflicts;
 pub mod dns;
 pub mod drain;
 pub mod host;

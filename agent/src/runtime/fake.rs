@@ -6,7 +6,9 @@
 //!
 //! Mutating calls and log requests are recorded ([`Call`]); the polling calls
 //! (`list_managed`, `inspect`, `resources`) are only counted, so that a long test does not
-//! grow a list of observations; so are `inspect_volume` and `list_volumes`.
+//! grow a list of observations; so are `inspect_volume`, `list_volumes` and
+//! `list_networks`. Networks keep their labels and subnet ([`FakeRuntime::insert_network`]
+//! puts one there as an earlier agent or someone else would have).
 //!
 //! Images live in memory too ([`FakeRuntime::insert_image`]). Pulls always succeed unless
 //! told to fail ([`FakeRuntime::fail_pull`]) and add no image; loads are checked as a
@@ -33,8 +35,8 @@ mod images;
 
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
-    ImageInfo, LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo,
-    VolumeRequest,
+    ImageInfo, LogFrame, LogStream, NetworkInfo, NodeResources, RuntimeError, RuntimeResult,
+    VolumeInfo, VolumeRequest,
 };
 use shoal_proto::spec::MountKind;
 
@@ -86,6 +88,7 @@ pub enum Op {
     Logs,
     EnsureNetwork,
     RemoveNetwork,
+    ListNetworks,
     Resources,
     CreateVolume,
     InspectVolume,
@@ -117,7 +120,8 @@ struct State {
     calls: Vec<Call>,
     observations: u64,
     containers: BTreeMap<String, FakeContainer>,
-    networks: BTreeSet<String>,
+    /// By Docker name.
+    networks: BTreeMap<String, NetworkInfo>,
     /// Op to (message, remaining count; None = until cleared).
     failures: BTreeMap<Op, (String, Option<u32>)>,
     /// Image to pull error.
@@ -259,7 +263,12 @@ impl FakeRuntime {
     }
 
     pub fn networks(&self) -> Vec<String> {
-        self.lock().networks.iter().cloned().collect()
+        self.lock().networks.keys().cloned().collect()
+    }
+
+    /// Put a network there as if someone else (or an earlier agent) had made it.
+    pub fn insert_network(&self, network: NetworkInfo) {
+        self.lock().networks.insert(network.name.clone(), network);
     }
 
     /// Whether the task's container is paused.
@@ -766,14 +775,47 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn ensure_network(&self, stack: &str) -> RuntimeResult<String> {
+        self.ensure_network_in(stack, None, None).await?;
+        Ok(network_name(stack))
+    }
+
+    /// Labelled as the engine's would be; an existing network is kept as it is.
+    async fn ensure_network_in(
+        &self,
+        key: &str,
+        subnet: Option<crate::net::Subnet>,
+        cluster: Option<&str>,
+    ) -> RuntimeResult<Option<Ipv4Addr>> {
         self.enter(
             Op::EnsureNetwork,
-            Some(Call::EnsureNetwork(stack.to_string())),
+            Some(Call::EnsureNetwork(key.to_string())),
         )
         .await?;
-        let name = network_name(stack);
-        self.lock().networks.insert(name.clone());
-        Ok(name)
+        let name = network_name(key);
+        let mut tags = BTreeMap::new();
+        match shoal_proto::network::stack_of(key) {
+            Some(stack) => tags.insert(labels::STACK.to_string(), stack.to_string()),
+            None => tags.insert(super::NETWORK_LABEL.to_string(), key.to_string()),
+        };
+        if let Some(cluster) = cluster {
+            tags.insert(labels::CLUSTER.to_string(), cluster.to_string());
+        }
+        self.lock()
+            .networks
+            .entry(name.clone())
+            .or_insert(NetworkInfo {
+                name,
+                labels: tags,
+                subnets: subnet.into_iter().collect(),
+                ..Default::default()
+            });
+        // No gateway: the agent's DNS servers are never bound on a fake's networks.
+        Ok(None)
+    }
+
+    async fn list_networks(&self) -> RuntimeResult<Vec<NetworkInfo>> {
+        self.enter(Op::ListNetworks, None).await?;
+        Ok(self.lock().networks.values().cloned().collect())
     }
 
     async fn remove_network(&self, stack: &str) -> RuntimeResult<()> {

@@ -2,7 +2,8 @@
 //!
 //! [`ContainerRuntime`] is everything the agent asks of a container engine: make an image
 //! present, create/start/stop/remove a container, observe shoal's containers, read their
-//! logs, manage the Docker network of each cluster network, create, inspect, list and
+//! logs, manage the Docker network of each cluster network and list the engine's networks
+//! ([`NetworkInfo`]), create, inspect, list and
 //! remove named volumes ([`VolumeRequest`], [`VolumeInfo`]), pause and resume the
 //! containers mounting one (a frozen export), and list, load and remove images
 //! ([`ImageInfo`]; loading is how images from the cluster's store get in). [`docker`] implements it with bollard;
@@ -147,6 +148,43 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
+/// A Docker network as the engine lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its IPAM subnets (IPv4 only; none when the engine gave none).
+    pub subnets: Vec<crate::net::Subnet>,
+    /// The host's interface of a bridge network (`br-` and the id's first 12 digits, or
+    /// the name its `com.docker.network.bridge.name` option gives, e.g. `docker0`);
+    /// `None` for other drivers.
+    pub bridge: Option<String>,
+}
+
+impl NetworkInfo {
+    /// The cluster network key of a network shoal made (labelled `io.shoal.stack` or
+    /// `io.shoal.network`); `None` for anyone else's.
+    pub fn shoal_key(&self) -> Option<String> {
+        if let Some(key) = self.labels.get(NETWORK_LABEL) {
+            return Some(key.clone());
+        }
+        self.labels
+            .contains_key(shoal_proto::labels::STACK)
+            .then(|| shoal_proto::network::key_of_docker_name(&self.name))
+    }
+
+    /// The `io.shoal.cluster` label: which cluster made it (`None`: unlabelled).
+    pub fn cluster(&self) -> Option<&str> {
+        self.labels
+            .get(shoal_proto::labels::CLUSTER)
+            .map(String::as_str)
+    }
+}
+
+/// On the Docker network of an external cluster network: its key (`ext:NAME`).
+pub const NETWORK_LABEL: &str = "io.shoal.network";
+
 /// The node's capacity as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeResources {
@@ -203,15 +241,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn ensure_network(&self, key: &str) -> RuntimeResult<String>;
     async fn remove_network(&self, key: &str) -> RuntimeResult<()>;
     /// Like [`ContainerRuntime::ensure_network`], with the network's cluster subnet on
-    /// this node; returns the network's gateway address when known.
+    /// this node, labelled with `cluster` (`io.shoal.cluster`) when it is created;
+    /// returns the network's gateway address when known.
     async fn ensure_network_in(
         &self,
         key: &str,
         subnet: Option<crate::net::Subnet>,
+        cluster: Option<&str>,
     ) -> RuntimeResult<Option<std::net::Ipv4Addr>> {
-        let _ = subnet;
+        let _ = (subnet, cluster);
         self.ensure_network(key).await.map(|_| None)
     }
+    /// Every network of the engine, shoal's or not.
+    async fn list_networks(&self) -> RuntimeResult<Vec<NetworkInfo>>;
     /// The process id of a running container's init (to read its sockets from `/proc`).
     async fn container_pid(&self, id: &str) -> Option<u32> {
         let _ = id;

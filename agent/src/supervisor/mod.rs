@@ -33,6 +33,7 @@ use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeErr
 mod config;
 mod modes;
 pub use config::SupervisorConfig;
+pub(crate) mod networks;
 mod ops;
 pub use modes::JOINED;
 use ops::{remove_container, start_task, stop_container, StartNet};
@@ -120,7 +121,8 @@ struct Supervisor {
     busy: BTreeSet<String>,
     reported: BTreeMap<String, TaskReport>,
     ingress_errors: BTreeMap<String, String>,
-    /// Networks (keys) this supervisor made sure of.
+    /// Networks (keys) this supervisor made sure of, and this cluster's networks found
+    /// on the engine at start ([`networks::left_on_engine`]): removed once unused.
     networks: BTreeSet<String>,
     proxy: Option<Proxy>,
     /// The cluster network on this node (with the proxy: only on a real runtime).
@@ -199,6 +201,7 @@ impl Supervisor {
     ) {
         // Before anything else looks at the containers.
         crate::volumes::transfer::resume_leftovers(&*self.runtime, &self.cfg.node).await;
+        self.networks = networks::left_on_engine(&*self.runtime, self.cfg.cluster.as_deref()).await;
         let mut tick = tokio::time::interval(self.cfg.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -612,12 +615,9 @@ impl Supervisor {
                 .collect();
             for network in unused {
                 self.networks.remove(&network);
-                let runtime = self.runtime.clone();
-                self.ops.spawn(async move {
-                    if let Err(e) = runtime.remove_network(&network).await {
-                        debug!(%network, error = %e, "cannot remove network");
-                    }
-                });
+                let (runtime, cluster) = (self.runtime.clone(), self.cfg.cluster.clone());
+                self.ops
+                    .spawn(networks::remove_if_ours(runtime, network, cluster));
             }
         }
     }

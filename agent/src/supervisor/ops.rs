@@ -97,7 +97,10 @@ pub(super) async fn start_task(
             let mut first_gateway = None;
             let networks = if own_network { &net.networks[..] } else { &[] };
             for (i, (key, subnet)) in networks.iter().enumerate() {
-                match runtime.ensure_network_in(key, *subnet).await {
+                match runtime
+                    .ensure_network_in(key, *subnet, net.cluster.as_deref())
+                    .await
+                {
                     Ok(g) if i == 0 => first_gateway = g.map(|g| (key.clone(), g)),
                     Ok(_) => {}
                     Err(e) => {

@@ -1,4 +1,5 @@
-//! A stand-in controller for the agent's integration tests: real gRPC on 127.0.0.1.
+//! A stand-in controller for the agent's integration tests: real gRPC on 127.0.0.1,
+//! and an assignment builder. Each test crate uses a part of it (`#[allow(dead_code)]`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -53,4 +54,28 @@ pub async fn serve<S: AgentSession>(svc: S, stop: CancellationToken) -> String {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
     );
     addr
+}
+
+/// A replica of `STACK/SERVICE` (slot 1, image `img:1`) that should run.
+pub fn assignment(id: &str, stack: &str, service: &str) -> shoal_agent::model::Assignment {
+    use shoal_agent::runtime::TaskIdentity;
+    shoal_agent::model::Assignment {
+        task: TaskIdentity {
+            task_id: id.into(),
+            stack: stack.into(),
+            service: service.into(),
+            slot: 1,
+            generation: 1,
+        },
+        desired: shoal_proto::task::Desired::Running,
+        ended: false,
+        gpus: Vec::new(),
+        secrets: Vec::new(),
+        volumes: Vec::new(),
+        spec: Arc::new(shoal_proto::spec::ServiceSpec {
+            name: service.into(),
+            image: "img:1".into(),
+            ..Default::default()
+        }),
+    }
 }

@@ -255,6 +255,15 @@ pub struct PsArgs {
 pub enum ClusterCommand {
     /// Leader, term, commit index and members.
     Status,
+    /// Write an encrypted backup of the cluster (its whole state, CA, sealed secrets and
+    /// cluster key), taken online; restore it with `shoal controller --restore FILE`.
+    Backup {
+        /// Where to write it (replaced if it exists).
+        file: PathBuf,
+        /// Read the passphrase from this file (its first line) instead of asking.
+        #[arg(long, value_name = "F")]
+        passphrase_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -37,7 +37,7 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    group(clap::ArgGroup::new("bootstrap").required(true).args(["init", "join"])),
+    group(clap::ArgGroup::new("bootstrap").required(true).args(["init", "join", "restore", "force_new_cluster"])),
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -64,6 +64,19 @@ pub struct ControllerArgs {
     /// takes a /24 of it); default 10.208.0.0/12; with --init only. Pick one no machine or LAN uses.
     #[arg(long, value_name = "CIDR", value_parser = parse_pool)]
     pub pool: Option<String>,
+    /// Start a new cluster from a backup (`shoal cluster backup`) on a new data dir,
+    /// keeping the cluster's identity: its agents reconnect and keep their containers.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["init", "join", "force_new_cluster"])]
+    pub restore: Option<PathBuf>,
+    /// With --restore: read the backup's passphrase from this file instead of asking.
+    #[arg(long, value_name = "F", requires = "restore")]
+    pub passphrase_file: Option<PathBuf>,
+    /// When the majority of controllers is lost for good: make this controller (on its
+    /// data dir) the only member of a new cluster with its state and identity. Refused
+    /// while a quorum of the old controllers answers. Run it once, then start the
+    /// controller as before; new controllers join it with a token.
+    #[arg(long, conflicts_with_all = ["init", "join"])]
+    pub force_new_cluster: bool,
     /// Controller join token, with --join (`shoal token show controller`).
     #[arg(long, value_name = "T", env = "SHOAL_TOKEN")]
     pub token: Option<String>,

@@ -40,10 +40,34 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
         ))
         .into());
     }
-    let bootstrap = match args.join {
-        Some(addr) => Bootstrap::Join(addr),
-        None => Bootstrap::Init,
+    if args.passphrase_file.is_some() && args.restore.is_none() {
+        return Err(UsageError(
+            "--passphrase-file goes with --restore FILE (the backup it opens)".into(),
+        )
+        .into());
+    }
+    let holds_controller = shoal_controller::membership::stored_id(&data_dir)?.is_some();
+    let bootstrap = match (args.join, args.restore, args.force_new_cluster) {
+        (Some(addr), _, _) => Bootstrap::Join(addr),
+        // A data dir that holds a controller resumes; the backup is not read.
+        (None, Some(file), _) if holds_controller => {
+            tracing::warn!(dir = %data_dir.display(), backup = %file.display(), "the data dir already holds a controller: resuming it; --restore is not applied (give a new data dir to restore)");
+            Bootstrap::Init
+        }
+        (None, Some(file), _) => Bootstrap::Restore(Box::new(super::cluster::open_backup(
+            &file,
+            args.passphrase_file.as_deref(),
+        )?)),
+        (None, None, true) => Bootstrap::ForceNewCluster,
+        (None, None, false) => Bootstrap::Init,
     };
+    if args.force_new_cluster && !holds_controller {
+        return Err(UsageError(format!(
+            "{} holds no controller: --force-new-cluster needs the data dir of a controller that survived (to start from a backup, use --restore FILE)",
+            data_dir.display()
+        ))
+        .into());
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("create the data directory {}", data_dir.display()))?;
     // `new` fills what the command line does not set (e.g. the node grace period).

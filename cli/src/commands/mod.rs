@@ -11,6 +11,7 @@ pub mod login;
 pub mod logs;
 pub mod node;
 pub mod nodes;
+pub mod passphrase;
 pub mod ps;
 pub mod rebalance;
 pub mod rm;
@@ -86,6 +87,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster {
             command: ClusterCommand::Status,
         } => cluster::run(&mut Ctx::ready(&global).await).await,
+        Command::Cluster {
+            command:
+                ClusterCommand::Backup {
+                    file,
+                    passphrase_file,
+                },
+        } => {
+            cluster::backup(
+                &mut Ctx::ready(&global).await,
+                &file,
+                passphrase_file.as_deref(),
+            )
+            .await
+        }
         Command::Logs(args) => logs::run(args, &mut Ctx::ready(&global).await).await,
         Command::Scale(args) => scale::run(args, &mut Ctx::ready(&global).await).await,
         Command::Rm(args) => rm::run(args, &mut Ctx::ready(&global).await).await,

@@ -6,7 +6,9 @@ use shoal_proto::pb::NodeRow;
 /// `[{"id","name","address","status","availability","labels","cpus","memory_bytes",
 /// "gpus":[{"uuid","index","model","memory_bytes","assigned_to"}]}]`, labels an object.
 /// A GPU whose node reports figures (NVML, or an inventory file that lists them) also
-/// has `utilization_percent` and `memory_used_bytes`, shoal's addition to the contract.
+/// has `utilization_percent` and `memory_used_bytes`, shoal's addition to the contract,
+/// as is each node's `conflicts`: what on it overlaps the cluster's address pool, one
+/// sentence each (empty: nothing).
 pub fn json(nodes: &[NodeRow]) -> Value {
     Value::Array(
         nodes
@@ -49,6 +51,7 @@ pub fn json(nodes: &[NodeRow]) -> Value {
                     "cpus": n.cpus,
                     "memory_bytes": n.memory_bytes,
                     "gpus": gpus,
+                    "conflicts": n.conflicts,
                 })
             })
             .collect(),
@@ -78,6 +81,25 @@ fn gpu_column(n: &NodeRow, used: usize) -> String {
     out
 }
 
+/// Below the table, one line per conflict, naming its node.
+fn conflict_lines(nodes: &[NodeRow]) -> String {
+    let lines: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.conflicts
+                .iter()
+                .map(move |c| format!("  {}: {c}\n", n.name))
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nOverlapping the cluster's address pool (traffic to these addresses may go astray):\n{}",
+        lines.concat()
+    )
+}
+
 pub fn table(nodes: &[NodeRow]) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -98,7 +120,7 @@ pub fn table(nodes: &[NodeRow]) -> String {
             ]
         })
         .collect();
-    super::table(
+    let table = super::table(
         &[
             "NAME",
             "ADDRESS",
@@ -110,7 +132,8 @@ pub fn table(nodes: &[NodeRow]) -> String {
             "LABELS",
         ],
         &rows,
-    )
+    );
+    table + &conflict_lines(nodes)
 }
 
 #[cfg(test)]
@@ -153,6 +176,7 @@ mod tests {
                     memory_used_bytes: None,
                 },
             ],
+            conflicts: Vec::new(),
         }
     }
 
@@ -174,7 +198,8 @@ mod tests {
                      "memory_bytes": 85899345920_i64, "assigned_to": "t-3"},
                     {"uuid": "GPU-2", "index": 1, "model": "NVIDIA H100 80GB HBM3",
                      "memory_bytes": 85899345920_i64, "assigned_to": ""}
-                ]
+                ],
+                "conflicts": []
             }])
         );
         let mut bare = node();
@@ -206,5 +231,30 @@ mod tests {
             "NAME    ADDRESS   STATUS  AVAILABILITY  CPUS  MEMORY   GPUS      LABELS\n\
              node-a  10.0.0.5  ready   active        8     16.0GiB  1/2 used  gpu=h100,zone=a\n"
         );
+    }
+
+    #[test]
+    fn conflicts_show_in_json_and_under_the_table() {
+        let mut n = node();
+        n.name = "n2".into();
+        n.conflicts =
+            vec!["route 10.208.77.0/24 dev eth0 overlaps the cluster pool 10.208.0.0/12".into()];
+        let v = json(&[n.clone(), node()]);
+        assert_eq!(
+            v[0]["conflicts"],
+            serde_json::json!([
+                "route 10.208.77.0/24 dev eth0 overlaps the cluster pool 10.208.0.0/12"
+            ])
+        );
+        assert_eq!(v[1]["conflicts"], serde_json::json!([]));
+        let t = table(&[n, node()]);
+        assert!(
+            t.ends_with(
+                "\nOverlapping the cluster's address pool (traffic to these addresses may go astray):\n  \
+                 n2: route 10.208.77.0/24 dev eth0 overlaps the cluster pool 10.208.0.0/12\n"
+            ),
+            "{t}"
+        );
+        assert!(!table(&[node()]).contains("Overlapping"));
     }
 }

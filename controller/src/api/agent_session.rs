@@ -2,7 +2,8 @@
 //!
 //! Up: hello (node registration and what runs), heartbeats (liveness, in memory), task
 //! status transitions (written through Raft), log chunks (routed to CLI streams), and
-//! the node's GPUs, device paths, volumes and images when they change.
+//! the node's GPUs, device paths, volumes, images and what overlaps the cluster's address
+//! pool (routes, other Docker networks) when they change.
 //! The session also keeps the node's role (`node.role`) current: a node is a manager
 //! while a controller's address is its own ([`crate::state::nodes::is_manager`]).
 //! Down: the node's full assignment set, re-sent whenever it changes, and log requests.
@@ -84,6 +85,19 @@ impl AgentSession for AgentSessionService {
             .map(TaskUpdate::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         self.ctx.lock_liveness().seen(&name, Instant::now());
+        let before = self
+            .ctx
+            .node
+            .state
+            .read()
+            .nodes
+            .get(&name)
+            .map(|n| n.conflicts.clone());
+        warn_conflicts(
+            &name,
+            before.as_deref().unwrap_or_default(),
+            &node.conflicts,
+        );
         self.ctx.propose(Command::RegisterNode { node }).await?;
         if !observed.is_empty() {
             self.ctx
@@ -225,6 +239,45 @@ async fn serve(
     }
 }
 
+/// Records what the node's agent found overlapping the cluster's address pool, when it
+/// differs from what the state holds, and says what changed.
+async fn set_conflicts(ctx: &Shared, node: &str, conflicts: Vec<String>) -> Result<(), Status> {
+    let known = ctx
+        .node
+        .state
+        .read()
+        .nodes
+        .get(node)
+        .map(|n| n.conflicts.clone());
+    if known.as_ref() == Some(&conflicts) {
+        return Ok(());
+    }
+    warn_conflicts(node, known.as_deref().unwrap_or_default(), &conflicts);
+    ctx.propose(Command::SetNodeConflicts {
+        node: node.to_string(),
+        conflicts,
+    })
+    .await?;
+    Ok(())
+}
+
+/// A node's conflicts changed from `before` to `now`: each new one at warn (degraded:
+/// traffic to those addresses may go astray), or at info that none is left.
+fn warn_conflicts(node: &str, before: &[String], now: &[String]) {
+    if before == now {
+        return;
+    }
+    if now.is_empty() {
+        tracing::info!(
+            node,
+            "nothing on the node overlaps the cluster pool any more"
+        );
+    }
+    for c in now.iter().filter(|c| !before.contains(c)) {
+        tracing::warn!(node, conflict = %c, "the node has something overlapping the cluster pool");
+    }
+}
+
 /// Whether a controller of the current membership (voters and learners) runs on the
 /// machine at `address`.
 fn runs_a_controller(ctx: &Shared, address: &str) -> bool {
@@ -302,6 +355,7 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
             .await?;
             Ok(())
         }
+        Some(Msg::Conflicts(r)) => set_conflicts(ctx, node, r.conflicts).await,
         Some(Msg::Volumes(r)) => {
             let volumes = convert::volumes_seen(&r);
             if !ctx.node.state.read().volume_report_changes(node, &volumes) {

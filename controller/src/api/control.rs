@@ -630,6 +630,17 @@ impl Control for ControlService {
             .map(Response::new)
     }
 
+    type BackupClusterStream = super::cluster_backup::BackupStream;
+
+    async fn backup_cluster(
+        &self,
+        _req: Request<pb::BackupClusterRequest>,
+    ) -> Result<Response<Self::BackupClusterStream>, Status> {
+        super::cluster_backup::backup(&self.ctx)
+            .await
+            .map(Response::new)
+    }
+
     type BackupVolumeStream = super::volumes::ChunkStream;
 
     async fn backup_volume(

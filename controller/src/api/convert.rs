@@ -82,6 +82,7 @@ pub fn node_from_hello(h: &pb::Hello) -> Result<Node, Invalid> {
         platform: h.platform.clone(),
         // Decided by the leader from the controllers' addresses (`agent_session`).
         manager: false,
+        conflicts: h.conflicts.clone(),
     })
 }
 
@@ -283,6 +284,7 @@ pub fn node_row(state: &ClusterState, n: &Node) -> pb::NodeRow {
                 memory_used_bytes: None,
             })
             .collect(),
+        conflicts: n.conflicts.clone(),
     }
 }
 

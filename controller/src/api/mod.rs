@@ -4,6 +4,7 @@
 
 pub mod agent_session;
 pub mod binds;
+pub mod cluster_backup;
 pub mod control;
 pub mod convert;
 pub mod images;

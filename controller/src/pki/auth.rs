@@ -129,6 +129,7 @@ impl Guard {
 
 impl tonic::service::Interceptor for Guard {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        check_protocol(&req)?;
         let peer = require(&req, self.roles, &self.state)?;
         req.extensions_mut().insert(peer);
         Ok(req)
@@ -144,5 +145,24 @@ pub fn check_speaks_for(peer: Option<&Peer>, node: &str) -> Result<(), Status> {
             id.role, id.name
         ))),
         None => Err(Status::unauthenticated("no client certificate")),
+    }
+}
+
+/// Refuses a peer whose wire protocol this controller cannot work with
+/// ([`shoal_proto::protocol`]), saying which side to upgrade.
+fn check_protocol(req: &Request<()>) -> Result<(), Status> {
+    let Some(agent) = req
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    match shoal_proto::protocol::incompatible(agent, shoal_proto::protocol::ours()) {
+        None => Ok(()),
+        Some(why) => {
+            tracing::warn!(peer = agent, "refused a request: {why}");
+            Err(Status::failed_precondition(why))
+        }
     }
 }

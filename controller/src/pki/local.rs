@@ -174,6 +174,37 @@ pub fn init(data_dir: &Path, opts: &InitOptions, ca: Option<ClusterCa>) -> anyho
         None => ClusterCa::generate()?,
     };
     let record = PkiRecord::new(&ca, &key)?;
+    write_credentials(data_dir, opts, &key, &ca)?;
+    let json = serde_json::to_vec(&record)?;
+    shoal_tls::files::write_file(&data_dir.join(PENDING_FILE), &json, true)?;
+    tracing::info!(digest = %ca.digest(), admin = %data_dir.join(ADMIN_DIR).display(), "cluster CA created");
+    Ok(())
+}
+
+/// `--restore` and `--force-new-cluster`: the cluster key and CA of a cluster that
+/// existed, this controller's certificate and new admin credentials from them. The
+/// cluster keeps its identity: its agents and old admin credentials stay valid.
+pub fn adopt(
+    data_dir: &Path,
+    opts: &InitOptions,
+    key: &ClusterKey,
+    record: &PkiRecord,
+) -> anyhow::Result<()> {
+    let ca = record
+        .ca(key)
+        .context("the backup's cluster key does not unseal its CA")?;
+    write_credentials(data_dir, opts, key, &ca)?;
+    tracing::info!(digest = %ca.digest(), admin = %data_dir.join(ADMIN_DIR).display(), "cluster CA restored");
+    Ok(())
+}
+
+/// The cluster key, this controller's certificate and admin credentials, in `data_dir`.
+fn write_credentials(
+    data_dir: &Path,
+    opts: &InitOptions,
+    key: &ClusterKey,
+    ca: &ClusterCa,
+) -> anyhow::Result<()> {
     let now = SystemTime::now();
     let me = Identity::new(Role::Controller, opts.advertise.clone());
     let (cert, cert_key) =
@@ -192,11 +223,7 @@ pub fn init(data_dir: &Path, opts: &InitOptions, ca: Option<ClusterCa>) -> anyho
         cert_pem: admin_cert,
         key_pem: admin_key,
     }
-    .store(&data_dir.join(ADMIN_DIR))?;
-    let json = serde_json::to_vec(&record)?;
-    shoal_tls::files::write_file(&data_dir.join(PENDING_FILE), &json, true)?;
-    tracing::info!(digest = %ca.digest(), admin = %data_dir.join(ADMIN_DIR).display(), "cluster CA created");
-    Ok(())
+    .store(&data_dir.join(ADMIN_DIR))
 }
 
 /// The record `--init` made that is not committed yet.

@@ -30,6 +30,7 @@ pub mod log_store;
 pub mod network;
 pub mod open;
 pub mod propose;
+pub mod recover;
 pub mod server;
 pub mod state_machine;
 mod storage_error;

@@ -117,7 +117,9 @@ fn endpoint(addr: &str) -> Result<Endpoint, String> {
         format!("http://{addr}")
     };
     let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("peer address {addr:?} is not a valid address: {e}"))?;
+        .map_err(|e| format!("peer address {addr:?} is not a valid address: {e}"))?
+        .user_agent(shoal_proto::protocol::user_agent())
+        .map_err(|e| format!("user agent: {e}"))?;
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)

@@ -12,7 +12,7 @@ use super::codec::{
     self, AppendReply, AppendRequest, SnapshotReply, SnapshotRequest, VoteReply, VoteReq,
 };
 use super::network::MAX_MESSAGE_BYTES;
-use super::Raft;
+use super::{Raft, RaftNodeId};
 use crate::faults::Faults;
 use std::sync::Arc;
 
@@ -38,6 +38,29 @@ impl RaftPeerService {
             return Err(Status::unavailable("this controller is partitioned"));
         }
         Ok(())
+    }
+
+    /// Refuses a Raft RPC from a controller outside this member's membership: after
+    /// `--force-new-cluster` or `--restore`, an old controller that comes back with its
+    /// old data dir must not take part (its votes would depose the new leader). A member
+    /// that knows no membership yet (a joiner waiting for its first entries) accepts all.
+    fn check_sender(&self, sender: Option<RaftNodeId>) -> Result<(), Status> {
+        let Some(sender) = sender else {
+            return Ok(());
+        };
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
+            return Ok(());
+        }
+        tracing::warn!(
+            sender,
+            "refused a Raft RPC from a controller that is not a member of this cluster (an old controller started with its old data dir? wipe it and join it with a token)"
+        );
+        Err(Status::permission_denied(format!(
+            "controller {sender} is not a member of this cluster: after --force-new-cluster or --restore, start old controllers only with a new data dir and --join"
+        )))
     }
 
     /// The tonic service, with message limits large enough for Raft batches.
@@ -70,6 +93,7 @@ impl RaftPeer for RaftPeerService {
         self.check()?;
         let rpc: AppendRequest =
             codec::decode("append_entries", request.get_ref()).map_err(invalid)?;
+        self.check_sender(rpc.vote.leader_id().voted_for())?;
         let result: AppendReply = self.raft.append_entries(rpc).await;
         reply("append_entries", &result)
     }
@@ -77,6 +101,7 @@ impl RaftPeer for RaftPeerService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check()?;
         let rpc: VoteReq = codec::decode("vote", request.get_ref()).map_err(invalid)?;
+        self.check_sender(rpc.vote.leader_id().voted_for())?;
         let result: VoteReply = self.raft.vote(rpc).await;
         reply("vote", &result)
     }
@@ -88,6 +113,7 @@ impl RaftPeer for RaftPeerService {
         self.check()?;
         let rpc: SnapshotRequest =
             codec::decode("install_snapshot", request.get_ref()).map_err(invalid)?;
+        self.check_sender(rpc.vote.leader_id().voted_for())?;
         let result: SnapshotReply = self.raft.install_snapshot(rpc).await;
         reply("install_snapshot", &result)
     }

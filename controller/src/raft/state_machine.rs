@@ -41,6 +41,21 @@ pub struct Applied {
     pub state: ClusterState,
 }
 
+impl Applied {
+    /// Applies one committed entry (a command, a membership change or a blank).
+    pub fn apply_entry(&mut self, entry: Entry<TypeConfig>) -> CommandResult {
+        self.last_applied = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Blank => CommandResult::default(),
+            EntryPayload::Normal(cmd) => self.state.apply(&cmd),
+            EntryPayload::Membership(membership) => {
+                self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                CommandResult::default()
+            }
+        }
+    }
+}
+
 /// The snapshot format this shoal writes, and the newest it reads. Bump it when a
 /// snapshot this version writes could be misread by an older one (a field whose absence
 /// an older version would take for something else), and keep a golden snapshot of every
@@ -159,6 +174,11 @@ impl StateHandle {
     /// The log id of the last applied entry.
     pub fn last_applied(&self) -> Option<LogId<RaftNodeId>> {
         self.shared.read().last_applied
+    }
+
+    /// A copy of everything applied, with the membership: what a snapshot holds.
+    pub fn applied(&self) -> Applied {
+        self.shared.read().clone()
     }
 
     /// The last applied log index, changing after every apply: `changed().await` on it to
@@ -410,16 +430,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let last = {
             let mut applied = self.shared.write();
             for entry in entries {
-                applied.last_applied = Some(entry.log_id);
-                let reply = match entry.payload {
-                    EntryPayload::Blank => CommandResult::default(),
-                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd),
-                    EntryPayload::Membership(membership) => {
-                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                        CommandResult::default()
-                    }
-                };
-                replies.push(reply);
+                replies.push(applied.apply_entry(entry));
             }
             applied.last_applied
         };

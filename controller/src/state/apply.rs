@@ -216,6 +216,9 @@ impl ClusterState {
                 None => CommandResult::error(format!("unknown node {node}")),
             },
             Command::SetNodeDevices { node, devices } => self.set_node_devices(node, devices),
+            Command::SetNodeConflicts { node, conflicts } => {
+                self.set_node_conflicts(node, conflicts)
+            }
             Command::SetNodeRole { node, manager } => self.set_node_role(node, *manager),
             Command::SetPool { pool } => match super::subnets::Pool::parse(pool) {
                 Err(e) => CommandResult::error(e),
@@ -233,6 +236,15 @@ impl ClusterState {
                     self.next_task = first_task_number(record);
                 }
                 self.pki = Some(record.clone());
+                CommandResult::default()
+            }
+            Command::Restore { state } => {
+                if self.pki.is_some() {
+                    return CommandResult::error(
+                        "this cluster already has a state: a restore only seeds a new cluster",
+                    );
+                }
+                *self = (**state).clone();
                 CommandResult::default()
             }
         }

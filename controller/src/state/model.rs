@@ -305,6 +305,10 @@ pub struct Node {
     /// state.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manager: bool,
+    /// What its agent found on the node overlapping the cluster's address pool (routes,
+    /// Docker networks of others), each a sentence naming it; shown by `shoal nodes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 impl Node {
@@ -460,6 +464,11 @@ pub enum Command {
         node: NodeId,
         devices: BTreeSet<String>,
     },
+    /// An agent found a different list of routes and networks overlapping the pool.
+    SetNodeConflicts {
+        node: NodeId,
+        conflicts: Vec<String>,
+    },
     /// The leader saw a controller start or stop running on the node's address.
     SetNodeRole {
         node: NodeId,
@@ -477,6 +486,12 @@ pub enum Command {
     /// The cluster's PKI: written by `--init` and when a join token is rotated.
     SetPki {
         record: crate::pki::PkiRecord,
+    },
+    /// `--restore FILE` / `--force-new-cluster`: a new one-member group takes over a
+    /// cluster's whole state (its first entry after the membership). Refused on a state
+    /// that already holds a cluster.
+    Restore {
+        state: Box<super::ClusterState>,
     },
     /// A push stored every blob of an image on the controllers in `image.holders`.
     ImagePushed {

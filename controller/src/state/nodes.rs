@@ -29,6 +29,16 @@ impl ClusterState {
         }
     }
 
+    pub(super) fn set_node_conflicts(&mut self, node: &str, conflicts: &[String]) -> CommandResult {
+        match self.nodes.get_mut(node) {
+            Some(n) => {
+                n.conflicts = conflicts.to_vec();
+                CommandResult::default()
+            }
+            None => CommandResult::error(format!("unknown node {node}")),
+        }
+    }
+
     pub(super) fn set_node_role(&mut self, node: &str, manager: bool) -> CommandResult {
         match self.nodes.get_mut(node) {
             Some(n) => {

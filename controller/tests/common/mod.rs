@@ -18,6 +18,7 @@ pub fn node(id: &str, cpus: f64, mem_mib: i64) -> Node {
         devices: Default::default(),
         platform: String::new(),
         manager: false,
+        conflicts: Vec::new(),
     }
 }
 

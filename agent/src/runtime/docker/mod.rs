@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 mod convert;
 mod images;
+mod networks;
 mod options;
 mod volumes;
 use convert::{docker_config, from_inspect, from_summary};
@@ -33,7 +34,8 @@ pub use volumes::rfc3339_ms;
 
 use super::{
     network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, ImageInfo,
-    LogFrame, LogStream, NodeResources, RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
+    LogFrame, LogStream, NetworkInfo, NodeResources, RuntimeError, RuntimeResult, VolumeInfo,
+    VolumeRequest, NETWORK_LABEL,
 };
 
 /// Seconds bollard waits for an engine's response headers.
@@ -175,13 +177,15 @@ impl DockerRuntime {
     }
 
     /// `None`: no such network (or, with `recreate`, one on the wrong subnet that no
-    /// container uses: it is removed, to be created again on the right one).
-    /// `Some(gateway)` otherwise; a network on another subnet is kept, with a warning.
+    /// container uses and no other cluster made: it is removed, to be created again on
+    /// the right one). `Some(gateway)` otherwise; a network on another subnet is kept,
+    /// with a warning.
     async fn network_gateway(
         &self,
         name: &str,
         subnet: Option<Subnet>,
         recreate: bool,
+        cluster: Option<&str>,
     ) -> RuntimeResult<Option<Option<Ipv4Addr>>> {
         let net = match self
             .docker
@@ -192,6 +196,13 @@ impl DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => return Ok(None),
             Err(e) => return Err(engine(e)),
         };
+        // Another cluster's network is never removed (its containers may be stopped,
+        // not gone); one of the same name is used as it is.
+        let theirs = net
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::CLUSTER))
+            .is_some_and(|c| Some(c.as_str()) != cluster);
         let config = net
             .ipam
             .and_then(|i| i.config)
@@ -206,7 +217,7 @@ impl DockerRuntime {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(name);
-            if want != has && recreate && !fallback && !self.network_used(name).await? {
+            if want != has && recreate && !fallback && !theirs && !self.network_used(name).await? {
                 info!(network = %name, %want, %has, "recreating the unused network on its cluster subnet");
                 match self.docker.remove_network(name).await {
                     Ok(()) => return Ok(None),
@@ -214,7 +225,7 @@ impl DockerRuntime {
                     Err(e) => warn!(network = %name, error = %e, "cannot remove the network"),
                 }
             } else if want != has {
-                warn!(network = %name, %want, %has,
+                warn!(network = %name, %want, %has, another_cluster = theirs,
                     "the network has another subnet; keeping it (other nodes cannot route to it)");
             }
         }
@@ -426,7 +437,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn ensure_network(&self, key: &str) -> RuntimeResult<String> {
-        self.ensure_network_in(key, None).await?;
+        self.ensure_network_in(key, None, None).await?;
         Ok(network_name(key))
     }
 
@@ -434,22 +445,28 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         key: &str,
         subnet: Option<Subnet>,
+        cluster: Option<&str>,
     ) -> RuntimeResult<Option<Ipv4Addr>> {
         let name = network_name(key);
-        // A stack's own network is labelled with its stack, an external one with its key.
-        let label = match shoal_proto::network::stack_of(key) {
-            Some(stack) => (labels::STACK.to_string(), stack.to_string()),
-            None => ("io.shoal.network".to_string(), key.to_string()),
+        // A stack's own network is labelled with its stack, an external one with its key;
+        // both with the cluster that made it.
+        let mut network_labels: HashMap<String, String> = HashMap::new();
+        match shoal_proto::network::stack_of(key) {
+            Some(stack) => network_labels.insert(labels::STACK.to_string(), stack.to_string()),
+            None => network_labels.insert(NETWORK_LABEL.to_string(), key.to_string()),
         };
+        if let Some(cluster) = cluster {
+            network_labels.insert(labels::CLUSTER.to_string(), cluster.to_string());
+        }
         let _one_at_a_time = self.network_lock.lock().await;
-        if let Some(gateway) = self.network_gateway(&name, subnet, true).await? {
+        if let Some(gateway) = self.network_gateway(&name, subnet, true, cluster).await? {
             return Ok(gateway);
         }
         let create = |subnet: Option<Subnet>| CreateNetworkOptions {
             name: name.clone(),
             check_duplicate: true,
             driver: "bridge".to_string(),
-            labels: [label.clone()].into_iter().collect(),
+            labels: network_labels.clone(),
             ipam: Ipam {
                 config: subnet.map(|s| {
                     vec![IpamConfig {
@@ -483,7 +500,10 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) if status_of(&e) == Some(409) => {}
             Err(e) => return Err(engine(e)),
         }
-        Ok(self.network_gateway(&name, subnet, false).await?.flatten())
+        Ok(self
+            .network_gateway(&name, subnet, false, cluster)
+            .await?
+            .flatten())
     }
 
     async fn container_pid(&self, id: &str) -> Option<u32> {
@@ -492,6 +512,10 @@ impl ContainerRuntime for DockerRuntime {
             .pid
             .and_then(|p| u32::try_from(p).ok())
             .filter(|p| *p > 0)
+    }
+
+    async fn list_networks(&self) -> RuntimeResult<Vec<NetworkInfo>> {
+        networks::list(&self.docker).await
     }
 
     async fn remove_network(&self, key: &str) -> RuntimeResult<()> {

@@ -13,6 +13,10 @@ pub const PROTOCOL: u32 = 1;
 /// The oldest protocol this shoal works with.
 pub const MIN_PROTOCOL: u32 = 1;
 
+/// The response header in which a controller answering a Raft RPC gives its
+/// protocol, so the leader knows what every follower can apply.
+pub const HEADER: &str = "shoal-protocol";
+
 /// What a request says of its sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {

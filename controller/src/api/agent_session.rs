@@ -253,11 +253,21 @@ async fn set_conflicts(ctx: &Shared, node: &str, conflicts: Vec<String>) -> Resu
         return Ok(());
     }
     warn_conflicts(node, known.as_deref().unwrap_or_default(), &conflicts);
-    ctx.propose(Command::SetNodeConflicts {
+    let cmd = Command::SetNodeConflicts {
         node: node.to_string(),
         conflicts,
-    })
-    .await?;
+    };
+    let behind = ctx.controllers_behind(cmd.min_protocol());
+    if !behind.is_empty() {
+        // Mid-upgrade: the report waits for the agent's next hello.
+        tracing::info!(
+            node,
+            ?behind,
+            "not stored until every controller is upgraded"
+        );
+        return Ok(());
+    }
+    ctx.propose(cmd).await?;
     Ok(())
 }
 

@@ -63,6 +63,13 @@ pub type Shared = Arc<Context>;
 impl Context {
     /// Proposes `cmd` and maps "not the leader" to a status that carries the leader hint.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, Status> {
+        let behind = self.controllers_behind(cmd.min_protocol());
+        if !behind.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "not every controller can apply this change yet ({}): finish upgrading the controllers",
+                behind_words(&behind, cmd.min_protocol())
+            )));
+        }
         let propose = crate::raft::propose(&self.node.raft, cmd);
         match tokio::time::timeout(self.propose_timeout, propose).await {
             Ok(result) => result.map_err(propose_status),
@@ -92,6 +99,30 @@ impl Context {
             })),
             Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
         }
+    }
+
+    /// The other controllers that answered this one with a wire protocol older than
+    /// `need` (id, protocol). A controller that has not answered it is not counted: a
+    /// down one must not hold every newer change back.
+    pub fn controllers_behind(&self, need: u32) -> Vec<(u64, u32)> {
+        if need == 0 {
+            return Vec::new();
+        }
+        let metrics = self.node.raft.metrics();
+        let members: Vec<u64> = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.node.id)
+            .collect();
+        behind(
+            members
+                .into_iter()
+                .map(|id| (id, self.node.contacts.protocol(id))),
+            need,
+        )
     }
 
     pub fn lock_liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
@@ -154,5 +185,34 @@ impl Sessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The members, of those whose protocol is known, older than `need`.
+pub fn behind(members: impl Iterator<Item = (u64, Option<u32>)>, need: u32) -> Vec<(u64, u32)> {
+    members
+        .filter_map(|(id, p)| p.filter(|p| *p < need).map(|p| (id, p)))
+        .collect()
+}
+
+fn behind_words(behind: &[(u64, u32)], need: u32) -> String {
+    let each: Vec<String> = behind
+        .iter()
+        .map(|(id, p)| format!("controller {id} speaks wire protocol {p}"))
+        .collect();
+    format!("it needs protocol {need}; {}", each.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_members_known_to_be_older_hold_a_change_back() {
+        let members = [(2, Some(0)), (3, None), (4, Some(1))];
+        assert_eq!(super::behind(members.into_iter(), 1), vec![(2, 0)]);
+        assert!(super::behind(members.into_iter(), 0).is_empty());
+        assert_eq!(
+            super::behind_words(&[(2, 0)], 1),
+            "it needs protocol 1; controller 2 speaks wire protocol 0"
+        );
     }
 }

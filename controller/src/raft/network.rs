@@ -36,27 +36,41 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// When each peer last answered an RPC from this member: what `cluster status` calls
-/// reachable. Only a leader talks to every peer, so only its view is complete.
+/// When each peer last answered an RPC from this member (what `cluster status` calls
+/// reachable), and the wire protocol it answered with (0: a shoal from before protocols
+/// were numbered). Only a leader talks to every peer, so only its view is complete.
 #[derive(Debug, Clone, Default)]
-pub struct Contacts(Arc<Mutex<HashMap<RaftNodeId, Instant>>>);
+pub struct Contacts(Arc<Mutex<HashMap<RaftNodeId, (Instant, u32)>>>);
 
 impl Contacts {
-    fn record(&self, peer: RaftNodeId) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer, Instant::now());
+    fn record(&self, peer: RaftNodeId, protocol: u32) {
+        self.lock().insert(peer, (Instant::now(), protocol));
     }
 
     /// Whether `peer` answered within `within`.
     pub fn recent(&self, peer: RaftNodeId, within: Duration) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock()
             .get(&peer)
-            .is_some_and(|t| t.elapsed() < within)
+            .is_some_and(|(t, _)| t.elapsed() < within)
     }
+
+    /// The protocol `peer` last answered with, if it answered this member.
+    pub fn protocol(&self, peer: RaftNodeId) -> Option<u32> {
+        self.lock().get(&peer).map(|(_, p)| *p)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RaftNodeId, (Instant, u32)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The protocol a Raft reply's metadata names; 0 when it names none (an older shoal).
+fn answered_protocol(metadata: &tonic::metadata::MetadataMap) -> u32 {
+    metadata
+        .get(shoal_proto::protocol::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Makes the per-peer clients openraft asks for; owns the reused channels.
@@ -223,7 +237,8 @@ impl PeerClient {
     {
         let payload = match reply {
             Ok(r) => {
-                self.contacts.record(self.target);
+                self.contacts
+                    .record(self.target, answered_protocol(r.metadata()));
                 r.into_inner()
             }
             Err(status) => {

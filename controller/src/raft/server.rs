@@ -79,9 +79,15 @@ fn reply<T: serde::Serialize>(
     what: &'static str,
     value: &T,
 ) -> Result<Response<RaftPayload>, Status> {
-    codec::encode(what, value)
+    let mut response = codec::encode(what, value)
         .map(Response::new)
-        .map_err(|e| Status::internal(e.to_string()))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    // Tells the leader which commands this member can apply ([`super::network::Contacts`]).
+    response.metadata_mut().insert(
+        shoal_proto::protocol::HEADER,
+        shoal_proto::protocol::PROTOCOL.into(),
+    );
+    Ok(response)
 }
 
 #[tonic::async_trait]

@@ -519,6 +519,19 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The wire protocol ([`shoal_proto::protocol`]) a controller must speak to apply
+    /// this command: a leader proposes it only once every controller that answered it
+    /// speaks that or newer, so a rolling upgrade never hands an older controller an
+    /// entry it cannot read (it would stop applying). 0: every shoal reads it.
+    pub fn min_protocol(&self) -> u32 {
+        match self {
+            Command::SetNodeConflicts { .. } | Command::Restore { .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskUpdate {
     pub task: TaskId,

@@ -67,6 +67,22 @@ impl Hosts {
         hosts
     }
 
+    /// Like [`Hosts::up`], every controller and agent running `bin` (e.g. an older
+    /// shoal, for an upgrade) until [`Hosts::set_bin`] says otherwise.
+    pub fn up_with_bin(nodes: usize, bin: &std::path::Path) -> Hosts {
+        Hosts::up_with_env(
+            nodes,
+            vec![("SHOAL_BIN".to_string(), bin.display().to_string())],
+        )
+    }
+
+    /// Controllers and agents started from now on run `bin`.
+    pub fn set_bin(&mut self, bin: &std::path::Path) {
+        self.env.retain(|(k, _)| k != "SHOAL_BIN");
+        self.env
+            .push(("SHOAL_BIN".to_string(), bin.display().to_string()));
+    }
+
     fn up_with_env(nodes: usize, env: Vec<(String, String)>) -> Hosts {
         let first = std::process::id() % 90 + 1;
         for k in 0..20 {
@@ -400,9 +416,9 @@ fn script(id: u32, env: &[(String, String)], args: &[&str]) -> Output {
     Command::new("bash")
         .arg(workspace().join("scripts/hosts.sh"))
         .args(args)
+        .env("SHOAL_BIN", shoal_bin())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SHOAL_HOSTS_ID", id.to_string())
-        .env("SHOAL_BIN", shoal_bin())
         .stdin(Stdio::null())
         .output()
         .expect("run scripts/hosts.sh")

@@ -1,6 +1,7 @@
 //! The long-lived bidirectional session with the controller leader.
 //!
-//! Connects to the controller addresses in turn (capped exponential backoff between rounds), follows a
+//! Connects to the controller addresses in turn (capped exponential backoff; addresses
+//! where nothing answers are skipped at once, waiting only between rounds), follows a
 //! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
 //! then heartbeats, task status transitions, log chunks, the node's GPUs, device
@@ -76,6 +77,8 @@ enum Ended {
     },
     /// The cluster revoked this node's certificate (`shoal node rm`).
     Revoked(String),
+    /// Nothing answered at the address (refused, timed out, TLS failed).
+    Unreachable(String),
 }
 
 /// How long a removed node waits for its containers to be stopped before it exits.
@@ -141,9 +144,16 @@ pub async fn run(
                 } else {
                     debug!(controller = %addr, %error, "cannot open session");
                 }
-                // The backoff is between rounds of the list, not between its addresses:
-                // with most controllers down, the one that runs is found within a round.
-                if established || next.is_multiple_of(cfg.controllers.len()) {
+                sleep(backoff, &shutdown).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Ended::Unreachable(error) => {
+                debug!(controller = %addr, %error, "controller unreachable");
+                // An address where nothing answers costs the controllers nothing: the
+                // next one is tried at once, and the backoff waits between rounds of
+                // the list, so with most controllers down the one that runs is found
+                // within a round.
+                if next.is_multiple_of(cfg.controllers.len()) {
                     sleep(backoff, &shutdown).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -268,7 +278,7 @@ async fn session(
         _ = shutdown.cancelled() => return Ended::Shutdown,
         c = connect(endpoint, cfg.tls.as_ref()) => match c {
             Ok(c) => c,
-            Err(e) => return failed(format!("connect: {e}")),
+            Err(e) => return Ended::Unreachable(format!("connect: {e}")),
         },
     };
     let address = match &cfg.advertise {

@@ -323,6 +323,19 @@ start_controllers() {
   return 0
 }
 
+# start_agents N: the agent of every node 1..N that has one; waits until each is
+# ready. Leaves their names in NAMES.
+start_agents() {
+  local i
+  NAMES=()
+  for i in $(seq 1 "$1"); do
+    engine_only "$i" && continue
+    start_agent "$i"
+    NAMES+=("n$i")
+  done
+  wait_nodes ready "${NAMES[@]}"
+}
+
 save_tokens() {
   local role
   for role in controller agent; do
@@ -420,15 +433,9 @@ cmd_up() {
   done
   for k in "${pids[@]}"; do wait "$k" || die "an engine did not come up (logs in $STATE/n*/dockerd.log)"; done
   rm -f "$image"
-  local names=()
-  for i in $(seq 1 "$n"); do
-    engine_only "$i" && continue
-    start_agent "$i"
-    names+=("n$i")
-  done
-  wait_nodes ready "${names[@]}"
+  start_agents "$n"
   trap - EXIT
-  log "up: ${names[*]} ready; SHOAL_ADDR=$(controllers)"
+  log "up: ${NAMES[*]} ready; SHOAL_ADDR=$(controllers)"
 }
 
 cmd_down() {
@@ -524,7 +531,7 @@ cmd_stop_agent() {
 # old cluster's containers and networks), controller 1 initialised again and the others
 # joining it (as `up`), every agent started again with the new tokens.
 cmd_new_cluster() {
-  local n i k names=()
+  local n i k
   n="$(cat "$STATE/nodes")"
   for k in $(seq 1 9); do kill9 "$(pid_of "$STATE/c$k.pid")"; done
   for i in $(seq 1 "$n"); do
@@ -534,13 +541,8 @@ cmd_new_cluster() {
   for k in $(seq 1 9); do rm -rf "${STATE:?}/c$k" "$STATE/c$k.pid"; done
   rm -f "$STATE/controller.token" "$STATE/agent.token"
   start_controllers
-  for i in $(seq 1 "$n"); do
-    engine_only "$i" && continue
-    start_agent "$i"
-    names+=("n$i")
-  done
-  wait_nodes ready "${names[@]}"
-  log "new-cluster: ${names[*]} ready in a new cluster"
+  start_agents "$n"
+  log "new-cluster: ${NAMES[*]} ready in a new cluster"
 }
 
 cmd_status() {

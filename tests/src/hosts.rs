@@ -137,6 +137,21 @@ impl Hosts {
         self.run(&["kill-controller", &k.to_string()]);
     }
 
+    /// Each running container of `stack` on every node: `NODE/ID` -> its start time
+    /// (`State.StartedAt`), to show that none was restarted.
+    pub fn started(&self, stack: &str) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        let filter = format!("label=io.shoal.stack={stack}");
+        for node in self.names() {
+            let ids = self.docker(&node, &["ps", "-q", "--no-trunc", "--filter", &filter]);
+            for id in ids.lines().filter(|l| !l.is_empty()) {
+                let at = self.docker(&node, &["inspect", "-f", "{{.State.StartedAt}}", id]);
+                out.insert(format!("{node}/{id}"), at.trim().to_string());
+            }
+        }
+        out
+    }
+
     /// Controller `k` (1..3) started again on its data dir and address; with `args`
     /// (e.g. `--restore FILE`) in place of its `--init`/`--join` when not empty.
     pub fn start_controller(&self, k: usize, args: &[&str]) {

@@ -48,20 +48,6 @@ fn all_running(hosts: &Hosts, stack: &str, n: usize) -> Vec<Value> {
     })
 }
 
-/// Each running container of `stack` on every node: id -> start time.
-fn started(hosts: &Hosts, stack: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for node in hosts.names() {
-        let filter = format!("label=io.shoal.stack={stack}");
-        let ids = hosts.docker(&node, &["ps", "-q", "--no-trunc", "--filter", &filter]);
-        for id in ids.lines().filter(|l| !l.is_empty()) {
-            let at = hosts.docker(&node, &["inspect", "-f", "{{.State.StartedAt}}", id]);
-            out.insert(format!("{node}/{id}"), at.trim().to_string());
-        }
-    }
-    out
-}
-
 /// The controllers' ids and roles, once a leader is known and `voters` vote.
 fn members(hosts: &Hosts, voters: usize) -> Vec<(u64, String)> {
     eventually(
@@ -147,7 +133,7 @@ fn backup_restore_and_force_new_cluster_on_three_hosts() {
         "secret create",
     );
     all_running(&hosts, "keep", 4);
-    let before = started(&hosts, "keep");
+    let before = hosts.started("keep");
     assert_eq!(before.len(), 4, "{before:?}");
     let tokens_before = tokens(&hosts);
     let secrets_before = hosts.json(&["secret", "ls"]).expect("secret ls");
@@ -185,7 +171,7 @@ fn backup_restore_and_force_new_cluster_on_three_hosts() {
     all_running(&hosts, "keep", 4);
     all_running(&hosts, "busy", 6);
     assert_eq!(
-        started(&hosts, "keep"),
+        hosts.started("keep"),
         before,
         "every container keeps its id and start time"
     );
@@ -303,7 +289,7 @@ fn force_new_cluster(hosts: &mut Hosts, dir: &Path, before: &BTreeMap<String, St
     }
     members(hosts, 3);
     all_running(hosts, "keep", 4);
-    assert_eq!(&started(hosts, "keep"), before, "no container restarted");
+    assert_eq!(&hosts.started("keep"), before, "no container restarted");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -7,7 +7,6 @@
 //! Needs root, iproute2, iptables, nsenter, dockerd, the test image, and a clone that
 //! holds the previous release's commit (scripts/test.sh builds it first).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -53,20 +52,6 @@ fn deploy(hosts: &Hosts, dir: &Path, stack: &str, replicas: u32) {
     });
 }
 
-/// Each running container of `stack` on every node: NODE/ID -> start time.
-fn started(hosts: &Hosts, stack: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for node in hosts.names() {
-        let filter = format!("label=io.shoal.stack={stack}");
-        let ids = hosts.docker(&node, &["ps", "-q", "--no-trunc", "--filter", &filter]);
-        for id in ids.lines().filter(|l| !l.is_empty()) {
-            let at = hosts.docker(&node, &["inspect", "-f", "{{.State.StartedAt}}", id]);
-            out.insert(format!("{node}/{id}"), at.trim().to_string());
-        }
-    }
-    out
-}
-
 fn voters_with_leader(hosts: &Hosts) {
     eventually(WAIT, "three voting controllers with a leader", || {
         let status = hosts.json(&["cluster", "status"])?;
@@ -104,7 +89,7 @@ fn controllers_then_agents_upgrade_one_at_a_time_without_restarting_a_container(
     let mut hosts = Hosts::up_with_bin(3, &old);
     let dir = tempfile::tempdir().unwrap();
     deploy(&hosts, dir.path(), "keep", 3);
-    let before = started(&hosts, "keep");
+    let before = hosts.started("keep");
     assert_eq!(before.len(), 3, "{before:?}");
 
     hosts.set_bin(&new);
@@ -124,7 +109,7 @@ fn controllers_then_agents_upgrade_one_at_a_time_without_restarting_a_container(
     }
     deploy(&hosts, dir.path(), "after-agents", 3);
     assert_eq!(
-        started(&hosts, "keep"),
+        hosts.started("keep"),
         before,
         "no container restarted during the upgrade"
     );

@@ -30,8 +30,9 @@ pub struct AgentCredentials {
 /// The cluster id of a CA certificate ([`shoal_proto::labels::CLUSTER`]).
 pub fn cluster_id(ca_pem: &str) -> Option<String> {
     let certs = shoal_tls::parse_certs(ca_pem).ok()?;
-    let digest = shoal_tls::token::ca_digest(certs.first()?);
-    Some(digest.chars().take(16).collect())
+    Some(shoal_tls::token::cluster_id(&shoal_tls::token::ca_digest(
+        certs.first()?,
+    )))
 }
 
 impl AgentCredentials {

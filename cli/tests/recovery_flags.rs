@@ -70,57 +70,31 @@ fn a_backup_needs_a_passphrase_of_eight_characters() {
     assert!(!dir.path().join("b").exists(), "nothing written");
 }
 
+/// `shoal controller --data-dir D --listen 127.0.0.1:0 FLAGS..`.
+fn controller<'a>(d: &'a str, flags: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["controller", "--data-dir", d, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    args
+}
+
 #[test]
 fn recovery_flags_are_checked_against_the_data_dir_and_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     refused(
-        &[
-            "controller",
-            "--data-dir",
-            &d,
-            "--listen",
-            "127.0.0.1:0",
-            "--force-new-cluster",
-        ],
+        &controller(&d, &["--force-new-cluster"]),
         "holds no controller",
     );
     refused(
-        &[
-            "controller",
-            "--data-dir",
-            &d,
-            "--listen",
-            "127.0.0.1:0",
-            "--restore",
-            "f",
-            "--init",
-        ],
+        &controller(&d, &["--restore", "f", "--init"]),
         "cannot be used with",
     );
     refused(
-        &[
-            "controller",
-            "--data-dir",
-            &d,
-            "--listen",
-            "127.0.0.1:0",
-            "--init",
-            "--passphrase-file",
-            "p",
-        ],
+        &controller(&d, &["--init", "--passphrase-file", "p"]),
         "--restore",
     );
     let missing = dir.path().join("missing.backup").display().to_string();
-    let out = shoal(&[
-        "controller",
-        "--data-dir",
-        &d,
-        "--listen",
-        "127.0.0.1:0",
-        "--restore",
-        &missing,
-    ]);
+    let out = shoal(&controller(&d, &["--restore", &missing]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -137,6 +137,42 @@ impl Hosts {
         self.run(&["kill-controller", &k.to_string()]);
     }
 
+    /// The controllers' ids and roles, once a leader is known and `voters` vote.
+    pub fn members(&self, voters: usize) -> Vec<(u64, String)> {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{voters} voting controllers with a leader"),
+            || {
+                let status = self.json(&["cluster", "status"])?;
+                if status["leader"].as_u64().unwrap_or(0) == 0 {
+                    return None;
+                }
+                let members: Vec<(u64, String)> = status["members"]
+                    .as_array()?
+                    .iter()
+                    .map(|m| {
+                        let role = m["role"].as_str().unwrap_or("").to_string();
+                        (m["id"].as_u64().unwrap_or(0), role)
+                    })
+                    .collect();
+                let voting = members
+                    .iter()
+                    .filter(|(_, r)| r == "leader" || r == "follower")
+                    .count();
+                (voting == voters).then_some(members)
+            },
+        )
+    }
+
+    /// Waits until every node with an agent is ready.
+    pub fn all_ready(&self) {
+        let want = self.names().len();
+        eventually(Duration::from_secs(60), "every node ready", || {
+            let nodes = self.node_status();
+            (nodes.len() == want && nodes.iter().all(|(_, s, _)| s == "ready")).then_some(())
+        });
+    }
+
     /// Each running container of `stack` on every node: `NODE/ID` -> its start time
     /// (`State.StartedAt`), to show that none was restarted.
     pub fn started(&self, stack: &str) -> std::collections::BTreeMap<String, String> {

@@ -48,42 +48,6 @@ fn all_running(hosts: &Hosts, stack: &str, n: usize) -> Vec<Value> {
     })
 }
 
-/// The controllers' ids and roles, once a leader is known and `voters` vote.
-fn members(hosts: &Hosts, voters: usize) -> Vec<(u64, String)> {
-    eventually(
-        WAIT,
-        &format!("{voters} voting controllers with a leader"),
-        || {
-            let status = hosts.json(&["cluster", "status"])?;
-            if status["leader"].as_u64().unwrap_or(0) == 0 {
-                return None;
-            }
-            let members: Vec<(u64, String)> = status["members"]
-                .as_array()?
-                .iter()
-                .map(|m| {
-                    (
-                        m["id"].as_u64().unwrap_or(0),
-                        m["role"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect();
-            let voting = members
-                .iter()
-                .filter(|(_, r)| r == "leader" || r == "follower")
-                .count();
-            (voting == voters).then_some(members)
-        },
-    )
-}
-
-fn all_ready(hosts: &Hosts) {
-    eventually(WAIT, "every node ready", || {
-        let nodes = hosts.node_status();
-        (nodes.len() == 3 && nodes.iter().all(|(_, s, _)| s == "ready")).then_some(())
-    });
-}
-
 /// `shoal ARGS`, killed after `bound` if it has not exited (a command expected to
 /// refuse must not hang the test when it does not).
 fn run_bounded(args: &[&str], bound: Duration) -> Output {
@@ -158,7 +122,7 @@ fn backup_restore_and_force_new_cluster_on_three_hosts() {
         hosts.wipe_controller(k);
     }
     hosts.start_controller(1, &["--restore", &file_s, "--passphrase-file", &pass]);
-    let restored = members(&hosts, 1);
+    let restored = hosts.members(1);
     assert!(
         restored.iter().all(|(id, _)| *id > 3),
         "the restored controller takes an id no old member had: {restored:?}"
@@ -166,8 +130,8 @@ fn backup_restore_and_force_new_cluster_on_three_hosts() {
     // The old controller token (saved by hosts.sh at the start) still joins.
     hosts.start_controller(2, &[]);
     hosts.start_controller(3, &[]);
-    members(&hosts, 3);
-    all_ready(&hosts);
+    hosts.members(3);
+    hosts.all_ready();
     all_running(&hosts, "keep", 4);
     all_running(&hosts, "busy", 6);
     assert_eq!(
@@ -251,7 +215,7 @@ fn force_new_cluster(hosts: &mut Hosts, dir: &Path, before: &BTreeMap<String, St
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("quorum"), "{}", text(&out));
     hosts.start_controller(3, &[]);
-    members(hosts, 3);
+    hosts.members(3);
 
     // The admin credentials live with the user, not in a controller's data dir.
     let admin: PathBuf = dir.join("admin");
@@ -262,7 +226,7 @@ fn force_new_cluster(hosts: &mut Hosts, dir: &Path, before: &BTreeMap<String, St
     hosts.wipe_controller(2);
     hosts.kill_controller(3);
     hosts.start_controller(3, &["--force-new-cluster"]);
-    let alone = members(hosts, 1);
+    let alone = hosts.members(1);
     assert_eq!(alone.len(), 1, "{alone:?}");
     assert!(
         std::fs::read_dir(hosts.controller_dir(3))
@@ -274,7 +238,7 @@ fn force_new_cluster(hosts: &mut Hosts, dir: &Path, before: &BTreeMap<String, St
                 .starts_with("raft.before-force-new-cluster")),
         "the old Raft store is kept aside"
     );
-    all_ready(hosts);
+    hosts.all_ready();
     let after = stack_file(dir, "after", &[("app", 2)]);
     ok(
         &hosts.shoal(&["deploy", "-c", &after, "--detach"]),
@@ -287,7 +251,7 @@ fn force_new_cluster(hosts: &mut Hosts, dir: &Path, before: &BTreeMap<String, St
     for k in [1, 2] {
         hosts.start_controller(k, &["--join", &addr, "--token", token.trim()]);
     }
-    members(hosts, 3);
+    hosts.members(3);
     all_running(hosts, "keep", 4);
     assert_eq!(&hosts.started("keep"), before, "no container restarted");
 }

@@ -52,25 +52,6 @@ fn deploy(hosts: &Hosts, dir: &Path, stack: &str, replicas: u32) {
     });
 }
 
-fn voters_with_leader(hosts: &Hosts) {
-    eventually(WAIT, "three voting controllers with a leader", || {
-        let status = hosts.json(&["cluster", "status"])?;
-        let voting = status["members"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["role"] == "leader" || m["role"] == "follower")
-            .count();
-        (status["leader"].as_u64().unwrap_or(0) != 0 && voting == 3).then_some(())
-    });
-}
-
-fn all_ready(hosts: &Hosts) {
-    eventually(WAIT, "every node ready", || {
-        let nodes = hosts.node_status();
-        (nodes.len() == 3 && nodes.iter().all(|(_, s, _)| s == "ready")).then_some(())
-    });
-}
-
 /// The version a running process of `bin` reports.
 fn version_of(bin: &Path) -> String {
     let out = Command::new(bin)
@@ -96,7 +77,7 @@ fn controllers_then_agents_upgrade_one_at_a_time_without_restarting_a_container(
     for k in 1..=3 {
         hosts.kill_controller(k);
         hosts.start_controller(k, &[]);
-        voters_with_leader(&hosts);
+        hosts.members(3);
         // A mixed cluster takes writes and schedules them.
         deploy(&hosts, dir.path(), &format!("after-c{k}"), 1);
         eprintln!("controller {k} upgraded");
@@ -104,7 +85,7 @@ fn controllers_then_agents_upgrade_one_at_a_time_without_restarting_a_container(
     for node in hosts.names() {
         hosts.stop_agent(&node);
         hosts.start_agent(&node);
-        all_ready(&hosts);
+        hosts.all_ready();
         eprintln!("agent {node} upgraded");
     }
     deploy(&hosts, dir.path(), "after-agents", 3);

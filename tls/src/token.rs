@@ -52,6 +52,12 @@ impl std::str::FromStr for JoinToken {
     }
 }
 
+/// The cluster id: the first 16 hex digits of its CA's [`ca_digest`]. Containers are
+/// labelled with it (`io.shoal.cluster`), and a restored cluster keeps it.
+pub fn cluster_id(ca_digest: &str) -> String {
+    ca_digest.chars().take(16).collect()
+}
+
 /// Hex SHA-256 of a certificate's DER: what tokens pin.
 pub fn ca_digest(der: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())

@@ -23,7 +23,10 @@ pub async fn backup(ctx: &Shared) -> Result<BackupStream, Status> {
         .pki
         .as_ref()
         .ok_or_else(|| Status::failed_precondition("the cluster has no CA yet"))?;
-    let cluster_id = cluster_id(record).map_err(|e| Status::internal(format!("{e:#}")))?;
+    let cluster_id = record
+        .digest()
+        .map(|d| shoal_tls::token::cluster_id(&d))
+        .map_err(|e| Status::internal(format!("{e:#}")))?;
     let data = encode_snapshot(&applied).map_err(Status::internal)?;
     let index = applied.last_applied.map_or(0, |l| l.index);
     tracing::info!(index, bytes = data.len(), "cluster backup taken");
@@ -44,10 +47,4 @@ pub async fn backup(ctx: &Shared) -> Result<BackupStream, Status> {
         last.last = true;
     }
     Ok(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))))
-}
-
-/// The cluster id: the first 16 hex digits of the CA certificate's digest, as agents
-/// label containers with it (`io.shoal.cluster`).
-pub fn cluster_id(record: &crate::pki::PkiRecord) -> anyhow::Result<String> {
-    Ok(record.digest()?.chars().take(16).collect())
 }

@@ -178,3 +178,50 @@ async fn an_unlabelled_shoal_network_is_ours_when_no_other_cluster_is_on_the_eng
     .await;
     assert_eq!(fake.networks(), vec!["shoal-shop", "users_default"]);
 }
+
+/// A network found unused is not removed between a new replica's check that it exists
+/// and its container's start: the removal and the start take turns (the removal here
+/// hangs in the engine while the new replica of the same stack arrives).
+#[tokio::test(start_paused = true)]
+async fn a_network_removal_never_pulls_the_network_from_under_a_starting_replica() {
+    let fake = FakeRuntime::new();
+    let stop = CancellationToken::new();
+    let (handle, mut events) = start(&fake, &stop);
+    handle.assign(set(1, vec![assignment("t1", "shop")]));
+    wait_running(&mut events, "t1").await;
+
+    // The stack's only replica goes: its network is unused, and its removal hangs.
+    fake.hang(shoal_agent::runtime::fake::Op::RemoveNetwork);
+    handle.assign(set(2, vec![]));
+    eventually("the removal to be under way", || {
+        fake.calls().contains(&Call::RemoveNetwork("shop".into()))
+    })
+    .await;
+
+    // A new replica of the same stack arrives while the removal is in the engine.
+    handle.assign(set(3, vec![assignment("t2", "shop")]));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        fake.container_of("t2").is_none(),
+        "the new replica waits for the removal instead of creating on a network about to go"
+    );
+    fake.release(shoal_agent::runtime::fake::Op::RemoveNetwork);
+    wait_running(&mut events, "t2").await;
+    assert!(
+        fake.networks().contains(&"shoal-shop".to_string()),
+        "the network of the running replica exists: {:?}",
+        fake.networks()
+    );
+    let calls = fake.calls();
+    let removed = calls
+        .iter()
+        .position(|c| *c == Call::RemoveNetwork("shop".into()));
+    let ensured = calls
+        .iter()
+        .rposition(|c| *c == Call::EnsureNetwork("shop".into()));
+    assert!(
+        removed < ensured,
+        "the new replica made sure of its network after the removal: {calls:?}"
+    );
+    stop.cancel();
+}

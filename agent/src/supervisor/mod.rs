@@ -124,6 +124,10 @@ struct Supervisor {
     /// Networks (keys) this supervisor made sure of, and this cluster's networks found
     /// on the engine at start ([`networks::left_on_engine`]): removed once unused.
     networks: BTreeSet<String>,
+    /// Starts hold it shared from making sure of their networks until their container
+    /// runs (attached); a removal of an unused network holds it alone, so it never
+    /// removes a network between a start's check and its container's start.
+    network_gate: Arc<tokio::sync::RwLock<()>>,
     proxy: Option<Proxy>,
     /// The cluster network on this node (with the proxy: only on a real runtime).
     net: Option<NodeNet>,
@@ -173,6 +177,7 @@ pub fn spawn_with_contact(
         reported: BTreeMap::new(),
         ingress_errors: BTreeMap::new(),
         networks: BTreeSet::new(),
+        network_gate: Arc::default(),
         proxy,
         net,
         routes: BTreeMap::new(),
@@ -616,8 +621,11 @@ impl Supervisor {
             for network in unused {
                 self.networks.remove(&network);
                 let (runtime, cluster) = (self.runtime.clone(), self.cfg.cluster.clone());
-                self.ops
-                    .spawn(networks::remove_if_ours(runtime, network, cluster));
+                let gate = self.network_gate.clone();
+                self.ops.spawn(async move {
+                    let _alone = gate.write().await;
+                    networks::remove_if_ours(runtime, network, cluster).await
+                });
             }
         }
     }
@@ -699,6 +707,7 @@ impl Supervisor {
                     .extend(networks.iter().map(|(k, _)| k.clone()));
                 let node = self.cfg.node.clone();
                 let net = StartNet {
+                    network_gate: self.network_gate.clone(),
                     networks,
                     dns: self.net.as_ref().map(NodeNet::dns),
                     secrets: self.cfg.secrets.clone(),

@@ -29,6 +29,9 @@ pub(super) struct StartNet {
     pub images: Arc<crate::images::Images>,
     /// This cluster's id, labelling the container ([`super::SupervisorConfig::cluster`]).
     pub cluster: Option<String>,
+    /// Held shared from the networks' check to the container's start (see
+    /// [`super::Supervisor`]'s `network_gate`).
+    pub network_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Get the image, create and start one task's container, reporting `starting`, or `failed` with
@@ -74,6 +77,9 @@ pub(super) async fn start_task(
             }
         }
     };
+    // Taken once the image and volumes are there (a long pull must not hold a removal
+    // back), kept until the container runs on its networks.
+    let mut gate = None;
     let id = match existing {
         Some(id) => id,
         None => {
@@ -96,6 +102,7 @@ pub(super) async fn start_task(
             let own_network = a.spec.container.network_mode.is_none();
             let mut first_gateway = None;
             let networks = if own_network { &net.networks[..] } else { &[] };
+            gate = Some(net.network_gate.read().await);
             for (i, (key, subnet)) in networks.iter().enumerate() {
                 match runtime
                     .ensure_network_in(key, *subnet, net.cluster.as_deref())
@@ -159,6 +166,10 @@ pub(super) async fn start_task(
                 }
             }
         }
+    };
+    let _gate = match gate {
+        Some(g) => g,
+        None => net.network_gate.read().await,
     };
     if let Err(e) = runtime.start(&id).await {
         fail(Some(&id), format!("start container: {e}"));

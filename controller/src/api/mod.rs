@@ -8,6 +8,7 @@ pub mod cluster_backup;
 pub mod control;
 pub mod convert;
 pub mod images;
+pub mod metrics_report;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct Context {
     pub transfers: crate::transfers::Transfers,
     /// This controller's share of the cluster's image store.
     pub blobs: crate::images::BlobStore,
+    /// The nodes' autoscaling reports and what the leader's last pass read.
+    pub autoscale: crate::autoscale::run::Live,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no
@@ -81,23 +84,43 @@ impl Context {
     }
 
     /// Fails unless this controller leads, so reads it answers are linearizable.
+    ///
+    /// openraft confirms leadership with one round of heartbeats, each bounded by the
+    /// heartbeat interval (100 ms by default): one follower answering late, as on a busy
+    /// machine, fails the round with `QuorumNotEnough` although this controller leads.
+    /// Such a round is tried again, once per heartbeat interval, until `read_timeout`:
+    /// only a controller that cannot confirm it leads for that long answers UNAVAILABLE.
     pub async fn linearizable(&self) -> Result<(), Status> {
-        let read = tokio::time::timeout(self.read_timeout, self.node.raft.ensure_linearizable());
-        let Ok(result) = read.await else {
-            return Err(Status::unavailable(format!(
+        use openraft::error::{CheckIsLeaderError, RaftError};
+        let deadline = tokio::time::Instant::now() + self.read_timeout;
+        let pause = std::time::Duration::from_millis(self.node.raft.config().heartbeat_interval);
+        let unconfirmed = || {
+            Status::unavailable(format!(
                 "this controller could not confirm it leads within {:?}: a majority of controllers is not reachable",
                 self.read_timeout
-            )));
+            ))
         };
-        match result {
-            Ok(_) => Ok(()),
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
-            )) => Err(propose_status(ProposeError::NotLeader {
-                leader_id: f.leader_id,
-                leader_addr: f.leader_node.map(|n| n.addr),
-            })),
-            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.node.raft.ensure_linearizable());
+            let Ok(result) = read.await else {
+                return Err(unconfirmed());
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    return Err(propose_status(ProposeError::NotLeader {
+                        leader_id: f.leader_id,
+                        leader_addr: f.leader_node.map(|n| n.addr),
+                    }))
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(unconfirmed());
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(Status::unavailable(format!("raft: {e}"))),
+            }
         }
     }
 

@@ -19,10 +19,11 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers (docker info)" >&2; exit 1; }
 fi
 
-# The multi-host tests (tests/tests/e2e_hosts.rs, scripts/hosts.sh) need these, and
-# cli/tests/install.rs checks the units `shoal install` writes with systemd-analyze.
+# The multi-host tests (tests/tests/e2e_hosts.rs, scripts/hosts.sh) need these,
+# cli/tests/install.rs checks the units `shoal install` writes with systemd-analyze, and
+# tests/tests/e2e_autoscale.rs queries a real Prometheus server.
 missing=()
-for c in ip:iproute2 iptables:iptables nsenter:util-linux systemd-analyze:systemd; do
+for c in ip:iproute2 iptables:iptables nsenter:util-linux systemd-analyze:systemd prometheus:prometheus; do
   command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c##*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -29,6 +29,8 @@
 //!   `pull_policy`), loaded with only the layers the engine lacks; the node's images
 //!   reported on the session; the images it loaded removed once unused and forgotten by
 //!   the store.
+//! - [`autoscale`]: the `scrape`, `cpu` and `memory` metrics of this node's replicas of
+//!   autoscaled services, measured every 5 s and reported to the leader, which decides.
 //! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types, besides the data planes: volume transfers and
@@ -51,6 +53,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub mod autoscale;
 pub mod convert;
 pub mod credentials;
 pub mod devices;
@@ -122,6 +125,9 @@ pub struct AgentConfig {
     pub routes_file: PathBuf,
     /// How often the node is scanned for what overlaps the cluster's pool.
     pub conflict_rescan_interval: Duration,
+    /// How often the replicas of autoscaled services are measured
+    /// ([`autoscale::INTERVAL`]; tests shorten it).
+    pub autoscale_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -148,6 +154,7 @@ impl Default for AgentConfig {
             device_rescan_interval: devices::RESCAN_INTERVAL,
             routes_file: PathBuf::from(net::conflicts::ROUTES_FILE),
             conflict_rescan_interval: net::conflicts::RESCAN_INTERVAL,
+            autoscale_interval: autoscale::INTERVAL,
         }
     }
 }
@@ -261,6 +268,7 @@ pub async fn run_with_runtime(
         stop_supervisor.clone(),
     );
     let supervisor = handle.clone();
+    let autoscaler = autoscale::Autoscaler::new(&cfg.name, runtime.clone(), cfg.autoscale_interval);
     let result = session::run(
         session::SessionConfig {
             controllers: cfg.controllers,
@@ -277,6 +285,7 @@ pub async fn run_with_runtime(
             standbys,
             thawed,
             images,
+            autoscale: autoscaler,
         },
         runtime,
         handle,

@@ -5,8 +5,9 @@
 //! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
 //! then heartbeats, task status transitions, log chunks, the node's GPUs, device
-//! paths and what overlaps the cluster's pool (when they change), and its volumes and
-//! images (after the Hello, then when they change) up; assignments and log
+//! paths and what overlaps the cluster's pool (when they change), its volumes and
+//! images (after the Hello, then when they change) and the metrics of its replicas of
+//! autoscaled services (every interval while some run here) up; assignments and log
 //! requests down. A lost session never touches containers: the agent reconnects and says
 //! Hello again with what runs now.
 
@@ -64,6 +65,8 @@ pub struct SessionConfig {
     pub thawed: crate::volumes::thawed::Thawed,
     /// The supervisor's images: a load from the cluster's store is reported at once.
     pub images: Arc<crate::images::Images>,
+    /// Measures the replicas of autoscaled services; hears each assignment set.
+    pub autoscale: crate::autoscale::Autoscaler,
 }
 
 enum Ended {
@@ -358,6 +361,8 @@ async fn session(
         out.clone(),
         cfg.images.loaded(),
     ));
+    // The metrics of autoscaled services' replicas, every interval while some run here.
+    reporter.spawn(cfg.autoscale.clone().run_reporter(out.clone()));
     let mut transfers = Transfers::new(
         runtime.clone(),
         cfg.name.clone(),
@@ -402,7 +407,7 @@ async fn session(
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
                     cfg.contact.touch();
-                    handle(m, supervisor, &mut logs, &mut transfers, &out, &cfg.space).await;
+                    handle(m, cfg, supervisor, &mut logs, &mut transfers, &out).await;
                     continue;
                 }
                 Ok(None) => return lost("controller closed the session".into()),
@@ -417,11 +422,11 @@ async fn session(
 
 async fn handle(
     msg: pb::ControllerMessage,
+    cfg: &SessionConfig,
     supervisor: &SupervisorHandle,
     logs: &mut LogStreams,
     transfers: &mut Transfers,
     out: &mpsc::Sender<pb::AgentMessage>,
-    space: &tokio::sync::watch::Sender<crate::net::conflicts::ClusterSpace>,
 ) {
     let Some((event, invalid)) = convert::controller_event(msg) else {
         return;
@@ -434,11 +439,12 @@ async fn handle(
     match event {
         ControllerEvent::Assignments(set) => {
             let now = crate::net::conflicts::ClusterSpace::of(&set.mesh);
-            space.send_if_modified(|known| {
+            cfg.space.send_if_modified(|known| {
                 let changed = *known != now;
                 *known = now;
                 changed
             });
+            cfg.autoscale.assign(&set);
             supervisor.assign(set)
         }
         ControllerEvent::Logs(req) => {

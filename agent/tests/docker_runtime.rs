@@ -194,6 +194,59 @@ async fn exit_code_is_observed() {
     docker.remove_network(&stack).await.unwrap();
 }
 
+/// The one-shot stats autoscaling reads (API 1.41): CPU time that grows while the
+/// container works, memory in use, and a missing container said so.
+#[tokio::test]
+async fn stats_give_cpu_time_and_memory_in_use() {
+    ensure_test_image();
+    let docker = DockerRuntime::connect(None).await.unwrap();
+    let stack = unique("ds");
+    let task = TaskIdentity {
+        task_id: unique("t"),
+        stack: stack.clone(),
+        service: "busy".into(),
+        slot: 1,
+        generation: 1,
+    };
+    let spec = ServiceSpec {
+        name: "busy".into(),
+        image: IMAGE.into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep 300".into(),
+        ]),
+        ..Default::default()
+    };
+    docker.ensure_network(&stack).await.unwrap();
+    let id = docker
+        .create(&container_request(&task, &spec, "node-test"))
+        .await
+        .unwrap();
+    docker.start(&id).await.unwrap();
+    let first = docker
+        .stats(&id)
+        .await
+        .expect("stats of a running container");
+    assert!(first.memory_bytes > 0, "memory in use: {first:?}");
+    eventually("50 ms of CPU time", Duration::from_secs(30), || {
+        let docker = docker.clone();
+        let id = id.clone();
+        async move { docker.stats(&id).await.unwrap().cpu_ns >= 50_000_000 }
+    })
+    .await;
+    docker
+        .stop(&id, Duration::from_secs(1), None)
+        .await
+        .unwrap();
+    docker.remove(&id).await.unwrap();
+    docker.remove_network(&stack).await.unwrap();
+    assert!(matches!(
+        docker.stats(&id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+}
+
 #[tokio::test]
 async fn missing_image_is_an_error_naming_it() {
     let docker = DockerRuntime::connect(None).await.unwrap();

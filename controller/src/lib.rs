@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod assignments;
+pub mod autoscale;
 pub mod backup;
 pub mod compose;
 pub mod endpoints;

@@ -227,6 +227,7 @@ pub async fn serve(
         transfers: Default::default(),
         blobs: crate::images::BlobStore::open(&cfg.data_dir)
             .with_context(|| format!("open the image store in {}", cfg.data_dir.display()))?,
+        autoscale: Default::default(),
     });
     tracing::info!(id, listen = %local, %advertise, "controller serving");
 
@@ -235,6 +236,7 @@ pub async fn serve(
         cfg.node_grace,
         shutdown.clone(),
     ));
+    let autoscale = tokio::spawn(crate::autoscale::run::run(ctx.clone(), shutdown.clone()));
     let images = tokio::spawn(crate::images::replicate::run(
         ctx.clone(),
         cfg.image_retention,
@@ -290,6 +292,7 @@ pub async fn serve(
         .await
         .context("serve gRPC");
     let _ = leader.await;
+    let _ = autoscale.await;
     let _ = images.await;
     let _ = renew.await;
     // The port is free again once the accept loop has dropped the listener.

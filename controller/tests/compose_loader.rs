@@ -502,6 +502,7 @@ fn every_honored_key_lands_in_the_spec() {
             }),
             ..Default::default()
         },
+        autoscale: None,
     };
     assert_eq!(app, &expected);
 

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+pub mod autoscale;
 pub mod container;
 pub mod network;
 pub mod protocol;

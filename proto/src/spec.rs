@@ -237,6 +237,9 @@ pub struct ServiceSpec {
         skip_serializing_if = "crate::container::ContainerOptions::is_default"
     )]
     pub container: crate::container::ContainerOptions,
+    /// `x-shoal-autoscale`: the leader sets the replica count within `min..=max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<crate::autoscale::Autoscale>,
 }
 
 /// `pull_policy` of a service (Compose's values; `if_not_present` is `missing`).

@@ -5,7 +5,7 @@
 //! exit, become healthy or unhealthy, print logs; make any operation fail or hang.
 //!
 //! Mutating calls and log requests are recorded ([`Call`]); the polling calls
-//! (`list_managed`, `inspect`, `resources`) are only counted, so that a long test does not
+//! (`list_managed`, `inspect`, `resources`, `stats`) are only counted, so that a long test does not
 //! grow a list of observations; so are `inspect_volume`, `list_volumes` and
 //! `list_networks`. Networks keep their labels and subnet ([`FakeRuntime::insert_network`]
 //! puts one there as an earlier agent or someone else would have).
@@ -34,9 +34,9 @@ use tokio::sync::Notify;
 mod images;
 
 use super::{
-    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, Health,
-    ImageInfo, LogFrame, LogStream, NetworkInfo, NodeResources, RuntimeError, RuntimeResult,
-    VolumeInfo, VolumeRequest,
+    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState,
+    ContainerStats, Health, ImageInfo, LogFrame, LogStream, NetworkInfo, NodeResources,
+    RuntimeError, RuntimeResult, VolumeInfo, VolumeRequest,
 };
 use shoal_proto::spec::MountKind;
 
@@ -96,6 +96,7 @@ pub enum Op {
     RemoveVolume,
     Pause,
     Unpause,
+    Stats,
 }
 
 #[derive(Debug)]
@@ -113,6 +114,8 @@ struct FakeContainer {
     /// Its image as the request named it: an image is in use while such a container exists.
     image: String,
     paused: bool,
+    /// What `stats` answers ([`FakeRuntime::set_stats`]; zero until set).
+    stats: ContainerStats,
 }
 
 #[derive(Debug, Default)]
@@ -238,7 +241,7 @@ impl FakeRuntime {
         self.lock().calls.clear();
     }
 
-    /// How many `list_managed`/`inspect`/`resources` calls were made.
+    /// How many `list_managed`/`inspect`/`resources`/`stats` calls were made.
     pub fn observations(&self) -> u64 {
         self.lock().observations
     }
@@ -338,6 +341,7 @@ impl FakeRuntime {
                 volumes: Vec::new(),
                 image: String::new(),
                 paused: false,
+                stats: ContainerStats::default(),
             },
         );
         id
@@ -490,6 +494,12 @@ impl FakeRuntime {
         .is_some()
     }
 
+    /// What the engine's stats say of the task's container from now on (its CPU time
+    /// and memory in use). Returns false if it has none.
+    pub fn set_stats(&self, task_id: &str, stats: ContainerStats) -> bool {
+        self.with_task(task_id, |c| c.stats = stats).is_some()
+    }
+
     /// The task's container prints `data`.
     pub fn log(&self, task_id: &str, stderr: bool, data: &str) -> bool {
         let frame = LogFrame {
@@ -635,6 +645,7 @@ impl ContainerRuntime for FakeRuntime {
                     .collect(),
                 image: req.image.clone(),
                 paused: false,
+                stats: ContainerStats::default(),
             },
         );
         Ok(id)
@@ -834,6 +845,15 @@ impl ContainerRuntime for FakeRuntime {
             nano_cpus: 4_000_000_000,
             memory_bytes: 8 << 30,
         }))
+    }
+
+    async fn stats(&self, id: &str) -> RuntimeResult<ContainerStats> {
+        self.enter(Op::Stats, None).await?;
+        self.lock()
+            .containers
+            .get(id)
+            .map(|c| c.stats)
+            .ok_or_else(|| not_found(id))
     }
 
     async fn create_volume(&self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo> {

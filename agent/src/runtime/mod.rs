@@ -6,7 +6,8 @@
 //! ([`NetworkInfo`]), create, inspect, list and
 //! remove named volumes ([`VolumeRequest`], [`VolumeInfo`]), pause and resume the
 //! containers mounting one (a frozen export), and list, load and remove images
-//! ([`ImageInfo`]; loading is how images from the cluster's store get in). [`docker`] implements it with bollard;
+//! ([`ImageInfo`]; loading is how images from the cluster's store get in), and read a
+//! container's CPU time and memory ([`ContainerStats`]). [`docker`] implements it with bollard;
 //! [`fake`] is an in-memory recording fake for tests (hundreds of agents in one process).
 //!
 //! [`request::container_request`] is the pure translation of a [`ServiceSpec`] into a
@@ -193,6 +194,16 @@ pub struct NodeResources {
     pub memory_bytes: i64,
 }
 
+/// What the engine measures of one container now ([`ContainerRuntime::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContainerStats {
+    /// CPU time its processes used since it started (cumulative, all cores).
+    pub cpu_ns: u64,
+    /// Memory in use without the page cache the kernel can reclaim, as `docker stats`
+    /// counts it (usage less `inactive_file` on cgroup v2, `total_inactive_file` on v1).
+    pub memory_bytes: u64,
+}
+
 /// The container engine of one node. Object safe; every method is cancel safe in the sense
 /// that dropping the future leaves the engine in some valid state.
 #[async_trait]
@@ -260,6 +271,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         None
     }
     async fn resources(&self) -> RuntimeResult<NodeResources>;
+    /// The container's CPU time and memory in use now (one sample, not a stream):
+    /// what autoscaling's `cpu` and `memory` metrics are computed from.
+    async fn stats(&self, id: &str) -> RuntimeResult<ContainerStats>;
     /// Create a named volume. An existing volume of that name is returned as it is (the
     /// engine's own behaviour).
     async fn create_volume(&self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo>;

@@ -1,15 +1,16 @@
 //! `shoal services`: one row per service.
 
 use serde_json::{json, Value};
-use shoal_proto::pb::ServiceRow;
+use shoal_proto::pb::{AutoscaleRow, ServiceRow};
 
-/// `[{"stack","name","image","mode","desired","running","healthy","generation"}]`
+/// `[{"stack","name","image","mode","desired","running","healthy","generation"}]`, and
+/// `"autoscale": {"min","max","desired","cause","readings"}` for an autoscaled service.
 pub fn json(services: &[ServiceRow]) -> Value {
     Value::Array(
         services
             .iter()
             .map(|s| {
-                json!({
+                let mut row = json!({
                     "stack": s.stack,
                     "name": s.name,
                     "image": s.image,
@@ -18,13 +19,44 @@ pub fn json(services: &[ServiceRow]) -> Value {
                     "running": s.running,
                     "healthy": s.healthy,
                     "generation": s.generation,
-                })
+                });
+                if let (Some(a), Some(obj)) = (&s.autoscale, row.as_object_mut()) {
+                    obj.insert(
+                        "autoscale".into(),
+                        json!({
+                            "min": a.min,
+                            "max": a.max,
+                            "desired": a.desired,
+                            "cause": a.cause,
+                            "readings": a.readings,
+                        }),
+                    );
+                }
+                row
             })
             .collect(),
     )
 }
 
+/// `3 (2-20): inference_queue_depth 41 (13.7/15 per replica)`: the count, its bounds
+/// and what the metrics read now (else why the count is what it is).
+fn autoscale_cell(a: &AutoscaleRow) -> String {
+    let why = if a.readings.is_empty() {
+        a.cause.clone()
+    } else {
+        a.readings.join(", ")
+    };
+    let bounds = format!("{} ({}-{})", a.desired, a.min, a.max);
+    if why.is_empty() {
+        bounds
+    } else {
+        format!("{bounds}: {why}")
+    }
+}
+
 pub fn table(services: &[ServiceRow]) -> String {
+    // The column appears only where some service autoscales.
+    let autoscaled = services.iter().any(|s| s.autoscale.is_some());
     let rows: Vec<Vec<String>> = services
         .iter()
         .map(|s| {
@@ -37,27 +69,32 @@ pub fn table(services: &[ServiceRow]) -> String {
                 0 => s.generation.to_string(),
                 p => format!("{} (previous {p})", s.generation),
             };
-            vec![
+            let mut row = vec![
                 format!("{}/{}", s.stack, s.name),
                 s.mode.clone(),
                 format!("{}/{}{healthy}", s.running, s.desired),
                 generation,
                 s.image.clone(),
                 s.rollout.clone(),
-            ]
+            ];
+            if autoscaled {
+                row.push(s.autoscale.as_ref().map(autoscale_cell).unwrap_or_default());
+            }
+            row
         })
         .collect();
-    super::table(
-        &[
-            "SERVICE",
-            "MODE",
-            "REPLICAS",
-            "GENERATION",
-            "IMAGE",
-            "ROLLOUT",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "SERVICE",
+        "MODE",
+        "REPLICAS",
+        "GENERATION",
+        "IMAGE",
+        "ROLLOUT",
+    ];
+    if autoscaled {
+        headers.push("AUTOSCALE");
+    }
+    super::table(&headers, &rows)
 }
 
 #[cfg(test)]
@@ -77,7 +114,48 @@ mod tests {
             has_healthcheck: true,
             rollout: "completed".into(),
             previous_generation: 3,
+            autoscale: None,
         }
+    }
+
+    #[test]
+    fn an_autoscaled_service_shows_its_bounds_and_readings() {
+        let mut web = row();
+        web.autoscale = Some(AutoscaleRow {
+            min: 2,
+            max: 20,
+            desired: 3,
+            cause: "inference_queue_depth 41 (13.7/15 per replica) above target".into(),
+            readings: vec!["inference_queue_depth 41 (13.7/15 per replica)".into()],
+            changed_ms: 1,
+        });
+        let mut worker = row();
+        worker.name = "worker".into();
+        let table = table(&[web.clone(), worker]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("ROLLOUT    AUTOSCALE"), "{table}");
+        assert!(
+            lines[1]
+                .ends_with("completed  3 (2-20): inference_queue_depth 41 (13.7/15 per replica)"),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("completed"), "{table}");
+        let j = json(&[web.clone()]);
+        assert_eq!(
+            j[0]["autoscale"],
+            serde_json::json!({
+                "min": 2, "max": 20, "desired": 3,
+                "cause": "inference_queue_depth 41 (13.7/15 per replica) above target",
+                "readings": ["inference_queue_depth 41 (13.7/15 per replica)"],
+            })
+        );
+        if let Some(a) = web.autoscale.as_mut() {
+            a.readings.clear();
+        }
+        assert_eq!(
+            autoscale_cell(web.autoscale.as_ref().expect("set")),
+            "3 (2-20): inference_queue_depth 41 (13.7/15 per replica) above target"
+        );
     }
 
     #[test]

@@ -366,6 +366,12 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
             Ok(())
         }
         Some(Msg::Conflicts(r)) => set_conflicts(ctx, node, r.conflicts).await,
+        Some(Msg::Metrics(r)) => {
+            // Kept in the leader's memory only: decisions are what goes through Raft.
+            let reports = super::metrics_report::reports_from_pb(&r)?;
+            ctx.autoscale.signals.record(node, reports, now_ms());
+            Ok(())
+        }
         Some(Msg::Volumes(r)) => {
             let volumes = convert::volumes_seen(&r);
             if !ctx.node.state.read().volume_report_changes(node, &volumes) {

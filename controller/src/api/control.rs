@@ -156,7 +156,14 @@ impl Control for ControlService {
         let services = state
             .services
             .values()
-            .map(|s| convert::service_row(&state, s))
+            .map(|s| {
+                let mut row = convert::service_row(&state, s);
+                // What the metrics read lives in the leader's memory, not in the state.
+                if let Some(a) = &mut row.autoscale {
+                    a.readings = self.ctx.autoscale.readings(&s.key());
+                }
+                row
+            })
             .collect();
         Ok(Response::new(pb::ServicesReply { services }))
     }
@@ -238,6 +245,16 @@ impl Control for ControlService {
     ) -> Result<Response<pb::ScaleReply>, Status> {
         let req = req.into_inner();
         let key = self.resolve(&req.service).await?;
+        let autoscale = self.ctx.node.state.read().services.get(&key).and_then(|s| {
+            s.spec
+                .autoscale
+                .as_ref()
+                .map(|a| crate::state::autoscaled_words(&key, a))
+        });
+        if let Some(why) = autoscale {
+            // The user's mistake (exit 2), not a refusal of the state machine.
+            return Err(Status::invalid_argument(why));
+        }
         self.apply(Command::Scale {
             service: key.clone(),
             replicas: req.replicas,

@@ -251,6 +251,18 @@ pub fn service_row(state: &ClusterState, svc: &Service) -> pb::ServiceRow {
         } else {
             0
         },
+        autoscale: svc.spec.autoscale.as_ref().map(|a| pb::AutoscaleRow {
+            min: a.min,
+            max: a.max,
+            desired: svc.replicas,
+            cause: svc
+                .autoscaled
+                .as_ref()
+                .map(|d| d.cause.clone())
+                .unwrap_or_default(),
+            readings: Vec::new(),
+            changed_ms: svc.autoscaled.as_ref().map_or(0, |d| d.at_ms),
+        }),
     }
 }
 

@@ -11,11 +11,13 @@
 //! - `stack`: project name, profiles, top-level volumes, depends_on checks; `networks`:
 //!   top-level networks and each service's attachments; `service` /
 //!   `deploy` / `update`: each service key honored, ignored with a warning, or refused;
-//!   `build`: `build:` (what the deploying machine builds) and `pull_policy`.
+//!   `build`: `build:` (what the deploying machine builds) and `pull_policy`;
+//!   `autoscale`: `x-shoal-autoscale` (bounds, metrics, and the starting count).
 //! - [`render`]: the normalized model and the per-key table for `shoal config`.
 //!
 //! It must not talk to the cluster: it only turns text into a spec or into diagnostics.
 
+mod autoscale;
 mod build;
 mod container;
 mod deploy;

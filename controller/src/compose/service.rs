@@ -94,6 +94,7 @@ const HONORED: &[&str] = &[
     "extends",
     "x-shoal-gpu",
     "x-shoal-disconnect",
+    "x-shoal-autoscale",
     "mem_limit",
     "mem_reservation",
     "cpus",
@@ -305,6 +306,10 @@ pub(crate) fn convert(name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (ServiceSpe
     namespace_checks(&map[..], &mut spec, ctx.sink, &base);
     legacy_resources(&map[..], ctx.sink, &base, &mut spec);
     deploy::convert(node, ctx.sink, &base, &mut spec, &mut keys);
+    // After `deploy`: it checks the mode and the resources, and sets the replica count.
+    if let Some((k, a)) = map.iter().find(|(k, _)| k.name == "x-shoal-autoscale") {
+        super::autoscale::apply(k, a, node, ctx.sink, &base, &mut spec);
+    }
     (spec, keys)
 }
 

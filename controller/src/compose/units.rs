@@ -5,11 +5,20 @@ use shoal_proto::spec::{PortMode, PortSpec, Protocol};
 
 /// A Go-style duration (`1m30s`, `10s`, `500ms`, `1.5h`) in milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    Ok((duration_ns(s)? / 1e6).floor() as u64)
+}
+
+/// A Go-style duration in seconds, keeping fractions (`800ms` is 0.8, `250us` 0.00025).
+pub fn parse_duration_secs(s: &str) -> Result<f64, String> {
+    Ok(duration_ns(s)? / 1e9)
+}
+
+fn duration_ns(s: &str) -> Result<f64, String> {
     let bad =
         || format!("invalid duration `{s}`: use a number with a unit, e.g. 10s, 1m30s, 500ms");
     let t = s.trim();
     if t == "0" {
-        return Ok(0);
+        return Ok(0.0);
     }
     if t.is_empty() {
         return Err(bad());
@@ -41,7 +50,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         };
         total_ns += n * scale;
     }
-    Ok((total_ns / 1e6).floor() as u64)
+    Ok(total_ns)
 }
 
 /// A byte size as Docker reads memory: `512M`, `1g`, `50MiB`, `1.5GB`, `1024` (binary units).
@@ -229,6 +238,10 @@ mod tests {
         assert!(parse_duration_ms("10").is_err());
         assert!(parse_duration_ms("ten seconds").is_err());
         assert!(parse_duration_ms("5d").is_err());
+        assert_eq!(parse_duration_secs("800ms"), Ok(0.8));
+        assert_eq!(parse_duration_secs("1.5s"), Ok(1.5));
+        assert_eq!(parse_duration_secs("250us"), Ok(0.00025));
+        assert!(parse_duration_secs("800").is_err());
     }
 
     #[test]

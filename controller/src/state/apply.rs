@@ -111,6 +111,13 @@ impl ClusterState {
                 CommandResult::default()
             }
             Command::Scale { service, replicas } => self.scale(service, *replicas),
+            Command::Autoscale {
+                service,
+                from,
+                to,
+                cause,
+                at_ms,
+            } => self.autoscale(service, *from, *to, cause, *at_ms),
             Command::Rollback { service } => self.roll_back(service, None),
             Command::SetAvailability { node, availability } => match self.nodes.get_mut(node) {
                 Some(n) => {
@@ -270,7 +277,14 @@ impl ClusterState {
                         existing.rollback_cause.clear();
                         existing.rollout_complete = false;
                     }
-                    existing.replicas = svc.replicas;
+                    existing.replicas = match (&existing.spec.autoscale, &existing.autoscaled) {
+                        // The autoscaler's count stays, within the new bounds.
+                        (Some(a), Some(_)) if !existing.removing => a.bound(existing.replicas),
+                        _ => svc.replicas,
+                    };
+                    if existing.spec.autoscale.is_none() {
+                        existing.autoscaled = None;
+                    }
                     existing.removing = false;
                     generations.push((name.clone(), existing.generation, changed));
                 }
@@ -289,6 +303,7 @@ impl ClusterState {
                             rollback_cause: String::new(),
                             rollout_complete: false,
                             rebalancing: false,
+                            autoscaled: None,
                         },
                     );
                     generations.push((name.clone(), 1, true));
@@ -345,6 +360,9 @@ impl ClusterState {
         if svc.removing {
             return CommandResult::error(format!("service {service} is being removed"));
         }
+        if let Some(a) = &svc.spec.autoscale {
+            return CommandResult::error(autoscaled_words(service, a));
+        }
         match svc.spec.mode {
             ServiceMode::Replicated | ServiceMode::ReplicatedJob => {
                 svc.replicas = replicas;
@@ -355,6 +373,40 @@ impl ClusterState {
                 mode.as_str()
             )),
         }
+    }
+
+    fn autoscale(
+        &mut self,
+        service: &str,
+        from: u64,
+        to: u64,
+        cause: &str,
+        at_ms: u64,
+    ) -> CommandResult {
+        let Some(svc) = self.services.get_mut(service) else {
+            return CommandResult::error(format!("no service named {service}"));
+        };
+        let Some(a) = &svc.spec.autoscale else {
+            return CommandResult::error(format!("service {service} is not autoscaled"));
+        };
+        if svc.removing {
+            return CommandResult::error(format!("service {service} is being removed"));
+        }
+        if svc.replicas != from {
+            return CommandResult::error(format!(
+                "service {service} runs {} replicas, not {from}: the decision is stale",
+                svc.replicas
+            ));
+        }
+        let to = a.bound(to);
+        svc.replicas = to;
+        svc.autoscaled = Some(Autoscaled {
+            from,
+            to,
+            cause: cause.to_string(),
+            at_ms,
+        });
+        CommandResult::default()
     }
 
     fn rebalance(&mut self, service: &str) -> CommandResult {
@@ -700,12 +752,26 @@ fn same_spec(
     old: &shoal_proto::spec::ServiceSpec,
     new: &shoal_proto::spec::ServiceSpec,
 ) -> bool {
+    // The count and how the autoscaler sets it change no container: they never roll out.
+    let unscaled = |s: &shoal_proto::spec::ServiceSpec| shoal_proto::spec::ServiceSpec {
+        replicas: 1,
+        autoscale: None,
+        ..s.clone()
+    };
+    let (mut old, new) = (unscaled(old), unscaled(new));
     if old.networks.is_empty() && !new.networks.is_empty() {
-        let mut old = old.clone();
         old.networks = shoal_proto::network::attachments(stack, &old).into_owned();
-        return old == *new;
     }
     old == new
+}
+
+/// Why `shoal scale` does not change an autoscaled service.
+pub fn autoscaled_words(service: &str, a: &shoal_proto::autoscale::Autoscale) -> String {
+    format!(
+        "service {service} is autoscaled between {} and {} replicas (x-shoal-autoscale): \
+         its autoscaler sets the count; change min or max in the Compose file and deploy it",
+        a.min, a.max
+    )
 }
 
 /// `web slot 1 on node-a: its healthcheck fails`: one failed replica, in words.

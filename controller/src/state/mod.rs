@@ -14,6 +14,6 @@ mod standby;
 pub mod subnets;
 pub mod volumes;
 
-pub use apply::CommandResult;
+pub use apply::{autoscaled_words, CommandResult};
 pub use model::*;
 pub use volumes::{copy_key, CopyState, MovePhase, VolumeCopy, VolumeMove, VolumeSeen};

@@ -146,6 +146,21 @@ pub struct Service {
     /// nodes to the least loaded, start-first, and clears it when nothing is left to move.
     #[serde(default)]
     pub rebalancing: bool,
+    /// `x-shoal-autoscale`: the last decision that changed `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaled: Option<Autoscaled>,
+}
+
+/// A change of a service's count by its autoscaler, as replicated: a new leader knows
+/// what was decided and when, and never repeats it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Autoscaled {
+    pub from: u64,
+    pub to: u64,
+    /// The metric that drove it and what it read, e.g.
+    /// `inference_queue_depth 41 (13.7/15 per replica) above target`.
+    pub cause: String,
+    pub at_ms: u64,
 }
 
 impl Service {
@@ -412,6 +427,16 @@ pub enum Command {
         #[serde(default)]
         partial: bool,
     },
+    /// The leader's autoscaler changes a service's count: applied only while the count
+    /// is still `from` (a decision taken on an older state, or proposed twice across a
+    /// leader change, is refused instead of stepping twice).
+    Autoscale {
+        service: ServiceKey,
+        from: u64,
+        to: u64,
+        cause: String,
+        at_ms: u64,
+    },
     Scale {
         service: ServiceKey,
         replicas: u64,
@@ -527,6 +552,7 @@ impl Command {
     pub fn min_protocol(&self) -> u32 {
         match self {
             Command::SetNodeConflicts { .. } | Command::Restore { .. } => 1,
+            Command::Autoscale { .. } => 2,
             _ => 0,
         }
     }

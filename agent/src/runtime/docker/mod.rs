@@ -28,14 +28,15 @@ mod convert;
 mod images;
 mod networks;
 mod options;
+mod stats;
 mod volumes;
 use convert::{docker_config, from_inspect, from_summary};
 pub use volumes::rfc3339_ms;
 
 use super::{
-    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState, ImageInfo,
-    LogFrame, LogStream, NetworkInfo, NodeResources, RuntimeError, RuntimeResult, VolumeInfo,
-    VolumeRequest, NETWORK_LABEL,
+    network_name, ContainerInfo, ContainerRequest, ContainerRuntime, ContainerState,
+    ContainerStats, ImageInfo, LogFrame, LogStream, NetworkInfo, NodeResources, RuntimeError,
+    RuntimeResult, VolumeInfo, VolumeRequest, NETWORK_LABEL,
 };
 
 /// Seconds bollard waits for an engine's response headers.
@@ -531,6 +532,10 @@ impl ContainerRuntime for DockerRuntime {
             nano_cpus: info.ncpu.unwrap_or(0).saturating_mul(1_000_000_000),
             memory_bytes: info.mem_total.unwrap_or(0),
         })
+    }
+
+    async fn stats(&self, id: &str) -> RuntimeResult<ContainerStats> {
+        stats::read(&self.docker, id).await
     }
 
     async fn create_volume(&self, req: &VolumeRequest) -> RuntimeResult<VolumeInfo> {

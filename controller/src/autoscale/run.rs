@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shoal_proto::autoscale::{Metric, INTERVAL_MS};
+use shoal_proto::autoscale::{Autoscale, Metric, INTERVAL_MS};
 use shoal_proto::task::Desired;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::control::now_ms;
 use crate::api::Shared;
 use crate::autoscale::{prometheus, Autoscaler, Reading, Signals};
-use crate::state::{ClusterState, Command, Service, ServiceKey};
+use crate::state::{service_key, Command, ServiceKey};
 
 /// How long the leader waits for a Prometheus server's answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,21 +66,66 @@ pub async fn run(ctx: Shared, shutdown: CancellationToken) {
     }
 }
 
-/// One decision for every autoscaled service.
-async fn pass(ctx: &Shared, scaler: &mut Autoscaler, since: u64) {
-    let state = ctx.node.state.snapshot();
-    let services: Vec<&Service> = state
+/// What a pass needs of one autoscaled service, read under the state's lock (no copy
+/// of the whole state every interval, and nothing at all without autoscaled services).
+struct Target {
+    key: ServiceKey,
+    stack: String,
+    name: String,
+    spec: Autoscale,
+    replicas: u64,
+    generation: u64,
+    /// Its replicas that run now, as the state says.
+    running: u64,
+}
+
+fn targets(ctx: &Shared) -> Vec<Target> {
+    let state = ctx.node.state.read();
+    let mut out: Vec<Target> = state
         .services
         .values()
-        .filter(|s| s.spec.autoscale.is_some() && !s.removing)
+        .filter(|s| !s.removing)
+        .filter_map(|s| {
+            Some(Target {
+                key: s.key(),
+                stack: s.stack.clone(),
+                name: s.name.clone(),
+                spec: s.spec.autoscale.clone()?,
+                replicas: s.replicas,
+                generation: s.generation,
+                running: 0,
+            })
+        })
         .collect();
-    scaler.retain(|key| services.iter().any(|s| s.key() == key));
+    if out.is_empty() {
+        return out;
+    }
+    let index: HashMap<ServiceKey, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.key.clone(), i))
+        .collect();
+    for t in state.tasks.values() {
+        if t.desired != Desired::Running || !t.state.is_up() {
+            continue;
+        }
+        if let Some(i) = index.get(&service_key(&t.stack, &t.service)) {
+            out[*i].running += 1;
+        }
+    }
+    out
+}
+
+/// One decision for every autoscaled service.
+async fn pass(ctx: &Shared, scaler: &mut Autoscaler, since: u64) {
+    let services = targets(ctx);
+    scaler.retain(|key| services.iter().any(|s| s.key == key));
     // Services removed (or no longer autoscaled) since the last pass: forget them.
     let gone: Vec<ServiceKey> = ctx
         .autoscale
         .lock()
         .keys()
-        .filter(|key| !services.iter().any(|s| s.key() == **key))
+        .filter(|key| !services.iter().any(|s| s.key == **key))
         .cloned()
         .collect();
     for key in gone {
@@ -90,13 +135,10 @@ async fn pass(ctx: &Shared, scaler: &mut Autoscaler, since: u64) {
         }
     }
     for svc in services {
-        let Some(spec) = &svc.spec.autoscale else {
-            continue;
-        };
-        let key = svc.key();
+        let key = &svc.key;
         let now = now_ms();
-        let readings = readings(ctx, &state, svc, now).await;
-        let decision = scaler.evaluate(&key, spec, svc.replicas, &readings, now, since);
+        let readings = readings(ctx, &svc, now).await;
+        let decision = scaler.evaluate(key, &svc.spec, svc.replicas, &readings, now, since);
         ctx.autoscale
             .lock()
             .insert(key.clone(), decision.readings.clone());
@@ -120,7 +162,7 @@ async fn pass(ctx: &Shared, scaler: &mut Autoscaler, since: u64) {
                     cause = %decision.cause,
                     "autoscaled"
                 ),
-                // The count moved since the snapshot (a deploy): decided again next pass.
+                // The count moved since the pass began (a deploy): decided again next pass.
                 Some(e) => tracing::debug!(service = %key, error = %e, "autoscale not applied"),
             },
             Err(e) => {
@@ -131,21 +173,12 @@ async fn pass(ctx: &Shared, scaler: &mut Autoscaler, since: u64) {
 }
 
 /// One reading per metric of `svc`: the nodes' totals, or the Prometheus server's answer.
-async fn readings(ctx: &Shared, state: &ClusterState, svc: &Service, now: u64) -> Vec<Reading> {
-    let Some(spec) = &svc.spec.autoscale else {
-        return Vec::new();
-    };
-    let running = state
-        .tasks
-        .values()
-        .filter(|t| t.stack == svc.stack && t.service == svc.name)
-        .filter(|t| t.desired == Desired::Running && t.state.is_up())
-        .count() as u64;
-    let totals = ctx
-        .autoscale
-        .signals
-        .readings(&svc.stack, &svc.name, spec, svc.generation, now);
-    let queries = spec.metrics.iter().map(|m| async move {
+async fn readings(ctx: &Shared, svc: &Target, now: u64) -> Vec<Reading> {
+    let totals =
+        ctx.autoscale
+            .signals
+            .readings(&svc.stack, &svc.name, &svc.spec, svc.generation, now);
+    let queries = svc.spec.metrics.iter().map(|m| async move {
         match m {
             Metric::Prometheus { url, query, .. } => Some(Reading::from_prometheus(
                 prometheus::query(url, query, QUERY_TIMEOUT).await,
@@ -154,13 +187,14 @@ async fn readings(ctx: &Shared, state: &ClusterState, svc: &Service, now: u64) -
         }
     });
     let answers = futures::future::join_all(queries).await;
-    spec.metrics
+    svc.spec
+        .metrics
         .iter()
         .zip(answers)
         .enumerate()
         .map(|(i, (m, answer))| {
             answer.unwrap_or_else(|| {
-                Reading::from_totals(m, totals.get(i).and_then(Option::as_ref), running)
+                Reading::from_totals(m, totals.get(i).and_then(Option::as_ref), svc.running)
             })
         })
         .collect()

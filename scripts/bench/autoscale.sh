@@ -30,7 +30,7 @@ trap cleanup EXIT
 now_ms() { date +%s%3N; }
 # User + system CPU of a process, in ms.
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
-shoal() { "$SHOAL" "$@" --addr "127.0.0.1:$PORT"; }
+shoal() { "$SHOAL" "$@" --addr "127.0.0.1:$PORT" --credentials "$WORK/data/controller/admin"; }
 # The `shoal services` field $2 of service $1 (python reads the JSON).
 field() {
   shoal services --format json 2>/dev/null | python3 -c "
@@ -60,10 +60,12 @@ SHOAL=target/release/shoal
 "$SHOAL" up --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --name "$NODE" \
   >"$WORK/up.log" 2>&1 &
 UP_PID=$!
-for _ in $(seq 1 100); do
-  shoal nodes --format json 2>/dev/null | grep -q '"ready"' && break
+ready=""
+for _ in $(seq 1 600); do
+  shoal nodes --format json 2>/dev/null | grep -q '"ready"' && { ready=1; break; }
   sleep 0.1
 done
+[[ -n "$ready" ]] || { echo "shoal up did not get ready within 60 s:" >&2; tail -20 "$WORK/up.log" >&2; exit 1; }
 
 mkdir -p "$WORK/www"
 metrics() { printf '# TYPE queue_depth gauge\nqueue_depth %s\n' "$1" >"$WORK/www/.m" && mv "$WORK/www/.m" "$WORK/www/metrics"; }

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use shoal_controller::state::*;
 use shoal_proto::autoscale::{Autoscale, Behavior, Metric};
-use shoal_proto::spec::{ServiceSpec, StackSpec};
+use shoal_proto::spec::ServiceSpec;
 use shoal_proto::task::Desired;
 
 fn autoscaled(min: u64, max: u64) -> ServiceSpec {
@@ -21,21 +21,6 @@ fn autoscaled(min: u64, max: u64) -> ServiceSpec {
         scale_down: Behavior::down(),
     });
     spec
-}
-
-fn redeploy(s: &mut ClusterState, spec: ServiceSpec) {
-    s.apply(&Command::DeployStack {
-        spec: StackSpec {
-            name: "app".into(),
-            services: [("web".to_string(), spec)].into_iter().collect(),
-            volumes: Default::default(),
-            secrets: Vec::new(),
-            configs: Vec::new(),
-            networks: Default::default(),
-        },
-        now_ms: 0,
-        secrets: Default::default(),
-    });
 }
 
 fn scale(from: u64, to: u64, at_ms: u64) -> Command {
@@ -100,19 +85,19 @@ fn a_redeploy_keeps_the_decided_count_within_new_bounds_and_rolls_nothing_out() 
     let generation = web(&s).generation;
 
     // The same file again: 6 stays, no new generation.
-    redeploy(&mut s, autoscaled(2, 10));
+    redeploy(&mut s, autoscaled(2, 10), 0);
     assert_eq!(web(&s).replicas, 6);
     assert_eq!(web(&s).generation, generation);
 
     // A lower max: the count comes down to it, still without a rollout.
-    redeploy(&mut s, autoscaled(2, 4));
+    redeploy(&mut s, autoscaled(2, 4), 0);
     assert_eq!(web(&s).replicas, 4);
     assert_eq!(web(&s).generation, generation, "bounds change no container");
     settle(&mut s, 20);
     assert_eq!(running(&s), 4);
 
     // No longer autoscaled: the file's count, and the decision is forgotten.
-    redeploy(&mut s, svc("web", 3));
+    redeploy(&mut s, svc("web", 3), 0);
     assert_eq!(web(&s).replicas, 3);
     assert!(web(&s).autoscaled.is_none());
     assert_eq!(web(&s).generation, generation);
@@ -123,13 +108,13 @@ fn a_changed_replica_count_in_the_file_scales_without_a_rollout() {
     let mut s = deployed(vec![node("n1", 8.0, 8192)], vec![svc("web", 2)]);
     settle(&mut s, 0);
     let generation = web(&s).generation;
-    redeploy(&mut s, svc("web", 3));
+    redeploy(&mut s, svc("web", 3), 0);
     assert_eq!(web(&s).replicas, 3);
     assert_eq!(web(&s).generation, generation);
     assert_eq!(web(&s).spec.replicas, 3, "the stored spec is the file's");
     let mut changed = svc("web", 3);
     changed.image = "img:2".into();
-    redeploy(&mut s, changed);
+    redeploy(&mut s, changed, 0);
     assert_eq!(
         web(&s).generation,
         generation + 1,

@@ -19,21 +19,6 @@ fn web(replicas: u64, image: &str, update: UpdateConfig) -> ServiceSpec {
     s
 }
 
-fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
-    s.apply(&Command::DeployStack {
-        spec: StackSpec {
-            name: "app".into(),
-            services: [("web".to_string(), spec)].into_iter().collect(),
-            volumes: Default::default(),
-            secrets: Vec::new(),
-            configs: Vec::new(),
-            networks: Default::default(),
-        },
-        now_ms,
-        secrets: Default::default(),
-    });
-}
-
 /// The live task of `slot` with the given generation.
 fn task_of(s: &ClusterState, slot: u64, generation: u64) -> String {
     live(s, "web")

@@ -334,6 +334,12 @@ impl Hosts {
             .expect("run shoal")
     }
 
+    /// `shoal deploy -c FILE --detach`, which must succeed.
+    pub fn deploy_detached(&self, file: &str) {
+        let out = self.shoal(&["deploy", "-c", file, "--detach"]);
+        assert!(out.status.success(), "deploy {file}: {}", crate::text(&out));
+    }
+
     /// A client command in `dir` with extra environment (e.g. `DOCKER_HOST`: the engine
     /// `shoal deploy` builds with).
     pub fn shoal_env(&self, dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {

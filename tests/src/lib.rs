@@ -339,6 +339,14 @@ pub fn remove_node_containers(node: &str) {
     }
 }
 
+/// Writes `DIR/STACK.yaml`: `name: STACK` and `services:` with `services` (indented
+/// YAML), and returns its path.
+pub fn write_services(dir: &Path, stack: &str, services: &str) -> String {
+    let file = dir.join(format!("{stack}.yaml"));
+    std::fs::write(&file, format!("name: {stack}\nservices:\n{services}")).unwrap();
+    file.display().to_string()
+}
+
 /// Output as text, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

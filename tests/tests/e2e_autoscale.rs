@@ -21,17 +21,6 @@ use shoal_tests::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn write(dir: &Path, stack: &str, services: &str) -> String {
-    let file = dir.join(format!("{stack}.yaml"));
-    std::fs::write(&file, format!("name: {stack}\nservices:\n{services}")).unwrap();
-    file.display().to_string()
-}
-
-fn deploy(hosts: &Hosts, file: &str) {
-    let out = hosts.shoal(&["deploy", "-c", file, "--detach"]);
-    assert!(out.status.success(), "deploy {file}: {}", text(&out));
-}
-
 /// Rewrites the `metrics` file every replica of a service serves (atomically: a reader
 /// never sees half of it).
 fn serve(www: &Path, metrics: &str) {
@@ -157,8 +146,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
     //    holds; `shoal scale` refuses; down to min 2 once it falls, not before the window.
     let queue = www(dir.path(), "queue");
     serve(&queue, "# TYPE queue_depth gauge\nqueue_depth 0\n");
-    let file = write(
-        dir.path(),
+    let file = write_services(dir.path(),
         "auto",
         &httpd(
             "infer",
@@ -167,7 +155,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
             "      min: 2\n      max: 5\n      metrics:\n        - scrape: { port: 9100, gauge: queue_depth, per_replica: 10 }\n      scale_down: { stabilization: 20s }\n",
         ),
     );
-    deploy(&hosts, &file);
+    hosts.deploy_detached(&file);
     let start = scaled_to(&hosts, "auto", "infer", 2);
     assert_eq!(start["autoscale"]["min"], 2, "{start}");
     assert_eq!(start["autoscale"]["max"], 5, "{start}");
@@ -198,16 +186,27 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
         "`shoal scale` says why it does nothing: {}",
         text(&refused)
     );
-    // Two more decisions at 150 against 50: still 5.
-    std::thread::sleep(Duration::from_secs(11));
-    let held = service(&hosts, "auto", "infer").unwrap();
+    // A decision taken on all 5 replicas' 150 (against 50) wants 15: still 5.
+    let held = eventually(WAIT, "a decision on 5 replicas' readings", || {
+        let s = service(&hosts, "auto", "infer")?;
+        let readings = s["autoscale"]["readings"].as_array()?;
+        readings
+            .iter()
+            .any(|r| {
+                r.as_str()
+                    .is_some_and(|r| r.starts_with("queue_depth 150 "))
+            })
+            .then_some(s)
+    });
     assert_eq!(held["autoscale"]["desired"], 5, "max holds: {held}");
 
     serve(&queue, "# TYPE queue_depth gauge\nqueue_depth 0\n");
     let fell = Instant::now();
     let down = scaled_to(&hosts, "auto", "infer", 2);
+    // The last high recommendation may predate the fall by up to one 5 s interval (a
+    // decision on the last report read before it): the window then ends 15 s after it.
     assert!(
-        fell.elapsed() >= Duration::from_secs(20),
+        fell.elapsed() >= Duration::from_secs(15),
         "the scale-down waited its 20 s window: {:?}",
         fell.elapsed()
     );
@@ -222,8 +221,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
         )
     };
     serve(&lat, &histogram(0));
-    let file = write(
-        dir.path(),
+    let file = write_services(dir.path(),
         "lat",
         &httpd(
             "api",
@@ -232,7 +230,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
             "      min: 1\n      max: 3\n      metrics:\n        - scrape: { port: 9100, histogram: lat_seconds, quantile: 0.95, window: 30s, above: 500ms }\n",
         ),
     );
-    deploy(&hosts, &file);
+    hosts.deploy_detached(&file);
     scaled_to(&hosts, "lat", "api", 1);
     let mut observed = 0;
     let p95 = eventually(WAIT, "the p95 to scale lat/api up", || {
@@ -246,7 +244,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
     assert!(cause.contains("p95 lat_seconds"), "{p95}");
 
     // 3. CPU: replicas that burn their whole limit, against 50% of it.
-    let file = write(
+    let file = write_services(
         dir.path(),
         "burn",
         &format!(
@@ -265,7 +263,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
 "#
         ),
     );
-    deploy(&hosts, &file);
+    hosts.deploy_detached(&file);
     let hot = scaled_to(&hosts, "burn", "hot", 2);
     assert!(
         hot["autoscale"]["cause"]
@@ -282,8 +280,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
     serve(&prom_www, "# TYPE queue_depth gauge\nqueue_depth 25\n");
     let published = 19_100;
     let prometheus = Prometheus::start(&[format!("{}:{published}", hosts.ip("n1"))]);
-    let file = write(
-        dir.path(),
+    let file = write_services(dir.path(),
         "promq",
         &httpd(
             "q",
@@ -295,7 +292,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
             ),
         ),
     );
-    deploy(&hosts, &file);
+    hosts.deploy_detached(&file);
     // 25 against 10 per replica: 3.
     let q = scaled_to(&hosts, "promq", "q", 3);
     assert!(
@@ -311,8 +308,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
     //    only rises, one step per decision, and reaches max on the new leader.
     let steps = www(dir.path(), "steps");
     serve(&steps, "# TYPE queue_depth gauge\nqueue_depth 100\n");
-    let file = write(
-        dir.path(),
+    let file = write_services(dir.path(),
         "steps",
         &httpd(
             "w",
@@ -321,7 +317,7 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
             "      min: 1\n      max: 4\n      metrics:\n        - scrape: { port: 9100, gauge: queue_depth, per_replica: 10 }\n      scale_up: { max_step: 1 }\n",
         ),
     );
-    deploy(&hosts, &file);
+    hosts.deploy_detached(&file);
     eventually(WAIT, "steps/w at 2", || {
         let s = service(&hosts, "steps", "w")?;
         (s["autoscale"]["desired"].as_u64()? >= 2).then_some(())

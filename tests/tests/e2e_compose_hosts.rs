@@ -6,7 +6,6 @@
 //! The scenarios share one set of hosts and run in sequence.
 //! Needs root, iproute2, iptables, nsenter, dockerd and the test image (scripts/test.sh).
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,17 +13,6 @@ use shoal_tests::hosts::Hosts;
 use shoal_tests::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn write(dir: &Path, stack: &str, services: &str) -> String {
-    let file = dir.join(format!("{stack}.yaml"));
-    std::fs::write(&file, format!("name: {stack}\nservices:\n{services}")).unwrap();
-    file.display().to_string()
-}
-
-fn deploy(hosts: &Hosts, file: &str) {
-    let out = hosts.shoal(&["deploy", "-c", file, "--detach"]);
-    assert!(out.status.success(), "deploy {file}: {}", text(&out));
-}
 
 /// The task of `service` that should run, once `done` accepts it.
 fn task_where(
@@ -86,7 +74,7 @@ fn devices_host_networking_roles_and_binds_across_nodes() {
         ),
     ]
     .concat();
-    deploy(&hosts, &write(dir.path(), "dev", &devices));
+    hosts.deploy_detached(&write_services(dir.path(), "dev", &devices));
     let zig = running(&hosts, "dev", "zig");
     assert_eq!(zig["node"], "n2", "{zig}");
     let why = pending(&hosts, "dev", "usb");
@@ -123,7 +111,7 @@ fn devices_host_networking_roles_and_binds_across_nodes() {
         sleeper("app", "    network_mode: service:vpn\n"),
     ]
     .concat();
-    deploy(&hosts, &write(dir.path(), "net", &net));
+    hosts.deploy_detached(&write_services(dir.path(), "net", &net));
     running(&hosts, "net", "web");
     let at = format!("{}:{port}", hosts.ip("n1"));
     let body = eventually(WAIT, "the host-networked replica on n1's address", || {
@@ -174,7 +162,7 @@ fn devices_host_networking_roles_and_binds_across_nodes() {
         ),
     ]
     .concat();
-    deploy(&hosts, &write(dir.path(), "roles", &roles));
+    hosts.deploy_detached(&write_services(dir.path(), "roles", &roles));
     running(&hosts, "roles", "hand");
     let why = pending(&hosts, "roles", "boss");
     assert!(why.contains("node.role"), "{why}");
@@ -184,7 +172,7 @@ fn devices_host_networking_roles_and_binds_across_nodes() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("hello.txt"), "from the deploying machine").unwrap();
-    let loose = write(
+    let loose = write_services(
         dir.path(),
         "binds",
         &sleeper("files", "    volumes: [\"./data:/data:ro\"]\n"),
@@ -201,8 +189,7 @@ fn devices_host_networking_roles_and_binds_across_nodes() {
         hosts.json(&["ps", "binds"]).is_none(),
         "nothing of it was deployed"
     );
-    let pinned = write(
-        dir.path(),
+    let pinned = write_services(dir.path(),
         "binds",
         &[
             sleeper(
@@ -216,7 +203,7 @@ fn devices_host_networking_roles_and_binds_across_nodes() {
         ]
         .concat(),
     );
-    deploy(&hosts, &pinned);
+    hosts.deploy_detached(&pinned);
     let files = running(&hosts, "binds", "files");
     assert_eq!(files["node"], "n3");
     let seen = hosts.docker(

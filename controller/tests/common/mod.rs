@@ -53,6 +53,22 @@ pub fn deployed(nodes: Vec<Node>, services: Vec<ServiceSpec>) -> ClusterState {
     s
 }
 
+/// Deploys the stack `app` again with `spec` as its only service, `web`.
+pub fn redeploy(s: &mut ClusterState, spec: ServiceSpec, now_ms: u64) {
+    s.apply(&Command::DeployStack {
+        spec: StackSpec {
+            name: "app".into(),
+            services: [("web".to_string(), spec)].into_iter().collect(),
+            volumes: Default::default(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
+            networks: Default::default(),
+        },
+        now_ms,
+        secrets: Default::default(),
+    });
+}
+
 /// Applies the reconciler's decisions until it has nothing left to say (bounded).
 pub fn settle(s: &mut ClusterState, now_ms: u64) {
     for _ in 0..20 {

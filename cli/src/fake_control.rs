@@ -394,6 +394,16 @@ impl Control for Fake {
     async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+    async fn events(
+        &self,
+        _: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::StatsReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     type BackupClusterStream =
         Pin<Box<dyn Stream<Item = Result<pb::BackupClusterChunk, Status>> + Send>>;
     async fn backup_cluster(

@@ -23,6 +23,10 @@ pub mod pb {
     tonic::include_proto!("shoal.v1");
 }
 
+/// How often agents measure every replica's container (and their GPUs) and send the
+/// figures to the leader (`StatsReport`), for `shoal stats` and the dashboard.
+pub const STATS_INTERVAL_MS: u64 = 5_000;
+
 /// Default port for every controller gRPC service.
 pub const DEFAULT_PORT: u16 = 7370;
 

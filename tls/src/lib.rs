@@ -7,6 +7,7 @@
 //!   first contact) and tonic channels over them, swappable for renewal.
 //! - [`join`]: asking a cluster for a certificate with a join token.
 //! - [`csr`]: a fresh key and certificate signing request for joining and renewing.
+//! - [`metrics_http`]: the plain-HTTP `/metrics` endpoint the controller and agent serve.
 //!
 //! What it must not do: hold a CA key or decide who may join (the controller does).
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod csr;
 pub mod files;
 pub mod identity;
 pub mod join;
+pub mod metrics_http;
 pub mod token;
 
 pub use client::ClientTls;

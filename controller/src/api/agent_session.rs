@@ -323,6 +323,7 @@ async fn keep_role(ctx: &Shared, node: &str) -> Result<(), Status> {
 async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), Status> {
     match msg.msg {
         Some(Msg::Heartbeat(_)) | None => Ok(()),
+        Some(Msg::Stats(_)) => Ok(()),
         Some(Msg::Hello(_)) => Err(Status::invalid_argument("hello sent twice")),
         Some(Msg::Status(s)) => {
             let update = TaskUpdate::try_from(&s)?;

@@ -462,6 +462,22 @@ impl Control for ControlService {
 
     type LogsStream = LogStream;
 
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        _req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("events: not built yet"))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsReply>, Status> {
+        Err(Status::unimplemented("stats: not built yet"))
+    }
+
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         self.ctx.linearizable().await?;
         let req = req.into_inner();

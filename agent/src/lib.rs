@@ -31,6 +31,9 @@
 //!   the store.
 //! - [`autoscale`]: the `scrape`, `cpu` and `memory` metrics of this node's replicas of
 //!   autoscaled services, measured every 5 s and reported to the leader, which decides.
+//! - [`stats`]: every replica's container figures (CPU, memory, network, restarts),
+//!   measured every 5 s, sent to the leader with the GPUs' and shown on [`metrics`]
+//!   (`--metrics ADDR`: a `prometheus-client` registry on `/metrics`).
 //! - [`credentials`]: the node's certificate: joined with a token, reused, renewed.
 //! - [`model`] and [`convert`]: the agent's domain types and their wire conversions (the
 //!   only place that knows prost types, besides the data planes: volume transfers and
@@ -69,6 +72,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
 pub mod session;
+pub mod stats;
 pub mod supervisor;
 pub mod volumes;
 
@@ -102,7 +106,8 @@ pub struct AgentConfig {
     pub gpus: gpu::GpuSource,
     /// How often GPUs are rediscovered.
     pub gpu_rediscover_interval: Duration,
-    /// `--metrics ADDR`: serve Prometheus metrics (per-GPU figures) on `/metrics`.
+    /// `--metrics ADDR`: serve Prometheus metrics (per-GPU and per-task figures, image
+    /// transfers) on `/metrics`.
     pub metrics: Option<std::net::SocketAddr>,
     /// Join token, needed on the first start only (later starts reuse the credentials
     /// in `DATA_DIR/tls/`).
@@ -128,6 +133,9 @@ pub struct AgentConfig {
     /// How often the replicas of autoscaled services are measured
     /// ([`autoscale::INTERVAL`]; tests shorten it).
     pub autoscale_interval: Duration,
+    /// How often every replica's container is measured ([`stats::INTERVAL`]; tests
+    /// shorten it).
+    pub stats_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -155,6 +163,7 @@ impl Default for AgentConfig {
             routes_file: PathBuf::from(net::conflicts::ROUTES_FILE),
             conflict_rescan_interval: net::conflicts::RESCAN_INTERVAL,
             autoscale_interval: autoscale::INTERVAL,
+            stats_interval: stats::INTERVAL,
         }
     }
 }
@@ -193,13 +202,19 @@ pub async fn run_with_runtime(
     )
     .await;
     let image_counters = Arc::new(images::ImageCounters::default());
+    // Filled once the cluster is known (its id tells its containers), read by `/metrics`
+    // from the start.
+    let (task_stats, task_stats_rx) = stats::channel();
     if let Some(addr) = cfg.metrics {
         let listener = metrics::bind(addr).await?;
         tokio::spawn(metrics::serve(
             listener,
-            cfg.name.clone(),
-            gpus.clone(),
-            image_counters.clone(),
+            metrics::Sources {
+                node: cfg.name.clone(),
+                gpus: gpus.clone(),
+                images: image_counters.clone(),
+                tasks: task_stats_rx.clone(),
+            },
             shutdown.child_token(),
         ));
     }
@@ -268,6 +283,14 @@ pub async fn run_with_runtime(
         stop_supervisor.clone(),
     );
     let supervisor = handle.clone();
+    tokio::spawn(stats::watch(
+        runtime.clone(),
+        cfg.name.clone(),
+        credentials.as_ref().and_then(|c| c.cluster_id()),
+        cfg.stats_interval,
+        task_stats,
+        shutdown.child_token(),
+    ));
     let autoscaler = autoscale::Autoscaler::new(&cfg.name, runtime.clone(), cfg.autoscale_interval);
     let result = session::run(
         session::SessionConfig {
@@ -286,6 +309,7 @@ pub async fn run_with_runtime(
             thawed,
             images,
             autoscale: autoscaler,
+            stats: task_stats_rx,
         },
         runtime,
         handle,

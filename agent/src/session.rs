@@ -6,8 +6,9 @@
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
 //! then heartbeats, task status transitions, log chunks, the node's GPUs, device
 //! paths and what overlaps the cluster's pool (when they change), its volumes and
-//! images (after the Hello, then when they change) and the metrics of its replicas of
-//! autoscaled services (every interval while some run here) up; assignments and log
+//! images (after the Hello, then when they change), the metrics of its replicas of
+//! autoscaled services (every interval while some run here) and every replica's
+//! container figures with the GPUs' (every `STATS_INTERVAL_MS`) up; assignments and log
 //! requests down. A lost session never touches containers: the agent reconnects and says
 //! Hello again with what runs now.
 
@@ -67,6 +68,9 @@ pub struct SessionConfig {
     pub images: Arc<crate::images::Images>,
     /// Measures the replicas of autoscaled services; hears each assignment set.
     pub autoscale: crate::autoscale::Autoscaler,
+    /// Every replica's container figures, a new pass every `STATS_INTERVAL_MS`; each
+    /// goes up with the GPUs' ([`crate::stats::report`]).
+    pub stats: tokio::sync::watch::Receiver<Arc<crate::stats::Measured>>,
 }
 
 enum Ended {
@@ -363,6 +367,13 @@ async fn session(
     ));
     // The metrics of autoscaled services' replicas, every interval while some run here.
     reporter.spawn(cfg.autoscale.clone().run_reporter(out.clone()));
+    // Every replica's figures and the GPUs', after each measuring pass.
+    reporter.spawn(crate::stats::report::run_reporter(
+        cfg.name.clone(),
+        cfg.stats.clone(),
+        cfg.gpus.clone(),
+        out.clone(),
+    ));
     let mut transfers = Transfers::new(
         runtime.clone(),
         cfg.name.clone(),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{serve, Leader};
+use common::{serve, web_assignments, Leader};
 use shoal_agent::autoscale::{Measurer, MetricReport, Replica, ServiceReport};
 use shoal_agent::runtime::fake::FakeRuntime;
 use shoal_agent::runtime::{ContainerState, ContainerStats, TaskIdentity};
@@ -182,6 +182,7 @@ fn stats(cpu_ns: u64, memory_mib: u64) -> ContainerStats {
     ContainerStats {
         cpu_ns,
         memory_bytes: memory_mib << 20,
+        ..Default::default()
     }
 }
 
@@ -449,33 +450,6 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
     panic!("not within 15 s: {what}");
 }
 
-fn assignments(version: u64, spec: &ServiceSpec, slots: &[u64]) -> pb::ControllerMessage {
-    let spec_json = serde_json::to_vec(spec).expect("a spec in JSON");
-    pb::ControllerMessage {
-        msg: Some(pb::controller_message::Msg::Assignments(pb::Assignments {
-            version,
-            mesh: None,
-            remove_volumes: Vec::new(),
-            tasks: slots
-                .iter()
-                .map(|slot| pb::Assignment {
-                    task_id: format!("t{slot}"),
-                    stack: "shop".into(),
-                    service: "web".into(),
-                    slot: *slot,
-                    desired: "running".into(),
-                    generation: 7,
-                    spec_json: spec_json.clone(),
-                    ended: false,
-                    gpus: Vec::new(),
-                    secrets: Vec::new(),
-                    volumes: Vec::new(),
-                })
-                .collect(),
-        })),
-    }
-}
-
 #[tokio::test]
 async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() {
     let endpoint = Endpoint::start("127.0.0.1", 0).await;
@@ -527,7 +501,7 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
         .expect("tx")
         .clone()
         .expect("a session");
-    tx.send(Ok(assignments(1, &spec, &[1, 2])))
+    tx.send(Ok(web_assignments(1, &spec, 7, &[1, 2])))
         .await
         .expect("sent");
     eventually("both replicas running", || {
@@ -603,7 +577,9 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
     .await;
 
     // The service leaves the node: the reports stop.
-    tx.send(Ok(assignments(2, &spec, &[]))).await.expect("sent");
+    tx.send(Ok(web_assignments(2, &spec, 7, &[])))
+        .await
+        .expect("sent");
     eventually("the replicas removed", || fake.containers().is_empty()).await;
     let before = reports(&leader).len();
     let beats = count(&leader, |m| matches!(m, Msg::Heartbeat(_)));

@@ -247,6 +247,111 @@ async fn stats_give_cpu_time_and_memory_in_use() {
     ));
 }
 
+/// Removes a container and a network with the Docker CLI when dropped, so that a
+/// failed assertion leaves nothing behind.
+struct Leftovers {
+    container: String,
+    network: String,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for args in [
+            vec!["rm", "-f", self.container.as_str()],
+            vec!["network", "rm", self.network.as_str()],
+        ] {
+            let _ = std::process::Command::new("docker")
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// What `shoal stats` and the per-task metrics read beyond CPU and memory, from a real
+/// container: its network bytes (ICMP echoes to its gateway both ways) and the engine's
+/// restart count (the restart policy brings it back once after its first run fails),
+/// and its memory limit.
+#[tokio::test]
+async fn stats_give_network_bytes_restarts_and_the_memory_limit() {
+    use bollard::container::{Config, CreateContainerOptions};
+    use bollard::models::{HostConfig, RestartPolicy, RestartPolicyNameEnum};
+    use shoal_agent::runtime::network_name;
+
+    ensure_test_image();
+    let runtime = DockerRuntime::connect(None).await.unwrap();
+    let engine = bollard::Docker::connect_with_defaults().expect("the local engine");
+    let stack = unique("dn");
+    runtime.ensure_network(&stack).await.unwrap();
+    let name = unique("shoal-stats-");
+    let _leftovers = Leftovers {
+        container: name.clone(),
+        network: network_name(&stack),
+    };
+    // Ten 1000-byte echoes per run; the first run then fails, the second sleeps.
+    let script = "ping -c 10 -i 0.1 -s 1000 $(ip route | awk '/default/ {print $3}') >/dev/null; \
+                  if [ ! -f /tmp/ran ]; then touch /tmp/ran; exit 1; fi; exec sleep 300";
+    let config = Config {
+        image: Some(IMAGE.to_string()),
+        cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
+        host_config: Some(HostConfig {
+            network_mode: Some(network_name(&stack)),
+            memory: Some(64 << 20),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: Some(3),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = engine
+        .create_container(
+            Some(CreateContainerOptions {
+                name: name.clone(),
+                platform: None,
+            }),
+            config,
+        )
+        .await
+        .expect("create")
+        .id;
+    runtime.start(&id).await.unwrap();
+
+    // Restarted once, running its second run, whose echoes went out and came back.
+    let mut last = None;
+    let start = Instant::now();
+    let stats = loop {
+        let info = runtime.inspect(&id).await.unwrap();
+        if info.state == ContainerState::Running {
+            if let Ok(s) = runtime.stats(&id).await {
+                if s.restarts >= 1 && s.net_rx_bytes >= 10_000 && s.net_tx_bytes >= 10_000 {
+                    break s;
+                }
+                last = Some(s);
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no restart with network traffic within 60 s; last stats: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stats.restarts, 1, "{stats:?}");
+    assert_eq!(stats.memory_limit_bytes, 64 << 20, "{stats:?}");
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+    // Bounded by what ten echoes each way and a few neighbour-discovery packets take.
+    assert!(stats.net_rx_bytes < 1 << 20, "{stats:?}");
+
+    runtime
+        .stop(&id, Duration::from_secs(1), None)
+        .await
+        .unwrap();
+    runtime.remove(&id).await.unwrap();
+    runtime.remove_network(&stack).await.unwrap();
+}
+
 #[tokio::test]
 async fn missing_image_is_an_error_naming_it() {
     let docker = DockerRuntime::connect(None).await.unwrap();

@@ -322,6 +322,7 @@ mod tests {
         let stats = Raw::Stats(ContainerStats {
             cpu_ns,
             memory_bytes: mem,
+            ..Default::default()
         });
         ReplicaRead {
             values: [

@@ -112,8 +112,8 @@ mod tests {
     #[test]
     fn memory_is_a_fraction_of_the_limit() {
         let stats = ContainerStats {
-            cpu_ns: 0,
             memory_bytes: 192 << 20,
+            ..Default::default()
         };
         assert_eq!(memory_fraction(&stats, (256u64 << 20) as f64), 0.75);
     }

@@ -7,8 +7,9 @@
 //! remove named volumes ([`VolumeRequest`], [`VolumeInfo`]), pause and resume the
 //! containers mounting one (a frozen export), and list, load and remove images
 //! ([`ImageInfo`]; loading is how images from the cluster's store get in), and read a
-//! container's CPU time and memory ([`ContainerStats`]). [`docker`] implements it with bollard;
-//! [`fake`] is an in-memory recording fake for tests (hundreds of agents in one process).
+//! container's CPU time, memory, network counters and restarts ([`ContainerStats`]).
+//! [`docker`] implements it with bollard; [`fake`] is an in-memory recording fake for
+//! tests (hundreds of agents in one process).
 //!
 //! [`request::container_request`] is the pure translation of a [`ServiceSpec`] into a
 //! [`ContainerRequest`]; nothing else in the agent knows how a spec becomes a container.
@@ -202,6 +203,14 @@ pub struct ContainerStats {
     /// Memory in use without the page cache the kernel can reclaim, as `docker stats`
     /// counts it (usage less `inactive_file` on cgroup v2, `total_inactive_file` on v1).
     pub memory_bytes: u64,
+    /// The container's memory limit (`HostConfig.Memory`); 0: none.
+    pub memory_limit_bytes: u64,
+    /// Bytes received and sent over all its interfaces since it (last) started; 0 for a
+    /// container without a network of its own (`network_mode: host`, `container:`).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    /// How many times the engine restarted it (`RestartCount`, by its restart policy).
+    pub restarts: u64,
 }
 
 /// The container engine of one node. Object safe; every method is cancel safe in the sense
@@ -271,8 +280,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         None
     }
     async fn resources(&self) -> RuntimeResult<NodeResources>;
-    /// The container's CPU time and memory in use now (one sample, not a stream):
-    /// what autoscaling's `cpu` and `memory` metrics are computed from.
+    /// The container's CPU time, memory, network counters and restarts now (one
+    /// sample, not a stream): what autoscaling's `cpu` and `memory` metrics and the
+    /// node's per-task figures ([`crate::stats`]) are computed from.
     async fn stats(&self, id: &str) -> RuntimeResult<ContainerStats>;
     /// Create a named volume. An existing volume of that name is returned as it is (the
     /// engine's own behaviour).

@@ -79,3 +79,38 @@ pub fn assignment(id: &str, stack: &str, service: &str) -> shoal_agent::model::A
         }),
     }
 }
+
+/// An `Assignments` message of version `version`: `shop/web` with `spec` at generation
+/// `generation` in each of `slots` (task ids `t<slot>`).
+#[allow(dead_code)]
+pub fn web_assignments(
+    version: u64,
+    spec: &shoal_proto::spec::ServiceSpec,
+    generation: u64,
+    slots: &[u64],
+) -> pb::ControllerMessage {
+    let spec_json = serde_json::to_vec(spec).expect("a spec in JSON");
+    pb::ControllerMessage {
+        msg: Some(pb::controller_message::Msg::Assignments(pb::Assignments {
+            version,
+            mesh: None,
+            remove_volumes: Vec::new(),
+            tasks: slots
+                .iter()
+                .map(|slot| pb::Assignment {
+                    task_id: format!("t{slot}"),
+                    stack: "shop".into(),
+                    service: "web".into(),
+                    slot: *slot,
+                    desired: "running".into(),
+                    generation,
+                    spec_json: spec_json.clone(),
+                    ended: false,
+                    gpus: Vec::new(),
+                    secrets: Vec::new(),
+                    volumes: Vec::new(),
+                })
+                .collect(),
+        })),
+    }
+}

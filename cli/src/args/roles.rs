@@ -33,6 +33,14 @@ pub struct UpArgs {
     /// takes a /24 of it); default 10.208.0.0/12. Pick one no machine or LAN uses.
     #[arg(long, value_name = "CIDR", value_parser = parse_pool)]
     pub pool: Option<String>,
+    /// Serve the controller's Prometheus metrics (Raft, nodes, tasks, rollouts,
+    /// scheduler) on ADDR, path /metrics. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Serve the agent's Prometheus metrics (every task's CPU, memory, network,
+    /// restarts; GPUs) on ADDR, path /metrics. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub agent_metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +106,10 @@ pub struct ControllerArgs {
     /// replicas are placed elsewhere (agents heartbeat every 250 ms).
     #[arg(long, value_name = "MS", default_value_t = 1500)]
     pub node_grace_ms: u64,
+    /// Serve Prometheus metrics (Raft, nodes, tasks, rollouts, scheduler) on ADDR, path
+    /// /metrics. Every controller can: a follower shows its own Raft view. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,7 +143,7 @@ pub struct AgentArgs {
     /// [{"uuid":"GPU-…","index":0,"model":"…","memory_bytes":N}]. Reread every 30 s.
     #[arg(long, value_name = "FILE")]
     pub gpu_inventory: Option<PathBuf>,
-    /// Serve Prometheus metrics (per-GPU memory and utilization) on ADDR, path /metrics.
+    /// Serve Prometheus metrics (GPUs, every task's CPU, memory, network) on ADDR, path /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Name GPUs to Docker as CDI devices, KIND=UUID (default kind nvidia.com/gpu;

@@ -1,8 +1,13 @@
-//! A container's CPU time and memory from the engine's one-shot stats
-//! (`GET /containers/{id}/stats?stream=false&one-shot=true`, API 1.41): one sample,
-//! without the engine's second read a second later.
+//! A container's figures from the engine: the one-shot stats
+//! (`GET /containers/{id}/stats?stream=false&one-shot=true`, API 1.41: one sample,
+//! without the engine's second read a second later) for CPU time, memory and network
+//! counters, and its inspect for what the stats lack (restart count, memory limit),
+//! both asked at once.
 
-use bollard::container::{MemoryStats, MemoryStatsStats, Stats, StatsOptions};
+use bollard::container::{
+    InspectContainerOptions, MemoryStats, MemoryStatsStats, Stats, StatsOptions,
+};
+use bollard::models::ContainerInspectResponse;
 use bollard::Docker;
 use futures::StreamExt;
 
@@ -15,20 +20,42 @@ pub(super) async fn read(docker: &Docker, id: &str) -> RuntimeResult<ContainerSt
         stream: false,
         one_shot: true,
     };
-    let mut stream = docker.stats(id, Some(options));
-    match stream.next().await {
-        Some(Ok(stats)) => Ok(from_stats(&stats)),
-        Some(Err(e)) => Err(engine(e)),
-        None => Err(RuntimeError::Engine(format!(
-            "the engine sent no stats for container {id}"
-        ))),
-    }
+    let sample = async {
+        let mut stream = docker.stats(id, Some(options));
+        match stream.next().await {
+            Some(Ok(stats)) => Ok(stats),
+            Some(Err(e)) => Err(engine(e)),
+            None => Err(RuntimeError::Engine(format!(
+                "the engine sent no stats for container {id}"
+            ))),
+        }
+    };
+    let inspect = async {
+        docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(engine)
+    };
+    let (stats, inspected) = tokio::try_join!(sample, inspect)?;
+    Ok(from_stats(&stats, &inspected))
 }
 
-fn from_stats(s: &Stats) -> ContainerStats {
+fn from_stats(s: &Stats, inspected: &ContainerInspectResponse) -> ContainerStats {
+    let (net_rx_bytes, net_tx_bytes) = s
+        .networks
+        .iter()
+        .flat_map(|n| n.values())
+        .fold((0u64, 0u64), |(rx, tx), n| {
+            (rx.saturating_add(n.rx_bytes), tx.saturating_add(n.tx_bytes))
+        });
+    let non_negative = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
     ContainerStats {
         cpu_ns: s.cpu_stats.cpu_usage.total_usage,
         memory_bytes: memory_in_use(&s.memory_stats),
+        memory_limit_bytes: non_negative(inspected.host_config.as_ref().and_then(|h| h.memory)),
+        net_rx_bytes,
+        net_tx_bytes,
+        restarts: non_negative(inspected.restart_count),
     }
 }
 
@@ -83,17 +110,35 @@ mod tests {
             "unevictable": 0, "writeback": 0}, "limit": 25276182528},
         "name": "/probe", "id": "1dd6e1b9e7e4",
         "networks": {"eth0": {"rx_bytes": 486, "rx_packets": 5, "rx_errors": 0,
-            "rx_dropped": 0, "tx_bytes": 0, "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0}}
+            "rx_dropped": 0, "tx_bytes": 0, "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0},
+            "eth1": {"rx_bytes": 1200, "rx_packets": 9, "rx_errors": 0,
+            "rx_dropped": 0, "tx_bytes": 90, "tx_packets": 1, "tx_errors": 0, "tx_dropped": 0}}
     }"#;
 
+    /// What the inspect gives: its restarts and memory limit (0 or absent: none).
+    fn inspected(restarts: Option<i64>, memory: Option<i64>) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            restart_count: restarts,
+            host_config: Some(bollard::models::HostConfig {
+                memory,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn cgroup_v1_counts_usage_less_the_total_inactive_file() {
+    fn cgroup_v1_counts_usage_less_the_total_inactive_file_and_every_interface() {
         let stats: Stats = serde_json::from_str(V1).expect("a v1 answer parses");
         assert_eq!(
-            from_stats(&stats),
+            from_stats(&stats, &inspected(Some(3), Some(64 << 20))),
             ContainerStats {
                 cpu_ns: 24_407_770,
                 memory_bytes: 2_170_880 - 1_507_000,
+                memory_limit_bytes: 64 << 20,
+                net_rx_bytes: 486 + 1_200,
+                net_tx_bytes: 90,
+                restarts: 3,
             }
         );
     }
@@ -114,12 +159,26 @@ mod tests {
         json["memory_stats"]["stats"] = v2;
         json["memory_stats"]["usage"] = 10_000.into();
         let stats: Stats = serde_json::from_value(json).expect("a v2 answer parses");
-        assert_eq!(from_stats(&stats).memory_bytes, 6_000);
+        let figures = from_stats(&stats, &inspected(None, Some(0)));
+        assert_eq!(figures.memory_bytes, 6_000);
+        // No limit, no restart count: zeros.
+        assert_eq!((figures.memory_limit_bytes, figures.restarts), (0, 0));
         // More inactive cache than usage (the counters are read apart): the usage.
         let m = MemoryStats {
             usage: Some(3_000),
             ..stats.memory_stats
         };
         assert_eq!(memory_in_use(&m), 3_000);
+    }
+
+    #[test]
+    fn a_container_without_a_network_of_its_own_has_no_network_bytes() {
+        // `network_mode: host` or `container:`: the engine sends no `networks`.
+        let mut json: serde_json::Value = serde_json::from_str(V1).expect("parses");
+        json.as_object_mut().expect("an object").remove("networks");
+        let stats: Stats = serde_json::from_value(json).expect("parses without networks");
+        let figures = from_stats(&stats, &inspected(Some(0), None));
+        assert_eq!((figures.net_rx_bytes, figures.net_tx_bytes), (0, 0));
+        assert_eq!(figures.cpu_ns, 24_407_770);
     }
 }

@@ -40,6 +40,8 @@
 #   SHOAL_HOSTS_ENGINE_ONLY   node numbers (e.g. "4") that get an engine but no agent:
 #                        a machine that deploys (builds, pushes) without being a node
 #   SHOAL_HOSTS_CONTROLLER_ARGS                          extra controller flags
+#   SHOAL_HOSTS_METRICS=1  serve /metrics: controller K on <host ip>:<9369+K>, each
+#                        agent on <node ip>:9370
 #   SHOAL_LOG            log filter of the shoal processes (logs in the state dir)
 #
 # Each engine: dockerd started with `nsenter --net=` (not `ip netns exec`, which remounts
@@ -126,6 +128,7 @@ controller_cmd() {
   else
     CMD+=(--join "$(ctl_addr 1)" --token "$(token controller)")
   fi
+  [[ "${SHOAL_HOSTS_METRICS:-}" == 1 ]] && CMD+=(--metrics "$HOST_IP:$((9369 + k))")
   # shellcheck disable=SC2206
   CMD+=(${SHOAL_HOSTS_CONTROLLER_ARGS:-})
 }
@@ -136,6 +139,7 @@ agent_cmd() {
   CMD=("$SHOAL" agent --addr "$(controllers)" --name "n$i" --advertise "$(node_ip "$i")"
     --docker "unix://$(sock "$i")" --data-dir "$(node_dir "$i")/agent"
     --secrets-dir "$(node_dir "$i")/secrets" --token "$(token agent)")
+  [[ "${SHOAL_HOSTS_METRICS:-}" == 1 ]] && CMD+=(--metrics "$(node_ip "$i"):9370")
   # shellcheck disable=SC2206
   CMD+=(${SHOAL_HOSTS_AGENT_ARGS:-} ${!extra:-})
 }

@@ -21,9 +21,10 @@ fi
 
 # The multi-host tests (tests/tests/e2e_hosts.rs, scripts/hosts.sh) need these,
 # cli/tests/install.rs checks the units `shoal install` writes with systemd-analyze, and
-# tests/tests/e2e_autoscale.rs queries a real Prometheus server.
+# tests/tests/e2e_autoscale.rs queries a real Prometheus server, and
+# tests/tests/e2e_dashboard.rs drives headless Chromium through chromedriver.
 missing=()
-for c in ip:iproute2 iptables:iptables nsenter:util-linux systemd-analyze:systemd prometheus:prometheus; do
+for c in ip:iproute2 iptables:iptables nsenter:util-linux systemd-analyze:systemd prometheus:prometheus chromium:chromium chromedriver:chromium-driver; do
   command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c##*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -25,6 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Until the reply's headers arrive (a log stream may then run for as long as it likes).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 pub struct Client {
     addrs: Vec<String>,
     /// The controller that answered last, tried first.

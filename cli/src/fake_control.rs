@@ -60,6 +60,30 @@ pub struct FakeVolumes {
     pub pushed: Mutex<Vec<pb::ImageManifest>>,
     /// Digests of the blobs received by `Push`, in order.
     pub received: Mutex<Vec<String>>,
+    /// What each `Events` call answers, in turn; none left: UNAVAILABLE, as a
+    /// controller that went away.
+    pub events: Mutex<std::collections::VecDeque<EventsScript>>,
+    /// Every `Events` request.
+    pub events_asked: Mutex<Vec<pb::EventsRequest>>,
+    /// `Stats` answers this; a named service none of its replicas belongs to is
+    /// NOT_FOUND, as the controller answers.
+    pub stats: Mutex<pb::StatsReply>,
+    /// Every `Stats` request.
+    pub stats_asked: Mutex<Vec<pb::StatsRequest>>,
+    /// What the read RPCs answer when scripted (the dashboard's tests).
+    pub scripted: Mutex<Scripted>,
+}
+
+/// Rows the read RPCs answer; `None`: the RPC answers as it does unscripted
+/// (UNIMPLEMENTED, or for `Services` the one row naming the server).
+#[derive(Default)]
+pub struct Scripted {
+    pub services: Option<Vec<pb::ServiceRow>>,
+    pub nodes: Option<Vec<pb::NodeRow>>,
+    pub tasks: Option<Vec<pb::TaskRow>>,
+    pub cluster: Option<pb::ClusterStatusReply>,
+    /// `Logs` sends these, then keeps the stream open (as `follow` does).
+    pub logs: Option<Vec<pb::LogLine>>,
 }
 
 #[derive(Clone)]
@@ -192,13 +216,24 @@ impl Control for Fake {
             .collect();
         self.answer(|_| pb::ImagesAvailableReply { images })
     }
-    async fn ps(&self, _: Request<pb::PsRequest>) -> Result<Response<pb::PsReply>, Status> {
-        Err(Status::unimplemented("fake"))
+    async fn ps(&self, req: Request<pb::PsRequest>) -> Result<Response<pb::PsReply>, Status> {
+        let stack = req.into_inner().stack;
+        let Some(tasks) = lock(&self.1.scripted).tasks.clone() else {
+            return Err(Status::unimplemented("fake"));
+        };
+        let tasks = tasks
+            .into_iter()
+            .filter(|t| stack.is_empty() || t.stack == stack)
+            .collect();
+        self.answer(|_| pb::PsReply { tasks })
     }
     async fn services(
         &self,
         _: Request<pb::ServicesRequest>,
     ) -> Result<Response<pb::ServicesReply>, Status> {
+        if let Some(services) = lock(&self.1.scripted).services.clone() {
+            return self.answer(|_| pb::ServicesReply { services });
+        }
         self.answer(|name| pb::ServicesReply {
             services: vec![pb::ServiceRow {
                 name: name.to_string(),
@@ -210,13 +245,19 @@ impl Control for Fake {
         &self,
         _: Request<pb::NodesRequest>,
     ) -> Result<Response<pb::NodesReply>, Status> {
-        Err(Status::unimplemented("fake"))
+        match lock(&self.1.scripted).nodes.clone() {
+            Some(nodes) => self.answer(|_| pb::NodesReply { nodes }),
+            None => Err(Status::unimplemented("fake")),
+        }
     }
     async fn cluster_status(
         &self,
         _: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusReply>, Status> {
-        Err(Status::unimplemented("fake"))
+        match lock(&self.1.scripted).cluster.clone() {
+            Some(c) => self.answer(|_| c),
+            None => Err(Status::unimplemented("fake")),
+        }
     }
     async fn scale(
         &self,
@@ -392,17 +433,53 @@ impl Control for Fake {
     }
     type LogsStream = LogStream;
     async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
-        Err(Status::unimplemented("fake"))
+        let Some(lines) = lock(&self.1.scripted).logs.clone() else {
+            return Err(Status::unimplemented("fake"));
+        };
+        use futures::StreamExt as _;
+        let stream =
+            futures::stream::iter(lines.into_iter().map(Ok)).chain(futures::stream::pending());
+        self.answer(|_| Box::pin(stream) as LogStream)
     }
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
     async fn events(
         &self,
-        _: Request<pb::EventsRequest>,
+        req: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(Status::unimplemented("fake"))
+        lock(&self.1.events_asked).push(req.into_inner());
+        let Some(script) = lock(&self.1.events).pop_front() else {
+            return Err(Status::unavailable(
+                "this fake controller has no more events",
+            ));
+        };
+        self.answer(|_| ())?;
+        let items = futures::stream::iter(script.items);
+        let stream: Self::EventsStream = if script.hang {
+            Box::pin(futures::StreamExt::chain(items, futures::stream::pending()))
+        } else {
+            Box::pin(items)
+        };
+        Ok(Response::new(stream))
     }
-    async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::StatsReply>, Status> {
-        Err(Status::unimplemented("fake"))
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsReply>, Status> {
+        let req = req.into_inner();
+        lock(&self.1.stats_asked).push(req.clone());
+        let reply = lock(&self.1.stats).clone();
+        let named = |r: &pb::ReplicaStats| {
+            req.service == r.service || req.service == format!("{}/{}", r.stack, r.service)
+        };
+        let known = req.service.is_empty() || reply.replicas.iter().any(named);
+        // A follower refuses as for any call; only the leader knows the services.
+        match self.answer(|_| reply) {
+            Ok(_) if !known => Err(Status::not_found(format!(
+                "no service named {}",
+                req.service
+            ))),
+            answered => answered,
+        }
     }
     type BackupClusterStream =
         Pin<Box<dyn Stream<Item = Result<pb::BackupClusterChunk, Status>> + Send>>;
@@ -509,6 +586,34 @@ impl ImagePush for Fake {
 /// Serves `role` until `stop` is cancelled; returns its `127.0.0.1:PORT`.
 pub async fn serve(role: Role, stop: CancellationToken) -> String {
     serve_volumes(role, Arc::default(), stop).await
+}
+
+/// One answer of the fake's `Events`: these items, then the end of the stream, or
+/// (`hang`) a stream kept open as a follow is.
+pub struct EventsScript {
+    pub items: Vec<Result<pb::Event, Status>>,
+    pub hang: bool,
+}
+
+impl EventsScript {
+    /// These events, then the end.
+    pub fn ends(events: Vec<pb::Event>) -> EventsScript {
+        EventsScript {
+            items: events.into_iter().map(Ok).collect(),
+            hang: false,
+        }
+    }
+}
+
+/// [`serve`], its `Events` answering `scripts` in turn; returns its address and state.
+pub async fn serve_scripted(
+    role: Role,
+    scripts: Vec<EventsScript>,
+    stop: CancellationToken,
+) -> (String, Arc<FakeVolumes>) {
+    let fake = Arc::new(FakeVolumes::default());
+    lock(&fake.events).extend(scripts);
+    (serve_volumes(role, fake.clone(), stop).await, fake)
 }
 
 /// [`serve`], answering the volume RPCs from `volumes`.

@@ -10,6 +10,8 @@
 //! - [`images`] builds `build:` services on this machine's engine and ships images to
 //!   the cluster's store (`shoal deploy`, `shoal image push`).
 //! - [`install`] runs a role as a systemd service (`shoal install`, `shoal uninstall`).
+//! - [`dashboard`] serves `shoal dashboard`, a web view of the cluster read through the
+//!   same client and credentials as every command.
 //! - [`error`] maps failures to exit codes: 0 ok, 1 operation failed, 2 bad usage or input.
 //!
 //! This crate holds no cluster logic of its own: it parses, calls and prints.
@@ -19,6 +21,7 @@
 mod args;
 mod client;
 mod commands;
+mod dashboard;
 mod error;
 #[cfg(test)]
 mod fake_control;

@@ -37,9 +37,13 @@ pub async fn run(ctx: Shared, grace: Duration, shutdown: CancellationToken) {
         }
         leading = is_leader;
         if leading && due {
+            let started = Instant::now();
             if let Err(e) = pass(&ctx).await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile pass failed; retrying");
             }
+            ctx.observe
+                .reconcile
+                .observe(started.elapsed().as_secs_f64());
         }
         // Pass again after an applied change or a tick; metrics changes (heartbeats,
         // replication progress) only re-check leadership.
@@ -83,10 +87,12 @@ async fn pass(ctx: &Shared) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::debug!(count = decisions.len(), ?decisions, "reconcile decisions");
+    let tally = crate::observe::Tally::of(&decisions);
     ctx.propose(Command::Reconcile {
         decisions,
         now_ms: now,
     })
     .await?;
+    ctx.observe.count(&tally);
     Ok(())
 }

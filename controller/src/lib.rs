@@ -12,8 +12,12 @@
 //! - [`assignments`]: the pure per-node view sent to each agent.
 //! - [`liveness`]: heartbeats in the leader's memory; only transitions are written.
 //! - [`leader`]: the loop that runs the reconciler and liveness on the leader.
+//! - [`observe`]: `/metrics` (Raft and cluster figures) and the agents' container stats
+//!   behind `shoal stats`.
 //! - [`api`]: the gRPC services (`Control`, `AgentSession`) and prost conversions.
 //! - [`pki`]: the cluster CA, join tokens, certificates, the TLS listener and roles.
+//! - [`events`]: `shoal events`: events derived from applied entries into a bounded
+//!   ring on every controller, plus leader changes and certificate renewals.
 //! - [`images`]: the cluster's image store: blobs on each controller's disk, copied
 //!   between controllers, and the leader's sweep of images nothing runs.
 //! - [`server`]: wiring: open the node, serve one port, run the leader loop.
@@ -28,6 +32,7 @@ pub mod autoscale;
 pub mod backup;
 pub mod compose;
 pub mod endpoints;
+pub mod events;
 pub mod faults;
 pub mod gpu_fit;
 pub mod images;
@@ -35,6 +40,7 @@ pub mod leader;
 pub mod liveness;
 pub mod logs;
 pub mod membership;
+pub mod observe;
 pub mod pki;
 pub mod raft;
 pub mod rebalance;

@@ -539,7 +539,20 @@ pub fn rollout_paused(svc: &Service, tasks: &[&Task]) -> Option<String> {
     if svc.rollout_complete || update.failure_action == FailureAction::Continue {
         return None;
     }
-    // A new replica that exited or failed to start, or whose healthcheck fails.
+    let (failed, allowed) = rollout_failures(svc, tasks);
+    (failed > allowed).then(|| {
+        format!(
+            "rollout of generation {} paused: {failed} new replica(s) failed \
+             (max_failure_ratio {}); fix the service and deploy again",
+            svc.generation, update.max_failure_ratio
+        )
+    })
+}
+
+/// How many replicas of `svc`'s current generation failed (exited, failed to start, or
+/// their healthcheck fails) and how many its `max_failure_ratio` allows before the
+/// rollout pauses.
+pub fn rollout_failures(svc: &Service, tasks: &[&Task]) -> (usize, usize) {
     let failed = tasks
         .iter()
         .filter(|t| t.generation == svc.generation)
@@ -548,14 +561,9 @@ pub fn rollout_paused(svc: &Service, tasks: &[&Task]) -> Option<String> {
                 || (t.state == TaskState::Unhealthy && t.desired == Desired::Running)
         })
         .count();
+    let update = svc.update_config();
     let allowed = (update.max_failure_ratio as f64 * svc.replicas.max(1) as f64).floor() as usize;
-    (failed > allowed).then(|| {
-        format!(
-            "rollout of generation {} paused: {failed} new replica(s) failed \
-             (max_failure_ratio {}); fix the service and deploy again",
-            svc.generation, update.max_failure_ratio
-        )
-    })
+    (failed, allowed)
 }
 
 /// Whether an ended task of the current generation is replaced, per the restart policy.

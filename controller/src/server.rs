@@ -84,6 +84,8 @@ pub struct ControllerConfig {
     pub image_retention: Duration,
     /// `--init --pool CIDR`: the new cluster's address pool (default `10.208.0.0/12`).
     pub pool: Option<String>,
+    /// `--metrics ADDR`: serve Prometheus metrics there on `/metrics` (default off).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A CA's certificate and key (PEM), for [`ControllerConfig::init_ca`].
@@ -117,6 +119,7 @@ impl ControllerConfig {
             init_ca: None,
             image_retention: crate::images::DEFAULT_RETENTION,
             pool: None,
+            metrics: None,
         }
     }
 }
@@ -137,6 +140,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    // Bound before anything starts: a taken metrics address stops the controller at once.
+    let metrics_listener = match cfg.metrics {
+        Some(addr) => Some(shoal_tls::metrics_http::bind(addr).await?),
+        None => None,
+    };
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local.to_string());
     let init_opts = pki::local::InitOptions {
         advertise: advertise.clone(),
@@ -228,7 +236,10 @@ pub async fn serve(
         blobs: crate::images::BlobStore::open(&cfg.data_dir)
             .with_context(|| format!("open the image store in {}", cfg.data_dir.display()))?,
         autoscale: Default::default(),
+        observe: Default::default(),
     });
+    let metrics =
+        metrics_listener.map(|l| crate::observe::metrics::serve(&ctx, l, shutdown.clone()));
     tracing::info!(id, listen = %local, %advertise, "controller serving");
 
     let leader = tokio::spawn(crate::leader::run(
@@ -237,6 +248,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let autoscale = tokio::spawn(crate::autoscale::run::run(ctx.clone(), shutdown.clone()));
+    let observe = tokio::spawn(crate::observe::run(ctx.clone(), shutdown.clone()));
     let images = tokio::spawn(crate::images::replicate::run(
         ctx.clone(),
         cfg.image_retention,
@@ -246,6 +258,11 @@ pub async fn serve(
         me.clone()
             .renew_loop(ctx.node.state.clone(), shutdown.clone()),
     );
+    let leaders = tokio::spawn(crate::events::local::watch_leader(
+        ctx.node.raft.clone(),
+        ctx.node.state.events(),
+        shutdown.clone(),
+    ));
     // Every service behind TLS; roles per service (see `pki::auth`).
     let (incoming, accepting) =
         pki::listener::incoming(listener, me.server.clone(), shutdown.clone());
@@ -293,8 +310,13 @@ pub async fn serve(
         .context("serve gRPC");
     let _ = leader.await;
     let _ = autoscale.await;
+    let _ = observe.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = images.await;
     let _ = renew.await;
+    let _ = leaders.await;
     // The port is free again once the accept loop has dropped the listener.
     let _ = accepting.await;
     if let Err(e) = ctx.node.raft.shutdown().await {

@@ -49,6 +49,12 @@ impl Hosts {
         Hosts::up_with_env(nodes, env)
     }
 
+    /// Like [`Hosts::up`], every controller and agent also serving `/metrics`
+    /// (`SHOAL_HOSTS_METRICS`): see [`Hosts::controller_metrics`], [`Hosts::agent_metrics`].
+    pub fn up_with_metrics(nodes: usize) -> Hosts {
+        Hosts::up_with_env(nodes, vec![("SHOAL_HOSTS_METRICS".into(), "1".into())])
+    }
+
     /// `nodes` nodes with agents, then `engines` more (`n<nodes+1>`..) that run only an
     /// engine: machines that deploy (build, push) without being nodes. Every agent gets
     /// `agent_args` (`SHOAL_HOSTS_AGENT_ARGS`).
@@ -214,6 +220,18 @@ impl Hosts {
             .nth(k - 1)
             .unwrap_or_else(|| panic!("no controller {k} in {}", self.addr))
             .to_string()
+    }
+
+    /// Where controller `k` serves `/metrics` ([`Hosts::up_with_metrics`]).
+    pub fn controller_metrics(&self, k: usize) -> String {
+        let addr = self.controller_addr(k);
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        format!("{host}:{}", 9369 + k)
+    }
+
+    /// Where the agent of `node` serves `/metrics` ([`Hosts::up_with_metrics`]).
+    pub fn agent_metrics(&self, node: &str) -> String {
+        format!("{}:9370", self.ip(node))
     }
 
     /// The admin credentials every CLI call uses from now on.

@@ -3,7 +3,8 @@
 //! they burn, and on what a real Prometheus server (Debian's `prometheus`) answers; the
 //! count stays within min and max, scale-downs wait their window, `shoal scale` refuses
 //! an autoscaled service, and a leader killed while scaling neither loses nor repeats a
-//! step.
+//! step. The same Prometheus also scrapes shoal's own `/metrics` on every controller and
+//! agent (issue 17), and the figures it stores follow the cluster.
 //!
 //! The replicas are busybox `httpd`s serving a directory of the host that the test
 //! rewrites (the test hosts share the host's /tmp). The scenarios share one set of hosts
@@ -84,8 +85,8 @@ fn nodes_running(hosts: &Hosts, stack: &str, service: &str) -> BTreeSet<String> 
         .collect()
 }
 
-/// A real Prometheus server on the host, scraping `targets` every second; killed when
-/// dropped.
+/// A real Prometheus server on the host, scraping each job's targets every second;
+/// killed when dropped.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -93,21 +94,21 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(targets: &[String]) -> Prometheus {
+    fn start(jobs: &[(&str, Vec<String>)]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [{}]\n",
+        let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+        for (job, targets) in jobs {
+            let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+            config += &format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
                 list.join(", ")
-            ),
-        )
-        .unwrap();
+            );
+        }
+        let config_file = dir.path().join("prometheus.yml");
+        std::fs::write(&config_file, config).unwrap();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
@@ -129,6 +130,34 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// The value of an instant query whose answer is one sample (None: no answer yet,
+    /// or not exactly one sample).
+    fn value(&self, query: &str) -> Option<f64> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let body = http_get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        let answer: Value = serde_json::from_str(&body).ok()?;
+        let result = answer["data"]["result"].as_array()?;
+        if result.len() != 1 {
+            return None;
+        }
+        result[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `query` answers `want`.
+    fn wait_for(&self, query: &str, want: f64) {
+        eventually(WAIT, &format!("prometheus: {query} == {want}"), || {
+            (self.value(query)? == want).then_some(())
+        });
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -139,7 +168,7 @@ impl Drop for Prometheus {
 #[test]
 fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
     ensure_test_image();
-    let hosts = Hosts::up(3);
+    let hosts = Hosts::up_with_metrics(3);
     let dir = tempfile::tempdir().unwrap();
 
     // 1. A queue gauge: from min 2 up to max 5 as it rises, spread over the nodes; max
@@ -275,11 +304,23 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
     assert!(hosts.shoal(&["rm", "burn"]).status.success());
 
     // 4. A real Prometheus scraping the service's published port on n1 (the leader
-    //    queries it on the host, where the controllers run).
+    //    queries it on the host, where the controllers run), and shoal's own `/metrics`
+    //    on every controller and agent.
     let prom_www = www(dir.path(), "prom");
     serve(&prom_www, "# TYPE queue_depth gauge\nqueue_depth 25\n");
     let published = 19_100;
-    let prometheus = Prometheus::start(&[format!("{}:{published}", hosts.ip("n1"))]);
+    let names = hosts.names();
+    let prometheus = Prometheus::start(&[
+        ("app", vec![format!("{}:{published}", hosts.ip("n1"))]),
+        (
+            "controller",
+            (1..=3).map(|k| hosts.controller_metrics(k)).collect(),
+        ),
+        (
+            "agent",
+            names.iter().map(|n| hosts.agent_metrics(n)).collect(),
+        ),
+    ]);
     let file = write_services(dir.path(),
         "promq",
         &httpd(
@@ -302,6 +343,18 @@ fn services_scale_on_gauges_p95_cpu_and_prometheus_across_nodes() {
             .contains("prometheus"),
         "{q}"
     );
+    // shoal's own figures, as Prometheus scraped and parsed them: every controller and
+    // agent up, one leader, three nodes ready (on every controller), and the agents'
+    // per-task figures of the service just scaled, labelled with its stack and nodes.
+    prometheus.wait_for("sum(up{job=\"controller\"})", 3.0);
+    prometheus.wait_for("sum(up{job=\"agent\"})", 3.0);
+    prometheus.wait_for("sum(shoal_raft_is_leader)", 1.0);
+    prometheus.wait_for("min(shoal_nodes{status=\"ready\"})", 3.0);
+    prometheus.wait_for(
+        "count(shoal_task_memory_bytes{stack=\"promq\",service=\"q\"} > 0)",
+        3.0,
+    );
+    prometheus.wait_for("min(shoal_tasks{state=\"running\"}) >= bool 3", 1.0);
     drop(prometheus);
 
     // 5. The leader killed while a service steps up one replica at a time: the count

@@ -69,7 +69,16 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     write_stack(dir.path(), stack, port);
-    let mut up = ShoalUp::start("e2e-first");
+    let (controller_metrics, agent_metrics) = (free_port(), free_port());
+    let mut up = ShoalUp::start_with(
+        "e2e-first",
+        &[
+            "--metrics",
+            &format!("127.0.0.1:{controller_metrics}"),
+            "--agent-metrics",
+            &format!("127.0.0.1:{agent_metrics}"),
+        ],
+    );
 
     // 1. deploy exits 0 once both web replicas are healthy and the worker started.
     let out = up.shoal_in(dir.path(), &["deploy", "-c", "compose.yaml"]);
@@ -125,6 +134,51 @@ fn deploy_scale_restart_recover_and_remove_on_real_docker() {
     );
     let out = up.shoal(&["logs", "nosuchservice"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // 1b. What the cluster shows of it: the replicas' figures from the real engine in
+    //     `shoal stats` and on the agent's /metrics, the tasks by state on the
+    //     controller's, and the transitions in `shoal events`.
+    let stats = eventually(LONG, "shoal stats to show both web replicas", || {
+        let out = up.shoal(&["stats", "web", "--format", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let rows = v.as_array()?.clone();
+        (rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r["memory_bytes"].as_u64().unwrap_or(0) > 0))
+        .then_some(rows)
+    });
+    for r in &stats {
+        assert_eq!(r["stack"], stack, "{r}");
+        assert_eq!(r["node"], "e2e-first", "{r}");
+        assert!(r["net_rx_bytes"].is_u64() && r["restarts"] == 0, "{r}");
+    }
+    eventually(
+        LONG,
+        "the controller's /metrics to count 2 healthy tasks",
+        || {
+            http_get(controller_metrics, "/metrics")
+                .filter(|page| page.contains("shoal_tasks{state=\"healthy\"} 2\n"))
+        },
+    );
+    let page = eventually(LONG, "the agent's /metrics to show web's replicas", || {
+        http_get(agent_metrics, "/metrics").filter(|page| {
+            page.matches(&format!(
+                "shoal_task_memory_bytes{{stack=\"{stack}\",service=\"web\""
+            ))
+            .count()
+                == 2
+        })
+    });
+    assert!(page.contains("shoal_task_restarts_total{"), "{page}");
+    let out = up.shoal(&["events", "--stack", stack, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let healthy = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"] == "task.healthy" && e["service"] == "web")
+        .count();
+    assert_eq!(healthy, 2, "{}", text(&out));
 
     // 2. scale up and down.
     let out = up.shoal(&["scale", "web=3"]);

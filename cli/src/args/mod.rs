@@ -81,6 +81,8 @@ pub enum Command {
     Ps(PsArgs),
     /// List services with their desired and running replicas.
     Services,
+    /// CPU, memory and network of every replica (and the GPUs), like `docker stats`.
+    Stats(crate::commands::stats::StatsArgs),
     /// List nodes.
     Nodes,
     /// The controllers' Raft group.
@@ -90,6 +92,9 @@ pub enum Command {
     },
     /// Print a service's logs.
     Logs(LogsArgs),
+    /// What happened in the cluster and why: task transitions, nodes, rollouts, scaling,
+    /// leader changes (`-f` follows).
+    Events(crate::commands::events::EventsArgs),
     /// Set the number of replicas of services.
     Scale(ScaleArgs),
     /// Remove a stack: its tasks are stopped and its services deleted (its volumes are
@@ -130,6 +135,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Serve a web dashboard of the cluster on this machine (loopback only), using this
+    /// CLI's credentials; prints its URL.
+    Dashboard(crate::dashboard::DashboardArgs),
     /// Run a controller or an agent as a systemd service on this machine: write its unit
     /// and environment file, enable and start it.
     Install(crate::install::InstallArgs),

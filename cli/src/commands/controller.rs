@@ -78,6 +78,7 @@ pub async fn run(args: ControllerArgs, ctx: impl FnOnce() -> Ctx) -> anyhow::Res
     cfg.token = args.token;
     cfg.cert_ttl = args.cert_ttl;
     cfg.image_retention = args.image_retention;
+    cfg.metrics = args.metrics;
     if args.pool.is_some() && !args.init {
         return Err(UsageError(
             "--pool is the new cluster's address pool: give it with --init (a joining controller takes the cluster's)".into(),

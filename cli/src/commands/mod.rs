@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod deploy;
+pub mod events;
 pub mod image;
 pub mod login;
 pub mod logs;
@@ -19,6 +20,7 @@ pub mod rollback;
 pub mod scale;
 pub mod secret;
 pub mod services;
+pub mod stats;
 pub mod token;
 pub mod up;
 pub mod volume;
@@ -52,7 +54,7 @@ impl Ctx {
         ctx
     }
 
-    fn with(global: &GlobalArgs, resolved: anyhow::Result<Resolved>) -> Ctx {
+    pub(crate) fn with(global: &GlobalArgs, resolved: anyhow::Result<Resolved>) -> Ctx {
         let mut addrs = global.addr.clone();
         if let Ok(r) = &resolved {
             tracing::debug!(dir = %r.dir.display(), "credentials");
@@ -83,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::run(args, &mut Ctx::ready(&global).await).await,
         Command::Ps(args) => ps::run(args, &mut Ctx::ready(&global).await).await,
         Command::Services => services::run(&mut Ctx::ready(&global).await).await,
+        Command::Stats(args) => stats::run(args, &mut Ctx::ready(&global).await).await,
         Command::Nodes => nodes::run(&mut Ctx::ready(&global).await).await,
         Command::Cluster {
             command: ClusterCommand::Status,
@@ -102,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Logs(args) => logs::run(args, &mut Ctx::ready(&global).await).await,
+        Command::Events(args) => events::run(args, &mut Ctx::ready(&global).await).await,
         Command::Scale(args) => scale::run(args, &mut Ctx::ready(&global).await).await,
         Command::Rm(args) => rm::run(args, &mut Ctx::ready(&global).await).await,
         Command::Rollback(args) => rollback::run(args, &mut Ctx::ready(&global).await).await,
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret { command } => secret::run(command, &mut Ctx::ready(&global).await).await,
         Command::Volume { command } => volume::run(command, &mut Ctx::ready(&global).await).await,
         Command::Image { command } => image::run(command, &mut Ctx::ready(&global).await).await,
+        Command::Dashboard(args) => crate::dashboard::run(args, global).await,
         Command::Install(args) => crate::install::install(args),
         Command::Uninstall(args) => crate::install::uninstall(args),
         Command::Login => {

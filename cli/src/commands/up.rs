@@ -31,6 +31,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let local = local_addr(args.listen);
     let mut controller = ControllerConfig::new(data_dir.join("controller"), args.listen);
     controller.pool = args.pool.clone();
+    controller.metrics = args.metrics;
     controller.bootstrap = Bootstrap::Init;
     let agent = shoal_agent::AgentConfig {
         controllers: vec![local.to_string()],
@@ -41,6 +42,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         labels: BTreeMap::new(),
         gpus: super::gpu_source(args.gpu_inventory.as_deref())?,
         secrets_dir: args.secrets_dir,
+        metrics: args.agent_metrics,
         ..shoal_agent::AgentConfig::default()
     };
     let addr_flag = if local.to_string() == DEFAULT_ADDR {

@@ -5,10 +5,12 @@
 
 pub mod cluster;
 pub mod deploy;
+pub mod events;
 pub mod images;
 pub mod nodes;
 pub mod ps;
 pub mod services;
+pub mod stats;
 pub mod volumes;
 
 use std::io::Write;

@@ -1,7 +1,8 @@
 //! `AgentSession`: one long-lived bidirectional stream per agent, on the leader only.
 //!
 //! Up: hello (node registration and what runs), heartbeats (liveness, in memory), task
-//! status transitions (written through Raft), log chunks (routed to CLI streams), and
+//! status transitions (written through Raft), log chunks (routed to CLI streams), the
+//! containers' stats (in memory, [`crate::observe::stats`]), and
 //! the node's GPUs, device paths, volumes, images and what overlaps the cluster's address
 //! pool (routes, other Docker networks) when they change.
 //! The session also keeps the node's role (`node.role`) current: a node is a manager
@@ -130,6 +131,10 @@ impl AgentSession for AgentSessionService {
                 tracing::info!(node = %name, "agent session closed");
             }
             ctx.sessions.remove(&name, serial);
+            // Unless a newer session of the node took over, its figures are stale now.
+            if ctx.sessions.get(&name).is_none() {
+                ctx.observe.stats.forget_node(&name, now_ms());
+            }
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -323,7 +328,15 @@ async fn keep_role(ctx: &Shared, node: &str) -> Result<(), Status> {
 async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), Status> {
     match msg.msg {
         Some(Msg::Heartbeat(_)) | None => Ok(()),
-        Some(Msg::Stats(_)) => Ok(()),
+        Some(Msg::Stats(r)) => {
+            // Kept in the leader's memory only (`shoal stats`); a bad report is
+            // dropped, not worth ending the session over.
+            match crate::observe::stats::NodeReport::try_from(&r) {
+                Ok(report) => ctx.observe.stats.record(node, report, now_ms()),
+                Err(e) => tracing::warn!(node, error = %e, "stats report dropped"),
+            }
+            Ok(())
+        }
         Some(Msg::Hello(_)) => Err(Status::invalid_argument("hello sent twice")),
         Some(Msg::Status(s)) => {
             let update = TaskUpdate::try_from(&s)?;

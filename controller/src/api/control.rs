@@ -464,18 +464,43 @@ impl Control for ControlService {
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
+    /// Answered by any controller (no leader needed): each derives the same events from
+    /// the entries it applies ([`crate::events`]).
     async fn events(
         &self,
-        _req: Request<pb::EventsRequest>,
+        req: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(Status::unimplemented("events: not built yet"))
+        let req = req.into_inner();
+        let rx = crate::events::stream::open(
+            self.ctx.node.state.events(),
+            (&req).into(),
+            req.follow,
+            self.ctx.shutdown.clone(),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
+    /// Served by the leader, which the agents report to; the figures are in its memory
+    /// ([`crate::observe::stats`]).
     async fn stats(
         &self,
-        _req: Request<pb::StatsRequest>,
+        req: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsReply>, Status> {
-        Err(Status::unimplemented("stats: not built yet"))
+        self.ctx.linearizable().await?;
+        let req = req.into_inner();
+        let state = self.ctx.node.state.read();
+        let only = match req.service.as_str() {
+            "" => None,
+            name => Some(state.resolve_service(name).map_err(resolve_status)?),
+        };
+        let reply = self
+            .ctx
+            .observe
+            .stats
+            .reply(&state, only.as_deref(), req.history, now_ms());
+        Ok(Response::new(reply))
     }
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {

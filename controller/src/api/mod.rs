@@ -53,6 +53,8 @@ pub struct Context {
     pub blobs: crate::images::BlobStore,
     /// The nodes' autoscaling reports and what the leader's last pass read.
     pub autoscale: crate::autoscale::run::Live,
+    /// `/metrics` counters and the agents' container stats (`shoal stats`).
+    pub observe: crate::observe::Observe,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no
@@ -73,7 +75,7 @@ impl Context {
                 behind_words(&behind, cmd.min_protocol())
             )));
         }
-        let propose = crate::raft::propose(&self.node.raft, cmd);
+        let propose = self.node.propose(cmd);
         match tokio::time::timeout(self.propose_timeout, propose).await {
             Ok(result) => result.map_err(propose_status),
             Err(_) => Err(Status::unavailable(format!(
@@ -204,6 +206,15 @@ impl Sessions {
 
     pub fn get(&self, node: &str) -> Option<SessionHandle> {
         self.lock().get(node).cloned()
+    }
+
+    /// How many sessions are open (`shoal_agent_sessions`).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {

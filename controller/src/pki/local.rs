@@ -145,6 +145,16 @@ impl Local {
                 Some(r) => self.renew(&r),
                 None => Err(anyhow::anyhow!("the cluster CA is not in the state yet")),
             };
+            if result.is_ok() {
+                state
+                    .events()
+                    .push_local(crate::events::local::cert_renewed(
+                        "controller",
+                        &self.identity.name,
+                        self.ttl,
+                        crate::api::control::now_ms(),
+                    ));
+            }
             if let Err(e) = result {
                 tracing::warn!(error = %format!("{e:#}"), "renew the controller certificate");
                 tokio::select! {

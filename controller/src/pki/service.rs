@@ -148,6 +148,16 @@ impl Pki for PkiService {
             cert.push_str(&record.ca_cert_pem);
         }
         tracing::debug!(%who, "renewed a certificate");
+        self.ctx
+            .node
+            .state
+            .events()
+            .push_local(crate::events::local::cert_renewed(
+                who.role.as_str(),
+                &who.name,
+                self.ctx.pki.ttl,
+                crate::api::control::now_ms(),
+            ));
         Ok(Response::new(pb::RenewReply { cert_pem: cert }))
     }
 

@@ -43,6 +43,9 @@ pub struct LogStore {
     /// Shared by every clone (openraft's log readers live in replication tasks that it
     /// does not join on shutdown): when its count is zero, this store let go of sled.
     open: Arc<()>,
+    /// The last committed index openraft saved (openraft 0.9's metrics do not carry
+    /// it); read by `/metrics` through [`LogStore::committed_index`].
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Debug for LogStore {
@@ -78,6 +81,12 @@ impl LogStore {
         Arc::downgrade(&self.open)
     }
 
+    /// The last committed index openraft told this store of (0 before the first
+    /// commit since start), shared with every clone.
+    pub fn committed_index(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.committed.clone()
+    }
+
     /// Opens the log store in `db` (the sled database of `data_dir`) and checks that every
     /// stored record parses and that the log is contiguous. A damaged store is an error
     /// naming `data_dir`, the record and what is wrong.
@@ -95,6 +104,7 @@ impl LogStore {
             meta,
             dir,
             open: Arc::default(),
+            committed: Arc::default(),
         };
         store.verify()?;
         Ok(store)
@@ -379,6 +389,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
+        self.committed.store(
+            committed.map_or(0, |c| c.index),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.write_meta(KEY_COMMITTED, &committed, ErrorSubject::Store)
     }
 

@@ -11,6 +11,7 @@
 //! - [`open`]: opens a node on a data dir ([`open()`]), bootstraps a one-member group
 //!   ([`initialize_single`]).
 //! - [`propose`]: writes a command through Raft, with a typed "not the leader" error.
+//! - [`instruments`]: proposal latency and the committed index, for `/metrics`.
 //! - [`network`] / [`server`]: the Raft RPCs between controllers over gRPC (`RaftPeer`),
 //!   payloads are openraft's serde types as JSON ([`codec`]).
 //! - [`summary`]: what `shoal cluster status` shows.
@@ -26,6 +27,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod instruments;
 pub mod log_store;
 pub mod network;
 pub mod open;
@@ -38,6 +40,7 @@ pub mod summary;
 
 use crate::state::{Command, CommandResult};
 
+pub use instruments::RaftInstruments;
 pub use log_store::LogStore;
 pub use network::Network;
 pub use open::{

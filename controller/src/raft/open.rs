@@ -77,6 +77,8 @@ pub struct RaftNode {
     pub data_dir: PathBuf,
     /// When each peer last answered this member's Raft RPCs.
     pub contacts: Contacts,
+    /// Proposal latency and the committed index, for `/metrics`.
+    pub instruments: super::RaftInstruments,
     /// The log store's and the state machine's liveness: after `Raft::shutdown`,
     /// openraft's replication and state machine tasks may still hold them (and the sled
     /// lock on the data dir) for a moment; see [`RaftNode::wait_closed`].
@@ -144,6 +146,7 @@ pub async fn open_with_tls(
             .context("open the raft store: task failed")??;
     let state = state_machine.handle();
     let stores = [log_store.open_handle(), state_machine.open_handle()];
+    let instruments = super::RaftInstruments::new(log_store.committed_index());
     let contacts = Contacts::default();
     let raft = Raft::new(
         node_id,
@@ -161,6 +164,7 @@ pub async fn open_with_tls(
         addr,
         data_dir: data_dir.to_path_buf(),
         contacts,
+        instruments,
         stores,
     })
 }

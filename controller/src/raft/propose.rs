@@ -2,7 +2,7 @@
 
 use openraft::error::{ClientWriteError, RaftError};
 
-use super::{Raft, RaftNodeId};
+use super::{Raft, RaftNode, RaftNodeId};
 use crate::state::{Command, CommandResult};
 
 /// Why a proposal was not committed.
@@ -39,5 +39,20 @@ pub async fn propose(raft: &Raft, cmd: Command) -> Result<CommandResult, Propose
         }
         Err(RaftError::APIError(e)) => Err(ProposeError::Rejected(e.to_string())),
         Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+    }
+}
+
+impl RaftNode {
+    /// [`propose`], timing each proposal that commits in
+    /// [`RaftNode::instruments`]`.proposals` (`shoal_raft_proposal_duration_seconds`).
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ProposeError> {
+        let start = std::time::Instant::now();
+        let result = propose(&self.raft, cmd).await;
+        if result.is_ok() {
+            self.instruments
+                .proposals
+                .observe(start.elapsed().as_secs_f64());
+        }
+        result
     }
 }

@@ -44,10 +44,23 @@ pub struct Applied {
 impl Applied {
     /// Applies one committed entry (a command, a membership change or a blank).
     pub fn apply_entry(&mut self, entry: Entry<TypeConfig>) -> CommandResult {
+        self.apply_entry_recorded(entry, None)
+    }
+
+    /// [`Applied::apply_entry`], telling `events` (when given) of each command, so
+    /// `shoal events` learns what it changed.
+    pub fn apply_entry_recorded(
+        &mut self,
+        entry: Entry<TypeConfig>,
+        events: Option<&mut crate::events::Recorder>,
+    ) -> CommandResult {
         self.last_applied = Some(entry.log_id);
         match entry.payload {
             EntryPayload::Blank => CommandResult::default(),
-            EntryPayload::Normal(cmd) => self.state.apply(&cmd),
+            EntryPayload::Normal(cmd) => match events {
+                Some(events) => events.apply(entry.log_id.index, &mut self.state, &cmd),
+                None => self.state.apply(&cmd),
+            },
             EntryPayload::Membership(membership) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), membership);
                 CommandResult::default()
@@ -110,6 +123,10 @@ struct Shared {
     applied: RwLock<Applied>,
     /// Last applied log index; bumped after every apply and snapshot install.
     applied_index: watch::Sender<u64>,
+    /// The events derived from applied entries ([`crate::events`]).
+    events: Arc<crate::events::EventLog>,
+    /// Size of the last snapshot built, installed or loaded at start (`/metrics`).
+    snapshot_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -186,6 +203,16 @@ impl StateHandle {
     /// group's first entry, which is its initial membership.)
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.applied_index.subscribe()
+    }
+
+    /// The events of the entries this controller applied, and its own (`shoal events`).
+    pub fn events(&self) -> Arc<crate::events::EventLog> {
+        self.shared.events.clone()
+    }
+
+    /// Bytes of the last snapshot this member built, installed or started from (0: none).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.shared.snapshot_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -309,6 +336,8 @@ impl SnapshotStore {
 /// sled-backed [`RaftStateMachine`] over [`ClusterState`].
 pub struct StateMachine {
     shared: Arc<Shared>,
+    /// Derives the events of each applied command into `shared.events`.
+    recorder: crate::events::Recorder,
     snapshots: SnapshotStore,
     /// Makes snapshot ids unique within a process.
     snapshot_seq: Arc<AtomicU64>,
@@ -320,9 +349,11 @@ impl StateMachine {
     pub fn open(db: &sled::Db, data_dir: &Path) -> anyhow::Result<StateMachine> {
         let dir = Arc::new(data_dir.to_path_buf());
         let snapshots = SnapshotStore::open(db, dir.clone())?;
+        let mut snapshot_bytes = 0;
         let applied = match snapshots.load()? {
             None => Applied::default(),
             Some((meta, data)) => {
+                snapshot_bytes = data.len() as u64;
                 let payload: Applied = decode_snapshot(&data).map_err(|e| {
                     anyhow::anyhow!("raft snapshot in {} is unreadable: {e}", dir.display())
                 })?;
@@ -343,10 +374,14 @@ impl StateMachine {
             }
         };
         let (applied_index, _) = watch::channel(applied.last_applied.map_or(0, |l| l.index));
+        let events = Arc::new(crate::events::EventLog::default());
         Ok(StateMachine {
+            recorder: crate::events::Recorder::new(events.clone()),
             shared: Arc::new(Shared {
                 applied: RwLock::new(applied),
                 applied_index,
+                events,
+                snapshot_bytes: AtomicU64::new(snapshot_bytes),
             }),
             snapshots,
             snapshot_seq: Arc::default(),
@@ -400,6 +435,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             (meta, data)
         };
         self.snapshots.save(&meta, &data).await?;
+        self.shared
+            .snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
@@ -430,7 +468,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let last = {
             let mut applied = self.shared.write();
             for entry in entries {
-                replies.push(applied.apply_entry(entry));
+                replies.push(applied.apply_entry_recorded(entry, Some(&mut self.recorder)));
             }
             applied.last_applied
         };
@@ -465,6 +503,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )
         })?;
         self.snapshots.save(meta, &data).await?;
+        self.shared
+            .snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         {
             let mut applied = self.shared.write();
             *applied = Applied {

@@ -781,16 +781,7 @@ fn failure_words(t: &Task) -> String {
         .as_deref()
         .map(|n| format!(" on {n}"))
         .unwrap_or_default();
-    let why = if !t.error.is_empty() {
-        t.error.clone()
-    } else if t.state == TaskState::Unhealthy {
-        "its healthcheck fails".to_string()
-    } else if let Some(code) = t.exit_code {
-        format!("exited with code {code}")
-    } else {
-        "failed".to_string()
-    };
-    format!("{} slot {}{node}: {why}", t.service, t.slot)
+    format!("{} slot {}{node}: {}", t.service, t.slot, t.failure())
 }
 
 /// Where a new cluster's task numbers start: a block of its own, derived from its CA

@@ -250,6 +250,20 @@ impl Task {
         service_key(&self.stack, &self.service)
     }
 
+    /// Why the task failed, in words: its error, else a failing healthcheck, else its
+    /// exit code.
+    pub fn failure(&self) -> String {
+        if !self.error.is_empty() {
+            self.error.clone()
+        } else if self.state == TaskState::Unhealthy {
+            "its healthcheck fails".to_string()
+        } else if let Some(code) = self.exit_code {
+            format!("exited with code {code}")
+        } else {
+            "failed".to_string()
+        }
+    }
+
     /// The container's address on network `key`.
     pub fn ip_on(&self, key: &str) -> Option<std::net::IpAddr> {
         self.ips.get(key).copied().or_else(|| {

@@ -73,6 +73,8 @@ pub struct Options {
     pub cert_ttl: Duration,
     /// How long an image no service runs stays in the cluster's store.
     pub image_retention: Duration,
+    /// Every controller serves `/metrics` on a port of its own ([`Cluster::metrics_addr`]).
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -90,6 +92,7 @@ impl Default for Options {
             heartbeat_interval: Duration::from_millis(100),
             cert_ttl: shoal_controller::pki::DEFAULT_CERT_TTL,
             image_retention: shoal_controller::images::DEFAULT_RETENTION,
+            metrics: false,
         }
     }
 }
@@ -101,6 +104,8 @@ struct Controller {
     data_dir: PathBuf,
     bootstrap: Bootstrap,
     faults: Arc<Faults>,
+    /// Its `--metrics` address (kept across restarts), with [`Options::metrics`].
+    metrics: Option<SocketAddr>,
     running: Option<Running>,
 }
 
@@ -181,6 +186,7 @@ impl Cluster {
                     Bootstrap::Join(first.clone())
                 },
                 faults: Arc::default(),
+                metrics: opts.metrics.then(free_port),
                 running: None,
             })
             .collect();
@@ -256,6 +262,7 @@ impl Cluster {
         cfg.read_timeout = self.opts.read_timeout;
         cfg.cert_ttl = self.opts.cert_ttl;
         cfg.image_retention = self.opts.image_retention;
+        cfg.metrics = c.metrics;
         cfg.token = self.controller_token.clone();
         cfg.init_ca = Some(InitCa {
             cert_pem: self.ca.cert_pem().to_string(),
@@ -395,6 +402,14 @@ impl Cluster {
             .iter()
             .map(|c| c.addr.to_string())
             .collect()
+    }
+
+    /// Where controller `i` serves `/metrics` (the cluster was started with
+    /// [`Options::metrics`]).
+    pub fn metrics_addr(&self, i: usize) -> SocketAddr {
+        self.controllers[i]
+            .metrics
+            .expect("the cluster was started with Options::metrics")
     }
 
     pub fn addr(&self, i: usize) -> String {
@@ -611,4 +626,12 @@ impl Drop for Cluster {
             a.task.abort();
         }
     }
+}
+
+/// A port on 127.0.0.1 nothing listens on now (bound and let go): controllers bind their
+/// metrics address themselves, so the harness can only pick one for them.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
 }

@@ -16,18 +16,7 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::spec::{ServiceSpec, StackSpec};
 use shoal_tests::cluster::{Cluster, Options};
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+use shoal_tests::rss_kib;
 
 fn stack(name: &str, replicas: u64) -> StackSpec {
     let web = ServiceSpec {

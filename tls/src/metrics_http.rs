@@ -97,9 +97,11 @@ mod tests {
 
     async fn get(addr: SocketAddr, method: &str, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -121,11 +123,15 @@ mod tests {
         assert!(first.starts_with("HTTP/1.1 200"), "{first}");
         assert!(first.contains(CONTENT_TYPE), "{first}");
         assert!(first.ends_with("scrapes_total 0\n# EOF\n"), "{first}");
-        assert!(get(addr, "GET", "/metrics").await.ends_with("scrapes_total 1\n# EOF\n"));
+        assert!(get(addr, "GET", "/metrics")
+            .await
+            .ends_with("scrapes_total 1\n# EOF\n"));
         let other = get(addr, "GET", "/").await;
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
         assert!(other.contains("/metrics"), "{other}");
-        assert!(get(addr, "POST", "/metrics").await.starts_with("HTTP/1.1 405"));
+        assert!(get(addr, "POST", "/metrics")
+            .await
+            .starts_with("HTTP/1.1 405"));
         stop.cancel();
     }
 

@@ -418,16 +418,10 @@ async fn a_hundred_replicas_are_read_well_within_an_interval() {
 }
 
 fn reports(leader: &Leader) -> Vec<pb::MetricsReport> {
-    leader
-        .got
-        .lock()
-        .expect("got")
-        .iter()
-        .filter_map(|m| match m {
-            Msg::Metrics(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
+    leader.sent(|m| match m {
+        Msg::Metrics(r) => Some(r.clone()),
+        _ => None,
+    })
 }
 
 fn count(leader: &Leader, f: impl Fn(&Msg) -> bool) -> usize {

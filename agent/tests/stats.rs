@@ -44,16 +44,10 @@ fn figures(slot: u64, cpu_ns: u64) -> ContainerStats {
 }
 
 fn reports(leader: &Leader) -> Vec<pb::StatsReport> {
-    leader
-        .got
-        .lock()
-        .expect("got")
-        .iter()
-        .filter_map(|m| match m {
-            Msg::Stats(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
+    leader.sent(|m| match m {
+        Msg::Stats(r) => Some(r.clone()),
+        _ => None,
+    })
 }
 
 fn last_report(leader: &Leader) -> Option<pb::StatsReport> {

@@ -13,8 +13,8 @@ use shoal_proto::spec::{
     Constraint, ConstraintField, NetworkSpec, PortMode, PortSpec, Protocol, ServiceNetwork,
     ServiceSpec, StackSpec,
 };
-use shoal_tests::cluster::Cluster;
-use shoal_tls::{ClientTls, CredentialFiles, Identity, Role};
+use shoal_tests::cluster::{channel, mint, Cluster};
+use shoal_tls::{Identity, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -49,22 +49,13 @@ impl Agent {
         })
         .await
         .expect("queue hello");
-        let (cert_pem, key_pem) = ca
-            .issue_with_key(
-                &Identity::new(Role::Agent, name),
-                &[],
-                std::time::SystemTime::now(),
-                Duration::from_secs(3600),
-            )
-            .expect("mint an agent certificate");
-        let tls = ClientTls::from_credentials(&CredentialFiles {
-            ca_pem: ca.cert_pem().to_string(),
-            cert_pem,
-            key_pem,
-        })
-        .expect("agent TLS config");
-        let channel = tls
-            .connect(shoal_tls::client::endpoint(addr).expect("endpoint"))
+        let tls = mint(
+            ca,
+            Identity::new(Role::Agent, name),
+            std::time::SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        let channel = channel(&tls, addr)
             .await
             .expect("connect to the controller");
         let mut client = AgentSessionClient::new(channel);

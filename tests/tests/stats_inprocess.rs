@@ -11,8 +11,8 @@ use shoal_proto::pb;
 use shoal_proto::pb::agent_message::Msg;
 use shoal_proto::pb::agent_session_client::AgentSessionClient;
 use shoal_proto::spec::{Constraint, ConstraintField, ServiceSpec, StackSpec};
-use shoal_tests::cluster::{eventually, is_not_leader, leader_hint, Cluster};
-use shoal_tls::{ClientTls, CredentialFiles, Identity, Role};
+use shoal_tests::cluster::{channel, eventually, is_not_leader, leader_hint, mint, Cluster};
+use shoal_tls::{Identity, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,22 +38,13 @@ async fn connect(
         ..Default::default()
     };
     up.send(msg(Msg::Hello(hello))).await.expect("queue hello");
-    let (cert_pem, key_pem) = ca
-        .issue_with_key(
-            &Identity::new(Role::Agent, NODE),
-            &[],
-            std::time::SystemTime::now(),
-            Duration::from_secs(3600),
-        )
-        .expect("mint an agent certificate");
-    let tls = ClientTls::from_credentials(&CredentialFiles {
-        ca_pem: ca.cert_pem().to_string(),
-        cert_pem,
-        key_pem,
-    })
-    .expect("agent TLS config");
-    let channel = tls
-        .connect(shoal_tls::client::endpoint(addr).expect("endpoint"))
+    let tls = mint(
+        ca,
+        Identity::new(Role::Agent, NODE),
+        std::time::SystemTime::now(),
+        Duration::from_secs(3600),
+    );
+    let channel = channel(&tls, addr)
         .await
         .expect("connect to the controller");
     let down = AgentSessionClient::new(channel)

@@ -23,6 +23,14 @@ pub struct Leader {
     pub to_agent: Arc<Mutex<Option<ToAgent>>>,
 }
 
+impl Leader {
+    /// What the agents sent so far that `pick` keeps, in order.
+    #[allow(dead_code)]
+    pub fn sent<T>(&self, pick: impl Fn(&Msg) -> Option<T>) -> Vec<T> {
+        self.got.lock().unwrap().iter().filter_map(pick).collect()
+    }
+}
+
 #[tonic::async_trait]
 impl AgentSession for Leader {
     type SessionStream = Out;

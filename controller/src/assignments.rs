@@ -1,5 +1,8 @@
 //! What each agent is told to run: a pure view of the state for one node.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use shoal_proto::spec::{ServiceSpec, VolumeSpec};
 use shoal_proto::task::{Desired, TaskState};
 
@@ -17,36 +20,54 @@ pub struct NodeAssignment {
     pub generation: u64,
     /// The task ended: the agent must never start it again.
     pub ended: bool,
-    pub spec: ServiceSpec,
+    pub spec: Arc<ServiceSpec>,
     /// UUIDs of the GPUs the task holds.
     pub gpus: Vec<String>,
     /// The stack's named volumes its containers mount, by Compose name.
-    pub volumes: Vec<(String, VolumeSpec)>,
+    pub volumes: Arc<Vec<(String, VolumeSpec)>>,
 }
 
 /// The full set of tasks `node` must hold. A shoal container on the node whose task is
 /// not in this set is removed by the agent (fencing).
 pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
-    state
-        .tasks
-        .values()
-        .filter(|t| t.node.as_deref() == Some(node))
-        .filter(|t| t.state != TaskState::Orphaned)
+    all(state).remove(node).unwrap_or_default()
+}
+
+/// Every node's set, in one pass over the tasks, each service's spec shared by its tasks.
+pub fn all(state: &ClusterState) -> HashMap<String, Vec<NodeAssignment>> {
+    // Per service: its spec and the named volumes its containers mount.
+    let mut services: HashMap<(&str, &str), Option<Shared>> = HashMap::new();
+    let mut out: HashMap<String, Vec<NodeAssignment>> = HashMap::new();
+    for t in state.tasks.values() {
+        let Some(node) = t.node.as_deref() else {
+            continue;
+        };
         // A task that ended and whose container is gone needs nothing more from the agent
         // (and must never be started again: its replacement is a new task).
-        .filter(|t| !(t.state.is_terminal() && t.container_id.is_empty()))
-        .filter_map(|t| {
-            let svc = state.services.get(&t.service_key())?;
-            let volumes = state
-                .stacks
-                .get(&t.stack)
-                .map(|st| {
-                    crate::state::volumes::named_volumes(&st.spec, &svc.spec)
-                        .map(|(name, v)| (name.to_string(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Some(NodeAssignment {
+        if t.state == TaskState::Orphaned || t.state.is_terminal() && t.container_id.is_empty() {
+            continue;
+        }
+        let shared = services
+            .entry((t.stack.as_str(), t.service.as_str()))
+            .or_insert_with(|| {
+                let svc = state.services.get(&t.service_key())?;
+                let volumes = state
+                    .stacks
+                    .get(&t.stack)
+                    .map(|st| {
+                        crate::state::volumes::named_volumes(&st.spec, &svc.spec)
+                            .map(|(name, v)| (name.to_string(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some((Arc::new(svc.spec.clone()), Arc::new(volumes)))
+            });
+        let Some((spec, volumes)) = shared else {
+            continue;
+        };
+        out.entry(node.to_string())
+            .or_default()
+            .push(NodeAssignment {
                 task_id: t.id.clone(),
                 stack: t.stack.clone(),
                 service: t.service.clone(),
@@ -54,10 +75,12 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
                 desired: t.desired,
                 generation: t.generation,
                 ended: t.state.is_terminal(),
-                spec: svc.spec.clone(),
+                spec: spec.clone(),
                 gpus: t.gpus.clone(),
-                volumes,
-            })
-        })
-        .collect()
+                volumes: volumes.clone(),
+            });
+    }
+    out
 }
+
+type Shared = (Arc<ServiceSpec>, Arc<Vec<(String, VolumeSpec)>>);

@@ -91,16 +91,102 @@ fn is_ready(state: &ClusterState, t: &Task) -> bool {
 
 /// The mesh as `node` must see it.
 pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
+    let shared = shared(state);
+    let local = locals(state).remove(node).unwrap_or_default();
+    MeshView {
+        shared: std::sync::Arc::new(shared),
+        local,
+    }
+    .full(node)
+}
+
+/// What every node's mesh view holds alike, computed once per state for all of them
+/// ([`crate::views`]).
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct SharedMesh {
+    pub pool: String,
+    /// Every node's address, sorted.
+    pub nodes: Vec<IpAddr>,
+    /// As [`NodeMesh::names`].
+    pub names: BTreeMap<(String, String), Vec<IpAddr>>,
+    /// As [`NodeMesh::ports`].
+    pub ports: Vec<MeshPort>,
+    /// By network: all its subnets, then the `/32` other addresses of its containers on
+    /// several networks.
+    pub peers: BTreeMap<String, Vec<String>>,
+    /// Networks that are `internal: true`.
+    pub internal: BTreeSet<String>,
+    /// Every node's subnets: the node they are on and its address.
+    pub routes: BTreeMap<String, (String, IpAddr)>,
+}
+
+/// What only one node's mesh view holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalMesh {
+    /// By network it hosts: its subnet there.
+    pub subnets: BTreeMap<String, String>,
+    /// As [`NodeMesh::members`].
+    pub members: BTreeMap<IpAddr, Vec<String>>,
+}
+
+/// A node's mesh in two parts: the one every node shares and its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshView {
+    pub shared: std::sync::Arc<SharedMesh>,
+    pub local: LocalMesh,
+}
+
+impl MeshView {
+    /// The node's whole view, as [`for_node`] gives it.
+    pub fn full(&self, node: &str) -> NodeMesh {
+        let s = &self.shared;
+        NodeMesh {
+            pool: s.pool.clone(),
+            subnets: self
+                .local
+                .subnets
+                .iter()
+                .map(|(key, mine)| {
+                    let all = s.peers.get(key).cloned().unwrap_or_default();
+                    (key.clone(), (mine.clone(), all))
+                })
+                .collect(),
+            internal: self
+                .local
+                .subnets
+                .keys()
+                .filter(|k| s.internal.contains(*k))
+                .cloned()
+                .collect(),
+            routes: s
+                .routes
+                .iter()
+                .filter(|(_, (on, _))| on != node)
+                .map(|(cidr, (_, ip))| (cidr.clone(), *ip))
+                .collect(),
+            nodes: s.nodes.clone(),
+            names: s.names.clone(),
+            members: self.local.members.clone(),
+            ports: s.ports.clone(),
+        }
+    }
+}
+
+/// The part of every node's mesh that is the same for all.
+pub fn shared(state: &ClusterState) -> SharedMesh {
     let pool = state.pool();
-    let mut mesh = NodeMesh {
+    let mut mesh = SharedMesh {
         pool: pool.to_string(),
-        ..NodeMesh::default()
+        ..SharedMesh::default()
     };
     // Ready tasks by service.
-    let mut ready: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
+    let mut ready: BTreeMap<(&str, &str), Vec<&Task>> = BTreeMap::new();
     for t in state.tasks.values() {
         if is_ready(state, t) {
-            ready.entry(t.service_key()).or_default().push(t);
+            ready
+                .entry((t.stack.as_str(), t.service.as_str()))
+                .or_default()
+                .push(t);
         }
     }
     mesh.nodes = state
@@ -110,93 +196,67 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
         .collect();
     mesh.nodes.sort();
     mesh.nodes.dedup();
-    let internal: BTreeSet<&str> = state
+    mesh.internal = state
         .stacks
         .values()
         .flat_map(|s| s.spec.networks.values())
         .filter(|n| n.internal)
-        .map(|n| n.key.as_str())
+        .map(|n| n.key.clone())
         .collect();
     // By network: addresses of its containers on their other networks.
-    let mut also_from: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    let mut also_from: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
     for t in state.tasks.values() {
         if t.state.is_terminal() || t.ips.len() < 2 {
             continue;
         }
         for key in t.ips.keys() {
             let others = t.ips.iter().filter(|(k, _)| *k != key).map(|(_, ip)| *ip);
-            also_from.entry(key.clone()).or_default().extend(others);
+            also_from.entry(key.as_str()).or_default().extend(others);
         }
     }
     for (key, nodes) in &state.subnets {
-        for (other, index) in nodes {
-            if other == node {
-                continue;
-            }
-            if let Some(ip) = state.nodes.get(other).and_then(|n| node_ip(&n.address)) {
-                mesh.routes.insert(pool.cidr(*index), ip);
+        for (on, index) in nodes {
+            if let Some(ip) = state.nodes.get(on).and_then(|n| node_ip(&n.address)) {
+                mesh.routes.insert(pool.cidr(*index), (on.clone(), ip));
             }
         }
-        let Some(mine) = nodes.get(node) else {
-            continue;
-        };
         let mut all: Vec<String> = nodes.values().map(|i| pool.cidr(*i)).collect();
         all.extend(
             also_from
-                .get(key)
+                .get(key.as_str())
                 .into_iter()
                 .flatten()
                 .map(|ip| format!("{ip}/32")),
         );
-        mesh.subnets.insert(key.clone(), (pool.cidr(*mine), all));
-        if internal.contains(key.as_str()) {
-            mesh.internal.insert(key.clone());
-        }
+        mesh.peers.insert(key.clone(), all);
     }
     for svc in state.services.values() {
-        let tasks = ready.get(&svc.key()).map(Vec::as_slice).unwrap_or_default();
-        for a in network::attachments(&svc.stack, &svc.spec).iter() {
-            let ips: Vec<IpAddr> = tasks.iter().filter_map(|t| t.ip_on(&a.key)).collect();
+        let tasks = ready
+            .get(&(svc.stack.as_str(), svc.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let attached = network::attachments(&svc.stack, &svc.spec);
+        for a in attached.iter() {
+            let mut ips: Vec<IpAddr> = tasks.iter().filter_map(|t| t.ip_on(&a.key)).collect();
+            ips.sort();
             let names = std::iter::once(&svc.name).chain(a.aliases.iter());
             for name in names {
                 let entry = mesh
                     .names
                     .entry((a.key.clone(), name.to_ascii_lowercase()))
                     .or_default();
+                // Sorted already, unless a name (an alias) gathers several services.
+                let merge = !entry.is_empty();
                 entry.extend(ips.iter().copied());
-                entry.sort();
+                if merge {
+                    entry.sort();
+                }
                 entry.dedup();
             }
         }
-    }
-    for t in state.tasks.values() {
-        if t.node.as_deref() != Some(node) || t.state.is_terminal() {
-            continue;
-        }
-        let Some(svc) = state.services.get(&t.service_key()) else {
-            continue;
-        };
-        let attached = network::attachments(&svc.stack, &svc.spec);
-        let on: Vec<String> = attached
+        let first = attached.first().map(|a| a.key.clone()).unwrap_or_default();
+        let mut ips: Vec<IpAddr> = tasks
             .iter()
-            .filter(|a| t.ip_on(&a.key).is_some())
-            .map(|a| a.key.clone())
-            .collect();
-        for a in attached.iter() {
-            if let Some(ip) = t.ip_on(&a.key) {
-                mesh.members.insert(ip, on.clone());
-            }
-        }
-    }
-    for svc in state.services.values() {
-        let first = network::attachments(&svc.stack, &svc.spec)
-            .first()
-            .map(|a| a.key.clone())
-            .unwrap_or_default();
-        let mut ips: Vec<IpAddr> = ready
-            .get(&svc.key())
-            .into_iter()
-            .flatten()
             .filter_map(|t| t.ip_on(&first).or_else(|| t.ips.values().next().copied()))
             .collect();
         ips.sort();
@@ -214,4 +274,47 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
         }
     }
     mesh
+}
+
+/// Every node's own part of its mesh, in one pass over the state.
+pub fn locals(state: &ClusterState) -> std::collections::HashMap<String, LocalMesh> {
+    let mut locals: std::collections::HashMap<String, LocalMesh> = state
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), LocalMesh::default()))
+        .collect();
+    let pool = state.pool();
+    for (key, nodes) in &state.subnets {
+        for (on, index) in nodes {
+            locals
+                .entry(on.clone())
+                .or_default()
+                .subnets
+                .insert(key.clone(), pool.cidr(*index));
+        }
+    }
+    for t in state.tasks.values() {
+        let Some(node) = t.node.as_deref() else {
+            continue;
+        };
+        if t.state.is_terminal() || t.ips.is_empty() && t.legacy_ip.is_none() {
+            continue;
+        }
+        let Some(svc) = state.services.get(&t.service_key()) else {
+            continue;
+        };
+        let attached = network::attachments(&svc.stack, &svc.spec);
+        let on: Vec<String> = attached
+            .iter()
+            .filter(|a| t.ip_on(&a.key).is_some())
+            .map(|a| a.key.clone())
+            .collect();
+        let members = &mut locals.entry(node.to_string()).or_default().members;
+        for a in attached.iter() {
+            if let Some(ip) = t.ip_on(&a.key) {
+                members.insert(ip, on.clone());
+            }
+        }
+    }
+    locals
 }

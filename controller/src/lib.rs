@@ -51,5 +51,6 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod transfers;
+pub mod views;
 
 pub use server::{run, serve, Bootstrap, ControllerConfig, InitCa};

@@ -237,6 +237,7 @@ pub async fn serve(
             .with_context(|| format!("open the image store in {}", cfg.data_dir.display()))?,
         autoscale: Default::default(),
         observe: Default::default(),
+        views: crate::views::channel(),
     });
     let metrics =
         metrics_listener.map(|l| crate::observe::metrics::serve(&ctx, l, shutdown.clone()));
@@ -249,6 +250,7 @@ pub async fn serve(
     ));
     let autoscale = tokio::spawn(crate::autoscale::run::run(ctx.clone(), shutdown.clone()));
     let observe = tokio::spawn(crate::observe::run(ctx.clone(), shutdown.clone()));
+    let views = tokio::spawn(crate::views::run(ctx.clone(), shutdown.clone()));
     let images = tokio::spawn(crate::images::replicate::run(
         ctx.clone(),
         cfg.image_retention,
@@ -311,6 +313,7 @@ pub async fn serve(
     let _ = leader.await;
     let _ = autoscale.await;
     let _ = observe.await;
+    let _ = views.await;
     if let Some(m) = metrics {
         let _ = m.await;
     }

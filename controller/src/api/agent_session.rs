@@ -12,6 +12,7 @@
 use crate::state::images::NodeImage;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -23,6 +24,7 @@ use super::control::now_ms;
 use super::{convert, SessionHandle, Shared};
 use crate::logs::Chunk;
 use crate::state::{Command, TaskUpdate};
+use crate::views::NodeView;
 use shoal_proto::task::Desired;
 
 /// How long a new stream may take to say hello.
@@ -149,98 +151,166 @@ async fn serve(
     mut up: Streaming<pb::AgentMessage>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 ) -> Result<(), Status> {
-    let mut applied = ctx.node.state.subscribe();
-    let mut last_sent: Option<Vec<crate::assignments::NodeAssignment>> = None;
-    let mut last_mesh: Option<crate::endpoints::NodeMesh> = None;
-    let mut last_removals: Option<Vec<String>> = None;
+    let mut views = ctx.views.subscribe();
+    // The views must reflect at least what this session proposed at its start.
+    let floor = ctx.node.state.read().last_applied().map_or(0, |l| l.index);
+    let mut last_sent: Option<Arc<NodeView>> = None;
     let mut role_check = tokio::time::interval(ROLE_CHECK);
     role_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (statuses, batches) = mpsc::channel(STATUS_QUEUE);
+    let proposer = tokio::spawn(propose_statuses(ctx.clone(), node.to_string(), batches));
+    let _stop = AbortOnDrop(proposer.abort_handle());
+    let mut proposer = proposer;
     loop {
         // Send the node its assignments (and its view of the mesh) whenever they change.
-        let update = {
-            let state = ctx.node.state.read();
-            let version = state.last_applied().map_or(0, |l| l.index);
-            let current = crate::assignments::for_node(&state, node);
-            let mesh = crate::endpoints::for_node(&state, node);
-            let removals = state.volumes_to_remove(node);
-            (last_sent.as_ref() != Some(&current)
-                || last_mesh.as_ref() != Some(&mesh)
-                || last_removals.as_ref() != Some(&removals))
-            .then(|| {
-                let mut set = convert::assignments(version, &current);
+        let view = {
+            let views = views.borrow_and_update();
+            (views.index >= floor).then(|| views.node(node)).flatten()
+        };
+        if let Some(view) = view.filter(|v| !last_sent.as_ref().is_some_and(|l| Arc::ptr_eq(l, v)))
+        {
+            let set = {
+                let state = ctx.node.state.read();
+                let version = state.last_applied().map_or(0, |l| l.index);
+                let mut set = convert::assignments(version, &view.assignments);
                 // Secrets' contents, unsealed here, only for the tasks to be run.
-                for (pb_task, a) in set.tasks.iter_mut().zip(&current) {
-                    if a.desired == Desired::Running && !a.ended {
+                for (pb_task, a) in set.tasks.iter_mut().zip(&view.assignments) {
+                    if a.desired == Desired::Running
+                        && !a.ended
+                        && !(a.spec.secrets.is_empty() && a.spec.configs.is_empty())
+                    {
                         pb_task.secrets = crate::secrets::files(&state, &a.spec, &ctx.pki.key);
                     }
                 }
-                set.mesh = Some(convert::mesh(&mesh));
-                set.remove_volumes = removals.clone();
-                (set, current, mesh, removals)
-            })
-        };
-        if let Some((set, current, mesh, removals)) = update {
+                set.mesh = Some(convert::mesh(&view.mesh.full(node)));
+                set.remove_volumes = view.removals.clone();
+                set
+            };
             let msg = pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Assignments(set)),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return Ok(());
             }
-            last_sent = Some(current);
-            last_mesh = Some(mesh);
-            last_removals = Some(removals);
+            last_sent = Some(view);
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
                 return Err(Status::unavailable("the controller is shutting down"));
             }
-            changed = applied.changed() => {
+            changed = views.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable("the controller is shutting down"));
                 }
-                if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
-                    return Err(Status::unavailable("this controller no longer leads"));
-                }
-                // Revoked while connected (`node rm`): the session ends now.
-                if let Some(crate::pki::auth::Peer(id, issued)) = &speaker {
-                    crate::pki::auth::check_revoked(&ctx.node.state.read().revoked, id, *issued)?;
-                }
+                check_standing(ctx, speaker.as_ref())?;
             }
             _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
                 if ctx.faults.is_isolated() {
                     return Err(Status::unavailable("this controller is partitioned"));
                 }
-                if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
-                    return Err(Status::unavailable("this controller no longer leads"));
-                }
-                // Revoked while connected (`node rm`): the session ends now.
-                if let Some(crate::pki::auth::Peer(id, issued)) = &speaker {
-                    crate::pki::auth::check_revoked(&ctx.node.state.read().revoked, id, *issued)?;
-                }
+                check_standing(ctx, speaker.as_ref())?;
+            }
+            ended = &mut proposer => {
+                return match ended {
+                    Ok(result) => result,
+                    Err(e) => Err(Status::internal(format!("task statuses: {e}"))),
+                };
             }
             msg = up.next() => {
                 let Some(msg) = msg else { return Ok(()) };
                 let msg = msg?;
                 ctx.lock_liveness().seen(node, Instant::now());
-                if let Some(Msg::Heartbeat(h)) = &msg.msg {
-                    if !h.gpus.is_empty() {
-                        let usage = convert::gpu_usage_from_pb(&h.gpus);
-                        ctx.lock_liveness().gpu_usage_seen(node, usage);
+                match msg.msg {
+                    Some(Msg::Heartbeat(h)) => {
+                        if !h.gpus.is_empty() {
+                            let usage = convert::gpu_usage_from_pb(&h.gpus);
+                            ctx.lock_liveness().gpu_usage_seen(node, usage);
+                        }
+                        let ack = pb::ControllerMessage {
+                            msg: Some(pb::controller_message::Msg::HeartbeatAck(
+                                pb::HeartbeatAck { seq: h.seq },
+                            )),
+                        };
+                        // A full queue means the agent is behind on reading; it will
+                        // hear the next one.
+                        let _ = tx.try_send(Ok(ack));
                     }
-                    let ack = pb::ControllerMessage {
-                        msg: Some(pb::controller_message::Msg::HeartbeatAck(pb::HeartbeatAck {
-                            seq: h.seq,
-                        })),
-                    };
-                    // A full queue means the agent is behind on reading; it will hear
-                    // the next one.
-                    let _ = tx.try_send(Ok(ack));
+                    Some(Msg::Status(s)) => {
+                        let update = TaskUpdate::try_from(&s)?;
+                        tracing::debug!(node, task = %update.task, state = %update.state, "task status");
+                        // A full queue holds the agent back (it stops being read).
+                        if statuses.send(update).await.is_err() {
+                            return Err(Status::internal("the task status proposer stopped"));
+                        }
+                    }
+                    other => handle(ctx, node, other).await?,
                 }
-                handle(ctx, node, msg).await?;
             }
             _ = role_check.tick() => keep_role(ctx, node).await?,
             _ = tx.closed() => return Ok(()),
         }
+    }
+}
+
+/// Ends the session when this controller no longer leads, or the agent's certificate was
+/// revoked while it was connected (`node rm`).
+#[allow(clippy::result_large_err)] // tonic's Status, as in the other services
+fn check_standing(ctx: &Shared, speaker: Option<&crate::pki::auth::Peer>) -> Result<(), Status> {
+    if ctx.node.raft.metrics().borrow().current_leader != Some(ctx.node.id) {
+        return Err(Status::unavailable("this controller no longer leads"));
+    }
+    if let Some(crate::pki::auth::Peer(id, issued)) = speaker {
+        crate::pki::auth::check_revoked(&ctx.node.state.read().revoked, id, *issued)?;
+    }
+    Ok(())
+}
+
+/// How many task statuses may wait for the next proposal before the agent is held back.
+const STATUS_QUEUE: usize = 4096;
+/// The most task statuses one proposal carries.
+const STATUS_BATCH: usize = 1024;
+
+/// Proposes the session's task statuses: one proposal at a time, each carrying every
+/// status that arrived while the one before was in flight, in arrival order (so a later
+/// status of a task is never overwritten by an earlier one).
+async fn propose_statuses(
+    ctx: Shared,
+    node: String,
+    batches: mpsc::Receiver<TaskUpdate>,
+) -> Result<(), Status> {
+    drain_in_batches(batches, STATUS_BATCH, |updates| {
+        ctx.propose(Command::TaskStatus {
+            node: node.clone(),
+            updates,
+            now_ms: now_ms(),
+        })
+    })
+    .await
+}
+
+/// Takes what `rx` holds, at most `max` at a time and in order, and awaits `send` of each
+/// batch before taking the next; ends at the first error, or when `rx` closes.
+pub async fn drain_in_batches<T, R, E, F, Fut>(
+    mut rx: mpsc::Receiver<T>,
+    max: usize,
+    mut send: F,
+) -> Result<(), E>
+where
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<R, E>>,
+{
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, max).await > 0 {
+        send(std::mem::take(&mut batch)).await?;
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -325,8 +395,8 @@ async fn keep_role(ctx: &Shared, node: &str) -> Result<(), Status> {
     Ok(())
 }
 
-async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), Status> {
-    match msg.msg {
+async fn handle(ctx: &Shared, node: &str, msg: Option<Msg>) -> Result<(), Status> {
+    match msg {
         Some(Msg::Heartbeat(_)) | None => Ok(()),
         Some(Msg::Stats(r)) => {
             // Kept in the leader's memory only (`shoal stats`); a bad report is
@@ -338,17 +408,7 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
             Ok(())
         }
         Some(Msg::Hello(_)) => Err(Status::invalid_argument("hello sent twice")),
-        Some(Msg::Status(s)) => {
-            let update = TaskUpdate::try_from(&s)?;
-            tracing::debug!(node, task = %update.task, state = %update.state, "task status");
-            ctx.propose(Command::TaskStatus {
-                node: node.to_string(),
-                updates: vec![update],
-                now_ms: now_ms(),
-            })
-            .await?;
-            Ok(())
-        }
+        Some(Msg::Status(_)) => Err(Status::internal("task statuses are batched by the session")),
         Some(Msg::Gpus(r)) => {
             let gpus = convert::gpus_from_pb(&r.gpus)?;
             tracing::info!(node, gpus = gpus.len(), "node GPUs changed");
@@ -447,5 +507,66 @@ async fn handle(ctx: &Shared, node: &str, msg: pb::AgentMessage) -> Result<(), S
             ctx.logs.deliver(c.request_id, chunk).await;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Whatever arrives while a batch is in flight goes in the next one, in order, never
+    /// more than the maximum at once.
+    #[tokio::test]
+    async fn statuses_go_in_batches_in_arrival_order() {
+        let (tx, rx) = mpsc::channel(64);
+        let sent: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let drained = {
+            let sent = sent.clone();
+            tokio::spawn(drain_in_batches(rx, 10, move |batch| {
+                let sent = sent.clone();
+                async move {
+                    sent.lock().unwrap().push(batch);
+                    // A proposal in flight: the sender goes on meanwhile.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<(), String>(())
+                }
+            }))
+        };
+        for i in 0..200u32 {
+            tx.send(i).await.unwrap();
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(tx);
+        drained.await.unwrap().unwrap();
+        let batches = sent.lock().unwrap().clone();
+        let flat: Vec<u32> = batches.iter().flatten().copied().collect();
+        assert_eq!(flat, (0..200).collect::<Vec<_>>(), "every status, in order");
+        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 10));
+        assert!(
+            batches.len() < 200,
+            "statuses arriving during a proposal share the next: {} batches",
+            batches.len()
+        );
+    }
+
+    /// The first failed proposal ends the draining (and the session with it).
+    #[tokio::test]
+    async fn a_failed_batch_ends_the_draining() {
+        let (tx, rx) = mpsc::channel(8);
+        for i in 0..3u32 {
+            tx.send(i).await.unwrap();
+        }
+        let result = drain_in_batches(rx, 1, |b: Vec<u32>| async move {
+            if b == [1] {
+                Err("no quorum")
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(result, Err("no quorum"));
     }
 }

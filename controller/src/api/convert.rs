@@ -2,6 +2,7 @@
 //! in the controller that builds or reads wire structs field by field.
 
 use shoal_proto::pb;
+use shoal_proto::spec::ServiceSpec;
 use shoal_proto::task::TaskState;
 
 use crate::assignments::NodeAssignment;
@@ -129,6 +130,8 @@ pub fn volumes_seen(r: &pb::VolumeReport) -> Vec<crate::state::VolumeSeen> {
 }
 
 pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
+    // A service's tasks share its spec: encoded once.
+    let mut encoded: std::collections::HashMap<*const ServiceSpec, Vec<u8>> = Default::default();
     pb::Assignments {
         version,
         tasks: list
@@ -140,7 +143,10 @@ pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
                 slot: a.slot,
                 desired: a.desired.as_str().to_string(),
                 generation: a.generation,
-                spec_json: serde_json::to_vec(&a.spec).unwrap_or_default(),
+                spec_json: encoded
+                    .entry(std::sync::Arc::as_ptr(&a.spec))
+                    .or_insert_with(|| serde_json::to_vec(&*a.spec).unwrap_or_default())
+                    .clone(),
                 ended: a.ended,
                 gpus: a.gpus.clone(),
                 secrets: Vec::new(),

@@ -55,6 +55,9 @@ pub struct Context {
     pub autoscale: crate::autoscale::run::Live,
     /// `/metrics` counters and the agents' container stats (`shoal stats`).
     pub observe: crate::observe::Observe,
+    /// Every node's assignments and mesh at the latest applied index, while leading
+    /// ([`crate::views`]).
+    pub views: tokio::sync::watch::Sender<Arc<crate::views::Views>>,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no

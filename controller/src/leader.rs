@@ -15,6 +15,9 @@ use crate::liveness::Liveness;
 use crate::state::Command;
 
 const TICK: Duration = Duration::from_millis(250);
+/// How long a pass waits after the change that woke it, so that the changes of a burst
+/// are decided on in one pass rather than one pass each (each reads every task).
+const COALESCE: Duration = Duration::from_millis(20);
 
 /// Runs until `shutdown`; does nothing while this controller is not the leader.
 pub async fn run(ctx: Shared, grace: Duration, shutdown: CancellationToken) {
@@ -53,6 +56,10 @@ pub async fn run(ctx: Shared, grace: Duration, shutdown: CancellationToken) {
             _ = metrics.changed() => false,
             _ = tick.tick() => true,
         };
+        if due && leading {
+            // Changes arriving meanwhile (a burst of task statuses) are decided on together.
+            tokio::time::sleep(COALESCE).await;
+        }
     }
 }
 
@@ -60,9 +67,13 @@ async fn pass(ctx: &Shared) -> anyhow::Result<()> {
     if let Err(e) = crate::membership::promote(&ctx.node.raft).await {
         tracing::warn!(error = %format!("{e:#}"), "promoting learners failed; retrying");
     }
-    let state = ctx.node.state.snapshot();
-    let transitions = ctx.lock_liveness().transitions(&state, Instant::now());
-    let changed = !transitions.is_empty();
+    // Read under the state's lock, never copied whole: a copy of 100,000 tasks costs more
+    // than deciding on them. Nothing here awaits while the lock is held.
+    let transitions = {
+        let state = ctx.node.state.read();
+        let now = Instant::now();
+        ctx.lock_liveness().transitions(&state, now)
+    };
     for (node, status) in transitions {
         tracing::info!(%node, status = status.as_str(), "node status changed");
         ctx.propose(Command::SetNodeStatus {
@@ -72,17 +83,12 @@ async fn pass(ctx: &Shared) -> anyhow::Result<()> {
         })
         .await?;
     }
-    let now = now_ms();
-    // Decide on what the status changes just made, not on the state before them.
-    let state = if changed {
-        ctx.node.state.snapshot()
-    } else {
-        state
-    };
     if let Err(e) = crate::transfers::tend(ctx).await {
         tracing::warn!(error = %e, "volume moves could not be tended; retrying");
     }
-    let decisions = crate::reconciler::reconcile(&state, now);
+    let now = now_ms();
+    // Decided on what the status changes just made, not on the state before them.
+    let decisions = crate::reconciler::reconcile(&ctx.node.state.read(), now);
     if decisions.is_empty() {
         return Ok(());
     }

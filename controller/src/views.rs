@@ -18,6 +18,9 @@ use crate::assignments::NodeAssignment;
 use crate::endpoints::{MeshView, SharedMesh};
 use crate::state::ClusterState;
 
+/// How long a recomputation waits after the change that woke it.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What one node's agent is sent: its tasks, its mesh, the volumes it must remove.
 #[derive(Debug, PartialEq)]
 pub struct NodeView {
@@ -114,7 +117,13 @@ pub async fn run(ctx: Shared, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            changed = applied.changed() => if changed.is_err() { return },
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // The entries of a burst (every agent's statuses) are taken together.
+                tokio::time::sleep(COALESCE).await;
+            }
             changed = metrics.changed() => if changed.is_err() { return },
         }
     }

@@ -8,9 +8,17 @@
 //!    measured here.
 //! 2. `deploy` of 10,000 replicas onto 100 fake agents until `ps` reports every one
 //!    running: wall time and replicas per second.
+//! 3. Node loss: with 2 replicas per node on 3 and on 1,000 fake agents, one agent
+//!    stops abruptly; the time until `ps` shows every replica running again, none on it
+//!    (the node grace, 2 s here, included).
+//! 4. 100,000 replicas onto 1,000 fake agents: the rate, the process's peak RSS and CPU
+//!    time over the deploy, then its RSS and CPU at rest for 10 s with every agent
+//!    heartbeating. Controller and agents share the process: its figures are their sum,
+//!    an upper bound on the controller's. `SHOAL_BENCH_BIG=0` skips it
+//!    (`SHOAL_BENCH_LOSS=0` skips part 3).
 //!
-//! `cargo test --benches` runs it small (100 replicas) so the bench stays compiled and
-//! working without costing the test suite much.
+//! `cargo test --benches` runs it small (100 replicas, node loss on 3 and 10 agents, no
+//! part 4) so the bench stays compiled and working without costing the test suite much.
 
 use std::time::{Duration, Instant};
 
@@ -72,7 +80,70 @@ async fn deploy_until_running(
 }
 
 fn agent_names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("bench-n{i:03}")).collect()
+    (0..n).map(|i| format!("bench-n{i:04}")).collect()
+}
+
+/// This process's CPU time (user + system), in seconds.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 14th field.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// This process's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn start(agents: usize, opts: Options) -> Cluster {
+    let names = agent_names(agents);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    Cluster::start_with(1, &refs, opts).await
+}
+
+/// Seconds from one of `agents` nodes stopping abruptly until its replicas (2 per node)
+/// run elsewhere.
+async fn node_loss(agents: usize, bound: Duration) -> Option<f64> {
+    let opts = Options {
+        node_grace: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(500),
+        ..Options::default()
+    };
+    let mut cl = start(agents, opts).await;
+    let replicas = 2 * agents as u64;
+    deploy_until_running(&cl, "loss", replicas, bound).await?;
+    let victim = agent_names(agents)[agents / 2].clone();
+    let client = cl.client();
+    let start = Instant::now();
+    cl.kill_agent(&victim).await;
+    let took = loop {
+        if let Ok(rows) = client.ps("loss").await {
+            let running = rows
+                .iter()
+                .filter(|r| r.desired == "running" && r.state == "running" && r.node != victim)
+                .count() as u64;
+            if running == replicas {
+                break Some(start.elapsed().as_secs_f64());
+            }
+        }
+        if start.elapsed() > bound {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cl.shutdown();
+    took
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -103,10 +174,8 @@ async fn main() {
         cl.shutdown();
     }
 
-    let names = agent_names(deploy_agents);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let t = Instant::now();
-    let cl = Cluster::start_with(1, &refs, opts()).await;
+    let cl = start(deploy_agents, opts()).await;
     let startup = t.elapsed().as_secs_f64();
     match deploy_until_running(&cl, "big", deploy_replicas, bound).await {
         Some(secs) => println!(
@@ -121,4 +190,51 @@ async fn main() {
         ),
     }
     cl.shutdown();
+
+    let (small, large) = if quick { (3, 10) } else { (3, 1_000) };
+    let mut losses = Vec::new();
+    let loss = std::env::var("SHOAL_BENCH_LOSS").map_or(true, |v| v != "0");
+    for agents in [small, large].into_iter().filter(|_| loss) {
+        let took = node_loss(agents, bound).await;
+        losses.push(took.map_or("NOT within the bound".to_string(), |t| format!("{t:.2} s")));
+    }
+    if loss {
+        println!(
+            "node loss: a node's 2 replicas running elsewhere in {} with {small} nodes, {} with \
+         {large} nodes (grace 2 s)",
+            losses[0], losses[1]
+        );
+    }
+
+    let big = !quick && std::env::var("SHOAL_BENCH_BIG").map_or(true, |v| v != "0");
+    if big {
+        let (replicas, agents) = (100_000, 1_000);
+        let cl = start(agents, opts()).await;
+        let cpu0 = cpu_secs();
+        match deploy_until_running(&cl, "huge", replicas, Duration::from_secs(1800)).await {
+            Some(secs) => println!(
+                "deploy: {replicas} replicas onto {agents} fake agents all running in {secs:.1} s \
+                 ({:.0} replicas/s); process peak RSS {} MiB, CPU {:.0} s over the deploy \
+                 ({:.0}% of one core)",
+                replicas as f64 / secs,
+                peak_rss_kib() / 1024,
+                cpu_secs() - cpu0,
+                100.0 * (cpu_secs() - cpu0) / secs
+            ),
+            None => {
+                println!("deploy: {replicas} replicas onto {agents} fake agents NOT all running")
+            }
+        }
+        // At rest: the agents heartbeat (every 500 ms here), nothing changes.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        println!(
+            "at rest: {replicas} tasks, {agents} agents heartbeating: process RSS {} MiB, CPU \
+             {:.1}% of one core (controller and fake agents together)",
+            rss_kib() / 1024,
+            100.0 * (cpu_secs() - cpu0) / t0.elapsed().as_secs_f64()
+        );
+        cl.shutdown();
+    }
 }

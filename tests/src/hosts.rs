@@ -400,11 +400,44 @@ impl Hosts {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    /// `shoal ps STACK` (current tasks).
-    pub fn ps(&self, stack: &str) -> Vec<Value> {
-        eventually(Duration::from_secs(20), "shoal ps to answer", || {
-            self.json(&["ps", stack])?.as_array().cloned()
+    /// `shoal ARGS --format json`, or what went wrong (the exit status and stderr).
+    pub fn try_json(&self, args: &[&str]) -> Result<Value, String> {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        let started = std::time::Instant::now();
+        let out = self.shoal(&all);
+        let took = started.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "shoal {} exited {:?} after {took:?}: {}",
+                args.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "shoal {} printed no JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout).trim()
+            )
         })
+    }
+
+    /// `shoal ps STACK` (current tasks). Panics after 20 s of failures, with the last.
+    pub fn ps(&self, stack: &str) -> Vec<Value> {
+        let started = std::time::Instant::now();
+        loop {
+            let last = match self.try_json(&["ps", stack]).map(|v| v.as_array().cloned()) {
+                Ok(Some(rows)) => return rows,
+                Ok(None) => "shoal ps printed no array".to_string(),
+                Err(e) => e,
+            };
+            if started.elapsed() > Duration::from_secs(20) {
+                panic!("shoal ps {stack} did not answer within 20 s; the last try: {last}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// `shoal nodes`: status by name.

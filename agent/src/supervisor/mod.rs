@@ -213,7 +213,14 @@ impl Supervisor {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(ev) = op_rx.recv() => self.apply_op(ev),
+                Some(ev) = op_rx.recv() => {
+                    self.apply_op(ev);
+                    // Operations that ended meanwhile are taken with it: one step for
+                    // a burst (100 containers started) rather than one each.
+                    while let Ok(ev) = op_rx.try_recv() {
+                        self.apply_op(ev);
+                    }
+                }
                 cmd = commands.recv() => match cmd {
                     None => break,
                     Some(Command::Assign(set)) => {
@@ -488,6 +495,9 @@ impl Supervisor {
         };
         let listed: BTreeSet<&String> = intent.remove_volumes.iter().collect();
         self.volumes_removed.retain(|v| listed.contains(v));
+        if listed.is_empty() {
+            return;
+        }
         let used = self.volumes_in_use();
         let todo: Vec<String> = listed
             .into_iter()

@@ -114,7 +114,8 @@ impl Control for ControlService {
     async fn ps(&self, req: Request<pb::PsRequest>) -> Result<Response<pb::PsReply>, Status> {
         self.ctx.linearizable().await?;
         let req = req.into_inner();
-        let state = self.ctx.node.state.snapshot();
+        // Read in place, not copied: nothing below awaits.
+        let state = self.ctx.node.state.read();
         let now = now_ms();
         if !req.stack.is_empty() && !state.stacks.contains_key(&req.stack) {
             return Err(Status::not_found(format!("no stack named {}", req.stack)));
@@ -152,7 +153,7 @@ impl Control for ControlService {
         _req: Request<pb::ServicesRequest>,
     ) -> Result<Response<pb::ServicesReply>, Status> {
         self.ctx.linearizable().await?;
-        let state = self.ctx.node.state.snapshot();
+        let state = self.ctx.node.state.read();
         let services = state
             .services
             .values()
@@ -173,7 +174,7 @@ impl Control for ControlService {
         _req: Request<pb::NodesRequest>,
     ) -> Result<Response<pb::NodesReply>, Status> {
         self.ctx.linearizable().await?;
-        let state = self.ctx.node.state.snapshot();
+        let state = self.ctx.node.state.read();
         let live = self.ctx.lock_liveness();
         let now = std::time::Instant::now();
         let nodes = state

@@ -36,6 +36,51 @@ pub struct Views {
     pub index: u64,
     nodes: HashMap<String, Arc<NodeView>>,
     shared: Option<Arc<SharedMesh>>,
+    /// Counts the changes of the mesh part every node shares.
+    pub shared_epoch: u64,
+    /// The latest `shared_epoch` whose change took something away (a replica leaving a
+    /// name or a port, a node, a subnet): such a change is sent at once, while one that
+    /// only adds may wait for [`MESH_PACE`].
+    pub removal_epoch: u64,
+}
+
+/// How often, at most, a session sends its agent a change of the shared mesh that only
+/// adds (replicas becoming ready): with 1,000 nodes, every replica becoming ready would
+/// otherwise send 1,000 agents the whole mesh. What takes something away, and every
+/// change of the node's own tasks or mesh, goes at once.
+pub const MESH_PACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether going from `old` to `new` takes anything away: an address from a name or a
+/// port, or any change of the rest (subnets, routes, nodes, pool).
+pub fn removes(old: &SharedMesh, new: &SharedMesh) -> bool {
+    if old.pool != new.pool
+        || old.nodes != new.nodes
+        || old.peers != new.peers
+        || old.internal != new.internal
+        || old.routes != new.routes
+    {
+        return true;
+    }
+    let kept = |old: &[std::net::IpAddr], new: &[std::net::IpAddr]| {
+        // Both sorted: every old address is still there.
+        let mut new = new.iter().peekable();
+        old.iter().all(|ip| {
+            while new.next_if(|n| *n < ip).is_some() {}
+            new.next_if(|n| *n == ip).is_some()
+        })
+    };
+    let names_lost = old
+        .names
+        .iter()
+        .any(|(k, ips)| !new.names.get(k).is_some_and(|n| kept(ips, n)));
+    let ports_lost = old.ports.iter().any(|p| {
+        !new.ports.iter().any(|q| {
+            (q.published, q.target, q.protocol, &q.host_ip)
+                == (p.published, p.target, p.protocol, &p.host_ip)
+                && kept(&p.ips, &q.ips)
+        })
+    });
+    names_lost || ports_lost
 }
 
 impl Views {
@@ -43,8 +88,16 @@ impl Views {
     /// not change.
     pub fn compute(state: &ClusterState, index: u64, previous: &Views) -> Views {
         let mut shared = Arc::new(crate::endpoints::shared(state));
-        if let Some(old) = previous.shared.as_ref().filter(|old| **old == shared) {
-            shared = old.clone();
+        let (mut shared_epoch, mut removal_epoch) = (previous.shared_epoch, previous.removal_epoch);
+        match previous.shared.as_ref() {
+            Some(old) if **old == *shared => shared = old.clone(),
+            Some(old) => {
+                shared_epoch += 1;
+                if removes(old, &shared) {
+                    removal_epoch = shared_epoch;
+                }
+            }
+            None => shared_epoch += 1,
         }
         let mut assignments = crate::assignments::all(state);
         let mut locals = crate::endpoints::locals(state);
@@ -80,6 +133,8 @@ impl Views {
             index,
             nodes,
             shared: Some(shared),
+            shared_epoch,
+            removal_epoch,
         }
     }
 

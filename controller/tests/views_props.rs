@@ -385,6 +385,40 @@ proptest! {
             let now = 1_000 * (i as u64 + 1);
             apply(&mut s, st, now);
             let views = Views::compute(&s, i as u64 + 1, &previous);
+            // A change that takes an address away from a name or a port is marked as one
+            // (sessions send it at once); one that only adds is not.
+            if let Some(name) = s.nodes.keys().next() {
+                let before = previous.node(name).map(|v| v.mesh.full(name));
+                let after = reference_mesh(&s, name);
+                if let Some(before) = before {
+                    let lost = before.names.iter().any(|(k, ips)| {
+                        let now = after.names.get(k).cloned().unwrap_or_default();
+                        ips.iter().any(|ip| !now.contains(ip))
+                    }) || before.ports.iter().any(|p| {
+                        !after.ports.iter().any(|q| {
+                            q.published == p.published && p.ips.iter().all(|ip| q.ips.contains(ip))
+                        })
+                    });
+                    // Any other change of the shared part counts as one that takes away.
+                    let (old, new) = (
+                        previous.node(name).expect("a view").mesh.shared.clone(),
+                        views.node(name).expect("a view").mesh.shared.clone(),
+                    );
+                    let rest_changed = old.nodes != new.nodes
+                        || old.pool != new.pool
+                        || old.routes != new.routes
+                        || old.peers != new.peers
+                        || old.internal != new.internal;
+                    if lost {
+                        prop_assert_eq!(views.removal_epoch, views.shared_epoch, "a loss is marked");
+                    } else if !rest_changed && views.shared_epoch != previous.shared_epoch {
+                        prop_assert!(
+                            views.removal_epoch < views.shared_epoch,
+                            "a change that only adds is not marked as a loss"
+                        );
+                    }
+                }
+            }
             for name in s.nodes.keys() {
                 let view = views.node(name).expect("every node has a view");
                 prop_assert_eq!(&view.assignments, &reference_assignments(&s, name));

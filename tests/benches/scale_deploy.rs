@@ -68,6 +68,14 @@ async fn deploy_until_running(
                 .iter()
                 .filter(|r| r.desired == "running" && r.state == "running")
                 .count() as u64;
+            if std::env::var_os("SHOAL_BENCH_TRACE").is_some() {
+                let assigned = rows.iter().filter(|r| !r.node.is_empty()).count();
+                eprintln!(
+                    "{:6.2} s: {} tasks, {assigned} assigned, {running} running",
+                    start.elapsed().as_secs_f64(),
+                    rows.len()
+                );
+            }
             if running == replicas {
                 return Some(start.elapsed().as_secs_f64());
             }

@@ -155,6 +155,10 @@ async fn serve(
     // The views must reflect at least what this session proposed at its start.
     let floor = ctx.node.state.read().last_applied().map_or(0, |l| l.index);
     let mut last_sent: Option<Arc<NodeView>> = None;
+    // The shared mesh's epoch in the last send, when it went, and when a change that only
+    // adds to the shared mesh is due (`views::MESH_PACE`).
+    let mut sent_epoch = 0;
+    let mut sent_at = Instant::now();
     let mut role_check = tokio::time::interval(ROLE_CHECK);
     role_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (statuses, batches) = mpsc::channel(STATUS_QUEUE);
@@ -163,12 +167,24 @@ async fn serve(
     let mut proposer = proposer;
     loop {
         // Send the node its assignments (and its view of the mesh) whenever they change.
-        let view = {
+        let (view, epoch, removal_epoch) = {
             let views = views.borrow_and_update();
-            (views.index >= floor).then(|| views.node(node)).flatten()
+            let view = (views.index >= floor).then(|| views.node(node)).flatten();
+            (view, views.shared_epoch, views.removal_epoch)
         };
-        if let Some(view) = view.filter(|v| !last_sent.as_ref().is_some_and(|l| Arc::ptr_eq(l, v)))
-        {
+        let view = view.filter(|v| !last_sent.as_ref().is_some_and(|l| Arc::ptr_eq(l, v)));
+        // Only the shared mesh grew since the last send: that may wait for the pace.
+        let paced = view.as_ref().and_then(|v| {
+            let last = last_sent.as_ref()?;
+            let only_grew = removal_epoch <= sent_epoch
+                && last.assignments == v.assignments
+                && last.removals == v.removals
+                && last.mesh.local == v.mesh.local;
+            let due = sent_at + crate::views::MESH_PACE;
+            (only_grew && Instant::now() < due).then_some(due)
+        });
+        let deferred = paced.map(tokio::time::Instant::from_std);
+        if let Some(view) = view.filter(|_| paced.is_none()) {
             let set = {
                 let state = ctx.node.state.read();
                 let version = state.last_applied().map_or(0, |l| l.index);
@@ -193,6 +209,8 @@ async fn serve(
                 return Ok(());
             }
             last_sent = Some(view);
+            sent_epoch = epoch;
+            sent_at = Instant::now();
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
@@ -204,6 +222,8 @@ async fn serve(
                 }
                 check_standing(ctx, speaker.as_ref())?;
             }
+            // A paced send is due: the loop sends it.
+            _ = tokio::time::sleep_until(deferred.unwrap_or_else(tokio::time::Instant::now)), if deferred.is_some() => {}
             _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
                 if ctx.faults.is_isolated() {
                     return Err(Status::unavailable("this controller is partitioned"));

@@ -53,14 +53,6 @@ pub const MESH_PACE: std::time::Duration = std::time::Duration::from_millis(500)
 /// Whether going from `old` to `new` takes anything away: an address from a name or a
 /// port, or any change of the rest (subnets, routes, nodes, pool).
 pub fn removes(old: &SharedMesh, new: &SharedMesh) -> bool {
-    if old.pool != new.pool
-        || old.nodes != new.nodes
-        || old.peers != new.peers
-        || old.internal != new.internal
-        || old.routes != new.routes
-    {
-        return true;
-    }
     let kept = |old: &[std::net::IpAddr], new: &[std::net::IpAddr]| {
         // Both sorted: every old address is still there.
         let mut new = new.iter().peekable();
@@ -69,6 +61,32 @@ pub fn removes(old: &SharedMesh, new: &SharedMesh) -> bool {
             new.next_if(|n| *n == ip).is_some()
         })
     };
+    // A new node, subnet or route only adds (a node joining must not send every agent
+    // the whole mesh at once); an `internal` mark or the pool changing restricts.
+    if old.pool != new.pool || old.internal != new.internal || !kept(&old.nodes, &new.nodes) {
+        return true;
+    }
+    if old
+        .routes
+        .iter()
+        .any(|(cidr, via)| new.routes.get(cidr) != Some(via))
+    {
+        return true;
+    }
+    let peers_lost = old
+        .peers
+        .iter()
+        .any(|(key, list)| match new.peers.get(key) {
+            Some(now) if now == list => false,
+            Some(now) => {
+                let now: std::collections::HashSet<&String> = now.iter().collect();
+                list.iter().any(|p| !now.contains(p))
+            }
+            None => true,
+        });
+    if peers_lost {
+        return true;
+    }
     let names_lost = old
         .names
         .iter()
@@ -122,8 +140,17 @@ impl Views {
                     },
                     removals: removals.remove(name.as_str()).unwrap_or_default(),
                 };
+                // Compared only when the shared part is the same `Arc`: a deep compare of
+                // the shared part per node would cost nodes x mesh.
                 let view = match previous.nodes.get(name) {
-                    Some(old) if **old == view => old.clone(),
+                    Some(old)
+                        if Arc::ptr_eq(&old.mesh.shared, &view.mesh.shared)
+                            && old.assignments == view.assignments
+                            && old.mesh.local == view.mesh.local
+                            && old.removals == view.removals =>
+                    {
+                        old.clone()
+                    }
                     _ => Arc::new(view),
                 };
                 (name.clone(), view)

@@ -391,27 +391,29 @@ proptest! {
                 let before = previous.node(name).map(|v| v.mesh.full(name));
                 let after = reference_mesh(&s, name);
                 if let Some(before) = before {
-                    let lost = before.names.iter().any(|(k, ips)| {
-                        let now = after.names.get(k).cloned().unwrap_or_default();
-                        ips.iter().any(|ip| !now.contains(ip))
+                    let lost = before.names.iter().any(|(k, ips)| match after.names.get(k) {
+                        Some(now) => ips.iter().any(|ip| !now.contains(ip)),
+                        None => true,
                     }) || before.ports.iter().any(|p| {
                         !after.ports.iter().any(|q| {
                             q.published == p.published && p.ips.iter().all(|ip| q.ips.contains(ip))
                         })
                     });
-                    // Any other change of the shared part counts as one that takes away.
+                    // The rest of the shared part: an entry gone or changed takes away.
                     let (old, new) = (
                         previous.node(name).expect("a view").mesh.shared.clone(),
                         views.node(name).expect("a view").mesh.shared.clone(),
                     );
-                    let rest_changed = old.nodes != new.nodes
+                    let rest_lost = old.nodes.iter().any(|n| !new.nodes.contains(n))
                         || old.pool != new.pool
-                        || old.routes != new.routes
-                        || old.peers != new.peers
+                        || old.routes.iter().any(|(k, v)| new.routes.get(k) != Some(v))
+                        || old.peers.iter().any(|(k, list)| {
+                            list.iter().any(|p| !new.peers.get(k).is_some_and(|l| l.contains(p)))
+                        })
                         || old.internal != new.internal;
-                    if lost {
+                    if lost || rest_lost {
                         prop_assert_eq!(views.removal_epoch, views.shared_epoch, "a loss is marked");
-                    } else if !rest_changed && views.shared_epoch != previous.shared_epoch {
+                    } else if views.shared_epoch != previous.shared_epoch {
                         prop_assert!(
                             views.removal_epoch < views.shared_epoch,
                             "a change that only adds is not marked as a loss"

@@ -237,7 +237,11 @@ async fn serve(
                 };
             }
             msg = up.next() => {
-                let Some(msg) = msg else { return Ok(()) };
+                let Some(msg) = msg else {
+                    // The agent closed the session: what it said last is still proposed.
+                    drop(statuses);
+                    return finish_statuses(ctx, proposer).await;
+                };
                 let msg = msg?;
                 ctx.lock_liveness().seen(node, Instant::now());
                 match msg.msg {
@@ -267,7 +271,10 @@ async fn serve(
                 }
             }
             _ = role_check.tick() => keep_role(ctx, node).await?,
-            _ = tx.closed() => return Ok(()),
+            _ = tx.closed() => {
+                drop(statuses);
+                return finish_statuses(ctx, proposer).await;
+            }
         }
     }
 }
@@ -283,6 +290,22 @@ fn check_standing(ctx: &Shared, speaker: Option<&crate::pki::auth::Peer>) -> Res
         crate::pki::auth::check_revoked(&ctx.node.state.read().revoked, id, *issued)?;
     }
     Ok(())
+}
+
+/// Waits, at most one proposal timeout, for the statuses already queued to be proposed
+/// (the queue is closed).
+#[allow(clippy::result_large_err)] // tonic's Status, as in the other services
+async fn finish_statuses(
+    ctx: &Shared,
+    proposer: tokio::task::JoinHandle<Result<(), Status>>,
+) -> Result<(), Status> {
+    match tokio::time::timeout(ctx.propose_timeout, proposer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(Status::internal(format!("task statuses: {e}"))),
+        Err(_) => Err(Status::unavailable(
+            "the agent's last task statuses were not committed in time",
+        )),
+    }
 }
 
 /// How many task statuses may wait for the next proposal before the agent is held back.

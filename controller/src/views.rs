@@ -119,15 +119,7 @@ impl Views {
         }
         let mut assignments = crate::assignments::all(state);
         let mut locals = crate::endpoints::locals(state);
-        let mut removals: HashMap<&str, Vec<String>> = HashMap::new();
-        for c in state.volumes.values() {
-            if c.state == crate::state::volumes::CopyState::Removing {
-                removals
-                    .entry(c.node.as_str())
-                    .or_default()
-                    .push(c.docker_name.clone());
-            }
-        }
+        let mut removals = state.volumes_to_remove_by_node();
         let nodes = state
             .nodes
             .keys()

@@ -333,7 +333,7 @@ async fn propose_statuses(
 
 /// Takes what `rx` holds, at most `max` at a time and in order, and awaits `send` of each
 /// batch before taking the next; ends at the first error, or when `rx` closes.
-pub async fn drain_in_batches<T, R, E, F, Fut>(
+async fn drain_in_batches<T, R, E, F, Fut>(
     mut rx: mpsc::Receiver<T>,
     max: usize,
     mut send: F,

@@ -636,11 +636,23 @@ impl ClusterState {
 
     /// Engine names of the volumes `node` must remove.
     pub fn volumes_to_remove(&self, node: &str) -> Vec<String> {
-        self.volumes
-            .values()
-            .filter(|c| c.node == node && c.state == CopyState::Removing)
-            .map(|c| c.docker_name.clone())
-            .collect()
+        self.volumes_to_remove_by_node()
+            .remove(node)
+            .unwrap_or_default()
+    }
+
+    /// [`ClusterState::volumes_to_remove`] of every node, in one pass.
+    pub fn volumes_to_remove_by_node(&self) -> std::collections::HashMap<&str, Vec<String>> {
+        let mut by_node: std::collections::HashMap<&str, Vec<String>> = Default::default();
+        for c in self.volumes.values() {
+            if c.state == CopyState::Removing {
+                by_node
+                    .entry(c.node.as_str())
+                    .or_default()
+                    .push(c.docker_name.clone());
+            }
+        }
+        by_node
     }
 }
 

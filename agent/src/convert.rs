@@ -11,8 +11,9 @@ use shoal_proto::task::Desired;
 
 use crate::gpu::GpuDevice;
 use crate::model::{
-    Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, Mesh, MeshPort, Subnet,
-    TaskReport, TransferDirection, TransferDone, VolumeMount, VolumeSeen, VolumeTransfer,
+    Assignment, AssignmentSet, ControllerEvent, LogChunk, LogRequest, Mesh, MeshChange, MeshPort,
+    NameChange, SetDelta, SetUpdate, Subnet, TaskReport, TransferDirection, TransferDone,
+    VolumeMount, VolumeSeen, VolumeTransfer,
 };
 use crate::runtime::TaskIdentity;
 
@@ -127,11 +128,74 @@ pub fn transfer_done_message(d: &TransferDone) -> pb::AgentMessage {
 /// The assignment set, plus the tasks that could not be understood (they are left out of
 /// the set, so their containers are not kept; the caller reports them failed).
 pub fn assignments_from_pb(msg: pb::Assignments) -> (AssignmentSet, Vec<InvalidAssignment>) {
+    let (tasks, invalid) = tasks_from_pb(msg.tasks);
+    let mesh = msg.mesh.map(mesh_from_pb).unwrap_or_default();
+    (
+        AssignmentSet {
+            version: msg.version,
+            tasks,
+            mesh: Arc::new(mesh),
+            remove_volumes: msg.remove_volumes,
+        },
+        invalid,
+    )
+}
+
+/// A set or a delta ([`pb::Assignments::base`]), plus the tasks that could not be
+/// understood (left out, and a delta removes them, as a full set would not hold them).
+pub fn set_update_from_pb(msg: pb::Assignments) -> (SetUpdate, Vec<InvalidAssignment>) {
+    if msg.base == 0 {
+        let (set, invalid) = assignments_from_pb(msg);
+        return (SetUpdate::Full(set), invalid);
+    }
+    let (tasks, invalid) = tasks_from_pb(msg.tasks);
+    let mut removed = msg.removed_tasks;
+    removed.extend(invalid.iter().map(|bad| bad.task_id.clone()));
+    let mesh = match (msg.mesh, msg.mesh_delta) {
+        (Some(mesh), _) => MeshChange::Whole(mesh_from_pb(mesh)),
+        (None, Some(delta)) => MeshChange::Names {
+            names: delta
+                .names
+                .into_iter()
+                .map(|n| NameChange {
+                    key: (n.network, n.name.to_ascii_lowercase()),
+                    added: n
+                        .added
+                        .iter()
+                        .filter_map(|ip| parse("address", ip))
+                        .collect(),
+                    removed: n
+                        .removed
+                        .iter()
+                        .filter_map(|ip| parse("address", ip))
+                        .collect(),
+                    gone: n.gone,
+                })
+                .collect(),
+            ports: delta.ports_changed.then(|| ports_from_pb(&delta.ports)),
+        },
+        (None, None) => MeshChange::Same,
+    };
+    let delta = SetDelta {
+        base: msg.base,
+        version: msg.version,
+        tasks,
+        removed,
+        mesh,
+        remove_volumes: msg.remove_volumes,
+    };
+    (SetUpdate::Delta(delta), invalid)
+}
+
+/// The tasks by id, and those that could not be understood.
+fn tasks_from_pb(
+    list: Vec<pb::Assignment>,
+) -> (BTreeMap<String, Assignment>, Vec<InvalidAssignment>) {
     let mut tasks = BTreeMap::new();
     let mut invalid = Vec::new();
     // Replicas of one service share a spec: parse each distinct spec once.
     let mut specs: HashMap<Vec<u8>, Arc<ServiceSpec>> = HashMap::new();
-    for a in msg.tasks {
+    for a in list {
         let cached = specs.get(&a.spec_json).cloned();
         let json = a.spec_json.clone();
         match Assignment::try_from(a) {
@@ -147,27 +211,19 @@ pub fn assignments_from_pb(msg: pb::Assignments) -> (AssignmentSet, Vec<InvalidA
             Err(e) => invalid.push(e),
         }
     }
-    let mesh = msg.mesh.map(mesh_from_pb).unwrap_or_default();
-    (
-        AssignmentSet {
-            version: msg.version,
-            tasks,
-            mesh: Arc::new(mesh),
-            remove_volumes: msg.remove_volumes,
-        },
-        invalid,
-    )
+    (tasks, invalid)
 }
 
-/// The node's mesh; entries that do not parse are left out (and logged).
-pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
-    fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Option<T> {
-        let v = s.parse().ok();
-        if v.is_none() {
-            tracing::warn!(what, value = s, "ignoring a mesh entry that does not parse");
-        }
-        v
+/// A mesh entry parsed, or `None` with a warning.
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Option<T> {
+    let v = s.parse().ok();
+    if v.is_none() {
+        tracing::warn!(what, value = s, "ignoring a mesh entry that does not parse");
     }
+    v
+}
+
+pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
     let ips =
         |v: &[String]| -> Vec<Ipv4Addr> { v.iter().filter_map(|s| parse("address", s)).collect() };
     Mesh {
@@ -210,26 +266,31 @@ pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
             .iter()
             .filter_map(|d| Some((parse("address", &d.ip)?, d.networks.clone())))
             .collect(),
-        ports: m
-            .ports
-            .iter()
-            .filter_map(|p| {
-                Some(MeshPort {
-                    published: u16::try_from(p.published).ok()?,
-                    target: u16::try_from(p.target).ok()?,
-                    protocol: if p.protocol == "udp" {
-                        shoal_proto::spec::Protocol::Udp
-                    } else {
-                        shoal_proto::spec::Protocol::Tcp
-                    },
-                    host_ip: (!p.host_ip.is_empty())
-                        .then(|| parse("host ip", &p.host_ip))
-                        .flatten(),
-                    ips: ips(&p.ips),
-                })
-            })
-            .collect(),
+        ports: ports_from_pb(&m.ports),
     }
+}
+
+fn ports_from_pb(ports: &[pb::MeshPort]) -> Vec<MeshPort> {
+    let ips =
+        |v: &[String]| -> Vec<Ipv4Addr> { v.iter().filter_map(|s| parse("address", s)).collect() };
+    ports
+        .iter()
+        .filter_map(|p| {
+            Some(MeshPort {
+                published: u16::try_from(p.published).ok()?,
+                target: u16::try_from(p.target).ok()?,
+                protocol: if p.protocol == "udp" {
+                    shoal_proto::spec::Protocol::Udp
+                } else {
+                    shoal_proto::spec::Protocol::Tcp
+                },
+                host_ip: (!p.host_ip.is_empty())
+                    .then(|| parse("host ip", &p.host_ip))
+                    .flatten(),
+                ips: ips(&p.ips),
+            })
+        })
+        .collect()
 }
 
 impl From<pb::LogRequest> for LogRequest {
@@ -250,8 +311,8 @@ pub fn controller_event(
     use pb::controller_message::Msg;
     Some(match msg.msg? {
         Msg::Assignments(a) => {
-            let (set, invalid) = assignments_from_pb(a);
-            (ControllerEvent::Assignments(set), invalid)
+            let (update, invalid) = set_update_from_pb(a);
+            (ControllerEvent::Assignments(update), invalid)
         }
         Msg::LogRequest(r) => (ControllerEvent::Logs(r.into()), Vec::new()),
         Msg::LogCancel(c) => (ControllerEvent::CancelLogs(c.request_id), Vec::new()),
@@ -436,6 +497,7 @@ mod tests {
                 pb_assignment("c", "paused", spec),
                 pb_assignment("d", "running", b"{not json"),
             ],
+            ..Default::default()
         });
         assert_eq!(set.version, 9);
         assert_eq!(set.remove_volumes, vec!["s_old".to_string()]);

@@ -136,6 +136,8 @@ pub struct AgentConfig {
     /// How often every replica's container is measured ([`stats::INTERVAL`]; tests
     /// shorten it).
     pub stats_interval: Duration,
+    /// How often the supervisor lists the runtime's containers ([`OBSERVE_INTERVAL`]).
+    pub observe_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -164,6 +166,7 @@ impl Default for AgentConfig {
             conflict_rescan_interval: net::conflicts::RESCAN_INTERVAL,
             autoscale_interval: autoscale::INTERVAL,
             stats_interval: stats::INTERVAL,
+            observe_interval: OBSERVE_INTERVAL,
         }
     }
 }
@@ -265,7 +268,7 @@ pub async fn run_with_runtime(
     let (handle, events) = supervisor::spawn_with_contact(
         supervisor::SupervisorConfig {
             node: cfg.name.clone(),
-            poll_interval: OBSERVE_INTERVAL,
+            poll_interval: cfg.observe_interval,
             ingress: runtime.supports_ingress(),
             secrets: Some(Arc::new(secrets::SecretStore::open(
                 &cfg.secrets_dir

@@ -56,6 +56,105 @@ pub struct AssignmentSet {
     pub remove_volumes: Vec<String>,
 }
 
+/// An assignment set as the controller sends it: whole (a session's first), or what
+/// changed since the one the agent holds (issue 18).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetUpdate {
+    Full(AssignmentSet),
+    Delta(SetDelta),
+}
+
+/// What changed from the set of version `base` to the set of version `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetDelta {
+    pub base: u64,
+    pub version: u64,
+    /// Tasks added or changed, by task id.
+    pub tasks: BTreeMap<String, Assignment>,
+    /// Tasks gone, and those sent that could not be understood.
+    pub removed: Vec<String>,
+    pub mesh: MeshChange,
+    /// The full list, as in a set.
+    pub remove_volumes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeshChange {
+    Same,
+    Whole(Mesh),
+    /// Only names and ports changed.
+    Names {
+        names: Vec<NameChange>,
+        /// The new list, whole, when it changed.
+        ports: Option<Vec<MeshPort>>,
+    },
+}
+
+/// A name of the mesh that appeared, changed or went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameChange {
+    /// (network, name), as in [`Mesh::names`].
+    pub key: (String, String),
+    pub added: Vec<Ipv4Addr>,
+    pub removed: Vec<Ipv4Addr>,
+    pub gone: bool,
+}
+
+impl AssignmentSet {
+    /// This set brought to `delta`'s version; an error (and no change) when this is not
+    /// the version the delta was computed against.
+    pub fn apply(&mut self, delta: SetDelta) -> Result<(), String> {
+        if delta.base != self.version {
+            return Err(format!(
+                "the controller sent a change to assignments version {}, but this agent holds \
+                 version {}",
+                delta.base, self.version
+            ));
+        }
+        self.version = delta.version;
+        for id in &delta.removed {
+            self.tasks.remove(id);
+        }
+        self.tasks.extend(delta.tasks);
+        match delta.mesh {
+            MeshChange::Same => {}
+            MeshChange::Whole(mesh) => self.mesh = Arc::new(mesh),
+            MeshChange::Names { names, ports } => {
+                let mesh = Arc::make_mut(&mut self.mesh);
+                for change in names {
+                    if change.gone {
+                        mesh.names.remove(&change.key);
+                        continue;
+                    }
+                    let ips = mesh.names.entry(change.key).or_default();
+                    if !change.removed.is_empty() {
+                        // One occurrence each, in one pass (a name may hold 100,000).
+                        let mut left: std::collections::HashMap<Ipv4Addr, usize> =
+                            std::collections::HashMap::new();
+                        for ip in change.removed {
+                            *left.entry(ip).or_default() += 1;
+                        }
+                        ips.retain(|ip| match left.get_mut(ip) {
+                            Some(n) if *n > 0 => {
+                                *n -= 1;
+                                false
+                            }
+                            _ => true,
+                        });
+                    }
+                    ips.extend(change.added);
+                    ips.sort();
+                }
+                if let Some(ports) = ports {
+                    mesh.ports = ports;
+                }
+            }
+        }
+        self.remove_volumes = delta.remove_volumes;
+        Ok(())
+    }
+}
+
 /// What the controller says this node needs to reach the rest of the cluster
 /// (see `shoal_controller::endpoints`). Empty on a cluster that sent none.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -230,7 +329,7 @@ pub struct VolumeSeen {
 /// What the controller says on the session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControllerEvent {
-    Assignments(AssignmentSet),
+    Assignments(SetUpdate),
     Logs(LogRequest),
     CancelLogs(u64),
     VolumeTransfer(VolumeTransfer),

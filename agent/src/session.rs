@@ -27,7 +27,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::convert::{self, HelloInfo};
 use crate::logs::LogStreams;
-use crate::model::{ControllerEvent, LogChunk, TaskReport};
+use crate::model::{AssignmentSet, ControllerEvent, LogChunk, SetUpdate, TaskReport};
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::{Event, SupervisorHandle};
 use crate::volumes::transfer::Transfers;
@@ -387,6 +387,8 @@ async fn session(
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
+    // The assignments as this session last said them: what its deltas apply to.
+    let mut held: Option<AssignmentSet> = None;
     let lost = |error: String| Ended::Failed {
         error,
         established: true,
@@ -418,7 +420,10 @@ async fn session(
             m = inbound.message() => match m {
                 Ok(Some(m)) => {
                     cfg.contact.touch();
-                    handle(m, cfg, supervisor, &mut logs, &mut transfers, &out).await;
+                    let (mut session, out) = (Session { logs: &mut logs, transfers: &mut transfers, held: &mut held }, &out);
+                    if let Err(e) = handle(m, cfg, supervisor, &mut session, out).await {
+                        return lost(e);
+                    }
                     continue;
                 }
                 Ok(None) => return lost("controller closed the session".into()),
@@ -431,16 +436,29 @@ async fn session(
     }
 }
 
+/// What one session keeps between the controller's messages.
+struct Session<'a> {
+    logs: &'a mut LogStreams,
+    transfers: &'a mut Transfers,
+    held: &'a mut Option<AssignmentSet>,
+}
+
+/// Acts on one controller message; an error ends the session (a delta this agent cannot
+/// apply: the next session starts with a full set).
 async fn handle(
     msg: pb::ControllerMessage,
     cfg: &SessionConfig,
     supervisor: &SupervisorHandle,
-    logs: &mut LogStreams,
-    transfers: &mut Transfers,
+    session: &mut Session<'_>,
     out: &mpsc::Sender<pb::AgentMessage>,
-) {
+) -> Result<(), String> {
+    let Session {
+        logs,
+        transfers,
+        held,
+    } = session;
     let Some((event, invalid)) = convert::controller_event(msg) else {
-        return;
+        return Ok(());
     };
     for bad in invalid {
         warn!(task = %bad.task_id, reason = %bad.reason, "invalid assignment");
@@ -448,7 +466,21 @@ async fn handle(
         let _ = out.send(convert::status_message(&r)).await;
     }
     match event {
-        ControllerEvent::Assignments(set) => {
+        ControllerEvent::Assignments(update) => {
+            let set = match (update, held.take()) {
+                (SetUpdate::Full(set), _) => set,
+                (SetUpdate::Delta(delta), Some(mut set)) => {
+                    set.apply(delta)?;
+                    set
+                }
+                (SetUpdate::Delta(delta), None) => {
+                    return Err(format!(
+                        "the controller sent a change to assignments version {} before any set",
+                        delta.base
+                    ))
+                }
+            };
+            **held = Some(set.clone());
             let now = crate::net::conflicts::ClusterSpace::of(&set.mesh);
             cfg.space.send_if_modified(|known| {
                 let changed = *known != now;
@@ -474,4 +506,5 @@ async fn handle(
             let _ = out.send(convert::transfer_done_message(&done)).await;
         }
     }
+    Ok(())
 }

@@ -137,6 +137,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
                 secrets: Vec::new(),
                 volumes: Vec::new(),
             }],
+            ..Default::default()
         })),
     };
     let tx = leader.to_agent.lock().unwrap().clone().unwrap();

@@ -10,7 +10,7 @@ use crate::state::ClusterState;
 
 /// A task as its node's agent must know it. Observed fields (state, exit code) are left
 /// out on purpose: the set changes, and is re-sent, only when the agent must act.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NodeAssignment {
     pub task_id: String,
     pub stack: String,
@@ -27,6 +27,27 @@ pub struct NodeAssignment {
     pub volumes: Arc<Vec<(String, VolumeSpec)>>,
 }
 
+impl PartialEq for NodeAssignment {
+    fn eq(&self, other: &Self) -> bool {
+        // The shared parts by pointer first: a service's tasks share them, and views
+        // reuse them while they do not change ([`all_reusing`]).
+        self.task_id == other.task_id
+            && self.desired == other.desired
+            && self.generation == other.generation
+            && self.ended == other.ended
+            && self.slot == other.slot
+            && self.stack == other.stack
+            && self.service == other.service
+            && self.gpus == other.gpus
+            && (Arc::ptr_eq(&self.spec, &other.spec) || self.spec == other.spec)
+            && (Arc::ptr_eq(&self.volumes, &other.volumes) || self.volumes == other.volumes)
+    }
+}
+
+/// Each service's spec and the named volumes its containers mount, as its tasks share
+/// them, by (stack, service).
+pub type Specs = HashMap<(String, String), Shared>;
+
 /// The full set of tasks `node` must hold. A shoal container on the node whose task is
 /// not in this set is removed by the agent (fencing).
 pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
@@ -35,6 +56,15 @@ pub fn for_node(state: &ClusterState, node: &str) -> Vec<NodeAssignment> {
 
 /// Every node's set, in one pass over the tasks, each service's spec shared by its tasks.
 pub fn all(state: &ClusterState) -> HashMap<String, Vec<NodeAssignment>> {
+    all_reusing(state, &Specs::new()).0
+}
+
+/// [`all`], keeping `previous`'s `Arc`s for every service whose spec and volumes did not
+/// change (two sets then compare by pointer per task); also returns the specs used.
+pub fn all_reusing(
+    state: &ClusterState,
+    previous: &Specs,
+) -> (HashMap<String, Vec<NodeAssignment>>, Specs) {
     // Per service: its spec and the named volumes its containers mount.
     let mut services: HashMap<(&str, &str), Option<Shared>> = HashMap::new();
     let mut out: HashMap<String, Vec<NodeAssignment>> = HashMap::new();
@@ -60,7 +90,13 @@ pub fn all(state: &ClusterState) -> HashMap<String, Vec<NodeAssignment>> {
                             .collect()
                     })
                     .unwrap_or_default();
-                Some((Arc::new(svc.spec.clone()), Arc::new(volumes)))
+                let kept = previous
+                    .get(&(t.stack.clone(), t.service.clone()))
+                    .filter(|(spec, vols)| **spec == svc.spec && **vols == volumes);
+                Some(
+                    kept.cloned()
+                        .unwrap_or_else(|| (Arc::new(svc.spec.clone()), Arc::new(volumes))),
+                )
             });
         let Some((spec, volumes)) = shared else {
             continue;
@@ -80,7 +116,13 @@ pub fn all(state: &ClusterState) -> HashMap<String, Vec<NodeAssignment>> {
                 volumes: volumes.clone(),
             });
     }
-    out
+    let specs = services
+        .into_iter()
+        .filter_map(|((stack, service), shared)| {
+            Some(((stack.to_string(), service.to_string()), shared?))
+        })
+        .collect();
+    (out, specs)
 }
 
-type Shared = (Arc<ServiceSpec>, Arc<Vec<(String, VolumeSpec)>>);
+pub type Shared = (Arc<ServiceSpec>, Arc<Vec<(String, VolumeSpec)>>);

@@ -102,7 +102,7 @@ pub fn for_node(state: &ClusterState, node: &str) -> NodeMesh {
 
 /// What every node's mesh view holds alike, computed once per state for all of them
 /// ([`crate::views`]).
-#[derive(Debug, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SharedMesh {
     pub pool: String,
     /// Every node's address, sorted.

@@ -11,6 +11,7 @@
 pub mod cluster;
 /// Several test hosts on one machine (`scripts/hosts.sh`): netns, engines, agents.
 pub mod hosts;
+pub mod wire;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

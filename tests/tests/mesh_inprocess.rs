@@ -109,9 +109,9 @@ impl Agent {
             };
             let msg = next.expect("session stream").expect("session open");
             if let Some(pb::controller_message::Msg::Assignments(a)) = msg.msg {
-                let got = f(&a);
-                self.last = Some(a);
-                if let Some(t) = got {
+                // Later messages are deltas: `last` is the whole set they make.
+                shoal_tests::wire::apply(&mut self.last, a);
+                if let Some(t) = self.last.as_ref().and_then(&f) {
                     return (t, start.elapsed());
                 }
             }

@@ -134,6 +134,7 @@ async fn reports_reach_the_stats_rpc_filtered_with_history() {
     cl.client().deploy(&app).await.expect("deploy");
     // The three replicas' assignments.
     let deadline = tokio::time::Instant::now() + BOUND;
+    let mut held = None;
     let tasks: Vec<pb::Assignment> = loop {
         let next = tokio::time::timeout_at(deadline, down.message())
             .await
@@ -141,8 +142,10 @@ async fn reports_reach_the_stats_rpc_filtered_with_history() {
             .expect("session stream")
             .expect("session open");
         if let Some(pb::controller_message::Msg::Assignments(a)) = next.msg {
-            if a.tasks.len() == 3 {
-                break a.tasks;
+            // Later messages are deltas: `held` is the whole set they make.
+            shoal_tests::wire::apply(&mut held, a);
+            if let Some(set) = held.as_ref().filter(|s| s.tasks.len() == 3) {
+                break set.tasks.clone();
             }
         }
     };

@@ -119,6 +119,7 @@ pub fn web_assignments(
                     volumes: Vec::new(),
                 })
                 .collect(),
+            ..Default::default()
         })),
     }
 }

@@ -159,6 +159,8 @@ async fn serve(
     // adds to the shared mesh is due (`views::MESH_PACE`).
     let mut sent_epoch = 0;
     let mut sent_at = Instant::now();
+    // The version (applied index) of the last set sent: the next is a delta against it.
+    let mut sent_version = 0;
     let mut role_check = tokio::time::interval(ROLE_CHECK);
     role_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (statuses, batches) = mpsc::channel(STATUS_QUEUE);
@@ -167,11 +169,12 @@ async fn serve(
     let mut proposer = proposer;
     loop {
         // Send the node its assignments (and its view of the mesh) whenever they change.
-        let (view, epoch, removal_epoch) = {
+        let (current, view) = {
             let views = views.borrow_and_update();
             let view = (views.index >= floor).then(|| views.node(node)).flatten();
-            (view, views.shared_epoch, views.removal_epoch)
+            (views.clone(), view)
         };
+        let (epoch, removal_epoch) = (current.shared_epoch, current.removal_epoch);
         let view = view.filter(|v| !last_sent.as_ref().is_some_and(|l| Arc::ptr_eq(l, v)));
         // Only the shared mesh grew since the last send: that may wait for the pace.
         let paced = view.as_ref().and_then(|v| {
@@ -185,23 +188,8 @@ async fn serve(
         });
         let deferred = paced.map(tokio::time::Instant::from_std);
         if let Some(view) = view.filter(|_| paced.is_none()) {
-            let set = {
-                let state = ctx.node.state.read();
-                let version = state.last_applied().map_or(0, |l| l.index);
-                let mut set = convert::assignments(version, &view.assignments);
-                // Secrets' contents, unsealed here, only for the tasks to be run.
-                for (pb_task, a) in set.tasks.iter_mut().zip(&view.assignments) {
-                    if a.desired == Desired::Running
-                        && !a.ended
-                        && !(a.spec.secrets.is_empty() && a.spec.configs.is_empty())
-                    {
-                        pb_task.secrets = crate::secrets::files(&state, &a.spec, &ctx.pki.key);
-                    }
-                }
-                set.mesh = Some(convert::mesh(&view.mesh.full(node)));
-                set.remove_volumes = view.removals.clone();
-                set
-            };
+            let last = last_sent.as_deref().map(|l| (l, sent_version, sent_epoch));
+            let (set, version) = assignment_message(ctx, node, &view, last, &current);
             let msg = pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Assignments(set)),
             };
@@ -209,6 +197,7 @@ async fn serve(
                 return Ok(());
             }
             last_sent = Some(view);
+            sent_version = version;
             sent_epoch = epoch;
             sent_at = Instant::now();
         }
@@ -277,6 +266,48 @@ async fn serve(
             }
         }
     }
+}
+
+/// The message that brings the agent from `last` (the view sent as a version, with the
+/// shared mesh's epoch then) to `view`: the full set on a session's first send, a delta
+/// after (issue 18). Returns it with its version.
+fn assignment_message(
+    ctx: &Shared,
+    node: &str,
+    view: &NodeView,
+    last: Option<(&NodeView, u64, u64)>,
+    views: &crate::views::Views,
+) -> (pb::Assignments, u64) {
+    let state = ctx.node.state.read();
+    let version = state.last_applied().map_or(0, |l| l.index);
+    let mut set = convert::view_message(
+        node,
+        version,
+        view,
+        last.map(|(l, base, _)| (l, base)),
+        |old| {
+            let epoch = last.map_or(0, |(_, _, epoch)| epoch);
+            views.shared_delta(epoch, old)
+        },
+    );
+    // Secrets' contents, unsealed here, only for the tasks sent that are to be run.
+    let by_id: std::collections::HashMap<&str, &crate::assignments::NodeAssignment> = view
+        .assignments
+        .iter()
+        .map(|a| (a.task_id.as_str(), a))
+        .collect();
+    for pb_task in set.tasks.iter_mut() {
+        let Some(a) = by_id.get(pb_task.task_id.as_str()) else {
+            continue;
+        };
+        if a.desired == Desired::Running
+            && !a.ended
+            && !(a.spec.secrets.is_empty() && a.spec.configs.is_empty())
+        {
+            pb_task.secrets = crate::secrets::files(&state, &a.spec, &ctx.pki.key);
+        }
+    }
+    (set, version)
 }
 
 /// Ends the session when this controller no longer leads, or the agent's certificate was

@@ -130,43 +130,72 @@ pub fn volumes_seen(r: &pb::VolumeReport) -> Vec<crate::state::VolumeSeen> {
 }
 
 pub fn assignments(version: u64, list: &[NodeAssignment]) -> pb::Assignments {
-    // A service's tasks share its spec: encoded once.
-    let mut encoded: std::collections::HashMap<*const ServiceSpec, Vec<u8>> = Default::default();
     pb::Assignments {
         version,
-        tasks: list
+        tasks: assignment_list(list.iter()),
+        ..Default::default()
+    }
+}
+
+/// The delta from the set `old` (sent as version `base`) to `new`: the tasks added or
+/// changed, and the ids of those gone, in `new`'s order. The mesh and the volumes to
+/// remove are the caller's.
+pub fn assignments_delta(
+    base: u64,
+    version: u64,
+    old: &[NodeAssignment],
+    new: &[NodeAssignment],
+) -> pb::Assignments {
+    let before: std::collections::HashMap<&str, &NodeAssignment> =
+        old.iter().map(|a| (a.task_id.as_str(), a)).collect();
+    let now: std::collections::HashSet<&str> = new.iter().map(|a| a.task_id.as_str()).collect();
+    pb::Assignments {
+        version,
+        base,
+        tasks: assignment_list(
+            new.iter()
+                .filter(|a| before.get(a.task_id.as_str()).is_none_or(|b| *b != *a)),
+        ),
+        removed_tasks: old
             .iter()
-            .map(|a| pb::Assignment {
-                task_id: a.task_id.clone(),
-                stack: a.stack.clone(),
-                service: a.service.clone(),
-                slot: a.slot,
-                desired: a.desired.as_str().to_string(),
-                generation: a.generation,
-                spec_json: encoded
-                    .entry(std::sync::Arc::as_ptr(&a.spec))
-                    .or_insert_with(|| serde_json::to_vec(&*a.spec).unwrap_or_default())
-                    .clone(),
-                ended: a.ended,
-                gpus: a.gpus.clone(),
-                secrets: Vec::new(),
-                volumes: a
-                    .volumes
-                    .iter()
-                    .map(|(name, v)| pb::VolumeMount {
-                        name: name.clone(),
-                        docker_name: v.docker_name(&a.stack, name),
-                        external: v.external,
-                        driver: v.driver.clone().unwrap_or_default(),
-                        driver_opts: v.driver_opts.clone().into_iter().collect(),
-                        labels: v.labels.clone().into_iter().collect(),
-                    })
-                    .collect(),
+            .filter(|a| !now.contains(a.task_id.as_str()))
+            .map(|a| a.task_id.clone())
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn assignment_list<'a>(list: impl Iterator<Item = &'a NodeAssignment>) -> Vec<pb::Assignment> {
+    // A service's tasks share its spec: encoded once.
+    let mut encoded: std::collections::HashMap<*const ServiceSpec, Vec<u8>> = Default::default();
+    list.map(|a| pb::Assignment {
+        task_id: a.task_id.clone(),
+        stack: a.stack.clone(),
+        service: a.service.clone(),
+        slot: a.slot,
+        desired: a.desired.as_str().to_string(),
+        generation: a.generation,
+        spec_json: encoded
+            .entry(std::sync::Arc::as_ptr(&a.spec))
+            .or_insert_with(|| serde_json::to_vec(&*a.spec).unwrap_or_default())
+            .clone(),
+        ended: a.ended,
+        gpus: a.gpus.clone(),
+        secrets: Vec::new(),
+        volumes: a
+            .volumes
+            .iter()
+            .map(|(name, v)| pb::VolumeMount {
+                name: name.clone(),
+                docker_name: v.docker_name(&a.stack, name),
+                external: v.external,
+                driver: v.driver.clone().unwrap_or_default(),
+                driver_opts: v.driver_opts.clone().into_iter().collect(),
+                labels: v.labels.clone().into_iter().collect(),
             })
             .collect(),
-        mesh: None,
-        remove_volumes: Vec::new(),
-    }
+    })
+    .collect()
 }
 
 pub fn task_row(t: &Task, svc: Option<&Service>) -> pb::TaskRow {
@@ -338,21 +367,7 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
                 ips: strings(ips),
             })
             .collect(),
-        ports: m
-            .ports
-            .iter()
-            .map(|p| pb::MeshPort {
-                published: p.published.into(),
-                target: p.target.into(),
-                ips: strings(&p.ips),
-                host_ip: p.host_ip.clone().unwrap_or_default(),
-                protocol: match p.protocol {
-                    shoal_proto::spec::Protocol::Tcp => "tcp",
-                    shoal_proto::spec::Protocol::Udp => "udp",
-                }
-                .to_string(),
-            })
-            .collect(),
+        ports: mesh_ports(&m.ports),
         nodes: strings(&m.nodes),
         members: m
             .members
@@ -363,6 +378,144 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
             })
             .collect(),
     }
+}
+
+fn mesh_ports(ports: &[crate::endpoints::MeshPort]) -> Vec<pb::MeshPort> {
+    ports
+        .iter()
+        .map(|p| pb::MeshPort {
+            published: p.published.into(),
+            target: p.target.into(),
+            ips: p.ips.iter().map(|ip| ip.to_string()).collect(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+            protocol: match p.protocol {
+                shoal_proto::spec::Protocol::Tcp => "tcp",
+                shoal_proto::spec::Protocol::Udp => "udp",
+            }
+            .to_string(),
+        })
+        .collect()
+}
+
+/// The message that brings an agent from `last` (the view it was sent, as version
+/// `base`) to `view`: the whole set when there is no `last`, a delta otherwise (issue
+/// 18). `shared_delta` gives the change of names and ports from an earlier shared mesh
+/// to `view`'s ([`shared_mesh_delta`], shared by the sessions through
+/// [`crate::views::Views::shared_delta`]). Secrets are the caller's.
+pub fn view_message(
+    node: &str,
+    version: u64,
+    view: &crate::views::NodeView,
+    last: Option<(&crate::views::NodeView, u64)>,
+    shared_delta: impl FnOnce(
+        &std::sync::Arc<crate::endpoints::SharedMesh>,
+    ) -> Option<std::sync::Arc<pb::MeshDelta>>,
+) -> pb::Assignments {
+    let mut set = match last {
+        None => assignments(version, &view.assignments),
+        Some((last, base)) => {
+            assignments_delta(base, version, &last.assignments, &view.assignments)
+        }
+    };
+    match last {
+        Some((last, _))
+            if std::sync::Arc::ptr_eq(&last.mesh.shared, &view.mesh.shared)
+                && last.mesh.local == view.mesh.local => {}
+        Some((last, _)) if last.mesh.local == view.mesh.local => {
+            match shared_delta(&last.mesh.shared) {
+                Some(delta) => set.mesh_delta = Some((*delta).clone()),
+                None => set.mesh = Some(mesh(&view.mesh.full(node))),
+            }
+        }
+        _ => set.mesh = Some(mesh(&view.mesh.full(node))),
+    }
+    set.remove_volumes = view.removals.clone();
+    set
+}
+
+/// What changed from `old` to `new` in the names and ports, when nothing else of the
+/// shared mesh did (pool, nodes, subnets, routes, `internal`); `None` when something
+/// else did (the mesh is then sent whole).
+pub fn shared_mesh_delta(
+    old: &crate::endpoints::SharedMesh,
+    new: &crate::endpoints::SharedMesh,
+) -> Option<pb::MeshDelta> {
+    if old.pool != new.pool
+        || old.nodes != new.nodes
+        || old.peers != new.peers
+        || old.internal != new.internal
+        || old.routes != new.routes
+    {
+        return None;
+    }
+    let mut names = Vec::new();
+    let empty = Vec::new();
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        old.names.keys().chain(new.names.keys()).collect();
+    for key in keys {
+        let before = old.names.get(key);
+        let Some(after) = new.names.get(key) else {
+            names.push(pb::DnsNameDelta {
+                network: key.0.clone(),
+                name: key.1.clone(),
+                gone: true,
+                ..Default::default()
+            });
+            continue;
+        };
+        if before == Some(after) {
+            continue;
+        }
+        let (added, removed) = sorted_difference(before.unwrap_or(&empty), after);
+        names.push(pb::DnsNameDelta {
+            network: key.0.clone(),
+            name: key.1.clone(),
+            added,
+            removed,
+            gone: false,
+        });
+    }
+    let ports_changed = old.ports != new.ports;
+    Some(pb::MeshDelta {
+        names,
+        ports_changed,
+        ports: if ports_changed {
+            mesh_ports(&new.ports)
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// The addresses only in `after` and those only in `before`, both lists sorted.
+fn sorted_difference(
+    before: &[std::net::IpAddr],
+    after: &[std::net::IpAddr],
+) -> (Vec<String>, Vec<String>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        match (b.peek().copied(), a.peek().copied()) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x == y => {
+                b.next();
+                a.next();
+            }
+            (Some(x), Some(y)) if x < y => {
+                removed.push(x.to_string());
+                b.next();
+            }
+            (Some(x), None) => {
+                removed.push(x.to_string());
+                b.next();
+            }
+            (_, Some(y)) => {
+                added.push(y.to_string());
+                a.next();
+            }
+        }
+    }
+    (added, removed)
 }
 
 /// A heartbeat's per-GPU figures, by UUID.

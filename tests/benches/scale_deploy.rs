@@ -13,9 +13,10 @@
 //!    (the node grace, 5 s here, included).
 //! 4. 100,000 replicas onto 1,000 fake agents: the rate, the process's peak RSS and CPU
 //!    time over the deploy, then its RSS and CPU at rest for 10 s with every agent
-//!    heartbeating. Controller and agents share the process: its figures are their sum,
-//!    an upper bound on the controller's (the fake agents list their containers every
-//!    5 s here, not 500 ms). Only with `SHOAL_BENCH_BIG=1` (minutes;
+//!    heartbeating. Controller and agents share the process: its RSS is their sum, an
+//!    upper bound on the controller's; the controller runs on threads of its own, whose
+//!    CPU is printed apart (the fake agents list their containers every 5 s here, not
+//!    500 ms). Only with `SHOAL_BENCH_BIG=1` (minutes;
 //!    `=only` runs this part alone)
 //!    (`SHOAL_BENCH_LOSS=0` skips part 3).
 //!
@@ -125,6 +126,33 @@ fn cpu_secs() -> f64 {
         .collect();
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     ticks as f64 / 100.0
+}
+
+/// The CPU time (user + system) of this process's threads named `name`, in seconds.
+fn threads_cpu_secs(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut ticks = 0;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    ticks as f64 / 100.0
+}
+
+/// The controllers' CPU time, in seconds (they run on threads of their own here).
+fn controller_cpu_secs() -> f64 {
+    threads_cpu_secs(shoal_tests::cluster::CONTROLLER_THREADS)
 }
 
 /// This process's peak resident memory (VmHWM), in KiB.
@@ -259,20 +287,23 @@ async fn main() {
             agents,
             Options {
                 agent_observe: Duration::from_secs(5),
+                controller_runtime: true,
                 ..opts()
             },
         )
         .await;
-        let cpu0 = cpu_secs();
+        let (cpu0, ctl0) = (cpu_secs(), controller_cpu_secs());
         match deploy_until_running(&cl, "huge", replicas, Duration::from_secs(600)).await {
             Some(secs) => println!(
                 "deploy: {replicas} replicas onto {agents} fake agents all running in {secs:.1} s \
                  ({:.0} replicas/s); process peak RSS {} MiB, CPU {:.0} s over the deploy \
-                 ({:.0}% of one core)",
+                 ({:.0}% of one core), of which the controller {:.0} s ({:.0}%)",
                 replicas as f64 / secs,
                 peak_rss_kib() / 1024,
                 cpu_secs() - cpu0,
-                100.0 * (cpu_secs() - cpu0) / secs
+                100.0 * (cpu_secs() - cpu0) / secs,
+                controller_cpu_secs() - ctl0,
+                100.0 * (controller_cpu_secs() - ctl0) / secs
             ),
             None => {
                 println!("deploy: {replicas} replicas onto {agents} fake agents NOT all running")
@@ -280,13 +311,16 @@ async fn main() {
         }
         // At rest: the agents heartbeat (every 500 ms here), nothing changes.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        let (cpu0, ctl0, t0) = (cpu_secs(), controller_cpu_secs(), Instant::now());
         tokio::time::sleep(Duration::from_secs(10)).await;
+        let secs = t0.elapsed().as_secs_f64();
         println!(
-            "at rest: {replicas} tasks, {agents} agents heartbeating: process RSS {} MiB, CPU \
-             {:.1}% of one core (controller and fake agents together)",
+            "at rest: {replicas} tasks, {agents} agents heartbeating: the controller's CPU \
+             {:.1}% of one core; process RSS {} MiB and CPU {:.1}% of one core (controller and \
+             fake agents together)",
+            100.0 * (controller_cpu_secs() - ctl0) / secs,
             rss_kib() / 1024,
-            100.0 * (cpu_secs() - cpu0) / t0.elapsed().as_secs_f64()
+            100.0 * (cpu_secs() - cpu0) / secs
         );
         cl.shutdown();
     }

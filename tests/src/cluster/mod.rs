@@ -78,6 +78,37 @@ pub struct Options {
     /// How often the fake agents list their containers. A bench of 1,000 agents in one
     /// process lengthens it: listing is the harness's cost, not the controller's.
     pub agent_observe: Duration,
+    /// Run the controllers on a runtime of their own, on threads named
+    /// [`CONTROLLER_THREADS`] (a bench measures their CPU apart from the fake agents').
+    pub controller_runtime: bool,
+}
+
+/// The name of the threads the controllers run on with [`Options::controller_runtime`].
+pub const CONTROLLER_THREADS: &str = "shoal-ctl";
+
+/// The runtime the controllers run on with [`Options::controller_runtime`]: two workers
+/// (like the machine's cores), kept for the rest of the process.
+fn controller_runtime() -> tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(CONTROLLER_THREADS.into())
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name(CONTROLLER_THREADS)
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the controllers");
+                    let _ = tx.send(rt.handle().clone());
+                    rt.block_on(std::future::pending::<()>());
+                })
+                .expect("a thread for the controllers' runtime");
+            rx.recv().expect("the controllers' runtime")
+        })
+        .clone()
 }
 
 impl Default for Options {
@@ -97,6 +128,7 @@ impl Default for Options {
             image_retention: shoal_controller::images::DEFAULT_RETENTION,
             metrics: false,
             agent_observe: shoal_agent::OBSERVE_INTERVAL,
+            controller_runtime: false,
         }
     }
 }
@@ -273,7 +305,16 @@ impl Cluster {
             key_pem: self.ca.key_pem(),
         });
         let stop = self.root.child_token();
-        let task = tokio::spawn(shoal_controller::serve(cfg, listener, stop.clone()));
+        let task = if self.opts.controller_runtime {
+            let listener = listener.into_std().expect("the controller's listener");
+            let stopped = stop.clone();
+            controller_runtime().spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                shoal_controller::serve(cfg, listener, stopped).await
+            })
+        } else {
+            tokio::spawn(shoal_controller::serve(cfg, listener, stop.clone()))
+        };
         c.running = Some(Running { stop, task });
     }
 

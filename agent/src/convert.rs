@@ -450,6 +450,7 @@ pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
             devices: h.devices.clone(),
             platform: h.platform.clone(),
             conflicts: h.conflicts.clone(),
+            deltas: true,
         })),
     }
 }

@@ -16,7 +16,9 @@
 //!    heartbeating. Controller and agents share the process: its RSS is their sum, an
 //!    upper bound on the controller's; the controller runs on threads of its own, whose
 //!    CPU is printed apart (the fake agents list their containers every 5 s here, not
-//!    500 ms). Only with `SHOAL_BENCH_BIG=1` (minutes;
+//!    500 ms). Then the controller is stopped and started again on its data dir: how
+//!    long until it answers with every replica running, and until every agent is back.
+//!    Only with `SHOAL_BENCH_BIG=1` (minutes;
 //!    `=only` runs this part alone)
 //!    (`SHOAL_BENCH_LOSS=0` skips part 3).
 //!
@@ -322,6 +324,65 @@ async fn main() {
             rss_kib() / 1024,
             100.0 * (cpu_secs() - cpu0) / secs
         );
-        cl.shutdown();
+        restart(cl, replicas, agents).await;
     }
+}
+
+/// Stops the one controller of `cl` and starts it again on its data dir; prints how long
+/// it takes to answer with every replica running, and for every agent to be back.
+async fn restart(mut cl: Cluster, replicas: u64, agents: usize) {
+    let state_bytes = dir_bytes(&cl.data_dir(0));
+    let t = Instant::now();
+    cl.kill(0).await;
+    let stopped = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    cl.restart(0).await;
+    let client = cl.client();
+    let bound = Duration::from_secs(300);
+    let mut answered = None;
+    let back = loop {
+        if answered.is_none() {
+            if let Ok(rows) = client.services().await {
+                if rows.iter().map(|r| r.running).sum::<u64>() == replicas {
+                    answered = Some(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        if answered.is_some() {
+            if let Ok(nodes) = client.nodes().await {
+                if nodes.iter().filter(|n| n.status == "ready").count() == agents {
+                    break Some(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        if t.elapsed() > bound {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let secs = |v: Option<f64>| v.map_or(format!("NOT within {bound:?}"), |s| format!("{s:.1} s"));
+    println!(
+        "restart: the controller with {replicas} tasks (data dir {} MiB) stopped in {stopped:.1} \
+         s; answered with every replica running {} after starting again, all {agents} agents \
+         back {}",
+        state_bytes >> 20,
+        secs(answered),
+        secs(back)
+    );
+    cl.shutdown();
+}
+
+/// The size of the files under `dir`, in bytes.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }

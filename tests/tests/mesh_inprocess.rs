@@ -24,8 +24,10 @@ const BOUND: Duration = Duration::from_secs(20);
 struct Agent {
     up: mpsc::Sender<pb::AgentMessage>,
     down: tonic::Streaming<pb::ControllerMessage>,
-    /// The last assignment set received.
+    /// The assignment set as the messages received so far make it.
     last: Option<pb::Assignments>,
+    /// Whether the hello said the agent applies deltas (n3 does not: an older agent).
+    deltas: bool,
 }
 
 impl Agent {
@@ -38,12 +40,14 @@ impl Agent {
         stop: &CancellationToken,
     ) -> Agent {
         let (up, rx) = mpsc::channel(64);
+        let deltas = name != "n3";
         up.send(pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
                 name: name.into(),
                 address: ip.into(),
                 cpus: 4.0,
                 memory_bytes: 8 << 30,
+                deltas,
                 ..Default::default()
             })),
         })
@@ -88,6 +92,7 @@ impl Agent {
             up,
             down,
             last: None,
+            deltas,
         }
     }
 
@@ -110,6 +115,12 @@ impl Agent {
             let msg = next.expect("session stream").expect("session open");
             if let Some(pb::controller_message::Msg::Assignments(a)) = msg.msg {
                 // Later messages are deltas: `last` is the whole set they make.
+                if !self.deltas {
+                    assert_eq!(
+                        a.base, 0,
+                        "an agent that did not say it applies deltas got one"
+                    );
+                }
                 shoal_tests::wire::apply(&mut self.last, a);
                 if let Some(t) = self.last.as_ref().and_then(&f) {
                     return (t, start.elapsed());

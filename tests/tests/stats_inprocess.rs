@@ -35,6 +35,7 @@ async fn connect(
         address: "192.0.2.9".into(),
         cpus: 4.0,
         memory_bytes: 8 << 30,
+        deltas: true,
         ..Default::default()
     };
     up.send(msg(Msg::Hello(hello))).await.expect("queue hello");

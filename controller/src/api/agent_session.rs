@@ -7,7 +7,8 @@
 //! pool (routes, other Docker networks) when they change.
 //! The session also keeps the node's role (`node.role`) current: a node is a manager
 //! while a controller's address is its own ([`crate::state::nodes::is_manager`]).
-//! Down: the node's full assignment set, re-sent whenever it changes, and log requests.
+//! Down: the node's assignment set (whole on the first send, then deltas) whenever it
+//! changes, and log requests.
 
 use crate::state::images::NodeImage;
 use std::pin::Pin;
@@ -123,9 +124,10 @@ impl AgentSession for AgentSessionService {
             },
         );
         let ctx = self.ctx.clone();
+        let deltas = hello.deltas;
         tokio::spawn(async move {
             let ended = tx.clone();
-            if let Err(e) = serve(&ctx, &name, speaker, up, tx).await {
+            if let Err(e) = serve(&ctx, &name, speaker, deltas, up, tx).await {
                 tracing::warn!(node = %name, error = %e, "agent session ended");
                 // The agent learns why (e.g. its certificate was revoked).
                 let _ = ended.send(Err(e)).await;
@@ -144,10 +146,13 @@ impl AgentSession for AgentSessionService {
     }
 }
 
+/// Serves one session; `deltas`: the agent said it applies deltas (else every send is
+/// the whole set, for an agent of an earlier release).
 async fn serve(
     ctx: &Shared,
     node: &str,
     speaker: Option<crate::pki::auth::Peer>,
+    deltas: bool,
     mut up: Streaming<pb::AgentMessage>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 ) -> Result<(), Status> {
@@ -188,7 +193,10 @@ async fn serve(
         });
         let deferred = paced.map(tokio::time::Instant::from_std);
         if let Some(view) = view.filter(|_| paced.is_none()) {
-            let last = last_sent.as_deref().map(|l| (l, sent_version, sent_epoch));
+            let last = last_sent
+                .as_deref()
+                .filter(|_| deltas)
+                .map(|l| (l, sent_version, sent_epoch));
             let (set, version) = assignment_message(ctx, node, &view, last, &current);
             let msg = pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Assignments(set)),

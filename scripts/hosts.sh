@@ -167,6 +167,12 @@ alive() {
     [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
 }
 
+# ours PID: PID is alive and is this instance's (its command line names the instance's
+# state dir): a pid file can outlive its process, and pids are reused.
+ours() {
+  alive "${1:-}" && grep -qaF -- "$STATE" "/proc/$1/cmdline" 2>/dev/null
+}
+
 # kill9 PID..: SIGKILL, then wait (bounded, 10 s) until each is gone.
 kill9() {
   local pid
@@ -491,7 +497,7 @@ cmd_cut() {
 cmd_revive() {
   local i
   i="$(node_index "$1")"
-  alive "$(pid_of "$(node_dir "$i")/agent.pid")" && die "n$i is running; cut it first"
+  ours "$(pid_of "$(node_dir "$i")/agent.pid")" && die "n$i is running; cut it first"
   ip link set "$(veth_host "$i")" up
   start_engine "$i"
   wait_engine "$i"
@@ -507,7 +513,7 @@ cmd_revive() {
 cmd_start_controller() {
   local k="$1"
   shift
-  alive "$(pid_of "$STATE/c$k.pid")" && die "controller $k is running"
+  ours "$(pid_of "$STATE/c$k.pid")" && die "controller $k is running"
   controller_cmd "$k"
   if [[ $# -gt 0 ]]; then
     local addr
@@ -573,11 +579,15 @@ main() {
     revive) cmd_revive "${1:?revive NODE}" ;;
     partition) ip link set "$(veth_host "$(node_index "${1:?partition NODE}")")" down ;;
     heal) ip link set "$(veth_host "$(node_index "${1:?heal NODE}")")" up ;;
-    kill-controller) kill9 "$(pid_of "$STATE/c${1:?kill-controller K}.pid")" ;;
+    kill-controller)
+      kill9 "$(pid_of "$STATE/c${1:?kill-controller K}.pid")"
+      # A pid file left behind could name another process once the pid is reused.
+      rm -f "$STATE/c$1.pid"
+      ;;
     start-controller) cmd_start_controller "${1:?start-controller K [ARGS..]}" "${@:2}" ;;
     wipe-controller)
       kill9 "$(pid_of "$STATE/c${1:?wipe-controller K}.pid")"
-      rm -rf "${STATE:?}/c$1"
+      rm -rf "${STATE:?}/c$1" "$STATE/c$1.pid"
       ;;
     stop-agent) cmd_stop_agent "${1:?stop-agent NODE}" ;;
     start-agent) start_agent "$(node_index "${1:?start-agent NODE}")" ;;

@@ -18,7 +18,10 @@
 //!    CPU is printed apart (the fake agents list their containers every 5 s here, not
 //!    500 ms). Then the controller is stopped and started again on its data dir: how
 //!    long until it answers with every replica running, and until every agent is back.
-//!    Only with `SHOAL_BENCH_BIG=1` (minutes;
+//! 5. The same deploy onto 1,000 nodes that are only agent sessions (no supervisor, no
+//!    fake engine): the process's RSS is then the controller's plus their connections,
+//!    with no task and with 100,000 at rest, and the controller's CPU at rest.
+//!    Parts 4 and 5 only with `SHOAL_BENCH_BIG=1` (minutes;
 //!    `=only` runs this part alone)
 //!    (`SHOAL_BENCH_LOSS=0` skips part 3).
 //!
@@ -227,7 +230,8 @@ async fn main() {
     };
     let bound = Duration::from_secs(600);
 
-    let only_big = std::env::var("SHOAL_BENCH_BIG").is_ok_and(|v| v == "only");
+    // `only`: parts 4 and 5; `alone`: part 5.
+    let only_big = std::env::var("SHOAL_BENCH_BIG").is_ok_and(|v| v == "only" || v == "alone");
     let base = rss_kib();
     if !only_big {
         let names = agent_names(10);
@@ -281,6 +285,10 @@ async fn main() {
     }
 
     let big = !quick && (only_big || std::env::var("SHOAL_BENCH_BIG").is_ok_and(|v| v == "1"));
+    if std::env::var("SHOAL_BENCH_BIG").is_ok_and(|v| v == "alone") {
+        controller_alone(100_000, 1_000).await;
+        return;
+    }
     if big {
         let (replicas, agents) = (100_000, 1_000);
         // 1,000 fake agents listing 100 fake containers every 500 ms would take most of
@@ -325,6 +333,161 @@ async fn main() {
             100.0 * (cpu_secs() - cpu0) / secs
         );
         restart(cl, replicas, agents).await;
+        controller_alone(replicas, agents).await;
+    }
+}
+
+/// Part 5: the same deploy onto `agents` nodes that are only sessions (hello,
+/// heartbeats, every assigned task reported running at once, nothing held), so that the
+/// process's memory is the controller's plus their connections: its RSS with no task
+/// and with `replicas` at rest, and its CPU at rest.
+async fn controller_alone(replicas: u64, agents: usize) {
+    let cl = Cluster::start_with(
+        1,
+        &[],
+        Options {
+            controller_runtime: true,
+            // 100,000 statuses arrive within a second here: with the tests' 3 s some
+            // proposals time out and end their sessions (a real agent reconnects; these
+            // do not). The production default.
+            propose_timeout: shoal_controller::api::PROPOSE_TIMEOUT,
+            ..opts()
+        },
+    )
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    for (i, name) in agent_names(agents).into_iter().enumerate() {
+        tokio::spawn(session_only(
+            cl.ca.clone(),
+            cl.addr(0),
+            name,
+            i,
+            stop.clone(),
+        ));
+    }
+    let client = cl.client();
+    let t = Instant::now();
+    loop {
+        let nodes = client.nodes().await;
+        if std::env::var_os("SHOAL_BENCH_TRACE").is_some() {
+            let n = nodes.as_ref().map(|n| n.len());
+            eprintln!("{:6.2} s: nodes: {n:?}", t.elapsed().as_secs_f64());
+        }
+        let ready = nodes.map_or(0, |n| n.iter().filter(|n| n.status == "ready").count());
+        if ready == agents || t.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let empty = rss_kib();
+    let took = deploy_until_running(&cl, "huge", replicas, Duration::from_secs(600)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ctl0, t0) = (controller_cpu_secs(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu = 100.0 * (controller_cpu_secs() - ctl0) / t0.elapsed().as_secs_f64();
+    let full = rss_kib();
+    // What glibc keeps of the memory freed after the burst counts in RSS; returned to
+    // the system, what remains is closer to what is in use.
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe { libc::malloc_trim(0) };
+    let trimmed = rss_kib();
+    println!(
+        "controller alone: {agents} session-only agents: process RSS {} MiB with no task, {} \
+         MiB with {replicas} running at rest, {} MiB once the allocator returned what it kept \
+         free (+{} MiB for the tasks); the controller's CPU at rest {cpu:.1}% of one core; \
+         deploy {}",
+        empty / 1024,
+        full / 1024,
+        trimmed / 1024,
+        trimmed.saturating_sub(empty) / 1024,
+        took.map_or("NOT all running".to_string(), |s| format!("{s:.1} s"))
+    );
+    cl.shutdown();
+}
+
+/// A node that is only an agent session: says hello (it applies deltas), heartbeats
+/// every 500 ms and reports each task it is told to run as running, with an address.
+async fn session_only(
+    ca: std::sync::Arc<shoal_controller::pki::ClusterCa>,
+    addr: String,
+    name: String,
+    index: usize,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use shoal_proto::pb::{self, agent_message::Msg};
+    let tls = shoal_tests::cluster::mint(
+        &ca,
+        shoal_tls::Identity::new(shoal_tls::Role::Agent, &name),
+        std::time::SystemTime::now(),
+        Duration::from_secs(3600),
+    );
+    let Ok(channel) = shoal_tests::cluster::channel(&tls, &addr).await else {
+        return;
+    };
+    let (up, rx) = tokio::sync::mpsc::channel(256);
+    let hello = pb::Hello {
+        name: name.clone(),
+        address: format!("192.0.{}.{}", 2 + index / 250, 1 + index % 250),
+        cpus: 64.0,
+        memory_bytes: 256 << 30,
+        deltas: true,
+        ..Default::default()
+    };
+    let send = |msg| pb::AgentMessage { msg: Some(msg) };
+    if up.send(send(Msg::Hello(hello))).await.is_err() {
+        return;
+    }
+    let mut client = pb::agent_session_client::AgentSessionClient::new(channel);
+    let Ok(down) = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        return;
+    };
+    let mut down = down.into_inner();
+    let mut beat = tokio::time::interval(Duration::from_millis(500));
+    let (mut seq, mut next_ip) = (0u64, 2u32);
+    let mut reported = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = beat.tick() => {
+                seq += 1;
+                let hb = pb::Heartbeat { seq, ..Default::default() };
+                if up.send(send(Msg::Heartbeat(hb))).await.is_err() {
+                    return;
+                }
+            }
+            msg = down.message() => {
+                let Ok(Some(msg)) = msg else { return };
+                let Some(pb::controller_message::Msg::Assignments(set)) = msg.msg else {
+                    continue;
+                };
+                for task in set.tasks {
+                    if task.desired != "running" || !reported.insert(task.task_id.clone()) {
+                        continue;
+                    }
+                    let ip = format!("10.{}.{}.{}", index / 256, index % 256, next_ip);
+                    next_ip += 1;
+                    let status = pb::TaskStatus {
+                        task_id: task.task_id,
+                        state: "running".into(),
+                        container_id: format!("c{index}-{next_ip}"),
+                        ip: ip.clone(),
+                        ips: vec![pb::NetworkAddress {
+                            network: shoal_proto::network::local_key(&task.stack, "default"),
+                            ip,
+                        }],
+                        ..Default::default()
+                    };
+                    if up.send(send(Msg::Status(status))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -286,33 +286,32 @@ fn assignment_message(
     last: Option<(&NodeView, u64, u64)>,
     views: &crate::views::Views,
 ) -> (pb::Assignments, u64) {
-    let state = ctx.node.state.read();
-    let version = state.last_applied().map_or(0, |l| l.index);
+    let version = ctx.node.state.read().last_applied().map_or(0, |l| l.index);
+    // Built without the state's lock: the mesh delta may wait for another session's.
     let mut set = convert::view_message(
         node,
         version,
         view,
         last.map(|(l, base, _)| (l, base)),
-        |old| {
-            let epoch = last.map_or(0, |(_, _, epoch)| epoch);
-            views.shared_delta(epoch, old)
-        },
+        |old| views.shared_delta(last.map_or(0, |(_, _, epoch)| epoch), old),
     );
     // Secrets' contents, unsealed here, only for the tasks sent that are to be run.
-    let by_id: std::collections::HashMap<&str, &crate::assignments::NodeAssignment> = view
+    let wanted: std::collections::HashMap<&str, &crate::assignments::NodeAssignment> = view
         .assignments
         .iter()
+        .filter(|a| {
+            a.desired == Desired::Running
+                && !a.ended
+                && !(a.spec.secrets.is_empty() && a.spec.configs.is_empty())
+        })
         .map(|a| (a.task_id.as_str(), a))
         .collect();
-    for pb_task in set.tasks.iter_mut() {
-        let Some(a) = by_id.get(pb_task.task_id.as_str()) else {
-            continue;
-        };
-        if a.desired == Desired::Running
-            && !a.ended
-            && !(a.spec.secrets.is_empty() && a.spec.configs.is_empty())
-        {
-            pb_task.secrets = crate::secrets::files(&state, &a.spec, &ctx.pki.key);
+    if !wanted.is_empty() {
+        let state = ctx.node.state.read();
+        for pb_task in set.tasks.iter_mut() {
+            if let Some(a) = wanted.get(pb_task.task_id.as_str()) {
+                pb_task.secrets = crate::secrets::files(&state, &a.spec, &ctx.pki.key);
+            }
         }
     }
     (set, version)

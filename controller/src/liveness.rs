@@ -71,7 +71,13 @@ impl Liveness {
 
     /// The node's agent said something (hello, heartbeat, status).
     pub fn seen(&mut self, node: &str, now: Instant) {
-        self.last_seen.insert(node.to_string(), now);
+        // Thousands of times a second at 1,000 nodes: no allocation once known.
+        match self.last_seen.get_mut(node) {
+            Some(last) => *last = now,
+            None => {
+                self.last_seen.insert(node.to_string(), now);
+            }
+        }
     }
 
     /// The status changes the leader should write, given what the state says now.

@@ -15,7 +15,7 @@
 //! returns or is labelled into the constraints gets a replica; one that goes down, is
 //! drained or labelled out loses it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use shoal_proto::spec::{
     DependencyCondition, FailureAction, RestartCondition, ServiceMode, UpdateOrder,
@@ -24,7 +24,7 @@ use shoal_proto::task::{Desired, TaskState};
 
 use crate::scheduler::{self, Request};
 use crate::state::{
-    Availability, ClusterState, Decision, NodeId, NodeStatus, Service, Task, TaskId,
+    Availability, ClusterState, Decision, NodeId, NodeStatus, Service, ServiceKey, Task, TaskId,
 };
 
 /// Ended tasks kept per slot, so `ps --all` shows recent failures.
@@ -32,24 +32,81 @@ pub const HISTORY_PER_SLOT: usize = 3;
 
 /// Everything that should change, given the state and the time.
 pub fn reconcile(state: &ClusterState, now_ms: u64) -> Vec<Decision> {
+    reconcile_in(state, now_ms, Scope::All).decisions
+}
+
+/// The services a pass looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    All,
+    /// These services (the others decide nothing: see [`reconcile_in`]).
+    Services(&'a BTreeSet<ServiceKey>),
+}
+
+/// What a pass decided, and which of the services it looked at must be looked at again
+/// even if nothing changes them.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub decisions: Vec<Decision>,
+    pub unsettled: BTreeSet<ServiceKey>,
+}
+
+/// How far ahead a pass looks to tell whether time alone would make a service decide
+/// something (a restart delay, a monitor period, a health deadline): a century.
+const LATER_MS: u64 = 100 * 365 * 24 * 3_600_000;
+
+/// [`reconcile`] of the services in `scope` only. It decides the same as [`reconcile`]
+/// when `scope` holds every service changed since the last pass ([`super::state::changes`])
+/// and every service that pass found unsettled, provided no node, volume or move changed
+/// since (then the scope is `All`). A service is settled when it decides nothing now,
+/// would decide nothing at any later time, and nothing of it waits on another
+/// service's tasks; only a change to it can then make it decide.
+pub fn reconcile_in(state: &ClusterState, now_ms: u64, scope: Scope<'_>) -> Outcome {
     let mut out = Vec::new();
-    orphan_lost_tasks(state, &mut out);
-    // One pass over the tasks, not one per service.
+    let mut unsettled = BTreeSet::new();
+    let in_scope: Option<HashSet<(&str, &str)>> = match scope {
+        Scope::All => None,
+        Scope::Services(keys) => Some(
+            keys.iter()
+                .filter_map(|k| state.services.get(k))
+                .map(|s| (s.stack.as_str(), s.name.as_str()))
+                .collect(),
+        ),
+    };
+    // One pass over the tasks, not one per service: the lost ones, the pending ones,
+    // and every one of a service in scope by service.
     let mut by_service: HashMap<(&str, &str), Vec<&Task>> = HashMap::new();
-    for t in state.tasks.values() {
-        by_service
-            .entry((t.stack.as_str(), t.service.as_str()))
-            .or_default()
-            .push(t);
+    let mut pending = Vec::new();
+    if in_scope.as_ref().is_none_or(|s| !s.is_empty()) {
+        for t in state.tasks.values() {
+            let key = (t.stack.as_str(), t.service.as_str());
+            if in_scope.as_ref().is_some_and(|s| !s.contains(&key)) {
+                continue;
+            }
+            if lost(state, t) {
+                out.push(Decision::Orphan { task: t.id.clone() });
+                unsettled.insert(t.service_key());
+            }
+            if t.state == TaskState::Pending && t.desired == Desired::Running {
+                pending.push(t);
+            }
+            by_service.entry(key).or_default().push(t);
+        }
     }
     for svc in state.services.values() {
-        let tasks = by_service
-            .remove(&(svc.stack.as_str(), svc.name.as_str()))
-            .unwrap_or_default();
+        let key = (svc.stack.as_str(), svc.name.as_str());
+        if in_scope.as_ref().is_some_and(|s| !s.contains(&key)) {
+            continue;
+        }
+        let tasks = by_service.remove(&key).unwrap_or_default();
+        let before = out.len();
         if svc.removing {
             remove_service(svc, &tasks, &mut out);
         } else {
             converge_service(state, svc, &tasks, now_ms, &mut out);
+        }
+        if out.len() > before || !settled(state, svc, &tasks, now_ms) {
+            unsettled.insert(svc.key());
         }
     }
     for stack in state.stacks.values() {
@@ -64,12 +121,46 @@ pub fn reconcile(state: &ClusterState, now_ms: u64) -> Vec<Decision> {
     if !promoted.is_empty() {
         // Placed on the next pass, once the promoted copy is live.
         out.extend(promoted);
-        return out;
+        return Outcome {
+            decisions: out,
+            unsettled,
+        };
     }
-    schedule_pending(state, &mut out);
-    out
+    schedule_pending(state, &pending, &mut out);
+    Outcome {
+        decisions: out,
+        unsettled,
+    }
 }
 
+/// Whether nothing but a change to `svc` (or to nodes, volumes and moves, after which
+/// every service is looked at) can make it decide something: see [`reconcile_in`].
+fn settled(state: &ClusterState, svc: &Service, tasks: &[&Task], now_ms: u64) -> bool {
+    // Removing and rebalancing wait on other tasks and nodes; a pending task on its
+    // dependencies and on room elsewhere; a global service sharing a namespace on where
+    // its partners run.
+    if svc.removing
+        || svc.rebalancing
+        || tasks
+            .iter()
+            .any(|t| t.state == TaskState::Pending && t.desired == Desired::Running)
+        || matches!(svc.spec.mode, ServiceMode::Global | ServiceMode::GlobalJob)
+            && !svc.spec.container.colocated_with().is_empty()
+    {
+        return false;
+    }
+    // Every wait on time is a `now >= since + delay`: what a pass would decide much
+    // later is what some later pass decides, if nothing changes before.
+    let mut later = Vec::new();
+    converge_service(
+        state,
+        svc,
+        tasks,
+        now_ms.saturating_add(LATER_MS),
+        &mut later,
+    );
+    later.is_empty()
+}
 /// A volume move copies once the replicas using the volume on its source node stopped:
 /// they are shut down here, and their replacements wait for the move
 /// ([`scheduler::binding`]).
@@ -96,17 +187,14 @@ pub fn desired_replicas(state: &ClusterState, svc: &Service) -> u64 {
     }
 }
 
-fn orphan_lost_tasks(state: &ClusterState, out: &mut Vec<Decision>) {
-    for t in state.tasks.values() {
-        let Some(node) = &t.node else { continue };
-        let lost = state
-            .nodes
-            .get(node)
-            .is_none_or(|n| n.status == NodeStatus::Down);
-        if lost && !t.state.is_terminal() {
-            out.push(Decision::Orphan { task: t.id.clone() });
-        }
-    }
+/// The task's node is down or gone, and the task has not ended.
+fn lost(state: &ClusterState, t: &Task) -> bool {
+    let Some(node) = &t.node else { return false };
+    let gone = state
+        .nodes
+        .get(node)
+        .is_none_or(|n| n.status == NodeStatus::Down);
+    gone && !t.state.is_terminal()
 }
 
 fn remove_service(svc: &Service, tasks: &[&Task], out: &mut Vec<Decision>) {
@@ -612,14 +700,15 @@ fn forget_history(list: &[&Task], keep: usize, out: &mut Vec<Decision>) {
 }
 
 /// Pending tasks whose dependencies hold are placed; the others say what they wait for.
-fn schedule_pending(state: &ClusterState, out: &mut Vec<Decision>) {
+fn schedule_pending(state: &ClusterState, pending: &[&Task], out: &mut Vec<Decision>) {
+    if pending.is_empty() {
+        // Counting the nodes' loads reads every task.
+        return;
+    }
     let mut requests = Vec::new();
     // Per service, not per task: a dependency's check reads every task.
     let mut waits: HashMap<(&str, &str), Option<String>> = HashMap::new();
-    for t in state.tasks.values() {
-        if t.state != TaskState::Pending || t.desired != Desired::Running {
-            continue;
-        }
+    for t in pending {
         let Some(svc) = state.services.get(&t.service_key()) else {
             continue;
         };

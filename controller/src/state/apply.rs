@@ -32,6 +32,14 @@ impl CommandResult {
 impl ClusterState {
     /// Applies one committed command. Deterministic: no clock, no I/O.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        let touched = self.touched_by(cmd);
+        let result = self.apply_command(cmd);
+        let services = self.services.len();
+        self.changes.record(touched, services);
+        result
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
             Command::DeployStack { spec, secrets, .. } => {
                 self.secrets.extend(secrets.clone());

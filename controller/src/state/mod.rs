@@ -6,6 +6,7 @@
 //! I/O, so every controller that applies the same log holds the same state.
 
 mod apply;
+pub mod changes;
 pub mod images;
 mod model;
 pub mod nodes;

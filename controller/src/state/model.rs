@@ -64,6 +64,10 @@ pub struct ClusterState {
     /// ([`super::subnets::POOL`]). A state that has one is written as snapshot format 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// What applied commands changed, for the leader's reconciler
+    /// ([`super::changes`]): derived and local, never written.
+    #[serde(skip)]
+    pub changes: super::changes::Changes,
 }
 
 impl ClusterState {

@@ -1,13 +1,19 @@
 //! Three Raft members talking over real gRPC on 127.0.0.1: membership changes, snapshot
-//! transfer to a new member, leader failover and the "not the leader" answer.
+//! transfer to a new member and to a follower far behind, leader failover and the "not
+//! the leader" answer.
+
+mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
+use shoal_controller::faults::Faults;
 use shoal_controller::raft::{
-    self, initialize_single, open, propose, wait_for_leader, ProposeError, RaftNode,
-    RaftPeerService, RaftTimings,
+    self, initialize_single, open, open_with_faults, propose, wait_for_leader, ProposeError,
+    RaftNode, RaftPeerService, RaftTimings,
 };
 use shoal_controller::state::Command;
 use tempfile::TempDir;
@@ -29,15 +35,20 @@ fn timings() -> RaftTimings {
 struct Member {
     node: RaftNode,
     server: JoinHandle<()>,
-    _dir: TempDir,
+    dir: TempDir,
+    /// Cuts this member off from the others (both ways) while set.
+    faults: Arc<Faults>,
 }
 
 async fn start(id: u64) -> Member {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let dir = TempDir::new().unwrap();
-    let node = open(dir.path(), id, addr, timings()).await.unwrap();
-    let svc = RaftPeerService::new(node.raft.clone()).into_server();
+    let faults = Arc::new(Faults::default());
+    let node = open_with_faults(dir.path(), id, addr, timings(), faults.clone())
+        .await
+        .unwrap();
+    let svc = RaftPeerService::with_faults(node.raft.clone(), faults.clone()).into_server();
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -48,7 +59,8 @@ async fn start(id: u64) -> Member {
     Member {
         node,
         server,
-        _dir: dir,
+        dir,
+        faults,
     }
 }
 
@@ -158,6 +170,109 @@ async fn three_members_over_grpc() {
     for m in &members {
         wait_applied(m, index).await;
     }
+    for m in members {
+        m.node.raft.shutdown().await.unwrap();
+        m.server.abort();
+    }
+}
+
+/// A node whose labels weigh `kib` KiB: a few of them make a state of several snapshot
+/// chunks (1 MiB each).
+fn heavy_node(i: usize, kib: usize) -> Command {
+    let mut node = common::node(&format!("heavy-{i:03}"), 4.0, 4096);
+    for l in 0..kib {
+        node.labels
+            .insert(format!("label-{l:04}"), "x".repeat(1000));
+    }
+    Command::RegisterNode { node }
+}
+
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("raft").join(raft::SNAPSHOT_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A follower cut off while the others go on (and purge their logs) catches up through
+/// a snapshot of several chunks, received into a file: it ends with the leader's state,
+/// the snapshot recorded as its file, and loads it again on a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_catches_up_from_a_snapshot_file() {
+    let members = vec![start(1).await, start(2).await, start(3).await];
+    let leader = &members[0];
+    assert!(initialize_single(&leader.node).await.unwrap());
+    for m in &members[1..] {
+        leader
+            .node
+            .raft
+            .add_learner(m.node.id, BasicNode::new(&m.node.addr), true)
+            .await
+            .unwrap();
+    }
+    leader
+        .node
+        .raft
+        .change_membership([1, 2, 3], false)
+        .await
+        .unwrap();
+    propose(&leader.node.raft, scale(1)).await.unwrap();
+    let index = leader.node.state.last_applied().unwrap().index;
+    for m in &members {
+        wait_applied(m, index).await;
+    }
+
+    let behind = &members[2];
+    behind.faults.isolate();
+    let left_at = behind.node.state.last_applied().unwrap().index;
+    // About 2.4 MiB of state: three chunks.
+    for i in 0..40 {
+        propose(&leader.node.raft, heavy_node(i, 60)).await.unwrap();
+    }
+    leader
+        .node
+        .raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > left_at + 20),
+            "the leader purged what the follower lacks",
+        )
+        .await
+        .unwrap();
+    let index = leader.node.state.last_applied().unwrap().index;
+    let purged = leader.node.raft.metrics().borrow().purged.unwrap().index;
+
+    behind.faults.heal();
+    wait_applied(behind, index).await;
+    let m = behind.node.raft.metrics().borrow().clone();
+    assert!(
+        m.snapshot.is_some_and(|s| s.index >= purged),
+        "caught up through a snapshot: {m:?}"
+    );
+    let state = leader.node.state.snapshot();
+    assert_eq!(behind.node.state.snapshot(), state);
+    let bytes = behind.node.state.snapshot_bytes();
+    assert!(
+        bytes > 1024 * 1024,
+        "a snapshot of several chunks: {bytes} bytes"
+    );
+    let files = snapshot_files(behind.dir.path());
+    assert_eq!(files.len(), 1, "only the recorded snapshot: {files:?}");
+    assert!(files[0].ends_with(".json"), "{files:?}");
+
+    // Restarted, it loads the snapshot from its file (and the log after it).
+    let mut members = members;
+    let behind = members.pop().unwrap();
+    behind.node.raft.shutdown().await.unwrap();
+    behind.server.abort();
+    assert!(behind.node.wait_closed(Duration::from_secs(10)).await);
+    let addr = behind.node.addr.clone();
+    drop(behind.node);
+    let node = open(behind.dir.path(), 3, addr, timings()).await.unwrap();
+    assert_eq!(node.state.snapshot(), state);
+    node.raft.shutdown().await.unwrap();
     for m in members {
         m.node.raft.shutdown().await.unwrap();
         m.server.abort();

@@ -60,6 +60,20 @@ fn open_db(dir: &Path) -> sled::Db {
     sled::open(dir.join("raft")).expect("open sled")
 }
 
+fn snapshot_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("raft").join(raft::SNAPSHOT_DIR)
+}
+
+/// The names of the files in the snapshot dir, sorted.
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(snapshot_dir(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn log_bounds(db: &sled::Db) -> (Option<u64>, usize) {
     let log = db.open_tree(trees::LOG).unwrap();
     let first = log
@@ -175,6 +189,13 @@ async fn snapshots_bound_the_log_and_restore_on_open() {
         );
         let snaps = db.open_tree(trees::SNAPSHOTS).unwrap();
         assert!(snaps.get("meta").unwrap().is_some(), "snapshot persisted");
+        let name = snaps.get("file").unwrap().expect("in a file");
+        assert!(snaps.get("data").unwrap().is_none(), "not in sled");
+        // Only the latest snapshot's file is kept.
+        assert_eq!(
+            snapshot_files(dir.path()),
+            vec![String::from_utf8(name.to_vec()).unwrap()]
+        );
     }
 
     let node = start(dir.path(), 1, compacting()).await;
@@ -250,8 +271,12 @@ async fn corrupt_snapshot_is_a_clear_error() {
     {
         let db = open_db(dir.path());
         let snaps = db.open_tree(trees::SNAPSHOTS).unwrap();
-        snaps.insert("data", &b"\x00\x01 not json"[..]).unwrap();
-        db.flush().unwrap();
+        let name = snaps
+            .get("file")
+            .unwrap()
+            .expect("the snapshot's file is recorded");
+        let file = snapshot_dir(dir.path()).join(std::str::from_utf8(&name).unwrap());
+        std::fs::write(file, b"\x00\x01 not json").unwrap();
     }
 
     let err = open(dir.path(), 1, ADDR.to_string(), timings())

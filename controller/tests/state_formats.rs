@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use common::*;
 use shoal_controller::raft::state_machine::{
-    decode_snapshot, encode_snapshot, Applied, SNAPSHOT_FORMAT,
+    decode_snapshot, decode_snapshot_from, encode_snapshot, encode_snapshot_to, Applied,
+    SNAPSHOT_FORMAT,
 };
 use shoal_controller::state::*;
 use shoal_proto::container::{ContainerOptions, DeviceMapping, NetworkMode};
@@ -178,4 +179,48 @@ fn a_snapshot_of_a_newer_format_is_refused_saying_so() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn streamed_snapshots_are_the_same_bytes_and_read_back_the_same() {
+    let bytes = std::fs::read(fixture("format-2.json")).unwrap();
+    let loaded = decode_snapshot(&bytes).unwrap();
+    let from_reader = decode_snapshot_from(std::io::Cursor::new(&bytes)).unwrap();
+    assert_eq!(from_reader, loaded);
+    let mut streamed = Vec::new();
+    encode_snapshot_to(&mut streamed, &loaded).unwrap();
+    assert_eq!(streamed, encode_snapshot(&loaded).unwrap());
+}
+
+/// A newer shoal's snapshot is refused as such even when its format comes after what this
+/// shoal cannot parse, or after a state it could misread, from memory or from a reader.
+#[test]
+fn a_newer_snapshot_is_refused_wherever_its_format_is() {
+    let bytes = std::fs::read(fixture("format-1.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let newer = SNAPSHOT_FORMAT + 1;
+    let state = serde_json::to_string(&v["state"]).unwrap();
+    let membership = serde_json::to_string(&v["membership"]).unwrap();
+    let unparsable = format!(
+        r#"{{"state":"stored some other way","last_applied":null,"membership":{membership},"format":{newer}}}"#
+    );
+    let parsable = format!(
+        r#"{{"state":{state},"last_applied":null,"membership":{membership},"format":{newer}}}"#
+    );
+    for json in [unparsable, parsable] {
+        for err in [
+            decode_snapshot(json.as_bytes()).expect_err("must be refused"),
+            decode_snapshot_from(std::io::Cursor::new(json.as_bytes())).expect_err("refused"),
+        ] {
+            assert!(
+                err.contains(&format!("written by a newer shoal (state format {newer};")),
+                "{err}"
+            );
+        }
+    }
+    // Bytes that are no snapshot at all say so.
+    let err = decode_snapshot(b"\x00\x01 not json").unwrap_err();
+    assert!(err.starts_with("it does not parse"), "{err}");
+    let err = decode_snapshot(br#"{"format":1,"state":7}"#).unwrap_err();
+    assert!(err.starts_with("its data does not parse"), "{err}");
 }

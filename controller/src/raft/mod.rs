@@ -5,9 +5,11 @@
 //!   openraft must be able to rely on (appended entries, the vote) is flushed to disk before
 //!   openraft is told it completed.
 //! - [`state_machine`]: applies committed [`Command`]s to the in-memory
-//!   [`ClusterState`](crate::state::ClusterState), builds and installs snapshots (persisted
-//!   in sled), and hands the rest of the controller a [`StateHandle`] to read the applied
-//!   state and wait for changes.
+//!   [`ClusterState`](crate::state::ClusterState), builds and installs snapshots, and hands
+//!   the rest of the controller a [`StateHandle`] to read the applied state and wait for
+//!   changes. `snapshot_format` is the snapshot's bytes (JSON, numbered formats),
+//!   `snapshot_store` where the latest one is kept (a file in [`SNAPSHOT_DIR`], recorded
+//!   in sled), `snapshot_file` the file as openraft reads and writes it ([`SnapshotFile`]).
 //! - [`open`]: opens a node on a data dir ([`open()`]), bootstraps a one-member group
 //!   ([`initialize_single`]).
 //! - [`propose`]: writes a command through Raft, with a typed "not the leader" error.
@@ -18,6 +20,8 @@
 //!
 //! Invariants:
 //! - openraft is never told that a log append or a vote is done before sled flushed it.
+//! - The recorded snapshot's file is complete and on disk before sled records it, and a
+//!   snapshot never replaces a newer one.
 //! - A data dir that cannot be read (corrupt entry, unreadable snapshot, another node's id)
 //!   is an error naming the dir and the problem; it is never reset silently.
 //! - This module knows nothing of what commands mean: `ClusterState::apply` is a black box.
@@ -34,6 +38,9 @@ pub mod open;
 pub mod propose;
 pub mod recover;
 pub mod server;
+mod snapshot_file;
+mod snapshot_format;
+mod snapshot_store;
 pub mod state_machine;
 mod storage_error;
 pub mod summary;
@@ -49,7 +56,7 @@ pub use open::{
 };
 pub use propose::{propose, ProposeError};
 pub use server::RaftPeerService;
-pub use state_machine::{StateHandle, StateMachine};
+pub use state_machine::{SnapshotFile, StateHandle, StateMachine};
 pub use summary::{metrics_summary, ClusterSummary, MemberRole, MemberSummary};
 
 /// A Raft member's id, as configured on the command line.
@@ -57,14 +64,14 @@ pub type RaftNodeId = u64;
 
 openraft::declare_raft_types!(
     /// shoal's openraft type configuration: commands are [`Command`], a member is known by
-    /// its advertised `host:port` ([`openraft::BasicNode`]).
+    /// its advertised `host:port` ([`openraft::BasicNode`]), a snapshot's data is a file.
     pub TypeConfig:
         D = Command,
         R = CommandResult,
         NodeId = RaftNodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
 );
 
 /// A running Raft member.
@@ -77,6 +84,15 @@ pub mod trees {
     pub const LOG: &str = "log";
     /// Vote, last purged log id, committed log id, node id (JSON).
     pub const META: &str = "meta";
-    /// The latest snapshot: `meta` (JSON of `SnapshotMeta`) and `data` (the snapshot bytes).
+    /// The latest snapshot: `meta` (JSON of `SnapshotMeta`) and `file` (the name of the
+    /// file in `DATA_DIR/raft/`[`SNAPSHOT_DIR`](super::SNAPSHOT_DIR) that holds its bytes).
+    /// A store written before snapshots moved to files has `data` (the bytes) instead of
+    /// `file`, read until the next snapshot replaces it.
     pub const SNAPSHOTS: &str = "snapshots";
 }
+
+/// The dir of snapshot files, in `DATA_DIR/raft` beside sled's own files (`conf`, `db`,
+/// `blobs/`, `snap.*`): setting `raft/` aside keeps a snapshot with its log. It holds the
+/// recorded snapshot (`<snapshot id>.json`) and, while one is written or received, temp
+/// files (`*.tmp`); opening a node removes every other file.
+pub const SNAPSHOT_DIR: &str = "snapshots";

@@ -1,37 +1,46 @@
 //! The replicated state machine: committed entries applied to the in-memory
-//! [`ClusterState`], snapshots of it persisted in sled, and the [`StateHandle`] through
-//! which the rest of the controller reads the applied state.
+//! [`ClusterState`], snapshots of it kept in files, and the [`StateHandle`] through which
+//! the rest of the controller reads the applied state.
 //!
 //! The state lives in memory only; what makes it durable is the log plus the latest
 //! snapshot. On open the state machine loads the persisted snapshot, and openraft replays
 //! the (committed) log after it.
 //!
+//! Snapshots are files, read and written away from the async threads: a build encodes the
+//! state straight to a file (under the state's read lock for the encode only, not for
+//! flushing it to disk and recording it); openraft sends the current one to a follower
+//! by reading its file in chunks ([`SnapshotFile`]), and the follower writes them to a
+//! temp file, then decodes and installs that. Where the files are and how one replaces
+//! another: `snapshot_store`.
+//!
 //! Snapshot bytes are the JSON of [`Applied`] with the format it is written in:
-//! `{format, last_applied, membership, state}` ([`encode_snapshot`], [`decode_snapshot`]).
-//! A shoal refuses a snapshot of a newer format than it reads, saying so, rather than
-//! misreading it; snapshots written before formats were numbered are format 1.
+//! `{format, last_applied, membership, state}` ([`encode_snapshot`], [`decode_snapshot`]
+//! and their streamed forms [`encode_snapshot_to`], [`decode_snapshot_from`]). A shoal
+//! refuses a snapshot of a newer format than it reads, saying so, rather than misreading
+//! it; snapshots written before formats were numbered are format 1.
 
-use std::io::Cursor;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
-use anyhow::Context;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
-    RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
+    RaftSnapshotBuilder, Snapshot, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use super::snapshot_file::SnapshotFile;
+pub use super::snapshot_format::{
+    decode_snapshot, decode_snapshot_from, encode_snapshot, encode_snapshot_to, SNAPSHOT_FORMAT,
+};
+use super::snapshot_store::{self, Meta, SnapshotStore, Stored};
 use super::storage_error::{storage_err, StorageResult};
-use super::{trees, RaftNodeId, TypeConfig};
+use super::{RaftNodeId, TypeConfig};
 use crate::state::{ClusterState, CommandResult};
-
-const KEY_META: &str = "meta";
-const KEY_DATA: &str = "data";
 
 /// Everything the state machine holds; also the content of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,55 +76,6 @@ impl Applied {
             }
         }
     }
-}
-
-/// The snapshot format this shoal writes, and the newest it reads. Bump it when a
-/// snapshot this version writes could be misread by an older one (a field whose absence
-/// an older version would take for something else), and keep a golden snapshot of every
-/// format in `controller/tests/fixtures/state/` (`tests/state_formats.rs` loads them).
-///
-/// - 1: the state before formats were numbered, and every state without the below.
-/// - 2: a state with a chosen address pool (`ClusterState::pool`), which format 1
-///   readers would ignore and then give out addresses of the default pool.
-pub const SNAPSHOT_FORMAT: u32 = 2;
-
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    format: u32,
-    #[serde(flatten)]
-    applied: &'a Applied,
-}
-
-/// The bytes of a snapshot of `applied`, in the oldest format that holds what it
-/// stores (so an older shoal reads it unless that would misread it).
-pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, String> {
-    let format = if applied.state.pool.is_some() { 2 } else { 1 };
-    serde_json::to_vec(&SnapshotOut { format, applied })
-        .map_err(|e| format!("encode snapshot: {e}"))
-}
-
-/// The state in snapshot bytes, or why it cannot be read: a newer format than this
-/// shoal reads, or bytes that do not parse.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, String> {
-    #[derive(Deserialize)]
-    struct FormatOnly {
-        #[serde(default)]
-        format: Option<u32>,
-    }
-    // The format first: a newer snapshot may not parse as this version's state at all.
-    let format = serde_json::from_slice::<FormatOnly>(bytes)
-        .map_err(|e| format!("it does not parse: {e}"))?
-        .format
-        .unwrap_or(1);
-    if format > SNAPSHOT_FORMAT {
-        return Err(format!(
-            "it was written by a newer shoal (state format {format}; this shoal reads formats up to {SNAPSHOT_FORMAT}): run a shoal at least as new as the one that wrote it"
-        ));
-    }
-    // `Applied` directly, not through `#[serde(flatten)]`: a flattened struct is read
-    // from buffered content, where maps keyed by numbers (the membership's nodes) fail.
-    // `format` is a field `Applied` ignores.
-    serde_json::from_slice(bytes).map_err(|e| format!("its data does not parse: {e}"))
 }
 
 /// What the state machine and every [`StateHandle`] share.
@@ -216,123 +176,6 @@ impl StateHandle {
     }
 }
 
-/// The latest snapshot in sled (`snapshots` tree: `meta` + `data`, written in one batch).
-#[derive(Clone)]
-struct SnapshotStore {
-    db: sled::Db,
-    tree: sled::Tree,
-    dir: Arc<PathBuf>,
-    /// Serializes "compare with the current snapshot and replace it": a snapshot built
-    /// concurrently with an install must not overwrite a newer one.
-    write_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Shared by every clone (snapshot builders run in tasks openraft does not join):
-    /// when its count is zero, the state machine let go of sled.
-    open: Arc<()>,
-}
-
-type Meta = SnapshotMeta<RaftNodeId, BasicNode>;
-
-impl SnapshotStore {
-    fn open(db: &sled::Db, dir: Arc<PathBuf>) -> anyhow::Result<SnapshotStore> {
-        let tree = db
-            .open_tree(trees::SNAPSHOTS)
-            .with_context(|| format!("open the raft snapshots in {}", dir.display()))?;
-        Ok(SnapshotStore {
-            db: db.clone(),
-            tree,
-            dir,
-            write_lock: Arc::default(),
-            open: Arc::default(),
-        })
-    }
-
-    /// The persisted snapshot, or an error saying what is wrong with it.
-    fn load(&self) -> anyhow::Result<Option<(Meta, Vec<u8>)>> {
-        let dir = self.dir.display();
-        let meta = self
-            .tree
-            .get(KEY_META)
-            .with_context(|| format!("read the raft snapshot in {dir}"))?;
-        let data = self
-            .tree
-            .get(KEY_DATA)
-            .with_context(|| format!("read the raft snapshot in {dir}"))?;
-        match (meta, data) {
-            (None, None) => Ok(None),
-            (Some(meta), Some(data)) => {
-                let meta: Meta = serde_json::from_slice(&meta).map_err(|e| {
-                    anyhow::anyhow!(
-                        "raft snapshot in {dir} is unreadable: its metadata does not parse: {e}"
-                    )
-                })?;
-                Ok(Some((meta, data.to_vec())))
-            }
-            _ => anyhow::bail!(
-                "raft snapshot in {dir} is incomplete: one of its metadata and data is missing"
-            ),
-        }
-    }
-
-    fn current(&self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let loaded = self.load().map_err(|e| {
-            storage_err(
-                ErrorSubject::Snapshot(None),
-                ErrorVerb::Read,
-                &self.dir,
-                format!("{e:#}"),
-            )
-        })?;
-        Ok(loaded.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
-    }
-
-    /// Persists `meta` + `data` as the current snapshot, unless the stored one is newer.
-    /// Flushed before returning.
-    async fn save(&self, meta: &Meta, data: &[u8]) -> StorageResult<bool> {
-        let _guard = self.write_lock.lock().await;
-        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        if let Some((current, _)) = self
-            .load()
-            .map_err(|e| storage_err(subject(), ErrorVerb::Read, &self.dir, format!("{e:#}")))?
-        {
-            if current.last_log_id > meta.last_log_id {
-                tracing::debug!(current = %current, offered = %meta, "keep the newer snapshot");
-                return Ok(false);
-            }
-        }
-        let meta_json = serde_json::to_vec(meta).map_err(|e| {
-            storage_err(
-                subject(),
-                ErrorVerb::Write,
-                &self.dir,
-                format!("encode snapshot meta: {e}"),
-            )
-        })?;
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_META, meta_json);
-        batch.insert(KEY_DATA, data);
-        self.tree.apply_batch(batch).map_err(|e| {
-            storage_err(
-                subject(),
-                ErrorVerb::Write,
-                &self.dir,
-                format!("write snapshot: {e}"),
-            )
-        })?;
-        self.db.flush_async().await.map_err(|e| {
-            storage_err(
-                subject(),
-                ErrorVerb::Write,
-                &self.dir,
-                format!("flush snapshot: {e}"),
-            )
-        })?;
-        Ok(true)
-    }
-}
-
 /// sled-backed [`RaftStateMachine`] over [`ClusterState`].
 pub struct StateMachine {
     shared: Arc<Shared>,
@@ -341,31 +184,30 @@ pub struct StateMachine {
     snapshots: SnapshotStore,
     /// Makes snapshot ids unique within a process.
     snapshot_seq: Arc<AtomicU64>,
+    /// The temp file of the snapshot being received: removed when openraft begins
+    /// receiving another instead (it then drops this one's handle unfinished).
+    incoming: Option<PathBuf>,
 }
 
 impl StateMachine {
     /// Opens the state machine of `data_dir` (its sled database is `db`) and restores the
-    /// latest persisted snapshot, if any.
+    /// latest persisted snapshot, if any. Blocking.
     pub fn open(db: &sled::Db, data_dir: &Path) -> anyhow::Result<StateMachine> {
-        let dir = Arc::new(data_dir.to_path_buf());
-        let snapshots = SnapshotStore::open(db, dir.clone())?;
+        let snapshots = SnapshotStore::open(db, Arc::new(data_dir.to_path_buf()))?;
         let mut snapshot_bytes = 0;
         let applied = match snapshots.load()? {
             None => Applied::default(),
-            Some((meta, data)) => {
-                snapshot_bytes = data.len() as u64;
-                let payload: Applied = decode_snapshot(&data).map_err(|e| {
-                    anyhow::anyhow!("raft snapshot in {} is unreadable: {e}", dir.display())
-                })?;
+            Some((meta, stored)) => {
+                let (payload, bytes, place) = load(stored, data_dir)?;
+                snapshot_bytes = bytes;
                 if payload.last_applied != meta.last_log_id {
                     anyhow::bail!(
-                        "raft snapshot in {} is inconsistent: metadata says it ends at {:?}, data at {:?}",
-                        dir.display(),
+                        "raft snapshot {place} is inconsistent: metadata says it ends at {:?}, data at {:?}",
                         meta.last_log_id,
                         payload.last_applied
                     );
                 }
-                tracing::info!(snapshot = %meta, "restored state from snapshot");
+                tracing::info!(snapshot = %meta, bytes, "restored state from snapshot");
                 Applied {
                     last_applied: meta.last_log_id,
                     membership: meta.last_membership,
@@ -385,6 +227,7 @@ impl StateMachine {
             }),
             snapshots,
             snapshot_seq: Arc::default(),
+            incoming: None,
         })
     }
 
@@ -402,6 +245,26 @@ impl StateMachine {
     }
 }
 
+/// The state in a stored snapshot, its size, and where it is (for errors). Blocking.
+fn load(stored: Stored, data_dir: &Path) -> anyhow::Result<(Applied, u64, String)> {
+    match stored {
+        Stored::File(path) => {
+            let place = path.display().to_string();
+            let file = std::fs::File::open(&path)
+                .map_err(|e| anyhow::anyhow!("open raft snapshot file {place}: {e}"))?;
+            let (payload, bytes) = snapshot_store::read_snapshot(file, &path)
+                .map_err(|e| anyhow::anyhow!("raft snapshot {place} is unreadable: {e}"))?;
+            Ok((payload, bytes, place))
+        }
+        Stored::Sled(data) => {
+            let place = format!("in {} (kept in sled)", data_dir.display());
+            let payload = decode_snapshot(&data)
+                .map_err(|e| anyhow::anyhow!("raft snapshot {place} is unreadable: {e}"))?;
+            Ok((payload, data.len() as u64, place))
+        }
+    }
+}
+
 /// Builds a snapshot of the state as it is when `build_snapshot` runs (openraft runs it
 /// beside the state machine, which may keep applying meanwhile).
 pub struct SnapshotBuilder {
@@ -412,36 +275,70 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (meta, data) = {
-            let applied = self.shared.read();
-            let data = encode_snapshot(&applied).map_err(|e| {
-                storage_err(
-                    ErrorSubject::StateMachine,
-                    ErrorVerb::Read,
-                    &self.snapshots.dir,
-                    e,
-                )
+        let started = Instant::now();
+        let dir = self.snapshots.dir.clone();
+        let temp = self.snapshots.temp_path("build");
+        let (shared, path) = (self.shared.clone(), temp.clone());
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        // The state is encoded straight to the file, under its read lock: copying it to
+        // encode the copy unlocked would hold the lock as long or longer (a copy of a
+        // large state costs as much as its encode, and its memory: `cargo bench --bench
+        // snapshot`). Applies wait for the encode only; the file is flushed to disk,
+        // renamed and recorded after.
+        let written = tokio::task::spawn_blocking(move || {
+            let mut encoded = None;
+            let bytes = snapshot_store::write_synced(&path, |w| {
+                let applied = shared.read();
+                let locked = Instant::now();
+                let meta = Meta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership.clone(),
+                    snapshot_id: match &applied.last_applied {
+                        Some(last) => format!("{}-{}-{seq}", last.leader_id, last.index),
+                        None => format!("--{seq}"),
+                    },
+                };
+                encode_snapshot_to(w, &applied)?;
+                encoded = Some((meta, locked.elapsed()));
+                Ok(())
             })?;
-            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-            let snapshot_id = match &applied.last_applied {
-                Some(last) => format!("{}-{}-{seq}", last.leader_id, last.index),
-                None => format!("--{seq}"),
-            };
-            let meta = Meta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
-            (meta, data)
+            let (meta, locked) = encoded.ok_or("the snapshot was not encoded")?;
+            Ok((meta, locked, bytes))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("write snapshot file {}: {e}", temp.display())));
+        let (meta, locked, bytes) = written.map_err(|e: String| {
+            storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, &dir, e)
+        })?;
+        // Opened before it is saved: this handle reads this snapshot even if a newer one
+        // replaces it (and removes its file) meanwhile.
+        let file = tokio::fs::File::open(&temp).await.map_err(|e| {
+            storage_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                &dir,
+                format!("open snapshot file {}: {e}", temp.display()),
+            )
+        })?;
+        let saved = self.snapshots.save(&meta, &temp).await?;
+        if saved {
+            self.shared.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        }
+        let path = if saved {
+            self.snapshots.file_path(&meta)
+        } else {
+            temp
         };
-        self.snapshots.save(&meta, &data).await?;
-        self.shared
-            .snapshot_bytes
-            .store(data.len() as u64, Ordering::Relaxed);
-        tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
+        tracing::info!(
+            snapshot = %meta,
+            bytes,
+            lock_ms = locked.as_millis() as u64,
+            took_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotFile::stored(file, path)),
         })
     }
 }
@@ -484,42 +381,86 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
+        if let Some(abandoned) = self.incoming.take() {
+            snapshot_store::remove_file(&abandoned).await;
+        }
+        let file = self.snapshots.create_incoming().await?;
+        self.incoming = Some(file.path().to_path_buf());
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let payload: Applied = decode_snapshot(&data).map_err(|e| {
-            storage_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                &self.snapshots.dir,
-                format!("received snapshot cannot be installed: {e}"),
-            )
-        })?;
-        self.snapshots.save(meta, &data).await?;
-        self.shared
-            .snapshot_bytes
-            .store(data.len() as u64, Ordering::Relaxed);
-        {
-            let mut applied = self.shared.write();
-            *applied = Applied {
-                last_applied: meta.last_log_id,
-                membership: meta.last_membership.clone(),
-                state: payload.state,
-            };
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let dir = self.snapshots.dir.clone();
+        // The data in a temp file of the snapshot dir: the one it was received into, or
+        // a copy of what openraft was handed (`Raft::install_full_snapshot` takes any).
+        let (file, temp) = if snapshot.is_incoming_in(self.snapshots.files()) {
+            snapshot.into_std().await
+        } else {
+            self.snapshots.copy_in(*snapshot, meta).await?
+        };
+        if let Some(abandoned) = self.incoming.take().filter(|p| *p != temp) {
+            snapshot_store::remove_file(&abandoned).await;
         }
+        let path = temp.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            file.sync_all()
+                .map_err(|e| format!("flush {} to disk: {e}", path.display()))?;
+            snapshot_store::read_snapshot(file, &path)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("read {}: {e}", temp.display())))
+        .and_then(|(payload, bytes)| {
+            if payload.last_applied == meta.last_log_id {
+                Ok((payload, bytes))
+            } else {
+                Err(format!(
+                    "its data ends at {:?}, its metadata at {:?}",
+                    payload.last_applied, meta.last_log_id
+                ))
+            }
+        });
+        let (payload, bytes) = match decoded {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                snapshot_store::remove_file(&temp).await;
+                return Err(storage_err(
+                    subject(),
+                    ErrorVerb::Read,
+                    &dir,
+                    format!(
+                        "received snapshot {} cannot be installed: {e}",
+                        temp.display()
+                    ),
+                ));
+            }
+        };
+        self.snapshots.save(meta, &temp).await?;
+        self.shared.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        let replaced = {
+            let mut applied = self.shared.write();
+            std::mem::replace(
+                &mut *applied,
+                Applied {
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
+                    state: payload.state,
+                },
+            )
+        };
         self.shared.publish(meta.last_log_id);
-        tracing::info!(snapshot = %meta, "installed snapshot");
+        tracing::info!(snapshot = %meta, bytes, "installed snapshot");
+        // Freeing a large state takes a while: not on an async thread.
+        tokio::task::spawn_blocking(move || drop(replaced));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        self.snapshots.current()
+        self.snapshots.current().await
     }
 }

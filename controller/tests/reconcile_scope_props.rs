@@ -141,21 +141,10 @@ fn apply(s: &mut ClusterState, step: &Step, now: u64) {
                 .take(*n)
                 .cloned()
                 .collect();
+            let exit = matches!(state, TaskState::Failed | TaskState::Complete)
+                .then_some(i64::from(state == TaskState::Failed));
             for t in tasks {
-                s.apply(&Command::TaskStatus {
-                    node: t.node.clone().unwrap_or_default(),
-                    updates: vec![TaskUpdate {
-                        task: t.id.clone(),
-                        state,
-                        container_id: format!("c-{}", t.id),
-                        exit_code: matches!(state, TaskState::Failed | TaskState::Complete)
-                            .then_some(i64::from(state == TaskState::Failed)),
-                        error: String::new(),
-                        ip: None,
-                        ips: Default::default(),
-                    }],
-                    now_ms: now,
-                });
+                status(s, &t, state, exit, now);
             }
         }
         Step::Scale(i, replicas) => {
@@ -164,18 +153,7 @@ fn apply(s: &mut ClusterState, step: &Step, now: u64) {
                 replicas: *replicas,
             });
         }
-        Step::Flip(n) => {
-            let id = format!("n{n}");
-            let status = match s.nodes.get(&id).map(|n| n.status) {
-                Some(NodeStatus::Ready) => NodeStatus::Down,
-                _ => NodeStatus::Ready,
-            };
-            s.apply(&Command::SetNodeStatus {
-                node: id,
-                status,
-                now_ms: now,
-            });
-        }
+        Step::Flip(n) => flip(s, &format!("n{n}"), now),
         Step::Drain(n) => {
             let id = format!("n{n}");
             let availability = match s.nodes.get(&id).map(|n| n.availability) {
@@ -289,19 +267,7 @@ fn a_cluster_at_rest_leaves_nothing_to_look_at() {
 
     // A replica of s1 fails: s1 alone changed, and its pass replaces the replica.
     let failed = live(&s, "s1")[0].clone();
-    s.apply(&Command::TaskStatus {
-        node: failed.node.clone().unwrap(),
-        updates: vec![TaskUpdate {
-            task: failed.id.clone(),
-            state: TaskState::Failed,
-            container_id: failed.container_id.clone(),
-            exit_code: Some(1),
-            error: String::new(),
-            ip: None,
-            ips: Default::default(),
-        }],
-        now_ms: now,
-    });
+    status(&mut s, &failed, TaskState::Failed, Some(1), now);
     let Changed::Services(keys) = s.changes.since(cursor) else {
         panic!("a status changes only its service");
     };

@@ -345,18 +345,7 @@ fn apply(s: &mut ClusterState, step: &Step, now: u64) {
                 });
             }
         }
-        Step::Flip(n) => {
-            let id = format!("n{n}");
-            let status = match s.nodes.get(&id).map(|n| n.status) {
-                Some(NodeStatus::Ready) => NodeStatus::Down,
-                _ => NodeStatus::Ready,
-            };
-            s.apply(&Command::SetNodeStatus {
-                node: id,
-                status,
-                now_ms: now,
-            });
-        }
+        Step::Flip(n) => flip(s, &format!("n{n}"), now),
         Step::Remove => {
             s.apply(&Command::RemoveStack {
                 stack: "app".into(),

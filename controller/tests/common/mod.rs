@@ -100,20 +100,38 @@ pub fn report(
         .cloned()
         .collect();
     for t in tasks {
-        s.apply(&Command::TaskStatus {
-            node: t.node.clone().unwrap(),
-            updates: vec![TaskUpdate {
-                task: t.id.clone(),
-                state,
-                container_id: format!("c-{}", t.id),
-                exit_code: exit,
-                error: String::new(),
-                ip: None,
-                ips: Default::default(),
-            }],
-            now_ms,
-        });
+        status(s, &t, state, exit, now_ms);
     }
+}
+
+/// `t`'s agent reports it as `state` (container `c-ID`, no address).
+pub fn status(s: &mut ClusterState, t: &Task, state: TaskState, exit: Option<i64>, now_ms: u64) {
+    s.apply(&Command::TaskStatus {
+        node: t.node.clone().unwrap_or_default(),
+        updates: vec![TaskUpdate {
+            task: t.id.clone(),
+            state,
+            container_id: format!("c-{}", t.id),
+            exit_code: exit,
+            error: String::new(),
+            ip: None,
+            ips: Default::default(),
+        }],
+        now_ms,
+    });
+}
+
+/// Node `id` goes down if it is ready, else comes back ready.
+pub fn flip(s: &mut ClusterState, id: &str, now_ms: u64) {
+    let status = match s.nodes.get(id).map(|n| n.status) {
+        Some(NodeStatus::Ready) => NodeStatus::Down,
+        _ => NodeStatus::Ready,
+    };
+    s.apply(&Command::SetNodeStatus {
+        node: id.to_string(),
+        status,
+        now_ms,
+    });
 }
 
 pub fn live<'a>(s: &'a ClusterState, service: &str) -> Vec<&'a Task> {

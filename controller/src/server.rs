@@ -221,6 +221,7 @@ pub async fn serve(
         commit_pool(&node, pool).await?;
     }
 
+    let (batcher, batched) = api::batch::channel();
     let ctx = Arc::new(Context {
         node,
         logs: LogRouter::default(),
@@ -238,6 +239,7 @@ pub async fn serve(
         autoscale: Default::default(),
         observe: Default::default(),
         views: crate::views::channel(),
+        batcher,
     });
     let metrics =
         metrics_listener.map(|l| crate::observe::metrics::serve(&ctx, l, shutdown.clone()));
@@ -251,6 +253,7 @@ pub async fn serve(
     let autoscale = tokio::spawn(crate::autoscale::run::run(ctx.clone(), shutdown.clone()));
     let observe = tokio::spawn(crate::observe::run(ctx.clone(), shutdown.clone()));
     let views = tokio::spawn(crate::views::run(ctx.clone(), shutdown.clone()));
+    let batches = tokio::spawn(api::batch::run(ctx.clone(), batched, shutdown.clone()));
     let images = tokio::spawn(crate::images::replicate::run(
         ctx.clone(),
         cfg.image_retention,
@@ -314,6 +317,7 @@ pub async fn serve(
     let _ = autoscale.await;
     let _ = observe.await;
     let _ = views.await;
+    let _ = batches.await;
     if let Some(m) = metrics {
         let _ = m.await;
     }

@@ -561,3 +561,67 @@ fn a_restore_says_so_and_the_jump_of_task_ids_creates_nothing() {
         )]
     );
 }
+
+#[test]
+fn a_batch_changes_says_and_answers_what_its_commands_would_one_entry_each() {
+    let setup = || {
+        let mut w = World::new(&["n1", "n2", "n3"]);
+        w.deploy(svc("web", 3), 1_000);
+        w.settle(1_000);
+        w
+    };
+    let (mut one_by_one, mut batched) = (setup(), setup());
+    assert_eq!(one_by_one.state, batched.state);
+    // Each node's status as its session proposes it, and one the state refuses (a
+    // task on another node than the one reporting it is ignored, a scale of an
+    // unknown service is an error) to show each command keeps its own answer.
+    let mut commands: Vec<Command> = one_by_one
+        .state
+        .tasks
+        .values()
+        .map(|t| Command::TaskStatus {
+            node: t.node.clone().expect("assigned"),
+            updates: vec![TaskUpdate {
+                task: t.id.clone(),
+                state: TaskState::Running,
+                container_id: format!("c-{}", t.id),
+                exit_code: None,
+                error: String::new(),
+                ip: None,
+                ips: Default::default(),
+            }],
+            now_ms: 2_000,
+        })
+        .collect();
+    commands.insert(
+        1,
+        Command::Scale {
+            service: "app/nope".into(),
+            replicas: 2,
+        },
+    );
+    let mut events = Vec::new();
+    let mut results = Vec::new();
+    for cmd in &commands {
+        let expected = one_by_one.state.clone().apply(cmd);
+        let (result, told) = one_by_one.deriver.apply(&mut one_by_one.state, cmd, CLOCK);
+        assert_eq!(result, expected);
+        results.push(result);
+        events.extend(told);
+    }
+    assert!(results[1].error.is_some(), "{:?}", results[1]);
+    let batch = Command::Batch { commands };
+    let expected = batched.state.clone().apply(&batch);
+    let (result, told) = batched.deriver.apply(&mut batched.state, &batch, CLOCK);
+    assert_eq!(result, expected, "deriving changes nothing of apply");
+    assert_eq!(result.batch, results, "each command's own answer, in order");
+    assert_eq!(batched.state, one_by_one.state);
+    assert_eq!(said(&told), said(&events));
+    assert_eq!(
+        told.iter().filter(|e| e.kind == "task.running").count(),
+        3,
+        "{:?}",
+        said(&told)
+    );
+    assert!(batch.min_protocol() >= Command::BATCH_PROTOCOL);
+}

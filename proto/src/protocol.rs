@@ -9,7 +9,7 @@
 //! (a rolling upgrade: controllers one at a time, then agents).
 
 /// The protocol this shoal speaks.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// The oldest protocol this shoal works with.
 pub const MIN_PROTOCOL: u32 = 1;
 

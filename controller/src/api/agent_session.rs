@@ -360,7 +360,7 @@ async fn propose_statuses(
     batches: mpsc::Receiver<TaskUpdate>,
 ) -> Result<(), Status> {
     drain_in_batches(batches, STATUS_BATCH, |updates| {
-        ctx.propose(Command::TaskStatus {
+        ctx.batcher.propose(Command::TaskStatus {
             node: node.clone(),
             updates,
             now_ms: now_ms(),

@@ -3,6 +3,7 @@
 //! ([`convert`]); everything behind it speaks the domain types of [`crate::state`].
 
 pub mod agent_session;
+pub mod batch;
 pub mod binds;
 pub mod cluster_backup;
 pub mod control;
@@ -58,6 +59,9 @@ pub struct Context {
     /// Every node's assignments and mesh at the latest applied index, while leading
     /// ([`crate::views`]).
     pub views: tokio::sync::watch::Sender<Arc<crate::views::Views>>,
+    /// Where agent sessions propose their task statuses, many sessions to an entry
+    /// ([`batch`]).
+    pub batcher: batch::Batcher,
 }
 
 /// How long a write may wait to commit before the client is told the cluster has no

@@ -37,6 +37,23 @@ impl Deriver {
         cmd: &Command,
         clock_ms: u64,
     ) -> (CommandResult, Vec<Event>) {
+        if let Command::Batch { commands } = cmd {
+            // Each command of a batch says what it changed, as its own entry would.
+            let mut events = Vec::new();
+            let batch = commands
+                .iter()
+                .map(|c| {
+                    let (result, more) = self.apply(state, c, clock_ms);
+                    events.extend(more);
+                    result
+                })
+                .collect();
+            let result = CommandResult {
+                batch,
+                ..Default::default()
+            };
+            return (result, events);
+        }
         let before = Before::take(state, cmd);
         let result = state.apply(cmd);
         let mut cx = Cx {

@@ -18,6 +18,9 @@ pub struct CommandResult {
     /// How many things the command touched (tasks shut down, services removed...).
     #[serde(default)]
     pub count: u64,
+    /// For `Batch`: each command's result, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<CommandResult>,
 }
 
 impl CommandResult {
@@ -32,11 +35,22 @@ impl CommandResult {
 impl ClusterState {
     /// Applies one committed command. Deterministic: no clock, no I/O.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        if let Command::Batch { commands } = cmd {
+            // Each command records what it changed itself.
+            return self.apply_batch(commands);
+        }
         let touched = self.touched_by(cmd);
         let result = self.apply_command(cmd);
         let services = self.services.len();
         self.changes.record(touched, services);
         result
+    }
+
+    fn apply_batch(&mut self, commands: &[Command]) -> CommandResult {
+        CommandResult {
+            batch: commands.iter().map(|c| self.apply(c)).collect(),
+            ..Default::default()
+        }
     }
 
     fn apply_command(&mut self, cmd: &Command) -> CommandResult {
@@ -110,6 +124,7 @@ impl ClusterState {
             Command::RemoveImage { reference } => self.remove_image(reference),
             Command::SweepImages { sweep } => self.sweep_images(sweep),
             Command::NodeImages { node, images } => self.node_images(node, images),
+            Command::Batch { commands } => self.apply_batch(commands),
             Command::Revoke {
                 identity,
                 before_ms,
@@ -336,8 +351,8 @@ impl ClusterState {
         );
         CommandResult {
             generations,
-            error: None,
             count: pruned,
+            ..Default::default()
         }
     }
 

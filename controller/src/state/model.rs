@@ -560,9 +560,18 @@ pub enum Command {
         node: NodeId,
         images: Vec<super::images::NodeImage>,
     },
+    /// Several commands in one entry, applied in order, each as if it were its own
+    /// entry (its own result, events and refusal): the agent sessions' task statuses
+    /// proposed together ([`crate::api::batch`]).
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
+    /// The protocol from which controllers read [`Command::Batch`].
+    pub const BATCH_PROTOCOL: u32 = 3;
+
     /// The wire protocol ([`shoal_proto::protocol`]) a controller must speak to apply
     /// this command: a leader proposes it only once every controller that answered it
     /// speaks that or newer, so a rolling upgrade never hands an older controller an
@@ -571,6 +580,10 @@ impl Command {
         match self {
             Command::SetNodeConflicts { .. } | Command::Restore { .. } => 1,
             Command::Autoscale { .. } => 2,
+            Command::Batch { commands } => commands
+                .iter()
+                .map(Command::min_protocol)
+                .fold(Self::BATCH_PROTOCOL, u32::max),
             _ => 0,
         }
     }

@@ -173,6 +173,9 @@ pub fn set_update_from_pb(msg: pb::Assignments) -> (SetUpdate, Vec<InvalidAssign
                 })
                 .collect(),
             ports: delta.ports_changed.then(|| ports_from_pb(&delta.ports)),
+            members: delta
+                .members_changed
+                .then(|| members_from_pb(&delta.members)),
         },
         (None, None) => MeshChange::Same,
     };
@@ -261,13 +264,16 @@ pub fn mesh_from_pb(m: pb::Mesh) -> Mesh {
                 )
             })
             .collect(),
-        members: m
-            .members
-            .iter()
-            .filter_map(|d| Some((parse("address", &d.ip)?, d.networks.clone())))
-            .collect(),
+        members: members_from_pb(&m.members),
         ports: ports_from_pb(&m.ports),
     }
+}
+
+fn members_from_pb(members: &[pb::DnsMember]) -> BTreeMap<Ipv4Addr, Vec<String>> {
+    members
+        .iter()
+        .filter_map(|d| Some((parse("address", &d.ip)?, d.networks.clone())))
+        .collect()
 }
 
 fn ports_from_pb(ports: &[pb::MeshPort]) -> Vec<MeshPort> {
@@ -451,6 +457,7 @@ pub fn hello_message(h: &HelloInfo) -> pb::AgentMessage {
             platform: h.platform.clone(),
             conflicts: h.conflicts.clone(),
             deltas: true,
+            member_deltas: true,
         })),
     }
 }

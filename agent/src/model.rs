@@ -82,11 +82,13 @@ pub struct SetDelta {
 pub enum MeshChange {
     Same,
     Whole(Mesh),
-    /// Only names and ports changed.
+    /// Only names, ports and the node's own containers' addresses changed.
     Names {
         names: Vec<NameChange>,
         /// The new list, whole, when it changed.
         ports: Option<Vec<MeshPort>>,
+        /// The new [`Mesh::members`], whole, when it changed.
+        members: Option<BTreeMap<Ipv4Addr, Vec<String>>>,
     },
 }
 
@@ -119,7 +121,11 @@ impl AssignmentSet {
         match delta.mesh {
             MeshChange::Same => {}
             MeshChange::Whole(mesh) => self.mesh = Arc::new(mesh),
-            MeshChange::Names { names, ports } => {
+            MeshChange::Names {
+                names,
+                ports,
+                members,
+            } => {
                 let mesh = Arc::make_mut(&mut self.mesh);
                 for change in names {
                     if change.gone {
@@ -147,6 +153,9 @@ impl AssignmentSet {
                 }
                 if let Some(ports) = ports {
                     mesh.ports = ports;
+                }
+                if let Some(members) = members {
+                    mesh.members = members;
                 }
             }
         }

@@ -49,8 +49,14 @@ pub struct Views {
     shared_deltas: std::sync::Mutex<HashMap<u64, SharedDelta>>,
 }
 
-/// An earlier shared mesh, and what changed from it ([`Views::shared_delta`]).
-type SharedDelta = (Arc<SharedMesh>, Option<Arc<shoal_proto::pb::MeshDelta>>);
+/// An earlier shared mesh, and what changed from it ([`Views::shared_delta`]). The mesh
+/// is held weakly: at 100,000 replicas each is megabytes, and sessions that sent from
+/// many epochs would otherwise keep every one of them alive in the cache of the last
+/// views, long after every session moved on.
+type SharedDelta = (
+    std::sync::Weak<SharedMesh>,
+    Option<Arc<shoal_proto::pb::MeshDelta>>,
+);
 
 /// How often, at most, a session sends its agent a change of the shared mesh that only
 /// adds (replicas becoming ready): with 1,000 nodes, every replica becoming ready would
@@ -181,12 +187,14 @@ impl Views {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((known, delta)) = cache.get(&epoch) {
-            if Arc::ptr_eq(known, old) {
+            if known.upgrade().is_some_and(|k| Arc::ptr_eq(&k, old)) {
                 return delta.clone();
             }
         }
+        // Entries whose mesh no session holds any more are of no use.
+        cache.retain(|_, (known, _)| known.strong_count() > 0);
         let delta = crate::api::convert::shared_mesh_delta(old, new).map(Arc::new);
-        cache.insert(epoch, (old.clone(), delta.clone()));
+        cache.insert(epoch, (Arc::downgrade(old), delta.clone()));
         delta
     }
 

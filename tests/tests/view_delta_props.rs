@@ -4,7 +4,8 @@
 //! session skips them, the deltas the controller sends (through the wire encoding),
 //! applied by the agent one after the other, give exactly the set the agent would hold
 //! from the full view. And a delta carries no more than what changed: no mesh when the
-//! mesh is the same, only names and ports when only they changed.
+//! mesh is the same, only names and ports when only they changed, and the node's own
+//! containers' addresses as a delta too to an agent that applies them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -226,7 +227,9 @@ fn wire(msg: pb::Assignments) -> pb::Assignments {
 /// The set the agent holds after the full message for `view`.
 fn full_set(view: &NodeView, version: u64) -> AssignmentSet {
     let (set, invalid) =
-        assignments_from_pb(wire(view_message(NODE, version, view, None, |_| None)));
+        assignments_from_pb(wire(view_message(NODE, version, view, None, true, |_| {
+            None
+        })));
     assert!(invalid.is_empty());
     set
 }
@@ -236,7 +239,8 @@ proptest! {
 
     #[test]
     fn deltas_applied_equal_the_full_set(
-        steps in proptest::collection::vec((any::<u8>(), 0u32..1000, 0u32..1000, 0u8..3), 1..40)
+        steps in proptest::collection::vec((any::<u8>(), 0u32..1000, 0u32..1000, 0u8..3), 1..40),
+        member_deltas in any::<bool>(),
     ) {
         let specs = specs();
         let mut model = Model::new();
@@ -252,7 +256,7 @@ proptest! {
             }
             let version = i as u64 + 2;
             let view = model.view();
-            let delta = view_message(NODE, version, &view, Some((&last.0, last.1)), |old| {
+            let delta = view_message(NODE, version, &view, Some((&last.0, last.1)), member_deltas, |old| {
                 shared_mesh_delta(old, &view.mesh.shared).map(Arc::new)
             });
             let (last_view, _) = &last;
@@ -271,7 +275,13 @@ proptest! {
                 prop_assert!(delta.mesh.is_none() && delta.mesh_delta.is_none());
             }
             let (old, new) = (&last_view.mesh.shared, &view.mesh.shared);
-            let only_names_ports = last_view.mesh.local == view.mesh.local
+            // An agent that applies member deltas gets its containers' addresses as one.
+            let local_same = if member_deltas {
+                last_view.mesh.local.subnets == view.mesh.local.subnets
+            } else {
+                last_view.mesh.local == view.mesh.local
+            };
+            let only_names_ports = local_same
                 && (old.pool.clone(), &old.nodes, &old.peers, &old.internal, &old.routes)
                     == (new.pool.clone(), &new.nodes, &new.peers, &new.internal, &new.routes);
             if only_names_ports {
@@ -302,7 +312,7 @@ fn a_delta_against_another_version_is_refused() {
     let mut held = full_set(&first, 5);
     model.step(0, 1, 2, &specs);
     let view = model.view();
-    let delta = view_message(NODE, 7, &view, Some((&first, 4)), |_| None);
+    let delta = view_message(NODE, 7, &view, Some((&first, 4)), true, |_| None);
     let (SetUpdate::Delta(d), _) = set_update_from_pb(wire(delta)) else {
         panic!("a delta");
     };

@@ -124,10 +124,13 @@ impl AgentSession for AgentSessionService {
             },
         );
         let ctx = self.ctx.clone();
-        let deltas = hello.deltas;
+        let applies = Applies {
+            deltas: hello.deltas,
+            member_deltas: hello.member_deltas,
+        };
         tokio::spawn(async move {
             let ended = tx.clone();
-            if let Err(e) = serve(&ctx, &name, speaker, deltas, up, tx).await {
+            if let Err(e) = serve(&ctx, &name, speaker, applies, up, tx).await {
                 tracing::warn!(node = %name, error = %e, "agent session ended");
                 // The agent learns why (e.g. its certificate was revoked).
                 let _ = ended.send(Err(e)).await;
@@ -152,7 +155,7 @@ async fn serve(
     ctx: &Shared,
     node: &str,
     speaker: Option<crate::pki::auth::Peer>,
-    deltas: bool,
+    applies: Applies,
     mut up: Streaming<pb::AgentMessage>,
     tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
 ) -> Result<(), Status> {
@@ -195,9 +198,10 @@ async fn serve(
         if let Some(view) = view.filter(|_| paced.is_none()) {
             let last = last_sent
                 .as_deref()
-                .filter(|_| deltas)
+                .filter(|_| applies.deltas)
                 .map(|l| (l, sent_version, sent_epoch));
-            let (set, version) = assignment_message(ctx, node, &view, last, &current);
+            let (set, version) =
+                assignment_message(ctx, node, &view, last, applies.member_deltas, &current);
             let msg = pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Assignments(set)),
             };
@@ -284,6 +288,7 @@ fn assignment_message(
     node: &str,
     view: &NodeView,
     last: Option<(&NodeView, u64, u64)>,
+    member_deltas: bool,
     views: &crate::views::Views,
 ) -> (pb::Assignments, u64) {
     let version = ctx.node.state.read().last_applied().map_or(0, |l| l.index);
@@ -293,6 +298,7 @@ fn assignment_message(
         version,
         view,
         last.map(|(l, base, _)| (l, base)),
+        member_deltas,
         |old| views.shared_delta(last.map_or(0, |(_, _, epoch)| epoch), old),
     );
     // Secrets' contents, unsealed here, only for the tasks sent that are to be run.
@@ -315,6 +321,16 @@ fn assignment_message(
         }
     }
     (set, version)
+}
+
+/// What the agent said, in its hello, it can apply.
+#[derive(Debug, Clone, Copy)]
+struct Applies {
+    /// `Assignments` deltas (else every send is the whole set).
+    deltas: bool,
+    /// `MeshDelta.members` (else a change of its containers' addresses sends the mesh
+    /// whole).
+    member_deltas: bool,
 }
 
 /// Ends the session when this controller no longer leads, or the agent's certificate was

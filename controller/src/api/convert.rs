@@ -369,15 +369,18 @@ pub fn mesh(m: &crate::endpoints::NodeMesh) -> pb::Mesh {
             .collect(),
         ports: mesh_ports(&m.ports),
         nodes: strings(&m.nodes),
-        members: m
-            .members
-            .iter()
-            .map(|(ip, networks)| pb::DnsMember {
-                ip: ip.to_string(),
-                networks: networks.clone(),
-            })
-            .collect(),
+        members: members(&m.members),
     }
+}
+
+/// A node's containers' addresses and their networks, for the wire.
+fn members(m: &std::collections::BTreeMap<std::net::IpAddr, Vec<String>>) -> Vec<pb::DnsMember> {
+    m.iter()
+        .map(|(ip, networks)| pb::DnsMember {
+            ip: ip.to_string(),
+            networks: networks.clone(),
+        })
+        .collect()
 }
 
 fn mesh_ports(ports: &[crate::endpoints::MeshPort]) -> Vec<pb::MeshPort> {
@@ -407,6 +410,7 @@ pub fn view_message(
     version: u64,
     view: &crate::views::NodeView,
     last: Option<(&crate::views::NodeView, u64)>,
+    member_deltas: bool,
     shared_delta: impl FnOnce(
         &std::sync::Arc<crate::endpoints::SharedMesh>,
     ) -> Option<std::sync::Arc<pb::MeshDelta>>,
@@ -417,20 +421,61 @@ pub fn view_message(
             assignments_delta(base, version, &last.assignments, &view.assignments)
         }
     };
-    match last {
-        Some((last, _))
-            if std::sync::Arc::ptr_eq(&last.mesh.shared, &view.mesh.shared)
-                && last.mesh.local == view.mesh.local => {}
-        Some((last, _)) if last.mesh.local == view.mesh.local => {
-            match shared_delta(&last.mesh.shared) {
-                Some(delta) => set.mesh_delta = Some((*delta).clone()),
-                None => set.mesh = Some(mesh(&view.mesh.full(node))),
+    set.mesh = match last {
+        None => Some(mesh(&view.mesh.full(node))),
+        Some((last, _)) => match mesh_change(&last.mesh, &view.mesh, member_deltas, shared_delta) {
+            MeshSend::Nothing => None,
+            MeshSend::Delta(delta) => {
+                set.mesh_delta = Some(delta);
+                None
             }
-        }
-        _ => set.mesh = Some(mesh(&view.mesh.full(node))),
-    }
+            MeshSend::Whole => Some(mesh(&view.mesh.full(node))),
+        },
+    };
     set.remove_volumes = view.removals.clone();
     set
+}
+
+/// How a session brings its agent's mesh up to date.
+enum MeshSend {
+    Nothing,
+    Delta(pb::MeshDelta),
+    Whole,
+}
+
+/// From `old` to `new`: a delta when only the names, the ports and (to an agent that
+/// applies them, `member_deltas`) the node's own containers' addresses changed; those
+/// change with every replica the node starts, and must not resend the whole mesh
+/// (100,000 names at scale) each time.
+fn mesh_change(
+    old: &crate::endpoints::MeshView,
+    new: &crate::endpoints::MeshView,
+    member_deltas: bool,
+    shared_delta: impl FnOnce(
+        &std::sync::Arc<crate::endpoints::SharedMesh>,
+    ) -> Option<std::sync::Arc<pb::MeshDelta>>,
+) -> MeshSend {
+    let same_shared = std::sync::Arc::ptr_eq(&old.shared, &new.shared);
+    if same_shared && old.local == new.local {
+        return MeshSend::Nothing;
+    }
+    let members_changed = old.local.members != new.local.members;
+    if old.local.subnets != new.local.subnets || (members_changed && !member_deltas) {
+        return MeshSend::Whole;
+    }
+    let delta = if same_shared {
+        Some(pb::MeshDelta::default())
+    } else {
+        shared_delta(&old.shared).map(|d| (*d).clone())
+    };
+    let Some(mut delta) = delta else {
+        return MeshSend::Whole;
+    };
+    if members_changed {
+        delta.members_changed = true;
+        delta.members = members(&new.local.members);
+    }
+    MeshSend::Delta(delta)
 }
 
 /// What changed from `old` to `new` in the names and ports, when nothing else of the
@@ -484,6 +529,7 @@ pub fn shared_mesh_delta(
         } else {
             Vec::new()
         },
+        ..Default::default()
     })
 }
 

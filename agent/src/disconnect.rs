@@ -5,7 +5,8 @@
 //! replicas elsewhere. A node that is only partitioned still runs them: stopping them
 //! after `stop_after` bounds how long both copies run (fencing on reconnect removes them
 //! in any case). [`Contact`] is when a controller was last heard from (the session
-//! touches it on every message, heartbeat acks included); [`to_stop`] is the pure
+//! touches it on every message, heartbeat acks included: the controller acks one
+//! heartbeat every 400 ms at most); [`to_stop`] is the pure
 //! decision, time as an input.
 
 use std::collections::{BTreeMap, BTreeSet};

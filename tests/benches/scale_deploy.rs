@@ -411,7 +411,7 @@ async fn controller_alone(replicas: u64, agents: usize) {
 }
 
 /// A node that is only an agent session: says hello (it applies deltas), heartbeats
-/// every 500 ms and reports each task it is told to run as running, with an address.
+/// at the agent's default interval (250 ms) and reports each task it is told to run as running, with an address.
 async fn session_only(
     ca: std::sync::Arc<shoal_controller::pki::ClusterCa>,
     addr: String,
@@ -451,7 +451,7 @@ async fn session_only(
         return;
     };
     let mut down = down.into_inner();
-    let mut beat = tokio::time::interval(Duration::from_millis(500));
+    let mut beat = tokio::time::interval(shoal_agent::HEARTBEAT_INTERVAL);
     let (mut seq, mut next_ip) = (0u64, 2u32);
     let mut reported = std::collections::HashSet::new();
     loop {

@@ -1,6 +1,6 @@
 //! The long-lived bidirectional session with the controller leader.
 //!
-//! Connects to the controller addresses in turn (capped exponential backoff; addresses
+//! Connects to the controller addresses in turn (capped exponential backoff with jitter; addresses
 //! where nothing answers are skipped at once, waiting only between rounds), follows a
 //! leader hint (`x-shoal-leader` metadata on `FAILED_PRECONDITION`/`UNAVAILABLE`), and per
 //! session: asks the supervisor to fence and snapshot, sends `Hello` with that snapshot,
@@ -33,8 +33,7 @@ use crate::supervisor::{Event, SupervisorHandle};
 use crate::volumes::transfer::Transfers;
 use shoal_proto::task::TaskState;
 
-/// Metadata key a follower puts the leader's `host:port` in.
-pub const LEADER_HINT: &str = "x-shoal-leader";
+pub use shoal_proto::LEADER_HINT;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -137,7 +136,7 @@ pub async fn run(
                 hops += 1;
                 // Two confused followers must not bounce the agent in a hot loop.
                 if hops > 3 {
-                    sleep(backoff, &shutdown).await;
+                    sleep(jittered(backoff), &shutdown).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 hint = Some(leader);
@@ -151,7 +150,7 @@ pub async fn run(
                 } else {
                     debug!(controller = %addr, %error, "cannot open session");
                 }
-                sleep(backoff, &shutdown).await;
+                sleep(jittered(backoff), &shutdown).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Ended::Unreachable(error) => {
@@ -161,7 +160,7 @@ pub async fn run(
                 // the list, so with most controllers down the one that runs is found
                 // within a round.
                 if next.is_multiple_of(cfg.controllers.len()) {
-                    sleep(backoff, &shutdown).await;
+                    sleep(jittered(backoff), &shutdown).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -241,6 +240,12 @@ async fn connect(
         None => endpoint.connect().await,
     }
     .map_err(|e| shoal_tls::join::error_chain(&e))
+}
+
+/// `backoff` less up to half of it, at random: after a controller fails over, 1,000
+/// agents retrying on one schedule would all reconnect in the same instant.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(1.0 - fastrand::f64() / 2.0)
 }
 
 /// The local IP this host uses to reach `addr` (no packet is sent).
@@ -507,4 +512,23 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jittered_backoff_stays_between_half_and_all_of_it_and_varies() {
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(BACKOFF_MAX)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= BACKOFF_MAX / 2 && *w <= BACKOFF_MAX));
+        let distinct: std::collections::BTreeSet<Duration> = waits.iter().copied().collect();
+        assert!(
+            distinct.len() > 100,
+            "{} distinct waits of 200",
+            distinct.len()
+        );
+    }
 }

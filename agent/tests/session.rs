@@ -29,7 +29,7 @@ impl AgentSession for Follower {
         let mut status = Status::failed_precondition("not the leader");
         status
             .metadata_mut()
-            .insert("x-shoal-leader", self.0.parse().unwrap());
+            .insert(shoal_proto::LEADER_HINT, self.0.parse().unwrap());
         Err(status)
     }
 }

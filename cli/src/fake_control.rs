@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
-use crate::leader::{LEADER_HEADER, NO_LEADER_HEADER};
+use crate::leader::{LEADER_HINT, NO_LEADER};
 
 #[derive(Clone)]
 pub enum Role {
@@ -98,7 +98,7 @@ impl Fake {
             Role::Follower { code, leader } => {
                 let mut md = MetadataMap::new();
                 if let Some(l) = leader {
-                    md.insert(LEADER_HEADER, l.parse().expect("ascii hint"));
+                    md.insert(LEADER_HINT, l.parse().expect("ascii hint"));
                 }
                 Err(Status::with_metadata(*code, "not the leader", md))
             }
@@ -110,7 +110,7 @@ impl Fake {
                 }
                 refusals.store(left - 1, Ordering::SeqCst);
                 let mut md = MetadataMap::new();
-                md.insert(NO_LEADER_HEADER, "1".parse().expect("ascii"));
+                md.insert(NO_LEADER, "1".parse().expect("ascii"));
                 Err(Status::with_metadata(
                     Code::Unavailable,
                     "no leader is known yet",

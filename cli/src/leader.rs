@@ -5,15 +5,11 @@
 
 use tonic::{Code, Status};
 
-/// Metadata key of the leader hint.
-pub const LEADER_HEADER: &str = "x-shoal-leader";
-
-/// Metadata key a controller sets when it knows no leader (an election is under way).
-pub const NO_LEADER_HEADER: &str = "x-shoal-no-leader";
+pub use shoal_proto::{LEADER_HINT, NO_LEADER};
 
 /// Whether `status` says no leader is known right now: the request was not acted on.
 pub fn no_leader(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.metadata().get(NO_LEADER_HEADER).is_some()
+    status.code() == Code::Unavailable && status.metadata().get(NO_LEADER).is_some()
 }
 
 /// The leader's `host:port` if `status` is a follower's redirect, else `None`.
@@ -21,7 +17,7 @@ pub fn leader_hint(status: &Status) -> Option<String> {
     if !matches!(status.code(), Code::FailedPrecondition | Code::Unavailable) {
         return None;
     }
-    let value = status.metadata().get(LEADER_HEADER)?.to_str().ok()?;
+    let value = status.metadata().get(LEADER_HINT)?.to_str().ok()?;
     parse_leader(value)
 }
 
@@ -54,7 +50,7 @@ mod tests {
     fn status(code: Code, hint: Option<&str>) -> Status {
         let mut md = MetadataMap::new();
         if let Some(h) = hint {
-            md.insert(LEADER_HEADER, h.parse().unwrap());
+            md.insert(LEADER_HINT, h.parse().unwrap());
         }
         Status::with_metadata(code, "not the leader", md)
     }

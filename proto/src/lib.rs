@@ -27,6 +27,14 @@ pub mod pb {
 /// figures to the leader (`StatsReport`), for `shoal stats` and the dashboard.
 pub const STATS_INTERVAL_MS: u64 = 5_000;
 
+/// The gRPC metadata key in which a controller that is not the leader names the
+/// leader's address (on `FAILED_PRECONDITION` and `UNAVAILABLE`), for the CLI, the
+/// agents and a joining controller to follow.
+pub const LEADER_HINT: &str = "x-shoal-leader";
+/// The gRPC metadata key a controller sets (on `UNAVAILABLE`) when it knows no leader:
+/// an election is under way, the request was not acted on, and may be tried again.
+pub const NO_LEADER: &str = "x-shoal-no-leader";
+
 /// Default port for every controller gRPC service.
 pub const DEFAULT_PORT: u16 = 7370;
 

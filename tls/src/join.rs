@@ -9,8 +9,7 @@ use shoal_proto::pb;
 
 use crate::{ClientTls, JoinToken};
 
-/// Metadata key carrying the leader's address when a follower refuses a request.
-pub const LEADER_HINT: &str = "x-shoal-leader";
+pub use shoal_proto::LEADER_HINT;
 /// How long a joiner keeps asking a cluster that cannot answer yet.
 pub const JOIN_BOUND: Duration = Duration::from_secs(30);
 const JOIN_RETRY: Duration = Duration::from_millis(300);

@@ -24,11 +24,7 @@ use crate::raft::{ProposeError, RaftNode};
 use crate::state::{Command, CommandResult};
 use shoal_proto::pb;
 
-/// Metadata key carrying the leader's address when a follower refuses a request.
-pub const LEADER_HINT: &str = "x-shoal-leader";
-/// Metadata key set when no leader is known (an election is under way): the request was
-/// not acted on, and the client may retry shortly.
-pub const NO_LEADER: &str = "x-shoal-no-leader";
+pub use shoal_proto::{LEADER_HINT, NO_LEADER};
 
 /// What the services share.
 pub struct Context {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{serve, web_assignments, Leader};
+use common::{serve, until, web_assignments, Leader};
 use shoal_agent::autoscale::{Measurer, MetricReport, Replica, ServiceReport};
 use shoal_agent::runtime::fake::FakeRuntime;
 use shoal_agent::runtime::{ContainerState, ContainerStats, TaskIdentity};
@@ -25,6 +25,9 @@ use shoal_proto::spec::{Limits, Resources, ServiceSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(15);
 
 const INF: f64 = f64::INFINITY;
 
@@ -434,16 +437,6 @@ fn count(leader: &Leader, f: impl Fn(&Msg) -> bool) -> usize {
         .count()
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within 15 s: {what}");
-}
-
 #[tokio::test]
 async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() {
     let endpoint = Endpoint::start("127.0.0.1", 0).await;
@@ -478,12 +471,12 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
         Arc::new(fake.clone()),
         shutdown.clone(),
     ));
-    eventually("the session", || {
+    until(WAIT, "the session", || {
         leader.to_agent.lock().expect("tx").is_some()
     })
     .await;
     // Nothing autoscales here yet: heartbeats, and no report.
-    eventually("heartbeats", || {
+    until(WAIT, "heartbeats", || {
         count(&leader, |m| matches!(m, Msg::Heartbeat(_))) >= 10
     })
     .await;
@@ -498,7 +491,7 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
     tx.send(Ok(web_assignments(1, &spec, 7, &[1, 2])))
         .await
         .expect("sent");
-    eventually("both replicas running", || {
+    until(WAIT, "both replicas running", || {
         count(
             &leader,
             |m| matches!(m, Msg::Status(s) if s.state == "running"),
@@ -510,7 +503,7 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
 
     // The gauge of both replicas, and their memory; then, once the histogram changed
     // and was read again, its growth (twice: both replicas read the one endpoint).
-    eventually("a report of both replicas' gauge and memory", || {
+    until(WAIT, "a report of both replicas' gauge and memory", || {
         reports(&leader).iter().any(|r| {
             r.services.len() == 1
                 && r.services[0].values.len() == 4
@@ -539,7 +532,7 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
         ("shop", "web", 7)
     );
     endpoint.set(&text([2.0, 1.0], 6.0, 10.0, 13.0));
-    eventually("the histogram's growth", || {
+    until(WAIT, "the histogram's growth", || {
         reports(&leader).iter().any(|r| {
             let v = &r.services[0].values[1];
             v.read == 2
@@ -562,7 +555,7 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
     })
     .await;
     // CPU that did not move is 0 of the limit, once read twice.
-    eventually("CPU use of both replicas", || {
+    until(WAIT, "CPU use of both replicas", || {
         reports(&leader).iter().any(|r| {
             let v = &r.services[0].values[2];
             v.read == 2 && v.sum == 0.0 && v.error.is_empty()
@@ -574,11 +567,14 @@ async fn the_agent_reports_its_replicas_metrics_on_its_session_while_they_run() 
     tx.send(Ok(web_assignments(2, &spec, 7, &[])))
         .await
         .expect("sent");
-    eventually("the replicas removed", || fake.containers().is_empty()).await;
+    until(WAIT, "the replicas removed", || {
+        fake.containers().is_empty()
+    })
+    .await;
     let before = reports(&leader).len();
     let beats = count(&leader, |m| matches!(m, Msg::Heartbeat(_)));
     // Twenty heartbeats (50 ms) are ten measuring intervals (100 ms).
-    eventually("twenty more heartbeats", || {
+    until(WAIT, "twenty more heartbeats", || {
         count(&leader, |m| matches!(m, Msg::Heartbeat(_))) >= beats + 20
     })
     .await;

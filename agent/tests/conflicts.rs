@@ -11,12 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{serve, Leader};
+use common::{serve, until, Leader};
 use shoal_agent::runtime::fake::FakeRuntime;
 use shoal_agent::AgentConfig;
 use shoal_proto::pb;
 use shoal_proto::pb::agent_message::Msg;
 use tokio_util::sync::CancellationToken;
+
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(15);
 
 const ROUTE: &str = "route 10.208.77.0/24 dev eth1 overlaps the cluster pool 10.208.0.0/12";
 
@@ -58,16 +61,6 @@ fn reports(leader: &Leader) -> Vec<Vec<String>> {
         .collect()
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within 15 s: {what}");
-}
-
 #[tokio::test]
 async fn a_conflicting_route_is_reported_once_and_its_removal_too() {
     let leader = Leader::default();
@@ -92,7 +85,7 @@ async fn a_conflicting_route_is_reported_once_and_its_removal_too() {
         Arc::new(FakeRuntime::new()),
         stop.clone(),
     ));
-    eventually("the session to open", || {
+    until(WAIT, "the session to open", || {
         leader.to_agent.lock().unwrap().is_some()
     })
     .await;
@@ -115,12 +108,12 @@ async fn a_conflicting_route_is_reported_once_and_its_removal_too() {
         })),
     };
     to_agent.send(Ok(assignments)).await.unwrap();
-    eventually("the route reported", || !reports(&leader).is_empty()).await;
+    until(WAIT, "the route reported", || !reports(&leader).is_empty()).await;
     // Several rescans later, still one report: it is sent only when the list changes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reports(&leader), vec![vec![ROUTE.to_string()]]);
     write_routes(&routes, false);
-    eventually("the removal reported", || reports(&leader).len() == 2).await;
+    until(WAIT, "the removal reported", || reports(&leader).len() == 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reports(&leader), vec![vec![ROUTE.to_string()], vec![]]);
 }

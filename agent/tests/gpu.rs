@@ -7,6 +7,8 @@ use std::time::Duration;
 
 #[allow(dead_code)]
 mod common;
+
+use common::eventually;
 use common::*;
 
 use shoal_agent::gpu::fake::{gpu, FakeInventory};
@@ -22,6 +24,9 @@ use shoal_proto::spec::{GpuRequest, ServiceSpec};
 use shoal_proto::task::{Desired, TaskState};
 use tokio_util::sync::CancellationToken;
 
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
+
 /// `GET /metrics` on `addr`; the whole reply.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,17 +39,6 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
-}
-
-/// Polls `f` every 50 ms for at most 10 s.
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn config(addr: String, dir: &std::path::Path, gpus: GpuSource) -> AgentConfig {
@@ -96,7 +90,7 @@ async fn hello_carries_the_gpus_and_a_changed_set_is_reported_again() {
         shutdown.clone(),
     ));
 
-    let h = eventually("hello", || hello(&leader)).await;
+    let h = eventually(WAIT, "hello", || hello(&leader)).await;
     assert_eq!(
         h.gpus,
         vec![
@@ -121,7 +115,7 @@ async fn hello_carries_the_gpus_and_a_changed_set_is_reported_again() {
     busy.memory_used_bytes = Some(1 << 30);
     inventory.set(vec![busy.clone(), gpu("a", 1, "NVIDIA H100 80GB HBM3", 80)]);
     let calls = inventory.calls();
-    eventually("two more rediscoveries", || {
+    eventually(WAIT, "two more rediscoveries", || {
         (inventory.calls() >= calls + 2).then_some(())
     })
     .await;
@@ -149,7 +143,7 @@ async fn hello_carries_the_gpus_and_a_changed_set_is_reported_again() {
 
     // A GPU disappears: the new set goes up on the open session.
     inventory.set(vec![busy]);
-    let got = eventually("a GPU report", || {
+    let got = eventually(WAIT, "a GPU report", || {
         let r = reports(&leader);
         (!r.is_empty()).then_some(r)
     })
@@ -177,7 +171,7 @@ async fn without_nvml_the_agent_starts_and_reports_no_gpus() {
         Arc::new(FakeRuntime::new()),
         shutdown.clone(),
     ));
-    let h = eventually("hello", || hello(&leader)).await;
+    let h = eventually(WAIT, "hello", || hello(&leader)).await;
     assert_eq!(
         uuids(&h.gpus),
         expected.iter().map(|g| g.uuid.clone()).collect::<Vec<_>>()
@@ -194,7 +188,7 @@ async fn without_nvml_the_agent_starts_and_reports_no_gpus() {
             .filter(|m| matches!(m, Msg::Heartbeat(_)))
             .count()
     };
-    eventually("heartbeats", || (beats(&leader) >= 3).then_some(())).await;
+    eventually(WAIT, "heartbeats", || (beats(&leader) >= 3).then_some(())).await;
     assert!(!agent.is_finished());
     shutdown.cancel();
     agent.await.unwrap().unwrap();

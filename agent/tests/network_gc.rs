@@ -12,6 +12,8 @@ use std::time::Duration;
 #[allow(dead_code)]
 mod common;
 
+use common::until;
+
 use shoal_agent::model::{Assignment, AssignmentSet};
 use shoal_agent::runtime::fake::{Call, FakeRuntime};
 use shoal_agent::runtime::{ContainerRuntime, ContainerState, NetworkInfo};
@@ -20,6 +22,9 @@ use shoal_proto::labels;
 use shoal_proto::task::TaskState;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
+
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(60);
 
 const OURS: &str = "c0ffee0000000001";
 const THEIRS: &str = "bada550000000002";
@@ -83,17 +88,6 @@ async fn wait_running(events: &mut UnboundedReceiver<Event>, task: &str) {
     .unwrap_or_else(|_| panic!("{task} runs within 60 s"));
 }
 
-/// Waits (bounded, in paused time) until `done` holds.
-async fn eventually(what: &str, done: impl Fn() -> bool) {
-    for _ in 0..600 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within 60 s: {what}");
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_removed_stacks_network_goes_after_a_restart_and_another_clusters_stays() {
     let fake = FakeRuntime::new();
@@ -141,7 +135,7 @@ async fn a_removed_stacks_network_goes_after_a_restart_and_another_clusters_stay
     fake.clear_calls();
     handle.assign(set(2, vec![assignment("0c0ffee002", "shop")]));
     wait_running(&mut events, "0c0ffee002").await;
-    eventually("the removed stack's network is removed", || {
+    until(WAIT, "the removed stack's network is removed", || {
         !fake.networks().contains(&"shoal-gone".to_string())
     })
     .await;
@@ -172,7 +166,7 @@ async fn an_unlabelled_shoal_network_is_ours_when_no_other_cluster_is_on_the_eng
     let (handle, mut events) = start(&fake, &stop);
     handle.assign(set(1, vec![assignment("0c0ffee001", "shop")]));
     wait_running(&mut events, "0c0ffee001").await;
-    eventually("the older shoal's unused network is removed", || {
+    until(WAIT, "the older shoal's unused network is removed", || {
         !fake.networks().contains(&"shoal-legacy".to_string())
     })
     .await;
@@ -193,7 +187,7 @@ async fn a_network_removal_never_pulls_the_network_from_under_a_starting_replica
     // The stack's only replica goes: its network is unused, and its removal hangs.
     fake.hang(shoal_agent::runtime::fake::Op::RemoveNetwork);
     handle.assign(set(2, vec![]));
-    eventually("the removal to be under way", || {
+    until(WAIT, "the removal to be under way", || {
         fake.calls().contains(&Call::RemoveNetwork("shop".into()))
     })
     .await;

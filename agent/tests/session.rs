@@ -6,6 +6,8 @@ use std::time::Duration;
 
 #[allow(dead_code)]
 mod common;
+
+use common::until;
 use common::*;
 
 use shoal_agent::runtime::fake::FakeRuntime;
@@ -15,6 +17,9 @@ use shoal_proto::pb::agent_message::Msg;
 use shoal_proto::pb::agent_session_server::AgentSession;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A follower that points at the leader.
 struct Follower(String);
@@ -32,16 +37,6 @@ impl AgentSession for Follower {
             .insert(shoal_proto::LEADER_HINT, self.0.parse().unwrap());
         Err(status)
     }
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn statuses(got: &Arc<Mutex<Vec<Msg>>>) -> Vec<(String, String)> {
@@ -85,7 +80,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
         shutdown.clone(),
     ));
 
-    eventually("hello at the leader", || {
+    until(WAIT, "hello at the leader", || {
         leader
             .got
             .lock()
@@ -106,7 +101,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
         assert_eq!(h.labels["zone"], "z1");
         assert!(h.observed.is_empty());
     }
-    eventually("heartbeats", || {
+    until(WAIT, "heartbeats", || {
         leader
             .got
             .lock()
@@ -142,7 +137,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
     };
     let tx = leader.to_agent.lock().unwrap().clone().unwrap();
     tx.send(Ok(assignments)).await.unwrap();
-    eventually("t1 running", || {
+    until(WAIT, "t1 running", || {
         statuses(&leader.got).contains(&("t1".into(), "running".into()))
     })
     .await;
@@ -177,7 +172,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
             })
             .collect()
     };
-    eventually("both log streams end", || {
+    until(WAIT, "both log streams end", || {
         chunks().iter().filter(|c| c.eof).count() == 2
     })
     .await;
@@ -197,7 +192,7 @@ async fn follows_the_leader_reports_and_streams_logs() {
     leader.got.lock().unwrap().clear();
     drop(tx);
     *leader.to_agent.lock().unwrap() = None;
-    eventually("a second hello", || {
+    until(WAIT, "a second hello", || {
         leader
             .got
             .lock()

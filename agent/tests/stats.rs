@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{serve, web_assignments, Leader};
+use common::{eventually, serve, web_assignments, Leader};
 use shoal_agent::gpu::fake::{gpu, FakeInventory};
 use shoal_agent::gpu::GpuSource;
 use shoal_agent::runtime::fake::FakeRuntime;
@@ -20,6 +20,9 @@ use shoal_proto::pb;
 use shoal_proto::pb::agent_message::Msg;
 use shoal_proto::spec::ServiceSpec;
 use tokio_util::sync::CancellationToken;
+
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// `shop/web` (image `img:1`) in `slots`.
 fn assignments(version: u64, slots: &[u64]) -> pb::ControllerMessage {
@@ -52,16 +55,6 @@ fn reports(leader: &Leader) -> Vec<pb::StatsReport> {
 
 fn last_report(leader: &Leader) -> Option<pb::StatsReport> {
     reports(leader).pop()
-}
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within 15 s: {what}");
 }
 
 /// `GET /metrics`, parsed: each series of the page by name, its labels and value.
@@ -164,7 +157,7 @@ async fn replicas_figures_show_on_metrics_and_go_to_the_controller_until_removed
     ));
 
     // No replica yet: the GPUs alone, with NVML's figures.
-    let first = eventually("a report of the GPUs", || last_report(&leader)).await;
+    let first = eventually(WAIT, "a report of the GPUs", || last_report(&leader)).await;
     assert!(first.replicas.is_empty(), "{first:?}");
     assert_eq!(
         first.gpus,
@@ -179,12 +172,12 @@ async fn replicas_figures_show_on_metrics_and_go_to_the_controller_until_removed
         }]
     );
 
-    let tx = eventually("the session", || {
+    let tx = eventually(WAIT, "the session", || {
         leader.to_agent.lock().expect("tx").clone()
     })
     .await;
     tx.send(Ok(assignments(1, &[1, 2]))).await.expect("sent");
-    eventually("both replicas running", || {
+    eventually(WAIT, "both replicas running", || {
         (fake.containers().len() == 2
             && ["t1", "t2"]
                 .iter()
@@ -194,7 +187,7 @@ async fn replicas_figures_show_on_metrics_and_go_to_the_controller_until_removed
     .await;
 
     // Every figure of both replicas, as the engine gave them.
-    let report = eventually("a report of both replicas' figures", || {
+    let report = eventually(WAIT, "a report of both replicas' figures", || {
         last_report(&leader)
             .filter(|r| r.replicas.len() == 2 && r.replicas.iter().all(|x| x.memory_bytes > 0))
     })
@@ -239,7 +232,7 @@ async fn replicas_figures_show_on_metrics_and_go_to_the_controller_until_removed
     // Replica 1 works (a second of CPU time per pass): its CPU use shows; replica 2's
     // did not move.
     let mut cpu_ns = 0;
-    let busy_report = eventually("replica 1's CPU use", || {
+    let busy_report = eventually(WAIT, "replica 1's CPU use", || {
         cpu_ns += 1_000_000_000;
         fake.set_stats("t1", figures(1, cpu_ns));
         last_report(&leader).filter(|r| r.replicas.len() == 2 && r.replicas[0].cpu_percent > 0.0)
@@ -272,7 +265,7 @@ async fn replicas_figures_show_on_metrics_and_go_to_the_controller_until_removed
 
     // Replica 1 leaves the node: gone from the page and from the reports.
     tx.send(Ok(assignments(2, &[2]))).await.expect("sent");
-    eventually("replica 1 removed", || {
+    eventually(WAIT, "replica 1 removed", || {
         (fake.container_of("t1").is_none()).then_some(())
     })
     .await;
@@ -289,7 +282,7 @@ async fn replicas_figures_show_on_metrics_and_go_to_the_controller_until_removed
         task_value(&page, "shoal_task_memory_bytes", 2),
         Some((128u64 << 20) as f64)
     );
-    let after = eventually("a report without replica 1", || {
+    let after = eventually(WAIT, "a report without replica 1", || {
         last_report(&leader).filter(|r| r.replicas.len() == 1)
     })
     .await;

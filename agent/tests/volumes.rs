@@ -12,7 +12,7 @@ use std::time::Duration;
 // Only its `Leader` is used here: this file serves it next to `VolumeData`.
 #[allow(dead_code)]
 mod common;
-use common::Leader;
+use common::{until, Leader};
 
 use futures::Stream;
 use shoal_agent::model::{TransferDirection, TransferDone, VolumeTransfer};
@@ -30,6 +30,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+
+/// How long a condition of these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
 
 type Served = Vec<Result<pb::VolumeChunk, Status>>;
 
@@ -503,14 +506,17 @@ async fn a_frozen_export_pauses_only_around_its_second_pass_which_sends_what_cha
     };
     // The pause is asked for once the first pass has read the whole volume: what the
     // database does now is for the second pass.
-    eventually("the pause", || a.calls() == vec![Call::Pause(db.clone())]).await;
+    until(WAIT, "the pause", || {
+        a.calls() == vec![Call::Pause(db.clone())]
+    })
+    .await;
     assert!(!a.is_paused("db"), "ran during the first pass");
     std::fs::remove_file(src.join("PG_VERSION")).unwrap();
     let newer: Vec<u8> = (0..700_000u32).map(|i| (i % 13) as u8).collect();
     std::fs::write(src.join("base/1/1259"), &newer).unwrap();
     std::fs::write(src.join("new"), "fresh").unwrap();
     a.release(Op::Pause);
-    eventually("the resume", || a.calls().len() == 2).await;
+    until(WAIT, "the resume", || a.calls().len() == 2).await;
     assert_eq!(
         a.calls(),
         vec![Call::Pause(db.clone()), Call::Unpause(db.clone())]
@@ -597,7 +603,7 @@ async fn a_frozen_export_resumes_the_containers_when_it_fails() {
             .await
         })
     };
-    eventually("the pause", || !a.calls().is_empty()).await;
+    until(WAIT, "the pause", || !a.calls().is_empty()).await;
     std::fs::rename(&src, src.with_extension("gone")).unwrap();
     a.release(Op::Pause);
     let done = exporting.await.unwrap();
@@ -795,16 +801,6 @@ async fn reports_list_this_nodes_volumes_only() {
     assert!(seen.iter().all(|v| v.created_ms > 0));
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn the_session_reports_volumes_and_runs_transfers() {
     let data = Data::default();
@@ -829,7 +825,7 @@ async fn the_session_reports_volumes_and_runs_transfers() {
         shutdown.clone(),
     ));
     let got = leader.got.clone();
-    eventually("a volume report", || {
+    until(WAIT, "a volume report", || {
         got.lock()
             .unwrap()
             .iter()
@@ -883,7 +879,7 @@ async fn the_session_reports_volumes_and_runs_transfers() {
         }
     };
     let (done7, done8) = (done(7), done(8));
-    eventually("both transfers end", || {
+    until(WAIT, "both transfers end", || {
         done7().is_some() && done8().is_some()
     })
     .await;
@@ -899,7 +895,7 @@ async fn the_session_reports_volumes_and_runs_transfers() {
     data.serve_download(9, data.uploaded(7));
     to_agent.send(Ok(ask(9, "standby"))).await.unwrap();
     let done9 = done(9);
-    eventually("the standby refresh", || done9().is_some()).await;
+    until(WAIT, "the standby refresh", || done9().is_some()).await;
     let d = done9().unwrap();
     assert_eq!(d.error, "");
     assert_eq!(d.sha256, data.uploaded(7).last().unwrap().sha256);

@@ -123,3 +123,27 @@ pub fn web_assignments(
         })),
     }
 }
+
+/// Polls `f` every 50 ms until it gives `Some`, at most `timeout` on tokio's clock (a
+/// test with paused time advances it); panics naming `what` otherwise.
+pub async fn eventually<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("not within {timeout:?}: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// [`eventually`] for a condition.
+pub async fn until(timeout: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    eventually(timeout, what, || done().then_some(())).await
+}

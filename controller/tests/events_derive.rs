@@ -579,19 +579,7 @@ fn a_batch_changes_says_and_answers_what_its_commands_would_one_entry_each() {
         .state
         .tasks
         .values()
-        .map(|t| Command::TaskStatus {
-            node: t.node.clone().expect("assigned"),
-            updates: vec![TaskUpdate {
-                task: t.id.clone(),
-                state: TaskState::Running,
-                container_id: format!("c-{}", t.id),
-                exit_code: None,
-                error: String::new(),
-                ip: None,
-                ips: Default::default(),
-            }],
-            now_ms: 2_000,
-        })
+        .map(|t| status_command(t, TaskState::Running, None, 2_000))
         .collect();
     commands.insert(
         1,

@@ -5,10 +5,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::raft::snapshot_files;
 use openraft::BasicNode;
 use shoal_controller::faults::Faults;
 use shoal_controller::raft::{
@@ -81,6 +81,25 @@ async fn wait_applied(m: &Member, index: u64) {
     assert!(m.node.state.last_applied().unwrap().index >= index);
 }
 
+/// Members 2 and 3 join the group that member 1 (`members[0]`) leads, as voters.
+async fn join_followers(members: &[Member]) {
+    let leader = &members[0];
+    for m in &members[1..] {
+        leader
+            .node
+            .raft
+            .add_learner(m.node.id, BasicNode::new(&m.node.addr), true)
+            .await
+            .unwrap();
+    }
+    leader
+        .node
+        .raft
+        .change_membership([1, 2, 3], false)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_over_grpc() {
     let members = vec![start(1).await, start(2).await, start(3).await];
@@ -98,20 +117,7 @@ async fn three_members_over_grpc() {
         .await
         .unwrap();
 
-    for m in &members[1..] {
-        leader
-            .node
-            .raft
-            .add_learner(m.node.id, BasicNode::new(&m.node.addr), true)
-            .await
-            .unwrap();
-    }
-    leader
-        .node
-        .raft
-        .change_membership([1, 2, 3], false)
-        .await
-        .unwrap();
+    join_followers(&members).await;
     propose(&leader.node.raft, scale(100)).await.unwrap();
     let index = leader.node.state.last_applied().unwrap().index;
     for m in &members {
@@ -187,15 +193,6 @@ fn heavy_node(i: usize, kib: usize) -> Command {
     Command::RegisterNode { node }
 }
 
-fn snapshot_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("raft").join(raft::SNAPSHOT_DIR))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// A follower cut off while the others go on (and purge their logs) catches up through
 /// a snapshot of several chunks, received into a file: it ends with the leader's state,
 /// the snapshot recorded as its file, and loads it again on a restart.
@@ -204,20 +201,7 @@ async fn a_follower_far_behind_catches_up_from_a_snapshot_file() {
     let members = vec![start(1).await, start(2).await, start(3).await];
     let leader = &members[0];
     assert!(initialize_single(&leader.node).await.unwrap());
-    for m in &members[1..] {
-        leader
-            .node
-            .raft
-            .add_learner(m.node.id, BasicNode::new(&m.node.addr), true)
-            .await
-            .unwrap();
-    }
-    leader
-        .node
-        .raft
-        .change_membership([1, 2, 3], false)
-        .await
-        .unwrap();
+    join_followers(&members).await;
     propose(&leader.node.raft, scale(1)).await.unwrap();
     let index = leader.node.state.last_applied().unwrap().index;
     for m in &members {

@@ -1,26 +1,18 @@
 //! A single-node Raft member on a temp dir: what survives a restart, log compaction,
 //! and what a damaged data dir does.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::raft::{snapshot_dir, snapshot_files, timings, ADDR};
 use openraft::storage::RaftLogStorage;
 use shoal_controller::raft::{
     self, initialize_single, open, propose, trees, wait_for_leader, LogStore, RaftNode, RaftTimings,
 };
 use shoal_controller::state::Command;
 use tempfile::TempDir;
-
-const ADDR: &str = "127.0.0.1:7370";
-
-fn timings() -> RaftTimings {
-    RaftTimings {
-        heartbeat_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        ..RaftTimings::default()
-    }
-}
 
 fn compacting() -> RaftTimings {
     RaftTimings {
@@ -58,20 +50,6 @@ async fn propose_n(node: &RaftNode, n: u64) {
 /// Opens the stopped node's sled store directly, as an operator's tool would.
 fn open_db(dir: &Path) -> sled::Db {
     sled::open(dir.join("raft")).expect("open sled")
-}
-
-fn snapshot_dir(dir: &Path) -> std::path::PathBuf {
-    dir.join("raft").join(raft::SNAPSHOT_DIR)
-}
-
-/// The names of the files in the snapshot dir, sorted.
-fn snapshot_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(snapshot_dir(dir))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 fn log_bounds(db: &sled::Db) -> (Option<u64>, usize) {

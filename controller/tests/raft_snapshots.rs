@@ -3,28 +3,18 @@
 //! snapshot to a file; a crash's leftovers are removed on open; a missing or newer file is
 //! a clear error; a received snapshot is decoded and checked before it is installed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use common::raft::{snapshot_dir, snapshot_files, timings, ADDR};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use shoal_controller::raft::state_machine::{encode_snapshot, SNAPSHOT_FORMAT};
-use shoal_controller::raft::{
-    self, initialize_single, open, propose, trees, RaftNode, RaftTimings, StateMachine,
-};
+use shoal_controller::raft::{initialize_single, open, propose, trees, RaftNode, StateMachine};
 use shoal_controller::state::Command;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const ADDR: &str = "127.0.0.1:7370";
-
-fn timings() -> RaftTimings {
-    RaftTimings {
-        heartbeat_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        ..RaftTimings::default()
-    }
-}
 
 async fn start(dir: &Path) -> RaftNode {
     open(dir, 1, ADDR.to_string(), timings())
@@ -69,19 +59,6 @@ async fn snapshot_now(node: &RaftNode) {
         )
         .await
         .unwrap();
-}
-
-fn snapshot_dir(dir: &Path) -> PathBuf {
-    dir.join("raft").join(raft::SNAPSHOT_DIR)
-}
-
-fn snapshot_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(snapshot_dir(dir))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The snapshot record: (`file`, `data`) as sled holds them.

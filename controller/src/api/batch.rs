@@ -59,28 +59,28 @@ impl Batcher {
 
 /// Proposes what the sessions hand the [`Batcher`] of `ctx` until `shutdown`.
 pub async fn run(ctx: Shared, queue: Batched, shutdown: CancellationToken) {
+    let proposer = ctx.clone();
     let propose = move |cmd: Command| {
-        let ctx = ctx.clone();
-        async move {
-            // An older controller cannot read a batch: one entry per command then.
-            let batch_ok = ctx.controllers_behind(Command::BATCH_PROTOCOL).is_empty();
-            (batch_ok, ctx.propose(cmd).await)
-        }
+        let ctx = proposer.clone();
+        async move { ctx.propose(cmd).await }
     };
+    // An older controller cannot read a batch: one entry per command then.
+    let can_batch = move || ctx.controllers_behind(Command::BATCH_PROTOCOL).is_empty();
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = drain(queue, propose) => {}
+        _ = drain(queue, propose, can_batch) => {}
     }
 }
 
 /// Takes the queue's commands in arrival order, at most [`MAX_COMMANDS`] and about
-/// [`MAX_UPDATES`] statuses at a time, and proposes each group through `propose`
-/// (which also says whether every controller reads a batch), at most [`IN_FLIGHT`] at
-/// once. Ends when every [`Batcher`] is dropped.
-async fn drain<F, Fut>(mut queue: Batched, propose: F)
+/// [`MAX_UPDATES`] statuses at a time, and proposes each group through `propose`, as
+/// one batch when `can_batch` says every controller reads one, at most [`IN_FLIGHT`]
+/// groups at once. Ends when every [`Batcher`] is dropped.
+async fn drain<F, Fut, B>(mut queue: Batched, propose: F, can_batch: B)
 where
     F: Fn(Command) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = (bool, Result<CommandResult, Status>)> + Send,
+    Fut: std::future::Future<Output = Result<CommandResult, Status>> + Send,
+    B: Fn() -> bool,
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
@@ -98,38 +98,30 @@ where
             updates += statuses(&next.0);
             group.push(next);
         }
+        let batch = group.len() > 1 && can_batch();
         let propose = propose.clone();
         tokio::spawn(async move {
-            propose_group(group, propose).await;
+            if batch {
+                propose_batch(group, propose).await;
+            } else {
+                // One entry each, in order.
+                for (cmd, reply) in group {
+                    let _ = reply.send(propose(cmd).await);
+                }
+            }
             drop(slot);
         });
     }
 }
 
-async fn propose_group<F, Fut>(group: Vec<(Command, Reply)>, propose: F)
+/// Proposes `group` as one [`Command::Batch`] and gives each sender its command's answer.
+async fn propose_batch<F, Fut>(group: Vec<(Command, Reply)>, propose: F)
 where
     F: Fn(Command) -> Fut,
-    Fut: std::future::Future<Output = (bool, Result<CommandResult, Status>)>,
+    Fut: std::future::Future<Output = Result<CommandResult, Status>>,
 {
     let (commands, replies): (Vec<Command>, Vec<Reply>) = group.into_iter().unzip();
-    if commands.len() == 1 {
-        let (_, result) = propose(commands.into_iter().next().expect("one command")).await;
-        answer_all(replies, &result);
-        return;
-    }
-    let (batch_ok, result) = propose(Command::Batch {
-        commands: commands.clone(),
-    })
-    .await;
-    if !batch_ok {
-        // Refused before it reached the log (a controller mid-upgrade): one by one, in
-        // order.
-        for (cmd, reply) in commands.into_iter().zip(replies) {
-            let _ = reply.send(propose(cmd).await.1);
-        }
-        return;
-    }
-    match result {
+    match propose(Command::Batch { commands }).await {
         Ok(result) if result.batch.len() == replies.len() => {
             for (reply, one) in replies.into_iter().zip(result.batch) {
                 let _ = reply.send(Ok(one));
@@ -185,18 +177,15 @@ mod tests {
         }
     }
 
-    type Proposed = std::pin::Pin<
-        Box<dyn std::future::Future<Output = (bool, Result<CommandResult, Status>)> + Send>,
-    >;
+    type Proposed =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<CommandResult, Status>> + Send>>;
 
     /// A proposer that records what it was given, holds the first [`IN_FLIGHT`]
     /// proposals until `release` fires (so what arrives meanwhile waits in the queue),
     /// and answers each status with its task id's length as `count`.
     type Seen = Arc<Mutex<Vec<Command>>>;
 
-    fn recording(
-        batch_ok: bool,
-    ) -> (
+    fn recording() -> (
         Seen,
         tokio::sync::watch::Sender<bool>,
         impl Fn(Command) -> Proposed + Clone + Send + 'static,
@@ -223,17 +212,13 @@ mod tests {
                     },
                     ..Default::default()
                 };
-                let result = match &cmd {
-                    Command::Batch { .. } if !batch_ok => {
-                        Err(Status::failed_precondition("behind"))
-                    }
+                match &cmd {
                     Command::Batch { commands } => Ok(CommandResult {
                         batch: commands.iter().map(answer).collect(),
                         ..Default::default()
                     }),
                     one => Ok(answer(one)),
-                };
-                (batch_ok, result)
+                }
             })
         };
         (seen, release, propose)
@@ -301,13 +286,22 @@ mod tests {
         out
     }
 
+    /// `count` statuses through a batcher whose first proposals are held
+    /// ([`send_held`]), `can_batch` answering as given: what was proposed, in order.
+    async fn held_run(can_batch: bool, count: usize) -> Vec<Command> {
+        let (seen, release, propose) = recording();
+        let (batcher, queue) = channel();
+        let run = tokio::spawn(drain(queue, propose, move || can_batch));
+        send_held(&batcher, &seen, release, count).await;
+        drop(batcher);
+        run.await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
     #[tokio::test]
     async fn what_waits_goes_in_one_batch_in_arrival_order_and_each_gets_its_answer() {
-        let (seen, release, propose) = recording(true);
-        let (batcher, queue) = channel();
-        let run = tokio::spawn(drain(queue, propose));
-        send_held(&batcher, &seen, release, 300).await;
-        let seen = seen.lock().unwrap().clone();
+        let seen = held_run(true, 300).await;
         // The two held went alone; the 298 that waited went in ceil(298 / 256) batches.
         assert_eq!(seen.len(), IN_FLIGHT + 2, "{seen:?}");
         assert!(seen[IN_FLIGHT..]
@@ -316,31 +310,17 @@ mod tests {
         let mut all = nodes(&seen);
         all.sort_unstable();
         assert_eq!(all, (0..300).collect::<Vec<_>>(), "each exactly once");
-        drop(batcher);
-        run.await.unwrap();
     }
 
     #[tokio::test]
     async fn a_controller_that_cannot_read_a_batch_gets_one_entry_per_command() {
-        let (seen, release, propose) = recording(false);
-        let (batcher, queue) = channel();
-        let run = tokio::spawn(drain(queue, propose));
-        send_held(&batcher, &seen, release, 6).await;
-        let seen = seen.lock().unwrap().clone();
-        let singles: Vec<usize> = seen
-            .iter()
-            .filter(|c| matches!(c, Command::TaskStatus { .. }))
-            .map(|c| nodes(std::slice::from_ref(c))[0])
-            .collect();
-        assert_eq!(
-            singles.len(),
-            6,
-            "every command still proposed on its own: {seen:?}"
+        let seen = held_run(false, 6).await;
+        assert!(
+            seen.iter().all(|c| matches!(c, Command::TaskStatus { .. })),
+            "no batch proposed: {seen:?}"
         );
-        // The refused batch's commands, one by one in their order.
-        assert_eq!(singles[IN_FLIGHT..], [2, 3, 4, 5]);
-        drop(batcher);
-        run.await.unwrap();
+        // Each command on its own, in arrival order.
+        assert_eq!(nodes(&seen), [0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

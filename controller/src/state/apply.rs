@@ -35,10 +35,6 @@ impl CommandResult {
 impl ClusterState {
     /// Applies one committed command. Deterministic: no clock, no I/O.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
-        if let Command::Batch { commands } = cmd {
-            // Each command records what it changed itself.
-            return self.apply_batch(commands);
-        }
         let touched = self.touched_by(cmd);
         let result = self.apply_command(cmd);
         let services = self.services.len();

@@ -164,6 +164,8 @@ impl ClusterState {
             // Images matter only where a pending task is placed, and a service with a
             // pending task is looked at every pass anyway.
             Command::NodeImages { .. } | Command::ImageHeld { .. } => return Touched::Nothing,
+            // Each command of a batch records what it changed as it is applied.
+            Command::Batch { .. } => return Touched::Nothing,
             _ => return Touched::All,
         };
         Touched::Services(keys)

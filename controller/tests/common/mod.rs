@@ -1,6 +1,8 @@
 // Shared builders for the pure scheduler and reconciler tests (included with `mod`).
 #![allow(dead_code)]
 
+pub mod raft;
+
 use shoal_controller::state::*;
 use shoal_proto::spec::{ServiceSpec, StackSpec};
 use shoal_proto::task::{Desired, TaskState};
@@ -106,7 +108,12 @@ pub fn report(
 
 /// `t`'s agent reports it as `state` (container `c-ID`, no address).
 pub fn status(s: &mut ClusterState, t: &Task, state: TaskState, exit: Option<i64>, now_ms: u64) {
-    s.apply(&Command::TaskStatus {
+    s.apply(&status_command(t, state, exit, now_ms));
+}
+
+/// What `t`'s agent proposes to report it as `state` (container `c-ID`, no address).
+pub fn status_command(t: &Task, state: TaskState, exit: Option<i64>, now_ms: u64) -> Command {
+    Command::TaskStatus {
         node: t.node.clone().unwrap_or_default(),
         updates: vec![TaskUpdate {
             task: t.id.clone(),
@@ -118,7 +125,7 @@ pub fn status(s: &mut ClusterState, t: &Task, state: TaskState, exit: Option<i64
             ips: Default::default(),
         }],
         now_ms,
-    });
+    }
 }
 
 /// Node `id` goes down if it is ready, else comes back ready.
